@@ -1,0 +1,108 @@
+//! A split of an MNIST-format dataset held as bytes, and batch assembly with
+//! continuous or dynamically binarized targets.
+use super::idx::read_idx;
+use crate::error::{Error, Result};
+use crate::rng::NoiseKey;
+use crate::Real;
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    fn stems(self) -> (&'static str, &'static str) {
+        match self {
+            Split::Train => ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+            Split::Test => ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        }
+    }
+}
+
+/// How pixel bytes become targets in [0, 1].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binarize {
+    /// x = byte / 255.
+    None,
+    /// x ~ Bernoulli(byte / 255), a fresh draw each time an image is used.
+    Dynamic,
+}
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// [n, height * width], row-major bytes.
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Dataset {
+    /// Load a split from `dir`; `limit` keeps the first N images.
+    pub fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Self> {
+        let (img_stem, lbl_stem) = split.stems();
+        let images = read_idx(dir, img_stem, 3)?;
+        let labels = read_idx(dir, lbl_stem, 1)?;
+        let (n, height, width) = (images.dims[0], images.dims[1], images.dims[2]);
+        if height < 2 || width < 2 {
+            return Err(Error::Dataset {
+                path: dir.join(img_stem),
+                problem: format!("unexpected image size {height}x{width}: need at least 2x2"),
+            });
+        }
+        if labels.dims[0] != n {
+            return Err(Error::Dataset {
+                path: dir.join(lbl_stem),
+                problem: format!("image/label count mismatch: {n} images in {img_stem} but {} labels", labels.dims[0]),
+            });
+        }
+        let mut ds = Dataset { images: images.data, labels: labels.data, height, width };
+        if let Some(l) = limit {
+            if l == 0 {
+                return Err(Error::Config("--limit must be at least 1".into()));
+            }
+            let keep = l.min(n);
+            ds.images.truncate(keep * height * width);
+            ds.labels.truncate(keep);
+        }
+        Ok(ds)
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn pixels(&self) -> usize {
+        self.height * self.width
+    }
+
+    pub fn image(&self, i: usize) -> &[u8] {
+        let d = self.pixels();
+        &self.images[i * d..(i + 1) * d]
+    }
+
+    /// Write the targets of image `index` into `out` ([pixels]). Binarized
+    /// draws use sample 0 of `key`'s stream with the image index as the item.
+    pub fn targets<T: Real>(&self, index: usize, binarize: Binarize, key: NoiseKey, scratch: &mut [f32], out: &mut [T]) {
+        let img = self.image(index);
+        match binarize {
+            Binarize::None => {
+                for (o, &b) in out.iter_mut().zip(img) {
+                    *o = T::of(b as f64 / 255.0);
+                }
+            }
+            Binarize::Dynamic => {
+                key.uniforms(index as u32, 0, scratch);
+                for ((o, &b), &u) in out.iter_mut().zip(img).zip(scratch.iter()) {
+                    *o = if u < b as f32 / 255.0 { T::one() } else { T::zero() };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Checkpoints in the SPEC safetensors format: f32 tensors in torch's
+//! nn.Linear layout under the SPEC names, with the model's configuration in
+//! `__metadata__`. Files written by PyTorch's safetensors load too; when their
+//! metadata lacks a field it is inferred from the tensor shapes.
+use super::config::{ModelConfig, Transform};
+use super::params::Layout;
+use crate::error::{Error, Result};
+use crate::fsutil::atomic_write;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn err(path: &Path, problem: impl Into<String>) -> Error {
+    Error::Checkpoint { path: path.to_path_buf(), problem: problem.into() }
+}
+
+/// The SPEC metadata for a configuration.
+pub fn model_metadata(cfg: &ModelConfig) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    m.insert("format".into(), "iwtvae".into());
+    m.insert("version".into(), "1".into());
+    m.insert("transform".into(), cfg.transform.name().into());
+    m.insert("z_dim".into(), cfg.z_dim.to_string());
+    m.insert("u_dim".into(), cfg.u_dim.to_string());
+    m.insert("hidden".into(), cfg.hidden.to_string());
+    m.insert("tps_grid".into(), cfg.tps_grid.to_string());
+    m.insert("height".into(), cfg.height.to_string());
+    m.insert("width".into(), cfg.width.to_string());
+    m
+}
+
+/// Serialise named f32 tensors taken from a flat vector.
+pub fn serialize_flat(layout: &Layout, flat: &[f32], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = layout
+        .entries
+        .iter()
+        .map(|e| {
+            let data = flat[e.offset..e.offset + e.len].iter().flat_map(|v| v.to_le_bytes()).collect();
+            (e.name.clone(), data, e.shape.clone())
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, d, s)| TensorView::new(Dtype::F32, s.clone(), d).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("internal tensor view error: {e}")))?;
+    safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Config(format!("serialize: {e}")))
+}
+
+/// Write a model checkpoint atomically. `extra` adds metadata (epoch, ...).
+pub fn save_checkpoint(path: &Path, layout: &Layout, params: &[f32], extra: &[(&str, String)]) -> Result<()> {
+    let mut meta = model_metadata(&layout.config);
+    for (k, v) in extra {
+        meta.insert((*k).into(), v.clone());
+    }
+    let bytes = serialize_flat(layout, params, meta)?;
+    atomic_write(path, &bytes)
+}
+
+pub struct LoadedCheckpoint {
+    pub layout: Layout,
+    pub params: Vec<f32>,
+    pub metadata: HashMap<String, String>,
+}
+
+fn tensor_f32(path: &Path, name: &str, view: &TensorView) -> Result<Vec<f32>> {
+    let d = view.data();
+    match view.dtype() {
+        Dtype::F32 => Ok(d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect()),
+        Dtype::F64 => Ok(d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32).collect()),
+        other => Err(err(path, format!("tensor {name} has dtype {other:?}; expected F32 (or F64)"))),
+    }
+}
+
+/// Read the configuration: metadata where present, tensor shapes otherwise.
+fn infer_config(path: &Path, st: &SafeTensors, meta: &HashMap<String, String>) -> Result<ModelConfig> {
+    let shape = |name: &str| -> Result<Vec<usize>> {
+        st.tensor(name).map(|t| t.shape().to_vec()).map_err(|_| err(path, format!("missing tensor {name}")))
+    };
+    let num = |key: &str, fallback: Option<usize>| -> Result<usize> {
+        match meta.get(key) {
+            Some(v) => v.parse().map_err(|_| err(path, format!("metadata {key}={v:?} is not an integer"))),
+            None => fallback.ok_or_else(|| err(path, format!("metadata {key} missing and not inferable"))),
+        }
+    };
+    if let Some(f) = meta.get("format") {
+        if f != "iwtvae" {
+            return Err(err(path, format!("metadata format={f:?}, expected \"iwtvae\"")));
+        }
+    }
+    if let Some(v) = meta.get("version") {
+        if v != "1" {
+            return Err(err(path, format!("metadata version={v:?}; this build reads version 1")));
+        }
+    }
+    let fc1 = shape("enc.fc1.weight")?;
+    let zmu = shape("enc.z_mu.weight")?;
+    if fc1.len() != 2 || zmu.len() != 2 {
+        return Err(err(path, "enc.fc1.weight and enc.z_mu.weight must be 2-D"));
+    }
+    let has_u = st.tensor("enc.u_mu.weight").is_ok();
+    let theta_rows = st.tensor("u2theta.weight").ok().map(|t| t.shape()[0]);
+    let transform = match meta.get("transform") {
+        Some(t) => Transform::parse(t).map_err(|e| err(path, format!("metadata transform: {e}")))?,
+        None if !has_u => Transform::None,
+        None if theta_rows == Some(6) => Transform::Affine,
+        None => Transform::Tps,
+    };
+    let u_guess = if has_u { Some(shape("enc.u_mu.weight")?[0]) } else { Some(0) };
+    let g_guess = theta_rows.map(|t| ((t / 2) as f64).sqrt().round() as usize).or(Some(3));
+    let pixels = fc1[1];
+    let side = (pixels as f64).sqrt().round() as usize;
+    let square = (side * side == pixels).then_some(side);
+    let cfg = ModelConfig {
+        transform,
+        z_dim: num("z_dim", Some(zmu[0]))?,
+        u_dim: num("u_dim", u_guess)?,
+        hidden: num("hidden", Some(fc1[0]))?,
+        tps_grid: num("tps_grid", g_guess)?,
+        height: num("height", square)?,
+        width: num("width", square)?,
+    };
+    cfg.validate().map_err(|e| err(path, e.to_string()))?;
+    if cfg.pixels() != pixels {
+        return Err(err(path, format!("image size {}x{} does not match enc.fc1.weight's {pixels} inputs", cfg.height, cfg.width)));
+    }
+    Ok(cfg)
+}
+
+/// Load a checkpoint; every tensor of the layout must be present with its shape.
+pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
+    let cfg = infer_config(path, &st, &meta)?;
+    let layout = Layout::new(cfg);
+    let mut params = vec![0f32; layout.total];
+    for e in &layout.entries {
+        let view = st.tensor(&e.name).map_err(|_| err(path, format!("missing tensor {}", e.name)))?;
+        if view.shape() != e.shape.as_slice() {
+            return Err(err(path, format!("tensor {} has shape {:?}, expected {:?}", e.name, view.shape(), e.shape)));
+        }
+        let v = tensor_f32(path, &e.name, &view)?;
+        params[e.offset..e.offset + e.len].copy_from_slice(&v);
+    }
+    Ok(LoadedCheckpoint { layout, params, metadata: meta })
+}

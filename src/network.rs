@@ -1,0 +1,429 @@
+//! The model's order of operations, written once over the ops, forward and
+//! hand-written backward side by side.
+//!
+//! Shapes: B images, k samples each, N = B·k rows with row r = b·k + s, so an
+//! image's samples are contiguous. D = H·W pixels, Hd hidden, Z, U latents,
+//! T = θ size.
+//!
+//! ```text
+//! encode   x[B,D] → h1,h2[B,Hd] → μz, log σz[B,Z], μu, log σu[B,U]
+//! sample   z[N,Z] = μz + σz ε,  u[N,U] = μu + σu η
+//! decode   z → d1,d2[N,Hd] → c = sigmoid(·)[N,D];  θ[N,T] = T·u + t + θ_id
+//!          p = grid_sample(c, grid(θ)) [N,D];  log p(x|z,u)[N]
+//! weights  log w[N] = log p(x|z,u) − ½|z|² − ½|u|² + ½|ε|² + Σ log σz + ½|η|² + Σ log σu
+//! ```
+use crate::model::{Layout, LinearSlot, Transform};
+use crate::ops::grid::Warp;
+use crate::ops::grid_sample::{footprint, grid_sample_row, grid_sample_row_backward, sample};
+use crate::ops::likelihood::{bernoulli_logp, bernoulli_logp_grad, bernoulli_logp_row, sigmoid_inplace};
+use crate::ops::linear::{linear_backward_input, linear_backward_params, linear_forward, relu_backward, Activation};
+use crate::ops::rows::{for_each_row, Par, RowsMut};
+use crate::rng::NoiseKey;
+use crate::Real;
+
+/// log σ is clamped to this range (SPEC §1).
+pub const LOG_SIGMA_CLAMP: f64 = 6.0;
+
+pub struct Network<T> {
+    pub layout: Layout,
+    pub warp: Warp<T>,
+    pub theta_id: Vec<T>,
+}
+
+/// Every intermediate of one forward/backward, allocated once for at most
+/// `batch_cap` images × `k` samples.
+#[derive(Default)]
+pub struct Workspace<T> {
+    pub batch_cap: usize,
+    pub k: usize,
+    pub x: Vec<T>,
+    pub h1: Vec<T>,
+    pub h2: Vec<T>,
+    pub mu_z: Vec<T>,
+    pub ls_z_raw: Vec<T>,
+    pub ls_z: Vec<T>,
+    pub mu_u_pre: Vec<T>,
+    pub mu_u: Vec<T>,
+    pub ls_u_raw: Vec<T>,
+    pub ls_u: Vec<T>,
+    pub eps: Vec<T>,
+    pub eta: Vec<T>,
+    pub z: Vec<T>,
+    pub u: Vec<T>,
+    pub theta: Vec<T>,
+    pub d1: Vec<T>,
+    pub d2: Vec<T>,
+    /// Decoder logits, then the canonical image c (sigmoid in place).
+    pub c: Vec<T>,
+    pub p: Vec<T>,
+    pub gx: Vec<T>,
+    pub gy: Vec<T>,
+    pub logpx: Vec<T>,
+    pub logw: Vec<T>,
+    pub coef_px: Vec<T>,
+    pub coef_w: Vec<T>,
+    pub dp: Vec<T>,
+    pub dc: Vec<T>,
+    pub dgx: Vec<T>,
+    pub dgy: Vec<T>,
+    pub dtheta: Vec<T>,
+    pub du: Vec<T>,
+    pub dz: Vec<T>,
+    pub dd1: Vec<T>,
+    pub dd2: Vec<T>,
+    pub dmu_z: Vec<T>,
+    pub dls_z: Vec<T>,
+    pub dmu_u: Vec<T>,
+    pub dls_u: Vec<T>,
+    pub dh1: Vec<T>,
+    pub dh2: Vec<T>,
+    pub scratch_u32: Vec<f32>,
+}
+
+/// Disjoint (weight, bias) gradient slices of one layer.
+fn grad_slots<'a, T>(grads: &'a mut [T], s: &LinearSlot) -> (&'a mut [T], &'a mut [T]) {
+    debug_assert_eq!(s.b, s.w + s.out * s.inp);
+    grads[s.w..s.b + s.out].split_at_mut(s.out * s.inp)
+}
+
+impl<T: Real> Network<T> {
+    pub fn new(layout: Layout) -> Self {
+        let warp = Warp::new(&layout.config);
+        let theta_id = warp.theta_identity();
+        Network { layout, warp, theta_id }
+    }
+
+    pub fn workspace(&self, batch_cap: usize, k: usize, with_backward: bool) -> Workspace<T> {
+        let c = &self.layout.config;
+        let (d, hd, z, u, t) = (c.pixels(), c.hidden, c.z_dim, c.u_dim, c.theta_dim());
+        let (b, n) = (batch_cap, batch_cap * k);
+        let v = |len: usize| vec![T::zero(); len];
+        let g = |len: usize| if with_backward { vec![T::zero(); len] } else { Vec::new() };
+        let has_t = c.transform != Transform::None;
+        let tv = |len: usize| if has_t { vec![T::zero(); len] } else { Vec::new() };
+        Workspace {
+            batch_cap,
+            k,
+            x: v(b * d),
+            h1: v(b * hd),
+            h2: v(b * hd),
+            mu_z: v(b * z),
+            ls_z_raw: v(b * z),
+            ls_z: v(b * z),
+            mu_u_pre: v(b * u),
+            mu_u: v(b * u),
+            ls_u_raw: v(b * u),
+            ls_u: v(b * u),
+            eps: v(n * z),
+            eta: v(n * u),
+            z: v(n * z),
+            u: v(n * u),
+            theta: v(n * t),
+            d1: v(n * hd),
+            d2: v(n * hd),
+            c: v(n * d),
+            p: if with_backward { tv(n * d) } else { Vec::new() },
+            gx: if with_backward { tv(n * d) } else { Vec::new() },
+            gy: if with_backward { tv(n * d) } else { Vec::new() },
+            logpx: v(n),
+            logw: v(n),
+            coef_px: v(n),
+            coef_w: v(n),
+            dp: g(n * d),
+            dc: g(n * d),
+            dgx: g(n * d),
+            dgy: g(n * d),
+            dtheta: g(n * t),
+            du: g(n * u),
+            dz: g(n * z),
+            dd1: g(n * hd),
+            dd2: g(n * hd),
+            dmu_z: g(b * z),
+            dls_z: g(b * z),
+            dmu_u: g(b * u),
+            dls_u: g(b * u),
+            dh1: g(b * hd),
+            dh2: g(b * hd),
+            scratch_u32: vec![0.0; d],
+        }
+    }
+
+    /// Encoder: ws.x[..b] → μ and clamped log σ for z and u.
+    pub fn encode(&self, params: &[T], ws: &mut Workspace<T>, b: usize, par: Par) {
+        let l = &self.layout;
+        let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| {
+            linear_forward(x, b, &params[s.w_range()], &params[s.b_range()], s.out, s.inp, act, y, par)
+        };
+        lin(&l.enc_fc1, &ws.x, Activation::Relu, &mut ws.h1);
+        lin(&l.enc_fc2, &ws.h1, Activation::Relu, &mut ws.h2);
+        lin(&l.z_mu, &ws.h2, Activation::Identity, &mut ws.mu_z);
+        lin(&l.z_logsigma, &ws.h2, Activation::Identity, &mut ws.ls_z_raw);
+        let clamp = |raw: &[T], out: &mut [T]| {
+            for (o, &r) in out.iter_mut().zip(raw) {
+                *o = r.max(T::of(-LOG_SIGMA_CLAMP)).min(T::of(LOG_SIGMA_CLAMP));
+            }
+        };
+        clamp(&ws.ls_z_raw, &mut ws.ls_z);
+        if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
+            lin(mu, &ws.h2, Activation::Identity, &mut ws.mu_u_pre);
+            for (o, &a) in ws.mu_u.iter_mut().zip(&ws.mu_u_pre) {
+                *o = a.tanh();
+            }
+            lin(ls, &ws.h2, Activation::Identity, &mut ws.ls_u_raw);
+            clamp(&ws.ls_u_raw, &mut ws.ls_u);
+        }
+    }
+
+    /// ε, η for rows r = b·k + s: item = items[b], sample = sample0 + s.
+    pub fn fill_noise(&self, ws: &mut Workspace<T>, items: &[u32], k: usize, sample0: usize, eps_key: NoiseKey, eta_key: NoiseKey) {
+        let (zd, ud) = (self.layout.config.z_dim, self.layout.config.u_dim);
+        for (b, &item) in items.iter().enumerate() {
+            for s in 0..k {
+                let r = b * k + s;
+                eps_key.normals(item, (sample0 + s) as u32, &mut ws.eps[r * zd..(r + 1) * zd]);
+                if ud > 0 {
+                    eta_key.normals(item, (sample0 + s) as u32, &mut ws.eta[r * ud..(r + 1) * ud]);
+                }
+            }
+        }
+    }
+
+    /// z = μz + σz ε, u = μu + σu η (rows of image b use its posterior).
+    /// With `at_mean`, the noise is ignored: z = μz, u = μu.
+    pub fn sample_latents(&self, ws: &mut Workspace<T>, b: usize, k: usize, at_mean: bool) {
+        let (zd, ud) = (self.layout.config.z_dim, self.layout.config.u_dim);
+        let reparam = |mu: &[T], ls: &[T], noise: &[T], out: &mut [T], dim: usize| {
+            for r in 0..b * k {
+                let i = r / k;
+                for d in 0..dim {
+                    let n = if at_mean { T::zero() } else { noise[r * dim + d] };
+                    out[r * dim + d] = mu[i * dim + d] + ls[i * dim + d].exp() * n;
+                }
+            }
+        };
+        reparam(&ws.mu_z, &ws.ls_z, &ws.eps, &mut ws.z, zd);
+        if ud > 0 {
+            reparam(&ws.mu_u, &ws.ls_u, &ws.eta, &mut ws.u, ud);
+        }
+    }
+
+    /// Decoder, transform and likelihood: ws.z, ws.u → ws.logpx[..n].
+    /// `store` keeps p and the grid for the backward; without it the grid,
+    /// sampling and BCE are fused per pixel and nothing D-wide is written
+    /// besides c.
+    pub fn decode(&self, params: &[T], ws: &mut Workspace<T>, b: usize, k: usize, store: bool, par: Par) {
+        let l = &self.layout;
+        let n = b * k;
+        let d = l.config.pixels();
+        let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| {
+            linear_forward(x, n, &params[s.w_range()], &params[s.b_range()], s.out, s.inp, act, y, par)
+        };
+        lin(&l.dec_fc1, &ws.z, Activation::Relu, &mut ws.d1);
+        lin(&l.dec_fc2, &ws.d1, Activation::Relu, &mut ws.d2);
+        lin(&l.dec_fc3, &ws.d2, Activation::Identity, &mut ws.c);
+        let t = l.config.theta_dim();
+        if let Some(s) = &l.u2theta {
+            lin(s, &ws.u, Activation::Identity, &mut ws.theta);
+            for row in ws.theta[..n * t].chunks_exact_mut(t) {
+                for (v, &id) in row.iter_mut().zip(&self.theta_id) {
+                    *v += id;
+                }
+            }
+        }
+        let (h, w) = (l.config.height, l.config.width);
+        let warp = &self.warp;
+        let transform = l.config.transform;
+        let x = &ws.x;
+        let theta = &ws.theta;
+        let c_rows = RowsMut::new(&mut ws.c, d, n);
+        let logpx = RowsMut::new(&mut ws.logpx, 1, n);
+        let stored = store && transform != Transform::None;
+        let (p_rows, gx_rows, gy_rows) = if stored {
+            (RowsMut::new(&mut ws.p, d, n), RowsMut::new(&mut ws.gx, d, n), RowsMut::new(&mut ws.gy, d, n))
+        } else {
+            let mut empty: [T; 0] = [];
+            let e = RowsMut::new(&mut empty, 0, 0);
+            (e, e, e)
+        };
+        for_each_row(par, n, |r| {
+            // SAFETY: for_each_row visits each row index exactly once.
+            let c = unsafe { c_rows.row(r) };
+            sigmoid_inplace(c);
+            let xr = &x[(r / k) * d..(r / k + 1) * d];
+            let lp = if transform == Transform::None {
+                bernoulli_logp_row(xr, c)
+            } else if stored {
+                // SAFETY: as above, row r is this call's alone.
+                let (p, gx, gy) = unsafe { (p_rows.row(r), gx_rows.row(r), gy_rows.row(r)) };
+                warp.grid_row(&theta[r * t..(r + 1) * t], gx, gy);
+                grid_sample_row(c, h, w, gx, gy, p);
+                bernoulli_logp_row(xr, p)
+            } else {
+                let th = &theta[r * t..(r + 1) * t];
+                let mut acc = T::zero();
+                for (j, &xj) in xr.iter().enumerate() {
+                    let (xs, ys) = warp.coord(th, j);
+                    let pj = match footprint(xs, ys, h, w) {
+                        Some(f) => sample(c, &f),
+                        None => T::nan(),
+                    };
+                    acc += bernoulli_logp(xj, pj);
+                }
+                acc
+            };
+            // SAFETY: as above.
+            unsafe { logpx.row(r)[0] = lp };
+        });
+    }
+
+    /// log w[r] from log p(x|z,u) and the latent terms.
+    pub fn log_weights(&self, ws: &mut Workspace<T>, b: usize, k: usize) {
+        let (zd, ud) = (self.layout.config.z_dim, self.layout.config.u_dim);
+        let half = T::of(0.5);
+        for r in 0..b * k {
+            let i = r / k;
+            let mut lw = ws.logpx[r];
+            for dd in 0..zd {
+                let (z, e) = (ws.z[r * zd + dd], ws.eps[r * zd + dd]);
+                lw += half * (e * e - z * z) + ws.ls_z[i * zd + dd];
+            }
+            for dd in 0..ud {
+                let (u, e) = (ws.u[r * ud + dd], ws.eta[r * ud + dd]);
+                lw += half * (e * e - u * u) + ws.ls_u[i * ud + dd];
+            }
+            ws.logw[r] = lw;
+        }
+    }
+
+    /// KL(q(z|x)‖N(0,I)) + KL(q(u|x)‖N(0,I)) of image i.
+    pub fn kl(&self, ws: &Workspace<T>, i: usize) -> f64 {
+        let term = |mu: &[T], ls: &[T], dim: usize| -> f64 {
+            (0..dim)
+                .map(|d| {
+                    let (m, l) = (mu[i * dim + d].f64(), ls[i * dim + d].f64());
+                    0.5 * ((2.0 * l).exp() + m * m - 1.0 - 2.0 * l)
+                })
+                .sum()
+        };
+        let c = &self.layout.config;
+        term(&ws.mu_z, &ws.ls_z, c.z_dim) + term(&ws.mu_u, &ws.ls_u, c.u_dim)
+    }
+
+    /// Backward of the whole model into `grads` (accumulated; same layout as
+    /// params). Needs ws.coef_px[r] = ∂Loss/∂log p(x|z_r,u_r), ws.coef_w[r] =
+    /// ∂Loss/∂(explicit latent terms of log w_r), and `kl_scale` = ∂Loss/∂KL_b
+    /// (elbo-kl; 0 otherwise).
+    pub fn backward(&self, params: &[T], grads: &mut [T], ws: &mut Workspace<T>, b: usize, k: usize, kl_scale: T, par: Par) {
+        let l = &self.layout;
+        let cfg = &l.config;
+        let n = b * k;
+        let (d, h, w, t) = (cfg.pixels(), cfg.height, cfg.width, cfg.theta_dim());
+        let transform = cfg.transform;
+
+        // Likelihood, grid sampling, grid and sigmoid, fused per row:
+        // dc[N,D] = ∂Loss/∂logits, dtheta[N,T].
+        {
+            let warp = &self.warp;
+            let (x, c, p, gx, gy, coef) = (&ws.x, &ws.c, &ws.p, &ws.gx, &ws.gy, &ws.coef_px);
+            let dc_rows = RowsMut::new(&mut ws.dc, d, n);
+            let dp_rows = RowsMut::new(&mut ws.dp, d, n);
+            let dgx_rows = RowsMut::new(&mut ws.dgx, d, n);
+            let dgy_rows = RowsMut::new(&mut ws.dgy, d, n);
+            let dth_rows = RowsMut::new(&mut ws.dtheta, t, if t > 0 { n } else { 0 });
+            for_each_row(par, n, |r| {
+                let xr = &x[(r / k) * d..(r / k + 1) * d];
+                let cr = &c[r * d..(r + 1) * d];
+                // SAFETY: for_each_row visits each row index exactly once.
+                let dc = unsafe { dc_rows.row(r) };
+                if transform == Transform::None {
+                    for j in 0..d {
+                        dc[j] = coef[r] * bernoulli_logp_grad(xr[j], cr[j]);
+                    }
+                } else {
+                    let pr = &p[r * d..(r + 1) * d];
+                    // SAFETY: as above.
+                    let (dp, dgx, dgy, dth) = unsafe { (dp_rows.row(r), dgx_rows.row(r), dgy_rows.row(r), dth_rows.row(r)) };
+                    for j in 0..d {
+                        dp[j] = coef[r] * bernoulli_logp_grad(xr[j], pr[j]);
+                    }
+                    dc.iter_mut().for_each(|v| *v = T::zero());
+                    let (gxr, gyr) = (&gx[r * d..(r + 1) * d], &gy[r * d..(r + 1) * d]);
+                    grid_sample_row_backward(cr, h, w, gxr, gyr, dp, dc, dgx, dgy);
+                    warp.grid_row_backward(dgx, dgy, dth);
+                }
+                for j in 0..d {
+                    dc[j] *= cr[j] * (T::one() - cr[j]);
+                }
+            });
+        }
+
+        // Decoder GEMMs.
+        let back = |s: &LinearSlot, grads: &mut [T], x: &[T], dy: &[T], rows: usize| {
+            let (dw, db) = grad_slots(grads, s);
+            linear_backward_params(x, dy, rows, s.out, s.inp, dw, db, par);
+        };
+        back(&l.dec_fc3, grads, &ws.d2, &ws.dc, n);
+        linear_backward_input(&ws.dc, n, &params[l.dec_fc3.w_range()], d, cfg.hidden, &mut ws.dd2, false, par);
+        relu_backward(&ws.d2[..n * cfg.hidden], &mut ws.dd2[..n * cfg.hidden]);
+        back(&l.dec_fc2, grads, &ws.d1, &ws.dd2, n);
+        linear_backward_input(&ws.dd2, n, &params[l.dec_fc2.w_range()], cfg.hidden, cfg.hidden, &mut ws.dd1, false, par);
+        relu_backward(&ws.d1[..n * cfg.hidden], &mut ws.dd1[..n * cfg.hidden]);
+        back(&l.dec_fc1, grads, &ws.z, &ws.dd1, n);
+        linear_backward_input(&ws.dd1, n, &params[l.dec_fc1.w_range()], cfg.hidden, cfg.z_dim, &mut ws.dz, false, par);
+        if let Some(s) = &l.u2theta {
+            back(s, grads, &ws.u, &ws.dtheta, n);
+            linear_backward_input(&ws.dtheta, n, &params[s.w_range()], t, cfg.u_dim, &mut ws.du, false, par);
+        }
+
+        // Reparameterisation, prior and entropy terms, KL: per image.
+        let clamp = T::of(LOG_SIGMA_CLAMP);
+        let latent = |mu: &[T], ls: &[T], raw: &[T], lat: &[T], noise: &[T], dlat: &[T], dmu: &mut [T], dls: &mut [T], dim: usize, coef_w: &[T]| {
+            dmu[..b * dim].iter_mut().for_each(|v| *v = T::zero());
+            dls[..b * dim].iter_mut().for_each(|v| *v = T::zero());
+            for r in 0..n {
+                let i = r / k;
+                let cw = coef_w[r];
+                for dd in 0..dim {
+                    let g = dlat[r * dim + dd] - cw * lat[r * dim + dd];
+                    dmu[i * dim + dd] += g;
+                    dls[i * dim + dd] += g * ls[i * dim + dd].exp() * noise[r * dim + dd] + cw;
+                }
+            }
+            for j in 0..b * dim {
+                if kl_scale != T::zero() {
+                    dmu[j] += kl_scale * mu[j];
+                    dls[j] += kl_scale * ((T::of(2.0) * ls[j]).exp() - T::one());
+                }
+                if raw[j] < -clamp || raw[j] > clamp {
+                    dls[j] = T::zero();
+                }
+            }
+        };
+        latent(&ws.mu_z, &ws.ls_z, &ws.ls_z_raw, &ws.z, &ws.eps, &ws.dz, &mut ws.dmu_z, &mut ws.dls_z, cfg.z_dim, &ws.coef_w);
+        if cfg.u_dim > 0 {
+            latent(&ws.mu_u, &ws.ls_u, &ws.ls_u_raw, &ws.u, &ws.eta, &ws.du, &mut ws.dmu_u, &mut ws.dls_u, cfg.u_dim, &ws.coef_w);
+            for (g, &m) in ws.dmu_u[..b * cfg.u_dim].iter_mut().zip(&ws.mu_u) {
+                *g *= T::one() - m * m;
+            }
+        }
+
+        // Encoder heads, then the trunk.
+        let hd = cfg.hidden;
+        let mut first = true;
+        let mut heads: Vec<(&LinearSlot, &[T])> = vec![(&l.z_mu, &ws.dmu_z), (&l.z_logsigma, &ws.dls_z)];
+        if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
+            heads.push((mu, &ws.dmu_u));
+            heads.push((ls, &ws.dls_u));
+        }
+        for (s, dy) in heads {
+            back(s, grads, &ws.h2, dy, b);
+            linear_backward_input(dy, b, &params[s.w_range()], s.out, hd, &mut ws.dh2, !first, par);
+            first = false;
+        }
+        relu_backward(&ws.h2[..b * hd], &mut ws.dh2[..b * hd]);
+        back(&l.enc_fc2, grads, &ws.h1, &ws.dh2, b);
+        linear_backward_input(&ws.dh2, b, &params[l.enc_fc2.w_range()], hd, hd, &mut ws.dh1, false, par);
+        relu_backward(&ws.h1[..b * hd], &mut ws.dh1[..b * hd]);
+        back(&l.enc_fc1, grads, &ws.x, &ws.dh1, b);
+    }
+}

@@ -1,0 +1,107 @@
+//! Bilinear grid sampling, align_corners = true, padding "border" (torch's
+//! grid_sample semantics), for one [H, W] image and one grid row.
+//!
+//! ```text
+//! ix = clip((xs + 1)/2 · (W − 1), 0, W − 1),  iy likewise with H
+//! out = Σ over the 4 neighbours of c[y, x] · (1 − |ix − x|)(1 − |iy − y|)
+//! ```
+//! Gradients w.r.t. coordinates vanish where clipping is active (torch's
+//! clip_coordinates_set_grad). A non-finite coordinate reads nothing, writes
+//! nothing into dc, and yields NaN (output and coordinate gradient), so the
+//! fault surfaces in the loss instead of in memory.
+use crate::Real;
+
+/// Bilinear footprint of one coordinate pair.
+#[derive(Clone, Copy, Debug)]
+pub struct Footprint<T> {
+    pub i00: usize,
+    pub i01: usize,
+    pub i10: usize,
+    pub i11: usize,
+    pub tx: T,
+    pub ty: T,
+    /// d ix / d xs (0 when clipped), d iy / d ys.
+    pub dix: T,
+    pub diy: T,
+}
+
+/// None when a coordinate is not finite.
+#[inline(always)]
+pub fn footprint<T: Real>(xs: T, ys: T, h: usize, w: usize) -> Option<Footprint<T>> {
+    if !(xs.is_finite() && ys.is_finite()) {
+        return None;
+    }
+    let half = T::of(0.5);
+    let (wm1, hm1) = (T::of((w - 1) as f64), T::of((h - 1) as f64));
+    let ix_raw = (xs + T::one()) * half * wm1;
+    let iy_raw = (ys + T::one()) * half * hm1;
+    let ix = ix_raw.max(T::zero()).min(wm1);
+    let iy = iy_raw.max(T::zero()).min(hm1);
+    let x0 = ix.floor().to_usize().unwrap_or(0).min(w - 1);
+    let y0 = iy.floor().to_usize().unwrap_or(0).min(h - 1);
+    let x1 = (x0 + 1).min(w - 1);
+    let y1 = (y0 + 1).min(h - 1);
+    let inside = |raw: T, hi: T| raw > T::zero() && raw < hi;
+    Some(Footprint {
+        i00: y0 * w + x0,
+        i01: y0 * w + x1,
+        i10: y1 * w + x0,
+        i11: y1 * w + x1,
+        tx: ix - T::of(x0 as f64),
+        ty: iy - T::of(y0 as f64),
+        dix: if inside(ix_raw, wm1) { half * wm1 } else { T::zero() },
+        diy: if inside(iy_raw, hm1) { half * hm1 } else { T::zero() },
+    })
+}
+
+#[inline(always)]
+pub fn sample<T: Real>(c: &[T], f: &Footprint<T>) -> T {
+    let (tx, ty) = (f.tx, f.ty);
+    let (sx, sy) = (T::one() - tx, T::one() - ty);
+    c[f.i00] * sx * sy + c[f.i01] * tx * sy + c[f.i10] * sx * ty + c[f.i11] * tx * ty
+}
+
+/// out[p] = bilinear(c, xs[p], ys[p]).
+pub fn grid_sample_row<T: Real>(c: &[T], h: usize, w: usize, xs: &[T], ys: &[T], out: &mut [T]) {
+    assert!(c.len() == h * w && xs.len() == out.len() && ys.len() == out.len());
+    for p in 0..out.len() {
+        out[p] = match footprint(xs[p], ys[p], h, w) {
+            Some(f) => sample(c, &f),
+            None => T::nan(),
+        };
+    }
+}
+
+/// Backward of `grid_sample_row`: dc += ∂/∂c (accumulated), dxs/dys overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn grid_sample_row_backward<T: Real>(
+    c: &[T],
+    h: usize,
+    w: usize,
+    xs: &[T],
+    ys: &[T],
+    dout: &[T],
+    dc: &mut [T],
+    dxs: &mut [T],
+    dys: &mut [T],
+) {
+    assert!(c.len() == h * w && dc.len() == h * w && xs.len() == dout.len() && dxs.len() == dout.len() && dys.len() == dout.len());
+    for p in 0..dout.len() {
+        let g = dout[p];
+        let Some(f) = footprint(xs[p], ys[p], h, w) else {
+            dxs[p] = T::nan();
+            dys[p] = T::nan();
+            continue;
+        };
+        let (tx, ty) = (f.tx, f.ty);
+        let (sx, sy) = (T::one() - tx, T::one() - ty);
+        dc[f.i00] += g * sx * sy;
+        dc[f.i01] += g * tx * sy;
+        dc[f.i10] += g * sx * ty;
+        dc[f.i11] += g * tx * ty;
+        let gix = (c[f.i01] - c[f.i00]) * sy + (c[f.i11] - c[f.i10]) * ty;
+        let giy = (c[f.i10] - c[f.i00]) * sx + (c[f.i11] - c[f.i01]) * tx;
+        dxs[p] = g * gix * f.dix;
+        dys[p] = g * giy * f.diy;
+    }
+}

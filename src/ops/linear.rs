@@ -1,0 +1,177 @@
+//! Fully connected layers in torch's nn.Linear layout (weight [out, in]):
+//!
+//! ```text
+//! forward   y[n,out]  = act(x[n,in] · Wᵀ + b)
+//! backward  dx[n,in]  = dy[n,out] · W            (dy already through act')
+//!           dW[out,in] += dyᵀ · x,   db[out] += Σ_n dy
+//! ```
+//!
+//! GEMMs go through matrixmultiply (see benches/gemm_choice.rs for why),
+//! split over output rows across rayon threads when `Par::Rows`.
+use super::rows::Par;
+use crate::Real;
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+}
+
+/// A strided read-only matrix view.
+#[derive(Clone, Copy)]
+pub struct Mat<'a, T> {
+    pub data: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Mat { data, rows, cols, rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major [rows, cols] buffer, as a [cols, rows] view.
+    pub fn transposed(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Mat { data, rows: cols, cols: rows, rs: 1, cs: cols }
+    }
+    fn fits(&self) -> bool {
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// C[m,n] (row-major, leading dimension n) = A·B + beta·C.
+pub fn gemm<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], par: Par) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "gemm: inner dimensions {k} vs {}", b.rows);
+    assert!(a.fits() && b.fits() && c.len() >= m * n, "gemm: operand out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let run = |row0: usize, rows: usize, c_rows: &mut [T]| {
+        // SAFETY: A, B and C fit their slices (asserted above); the sub-block
+        // starts at row0 < m and spans `rows` rows, all inside A and C.
+        unsafe {
+            T::gemm_raw(
+                rows,
+                k,
+                n,
+                T::one(),
+                a.data.as_ptr().add(row0 * a.rs),
+                a.rs as isize,
+                a.cs as isize,
+                b.data.as_ptr(),
+                b.rs as isize,
+                b.cs as isize,
+                beta,
+                c_rows.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        }
+    };
+    let threads = rayon::current_num_threads();
+    if par == Par::Seq || threads == 1 || m < 16 {
+        run(0, m, &mut c[..m * n]);
+        return;
+    }
+    // One block per thread, rounded to the microkernel height, so each
+    // thread packs B once; a row's value does not depend on the split.
+    let block = m.div_ceil(threads).next_multiple_of(8);
+    c[..m * n].par_chunks_mut(block * n).enumerate().for_each(|(i, chunk)| {
+        run(i * block, chunk.len() / n, chunk);
+    });
+}
+
+/// y[n,out] = act(x[n,in] · Wᵀ + b).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward<T: Real>(x: &[T], n: usize, w: &[T], b: &[T], out: usize, inp: usize, act: Activation, y: &mut [T], par: Par) {
+    assert!(x.len() >= n * inp && w.len() == out * inp && b.len() == out && y.len() >= n * out);
+    for row in y[..n * out].chunks_exact_mut(out) {
+        row.copy_from_slice(b);
+    }
+    gemm(Mat::row_major(x, n, inp), Mat::transposed(w, out, inp), T::one(), y, par);
+    if act == Activation::Relu {
+        relu_inplace(&mut y[..n * out]);
+    }
+}
+
+pub fn relu_inplace<T: Real>(v: &mut [T]) {
+    for e in v {
+        *e = e.max(T::zero());
+    }
+}
+
+/// dy *= relu'(y), where y is the layer's relu output (y > 0 ⇔ pre-activation > 0).
+pub fn relu_backward<T: Real>(y: &[T], dy: &mut [T]) {
+    for (g, &v) in dy.iter_mut().zip(y) {
+        if v <= T::zero() {
+            *g = T::zero();
+        }
+    }
+}
+
+/// dx[n,in] = dy[n,out] · W (+ dx when `accumulate`).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_input<T: Real>(dy: &[T], n: usize, w: &[T], out: usize, inp: usize, dx: &mut [T], accumulate: bool, par: Par) {
+    let beta = if accumulate { T::one() } else { T::zero() };
+    gemm(Mat::row_major(dy, n, out), Mat::row_major(w, out, inp), beta, dx, par);
+}
+
+/// dW[out,in] += dyᵀ · x;  db[out] += Σ_n dy.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_params<T: Real>(x: &[T], dy: &[T], n: usize, out: usize, inp: usize, dw: &mut [T], db: &mut [T], par: Par) {
+    gemm(Mat::transposed(dy, n, out), Mat::row_major(x, n, inp), T::one(), dw, par);
+    for row in dy[..n * out].chunks_exact(out) {
+        for (acc, &g) in db.iter_mut().zip(row) {
+            *acc += g;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn row_split_gemm_matches_naive_and_sequential() {
+        let (m, k, n) = (53, 17, 29);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        for par in [Par::Seq, Par::Rows] {
+            let mut c = vec![0.0; m * n];
+            gemm(Mat::row_major(&a, m, k), Mat::row_major(&b, k, n), 0.0, &mut c, par);
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn linear_forward_matches_definition() {
+        let (n, inp, out) = (3, 4, 2);
+        let x: Vec<f64> = (0..n * inp).map(|i| i as f64 - 5.0).collect();
+        let w: Vec<f64> = (0..out * inp).map(|i| 0.1 * i as f64).collect();
+        let b = vec![0.5, -10.0];
+        let mut y = vec![0.0; n * out];
+        linear_forward(&x, n, &w, &b, out, inp, Activation::Relu, &mut y, Par::Seq);
+        for r in 0..n {
+            for o in 0..out {
+                let v: f64 = b[o] + (0..inp).map(|i| x[r * inp + i] * w[o * inp + i]).sum::<f64>();
+                assert_eq!(y[r * out + o], v.max(0.0));
+            }
+        }
+    }
+}

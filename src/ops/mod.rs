@@ -1,0 +1,11 @@
+//! The ops, one file per op family: the CPU math that is the executable spec
+//! (the CUDA kernels in kernels/ are tested against these).
+pub mod grid;
+pub mod grid_sample;
+pub mod likelihood;
+pub mod linear;
+pub mod logsumexp;
+pub mod rows;
+pub mod tps;
+
+pub use rows::Par;
