@@ -14,8 +14,8 @@
 //! ```
 use crate::model::{Layout, LinearSlot, Transform};
 use crate::ops::grid::Warp;
-use crate::ops::grid_sample::{footprint, grid_sample_row, grid_sample_row_backward, sample};
-use crate::ops::likelihood::{bernoulli_logp, bernoulli_logp_grad, bernoulli_logp_row, sigmoid_inplace};
+use crate::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
+use crate::ops::likelihood::is_binary;
 use crate::ops::linear::{linear_backward_input, linear_backward_params, linear_forward, relu_backward, Activation};
 use crate::ops::rows::{for_each_row, Par, RowsMut};
 use crate::rng::NoiseKey;
@@ -78,6 +78,22 @@ pub struct Workspace<T> {
     pub dh1: Vec<T>,
     pub dh2: Vec<T>,
     pub scratch_u32: Vec<f32>,
+    /// Per image: are its targets all 0 or 1?
+    pub binary: Vec<bool>,
+    /// One row of p and grid, for decoding without storing.
+    pub row_p: Vec<T>,
+    pub row_gx: Vec<T>,
+    pub row_gy: Vec<T>,
+    pub row_terms: Vec<T>,
+}
+
+/// Row r of a [N, d] buffer, or an empty slice when the buffer is unused.
+fn row_of<T>(v: &[T], r: usize, d: usize, unused: bool) -> &[T] {
+    if unused {
+        &v[..0]
+    } else {
+        &v[r * d..(r + 1) * d]
+    }
 }
 
 /// Disjoint (weight, bias) gradient slices of one layer.
@@ -145,6 +161,11 @@ impl<T: Real> Network<T> {
             dh1: g(b * hd),
             dh2: g(b * hd),
             scratch_u32: vec![0.0; d],
+            binary: vec![false; b],
+            row_p: v(d),
+            row_gx: v(d),
+            row_gy: v(d),
+            row_terms: v(d),
         }
     }
 
@@ -208,9 +229,8 @@ impl<T: Real> Network<T> {
     }
 
     /// Decoder, transform and likelihood: ws.z, ws.u → ws.logpx[..n].
-    /// `store` keeps p and the grid for the backward; without it the grid,
-    /// sampling and BCE are fused per pixel and nothing D-wide is written
-    /// besides c.
+    /// `store` keeps p and the grid of every row for the backward; without
+    /// it they live in one scratch row that stays in L1.
     pub fn decode(&self, params: &[T], ws: &mut Workspace<T>, b: usize, k: usize, store: bool, par: Par) {
         let l = &self.layout;
         let n = b * k;
@@ -230,47 +250,45 @@ impl<T: Real> Network<T> {
                 }
             }
         }
-        let (h, w) = (l.config.height, l.config.width);
         let warp = &self.warp;
         let transform = l.config.transform;
-        let x = &ws.x;
-        let theta = &ws.theta;
+        for i in 0..b {
+            ws.binary[i] = is_binary(&ws.x[i * d..(i + 1) * d]);
+        }
+        let (x, theta, binary) = (&ws.x, &ws.theta, &ws.binary);
         let c_rows = RowsMut::new(&mut ws.c, d, n);
         let logpx = RowsMut::new(&mut ws.logpx, 1, n);
-        let stored = store && transform != Transform::None;
-        let (p_rows, gx_rows, gy_rows) = if stored {
-            (RowsMut::new(&mut ws.p, d, n), RowsMut::new(&mut ws.gx, d, n), RowsMut::new(&mut ws.gy, d, n))
+        let has_t = transform != Transform::None;
+        // Stored: p and the grid per row for the backward. Otherwise one
+        // scratch row, reused: only valid when rows run one after another.
+        assert!(store || par == Par::Seq, "decode without store runs sequentially");
+        // With store, the backward's dp rows serve as the terms scratch.
+        let (p_rows, gx_rows, gy_rows, t_rows, per_row) = if store && has_t {
+            let (p, gx, gy, dp) = (&mut ws.p, &mut ws.gx, &mut ws.gy, &mut ws.dp);
+            (RowsMut::new(p, d, n), RowsMut::new(gx, d, n), RowsMut::new(gy, d, n), RowsMut::new(dp, d, n), true)
+        } else if store {
+            let (p, gx, gy) = (&mut ws.row_p, &mut ws.row_gx, &mut ws.row_gy);
+            (RowsMut::new(p, d, 1), RowsMut::new(gx, d, 1), RowsMut::new(gy, d, 1), RowsMut::new(&mut ws.dp, d, n), true)
         } else {
-            let mut empty: [T; 0] = [];
-            let e = RowsMut::new(&mut empty, 0, 0);
-            (e, e, e)
+            let (p, gx, gy, t) = (&mut ws.row_p, &mut ws.row_gx, &mut ws.row_gy, &mut ws.row_terms);
+            (RowsMut::new(p, d, 1), RowsMut::new(gx, d, 1), RowsMut::new(gy, d, 1), RowsMut::new(t, d, 1), false)
         };
         for_each_row(par, n, |r| {
-            // SAFETY: for_each_row visits each row index exactly once.
-            let c = unsafe { c_rows.row(r) };
-            sigmoid_inplace(c);
-            let xr = &x[(r / k) * d..(r / k + 1) * d];
-            let lp = if transform == Transform::None {
-                bernoulli_logp_row(xr, c)
-            } else if stored {
-                // SAFETY: as above, row r is this call's alone.
-                let (p, gx, gy) = unsafe { (p_rows.row(r), gx_rows.row(r), gy_rows.row(r)) };
-                warp.grid_row(&theta[r * t..(r + 1) * t], gx, gy);
-                grid_sample_row(c, h, w, gx, gy, p);
-                bernoulli_logp_row(xr, p)
-            } else {
-                let th = &theta[r * t..(r + 1) * t];
-                let mut acc = T::zero();
-                for (j, &xj) in xr.iter().enumerate() {
-                    let (xs, ys) = warp.coord(th, j);
-                    let pj = match footprint(xs, ys, h, w) {
-                        Some(f) => sample(c, &f),
-                        None => T::nan(),
-                    };
-                    acc += bernoulli_logp(xj, pj);
+            let s = if per_row { r } else { 0 };
+            // SAFETY: for_each_row visits each row index exactly once; row s
+            // is r when stored, and the single scratch row is only used
+            // sequentially (asserted above).
+            let (c, grid) = unsafe {
+                let terms = t_rows.row(s);
+                if has_t {
+                    (c_rows.row(r), RowGrid { terms, p: p_rows.row(s), gx: gx_rows.row(s), gy: gy_rows.row(s) })
+                } else {
+                    (c_rows.row(r), RowGrid { terms, p: &mut [], gx: &mut [], gy: &mut [] })
                 }
-                acc
             };
+            let xr = &x[(r / k) * d..(r / k + 1) * d];
+            let th = if has_t { &theta[r * t..(r + 1) * t] } else { &[] };
+            let lp = decode_row(warp, c, th, xr, binary[r / k], grid);
             // SAFETY: as above.
             unsafe { logpx.row(r)[0] = lp };
         });
@@ -317,7 +335,7 @@ impl<T: Real> Network<T> {
         let l = &self.layout;
         let cfg = &l.config;
         let n = b * k;
-        let (d, h, w, t) = (cfg.pixels(), cfg.height, cfg.width, cfg.theta_dim());
+        let (d, t) = (cfg.pixels(), cfg.theta_dim());
         let transform = cfg.transform;
 
         // Likelihood, grid sampling, grid and sigmoid, fused per row:
@@ -330,30 +348,32 @@ impl<T: Real> Network<T> {
             let dgx_rows = RowsMut::new(&mut ws.dgx, d, n);
             let dgy_rows = RowsMut::new(&mut ws.dgy, d, n);
             let dth_rows = RowsMut::new(&mut ws.dtheta, t, if t > 0 { n } else { 0 });
+            let none = transform == Transform::None;
             for_each_row(par, n, |r| {
-                let xr = &x[(r / k) * d..(r / k + 1) * d];
-                let cr = &c[r * d..(r + 1) * d];
                 // SAFETY: for_each_row visits each row index exactly once.
-                let dc = unsafe { dc_rows.row(r) };
-                if transform == Transform::None {
-                    for j in 0..d {
-                        dc[j] = coef[r] * bernoulli_logp_grad(xr[j], cr[j]);
+                let (da, dp, dgx, dgy, dtheta) = unsafe {
+                    if none {
+                        (dc_rows.row(r), &mut [][..], &mut [][..], &mut [][..], &mut [][..])
+                    } else {
+                        (dc_rows.row(r), dp_rows.row(r), dgx_rows.row(r), dgy_rows.row(r), dth_rows.row(r))
                     }
-                } else {
-                    let pr = &p[r * d..(r + 1) * d];
-                    // SAFETY: as above.
-                    let (dp, dgx, dgy, dth) = unsafe { (dp_rows.row(r), dgx_rows.row(r), dgy_rows.row(r), dth_rows.row(r)) };
-                    for j in 0..d {
-                        dp[j] = coef[r] * bernoulli_logp_grad(xr[j], pr[j]);
-                    }
-                    dc.iter_mut().for_each(|v| *v = T::zero());
-                    let (gxr, gyr) = (&gx[r * d..(r + 1) * d], &gy[r * d..(r + 1) * d]);
-                    grid_sample_row_backward(cr, h, w, gxr, gyr, dp, dc, dgx, dgy);
-                    warp.grid_row_backward(dgx, dgy, dth);
-                }
-                for j in 0..d {
-                    dc[j] *= cr[j] * (T::one() - cr[j]);
-                }
+                };
+                decode_row_backward(
+                    warp,
+                    RowBackward {
+                        c: &c[r * d..(r + 1) * d],
+                        p: row_of(p, r, d, none),
+                        gx: row_of(gx, r, d, none),
+                        gy: row_of(gy, r, d, none),
+                        x: &x[(r / k) * d..(r / k + 1) * d],
+                        coef: coef[r],
+                        dp,
+                        dgx,
+                        dgy,
+                        da,
+                        dtheta,
+                    },
+                );
             });
         }
 

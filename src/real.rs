@@ -10,6 +10,15 @@ pub trait Real:
 {
     fn of(x: f64) -> Self;
     fn f64(self) -> f64;
+    /// e^x; f32 uses the vectorizable polynomial in ops::fastmath.
+    fn exp_v(self) -> Self;
+    /// ln x; f32 uses the vectorizable polynomial in ops::fastmath.
+    fn ln_v(self) -> Self;
+    /// Truncation of a finite, non-negative value (a pixel index).
+    fn to_index(self) -> usize;
+    /// Truncation toward zero to i32 (cvttps2dq; vectorizes, unlike usize).
+    fn trunc_i32(self) -> i32;
+    fn from_i32(v: i32) -> Self;
     /// C[m,n] = alpha·A[m,k]·B[k,n] + beta·C with arbitrary strides (matrixmultiply).
     ///
     /// # Safety
@@ -42,6 +51,26 @@ impl Real for f32 {
     fn f64(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
+    fn exp_v(self) -> Self {
+        crate::ops::fastmath::exp_f32(self)
+    }
+    #[inline(always)]
+    fn ln_v(self) -> Self {
+        crate::ops::fastmath::ln_f32(self)
+    }
+    #[inline(always)]
+    fn to_index(self) -> usize {
+        self as usize
+    }
+    #[inline(always)]
+    fn trunc_i32(self) -> i32 {
+        self as i32
+    }
+    #[inline(always)]
+    fn from_i32(v: i32) -> Self {
+        v as f32
+    }
     unsafe fn gemm_raw(
         m: usize,
         k: usize,
@@ -71,6 +100,26 @@ impl Real for f64 {
     #[inline(always)]
     fn f64(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn exp_v(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn ln_v(self) -> Self {
+        self.ln()
+    }
+    #[inline(always)]
+    fn to_index(self) -> usize {
+        self as usize
+    }
+    #[inline(always)]
+    fn trunc_i32(self) -> i32 {
+        self as i32
+    }
+    #[inline(always)]
+    fn from_i32(v: i32) -> Self {
+        v as f64
     }
     unsafe fn gemm_raw(
         m: usize,

@@ -1,0 +1,303 @@
+//! The training loop: epochs over a keyed permutation, one objective step per
+//! batch, a JSONL line and an atomic checkpoint per epoch, and `resume`
+//! that continues bit-identically (all noise is keyed by epoch and image;
+//! parameters and optimizer state are saved exactly).
+use crate::data::{Binarize, Dataset};
+use crate::error::{Error, Result};
+use crate::fsutil::atomic_write;
+use crate::model::checkpoint::{load_checkpoint, save_checkpoint, serialize_flat};
+use crate::model::{init_params, Layout, ModelConfig};
+use crate::network::Network;
+use crate::objective::{loss_and_grad, LatentKeys, Objective};
+use crate::ops::Par;
+use crate::optim::{Optimizer, OptimizerKind, Schedule};
+use crate::rng::{epoch_permutation, NoiseKey, Stream};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything that determines a training run's result.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub transform: String,
+    pub z_dim: usize,
+    pub u_dim: usize,
+    pub hidden: usize,
+    pub tps_grid: usize,
+    pub objective: String,
+    pub k: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: String,
+    pub schedule: String,
+    pub lr: f64,
+    pub binarize: String,
+    pub limit_train: Option<usize>,
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn objective(&self) -> Result<Objective> {
+        Objective::parse(&self.objective)
+    }
+    pub fn binarize(&self) -> Result<Binarize> {
+        parse_binarize(&self.binarize)
+    }
+    pub fn model_config(&self, height: usize, width: usize) -> Result<ModelConfig> {
+        let cfg = ModelConfig {
+            transform: crate::model::Transform::parse(&self.transform)?,
+            z_dim: self.z_dim,
+            u_dim: self.u_dim,
+            hidden: self.hidden,
+            tps_grid: self.tps_grid,
+            height,
+            width,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+    pub fn validate(&self) -> Result<()> {
+        let obj = self.objective()?;
+        self.binarize()?;
+        OptimizerKind::parse(&self.optimizer)?;
+        Schedule::parse(&self.schedule)?;
+        if self.k == 0 || self.batch_size == 0 || self.epochs == 0 {
+            return Err(Error::Config("--k, --batch-size and --epochs must be at least 1".into()));
+        }
+        if obj == Objective::ElboKl && self.k != 1 {
+            return Err(Error::Config(format!("--objective elbo-kl uses a single sample: got --k {}", self.k)));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::Config(format!("--lr {} must be a positive number", self.lr)));
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_binarize(s: &str) -> Result<Binarize> {
+    match s {
+        "dynamic" => Ok(Binarize::Dynamic),
+        "none" => Ok(Binarize::None),
+        o => Err(Error::Config(format!("unknown --binarize {o:?} (expected dynamic or none)"))),
+    }
+}
+
+/// One line of the JSONL log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+}
+
+pub struct RunPaths {
+    pub checkpoint: PathBuf,
+    pub optim: PathBuf,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(out: &Path) -> Self {
+        RunPaths {
+            checkpoint: out.join("checkpoint.safetensors"),
+            optim: out.join("optim.safetensors"),
+            log: out.join("log.jsonl"),
+            config: out.join("config.json"),
+        }
+    }
+}
+
+/// What a caller sees of progress (the CLI draws a bar from it).
+pub trait Progress {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize);
+    fn step(&mut self, loss: f64, images: usize);
+    fn epoch_end(&mut self, log: &EpochLog);
+}
+
+pub struct Silent;
+impl Progress for Silent {
+    fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
+    fn step(&mut self, _: f64, _: usize) {}
+    fn epoch_end(&mut self, _: &EpochLog) {}
+}
+
+/// Optimizer state and position, stored beside the checkpoint.
+fn save_optim(path: &Path, layout: &Layout, opt: &Optimizer, epochs_done: usize, cfg: &TrainConfig) -> Result<()> {
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("optimizer".to_string(), opt.kind.name().to_string());
+    meta.insert("steps".to_string(), opt.steps.to_string());
+    meta.insert("epochs_done".to_string(), epochs_done.to_string());
+    meta.insert("train_config".to_string(), serde_json::to_string(cfg).expect("config serialises"));
+    let mut flat = Vec::with_capacity(2 * layout.total);
+    flat.extend_from_slice(&opt.s1);
+    flat.extend_from_slice(&opt.s2);
+    // Two copies of the layout under "s1." and "s2." prefixes.
+    let mut two = layout.clone();
+    let mut second: Vec<_> = layout.entries.clone();
+    for e in &mut two.entries {
+        e.name = format!("s1.{}", e.name);
+    }
+    for e in &mut second {
+        e.name = format!("s2.{}", e.name);
+        e.offset += layout.total;
+    }
+    two.entries.extend(second);
+    let bytes = serialize_flat(&two, &flat, meta)?;
+    atomic_write(path, &bytes)
+}
+
+struct Resumed {
+    params: Vec<f32>,
+    opt: Optimizer,
+    epochs_done: usize,
+}
+
+fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) -> Result<Resumed> {
+    let ck = load_checkpoint(&paths.checkpoint)?;
+    if ck.layout.config != layout.config {
+        return Err(Error::Checkpoint {
+            path: paths.checkpoint.clone(),
+            problem: format!("model {:?} differs from the requested {:?}", ck.layout.config, layout.config),
+        });
+    }
+    let bytes = std::fs::read(&paths.optim).map_err(|e| Error::io(&paths.optim, e))?;
+    let bad = |p: String| Error::Checkpoint { path: paths.optim.clone(), problem: p };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata {k} missing")));
+    let saved: TrainConfig = serde_json::from_str(&get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
+    if &saved != cfg {
+        return Err(bad(format!(
+            "the run in this directory was trained with different settings; resume needs the same flags.\n  saved:     {}\n  requested: {}",
+            serde_json::to_string(&saved).unwrap_or_default(),
+            serde_json::to_string(cfg).unwrap_or_default()
+        )));
+    }
+    let epochs_done: usize = get("epochs_done")?.parse().map_err(|_| bad("epochs_done is not an integer".into()))?;
+    let ck_epoch: Option<usize> = ck.metadata.get("epoch").and_then(|v| v.parse().ok());
+    if ck_epoch != Some(epochs_done) {
+        return Err(bad(format!(
+            "optimizer state is for epoch {epochs_done} but the checkpoint is for epoch {ck_epoch:?}; the pair is inconsistent"
+        )));
+    }
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e}")))?;
+    let kind = OptimizerKind::parse(&get("optimizer")?)?;
+    let mut opt = Optimizer::new(kind, layout.total);
+    opt.steps = get("steps")?.parse().map_err(|_| bad("steps is not an integer".into()))?;
+    for e in &layout.entries {
+        for (prefix, dst) in [("s1", &mut opt.s1), ("s2", &mut opt.s2)] {
+            let name = format!("{prefix}.{}", e.name);
+            let t = st.tensor(&name).map_err(|_| bad(format!("missing tensor {name}")))?;
+            if t.data().len() != 4 * e.len {
+                return Err(bad(format!("tensor {name} has the wrong size")));
+            }
+            for (d, c) in dst[e.offset..e.offset + e.len].iter_mut().zip(t.data().chunks_exact(4)) {
+                *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+            }
+        }
+    }
+    Ok(Resumed { params: ck.params, opt, epochs_done })
+}
+
+/// Keep only the log lines of epochs already in the checkpoint.
+fn truncate_log(path: &Path, epochs_done: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<EpochLog>(l).map(|e| e.epoch <= epochs_done).unwrap_or(false))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    atomic_write(path, kept.as_bytes())
+}
+
+fn append_log(path: &Path, line: &EpochLog) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{}", serde_json::to_string(line).expect("log serialises")).map_err(|e| Error::io(path, e))
+}
+
+/// The outcome of a training run.
+pub struct Trained {
+    pub layout: Layout,
+    pub params: Vec<f32>,
+    pub logs: Vec<EpochLog>,
+}
+
+/// Train on `data` into `out`; with `resume`, continue the run found there.
+pub fn train(cfg: &TrainConfig, data: &Dataset, out: &Path, resume: bool, progress: &mut dyn Progress) -> Result<Trained> {
+    cfg.validate()?;
+    let model = cfg.model_config(data.height, data.width)?;
+    let layout = Layout::new(model);
+    let obj = cfg.objective()?;
+    let binarize = cfg.binarize()?;
+    let schedule = Schedule::parse(&cfg.schedule)?;
+    let paths = RunPaths::new(out);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+
+    let (mut params, mut opt, start) = if resume {
+        let r = load_resume(&paths, cfg, &layout)?;
+        truncate_log(&paths.log, r.epochs_done)?;
+        (r.params, r.opt, r.epochs_done)
+    } else {
+        if paths.checkpoint.exists() {
+            return Err(Error::Config(format!(
+                "{} already holds a run ({} exists): pass --resume to continue it, or choose another --out",
+                out.display(),
+                paths.checkpoint.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&paths.log);
+        let p = init_params::<f32>(&layout, cfg.seed);
+        (p, Optimizer::new(OptimizerKind::parse(&cfg.optimizer)?, layout.total), 0)
+    };
+    atomic_write(&paths.config, serde_json::to_string_pretty(cfg).expect("config serialises").as_bytes())?;
+
+    let net = Network::<f32>::new(layout.clone());
+    let mut ws = net.workspace(cfg.batch_size, cfg.k, true);
+    let mut grads = vec![0f32; layout.total];
+    let mut items = Vec::with_capacity(cfg.batch_size);
+    let d = data.pixels();
+    let n = data.len();
+    let steps = n.div_ceil(cfg.batch_size);
+    let mut logs = Vec::new();
+    for epoch in start..cfg.epochs {
+        let t0 = Instant::now();
+        let lr = schedule.lr(cfg.lr, epoch, cfg.epochs);
+        let e32 = epoch as u32;
+        let bin_key = NoiseKey::new(cfg.seed, Stream::TrainBinarize, e32);
+        let keys = LatentKeys {
+            eps: NoiseKey::new(cfg.seed, Stream::TrainEps, e32),
+            eta: NoiseKey::new(cfg.seed, Stream::TrainEta, e32),
+        };
+        let perm = epoch_permutation(cfg.seed, e32, n);
+        progress.epoch_start(epoch, cfg.epochs, steps);
+        let mut loss_sum = 0.0;
+        for (step, batch) in perm.chunks(cfg.batch_size).enumerate() {
+            items.clear();
+            items.extend_from_slice(batch);
+            for (b, &i) in items.iter().enumerate() {
+                data.targets(i as usize, binarize, bin_key, &mut ws.scratch_u32, &mut ws.x[b * d..(b + 1) * d]);
+            }
+            grads.iter_mut().for_each(|g| *g = 0.0);
+            let loss = loss_and_grad(&net, &params, Some(&mut grads), &mut ws, &items, cfg.k, obj, keys, Par::Rows);
+            if !loss.is_finite() || grads.iter().any(|g| !g.is_finite()) {
+                return Err(Error::NonFinite { epoch: epoch + 1, step: step + 1, loss });
+            }
+            opt.step(&mut params, &grads, lr as f32);
+            loss_sum += loss * items.len() as f64;
+            progress.step(loss, items.len());
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        let line = EpochLog { epoch: epoch + 1, loss: loss_sum / n as f64, lr, seconds, images_per_sec: n as f64 / seconds };
+        append_log(&paths.log, &line)?;
+        save_optim(&paths.optim, &layout, &opt, epoch + 1, cfg)?;
+        save_checkpoint(&paths.checkpoint, &layout, &params, &[("epoch", (epoch + 1).to_string())])?;
+        progress.epoch_end(&line);
+        logs.push(line);
+    }
+    Ok(Trained { layout, params, logs })
+}

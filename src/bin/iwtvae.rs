@@ -1,1 +1,279 @@
-fn main(){}
+//! iwtvae: train and evaluate Importance Weighted Transformer VAEs.
+//! The CLI parses flags, calls the library and prints; it holds no logic the
+//! library lacks.
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use iwtvae::data::{Dataset, Split};
+use iwtvae::eval::{evaluate, per_image_csv, EvalOptions, DEFAULT_CHUNK};
+use iwtvae::fsutil::atomic_write;
+use iwtvae::model::checkpoint::load_checkpoint;
+use iwtvae::network::Network;
+use iwtvae::optim::OptimizerKind;
+use iwtvae::train::{parse_binarize, train, EpochLog, Progress, TrainConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "iwtvae", version, about = "Importance Weighted Transformer VAEs on MNIST-format data", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (defaults: the seed's IW-TVAE-TPS protocol, then NLL with k = 5000 on the test set).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint: NLL (importance sampled), ELBO, reconstruction, active units.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Directory with train-/t10k- images and labels in IDX format (raw or .gz).
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Where to run: auto, cpu, or cuda[:i].
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seed for initialisation, shuffling and all noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Targets: dynamic (fresh Bernoulli draw per use) or none (continuous byte/255).
+    #[arg(long, default_value = "dynamic")]
+    binarize: String,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    common: Common,
+    /// none (plain VAE), affine, or tps.
+    #[arg(long, default_value = "tps")]
+    transform: String,
+    #[arg(long, default_value_t = 42)]
+    z_dim: usize,
+    /// Size of u (default 18; 0 for --transform none).
+    #[arg(long)]
+    u_dim: Option<usize>,
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// TPS control points per side.
+    #[arg(long, default_value_t = 3)]
+    tps_grid: usize,
+    /// iwae, elbo (k-sample), or elbo-kl (one sample, analytic KL).
+    #[arg(long, default_value = "iwae")]
+    objective: String,
+    /// Importance samples per image (default 5; 1 for elbo-kl).
+    #[arg(long)]
+    k: Option<usize>,
+    #[arg(long, default_value_t = 50)]
+    epochs: usize,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// adadelta (the seed) or adam (the IWAE paper).
+    #[arg(long, default_value = "adadelta")]
+    optimizer: String,
+    /// poly (the seed), iwae (3^i epochs at lr·10^(−i/7)), or constant.
+    #[arg(long, default_value = "poly")]
+    schedule: String,
+    /// Learning rate (default 1.0 for adadelta, 1e-3 for adam).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// Run directory: checkpoint, optimizer state, log.jsonl, eval.json.
+    #[arg(long, default_value = "runs/iwtvae")]
+    out: PathBuf,
+    /// Importance samples for the final test-set NLL (0 skips it).
+    #[arg(long, default_value_t = 5000)]
+    eval_k: usize,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A checkpoint in the iwtvae safetensors format.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// test or train.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Importance samples per image.
+    #[arg(long, default_value_t = 5000)]
+    k: usize,
+    /// Evaluate the first N images only.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Samples per decoder pass (memory ∝ chunk × image size per thread).
+    #[arg(long, default_value_t = DEFAULT_CHUNK)]
+    chunk: usize,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write each image's estimates (CSV) to FILE.
+    #[arg(long)]
+    per_image: Option<PathBuf>,
+}
+
+fn setup(common: &Common) -> Result<()> {
+    if let Some(t) = common.threads {
+        anyhow::ensure!(t >= 1, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("--threads: starting the thread pool")?;
+    }
+    iwtvae::device::select(&common.device)?;
+    if common.device == "auto" {
+        eprintln!("device: cpu ({} threads; no CUDA backend in this build)", rayon::current_num_threads());
+    }
+    Ok(())
+}
+
+struct Bar {
+    bar: Option<ProgressBar>,
+    start: Instant,
+    images: usize,
+    quiet: bool,
+}
+
+impl Progress for Bar {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.start = Instant::now();
+        self.images = 0;
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+        self.bar = Some(bar);
+    }
+    fn step(&mut self, loss: f64, images: usize) {
+        self.images += images;
+        if let Some(b) = &self.bar {
+            let rate = self.images as f64 / self.start.elapsed().as_secs_f64();
+            b.set_message(format!("loss {loss:.3} {rate:.0} img/s"));
+            b.inc(1);
+        }
+    }
+    fn epoch_end(&mut self, log: &EpochLog) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if !self.quiet {
+            eprintln!(
+                "epoch {:>4}  loss {:.4}  lr {:.4}  {:.1} s  {:.0} img/s",
+                log.epoch, log.loss, log.lr, log.seconds, log.images_per_sec
+            );
+        }
+    }
+}
+
+fn print_report(r: &iwtvae::eval::EvalReport) {
+    println!("images          {}", r.images);
+    println!("k               {}", r.k);
+    println!("nll             {:.4}", r.nll);
+    println!("elbo (-ELBO)    {:.4}", r.elbo);
+    println!("recon           {:.4}", r.recon);
+    println!("recon_at_mean   {:.4}", r.recon_at_mean);
+    println!("active units    {} (z {}, u {})", r.active_units, r.active_units_z, r.active_units_u);
+    println!("seconds         {:.2} ({:.1} images/s on {})", r.seconds, r.images_per_sec, r.device);
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    setup(&a.common)?;
+    let optimizer = OptimizerKind::parse(&a.optimizer)?;
+    let objective = iwtvae::objective::Objective::parse(&a.objective)?;
+    let cfg = TrainConfig {
+        transform: a.transform.clone(),
+        z_dim: a.z_dim,
+        u_dim: a.u_dim.unwrap_or(if a.transform == "none" { 0 } else { 18 }),
+        hidden: a.hidden,
+        tps_grid: a.tps_grid,
+        objective: a.objective.clone(),
+        k: a.k.unwrap_or(if objective == iwtvae::objective::Objective::ElboKl { 1 } else { 5 }),
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        optimizer: a.optimizer.clone(),
+        schedule: a.schedule.clone(),
+        lr: a.lr.unwrap_or(optimizer.default_lr()),
+        binarize: a.common.binarize.clone(),
+        limit_train: a.limit_train,
+        seed: a.common.seed,
+    };
+    cfg.validate()?;
+    let data = Dataset::load(&a.common.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
+    eprintln!(
+        "training {} (z {}, u {}) with {} k={} on {} images of {}, {} epochs, out {}",
+        cfg.transform,
+        cfg.z_dim,
+        cfg.u_dim,
+        cfg.objective,
+        cfg.k,
+        data.len(),
+        a.common.data.display(),
+        cfg.epochs,
+        a.out.display()
+    );
+    let mut bar = Bar { bar: None, start: Instant::now(), images: 0, quiet: false };
+    let trained = train(&cfg, &data, &a.out, a.resume, &mut bar)?;
+    if a.eval_k > 0 {
+        let test = Dataset::load(&a.common.data, Split::Test, None).context("loading the test set (--data)")?;
+        eprintln!("evaluating on {} test images with k = {} ...", test.len(), a.eval_k);
+        let net = Network::<f32>::new(trained.layout.clone());
+        let opts = EvalOptions { k: a.eval_k, chunk: DEFAULT_CHUNK, binarize: cfg.binarize()?, seed: a.common.seed };
+        let (report, _) = evaluate(&net, &trained.params, &test, &opts)?;
+        let path = a.out.join("eval.json");
+        atomic_write(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        print_report(&report);
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    setup(&a.common)?;
+    let split = match a.split.as_str() {
+        "test" => Split::Test,
+        "train" => Split::Train,
+        o => anyhow::bail!("--split {o:?}: expected test or train"),
+    };
+    let binarize = parse_binarize(&a.common.binarize)?;
+    anyhow::ensure!(a.k >= 1, "--k must be at least 1");
+    anyhow::ensure!(a.chunk >= 1, "--chunk must be at least 1");
+    let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
+    let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
+    let net = Network::<f32>::new(ck.layout);
+    let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed };
+    let (report, rows) = evaluate(&net, &ck.params, &data, &opts)?;
+    if let Some(p) = &a.per_image {
+        atomic_write(p, per_image_csv(&rows).as_bytes()).context("--per-image")?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -4,7 +4,9 @@
 //! (align_corners = true).
 //! - affine: (xs, ys) = θ·(x, y, 1), θ 2×3 row-major, identity (1,0,0, 0,1,0).
 //! - tps:    xs = M·Qx, ys = M·Qy with θ = (Qx[g²], Qy[g²]), identity (PX, PY);
-//!   g² FMAs per coordinate on the fly, M from `tps::tps_matrix`.
+//!   g² multiply-adds per coordinate on the fly, M from `tps::tps_matrix`,
+//!   stored transposed ([g², H·W]) so both directions run along pixels.
+use super::likelihood::lane_sum;
 use super::tps::{control_points, tps_matrix};
 use crate::model::{ModelConfig, Transform};
 use crate::Real;
@@ -17,8 +19,8 @@ pub struct Warp<T> {
     /// Base grid: [H·W] each.
     pub base_x: Vec<T>,
     pub base_y: Vec<T>,
-    /// TPS only: [H·W, g²].
-    pub tps_m: Vec<T>,
+    /// TPS only: Mᵀ, [g², H·W].
+    pub tps_mt: Vec<T>,
     pub g2: usize,
 }
 
@@ -33,9 +35,16 @@ impl<T: Real> Warp<T> {
                 by.push(-1.0 + 2.0 * i as f64 / (h - 1) as f64);
             }
         }
-        let (tps_m, g2) = if cfg.transform == Transform::Tps {
+        let (tps_mt, g2) = if cfg.transform == Transform::Tps {
+            let g2 = cfg.tps_grid * cfg.tps_grid;
             let m = tps_matrix(cfg.tps_grid, &bx, &by);
-            (m.into_iter().map(T::of).collect(), cfg.tps_grid * cfg.tps_grid)
+            let mut mt = vec![T::zero(); m.len()];
+            for p in 0..h * w {
+                for n in 0..g2 {
+                    mt[n * h * w + p] = T::of(m[p * g2 + n]);
+                }
+            }
+            (mt, g2)
         } else {
             (Vec::new(), 0)
         };
@@ -45,7 +54,7 @@ impl<T: Real> Warp<T> {
             width: w,
             base_x: bx.into_iter().map(T::of).collect(),
             base_y: by.into_iter().map(T::of).collect(),
-            tps_m,
+            tps_mt,
             g2,
         }
     }
@@ -63,60 +72,61 @@ impl<T: Real> Warp<T> {
         }
     }
 
-    /// Source coordinate of pixel `p` under θ.
+    /// grid: xs[H·W], ys[H·W] for one θ.
     #[inline(always)]
-    pub fn coord(&self, theta: &[T], p: usize) -> (T, T) {
+    pub fn grid_row(&self, theta: &[T], xs: &mut [T], ys: &mut [T]) {
+        let d = self.base_x.len();
+        let (xs, ys) = (&mut xs[..d], &mut ys[..d]);
         match self.transform {
-            Transform::None => (self.base_x[p], self.base_y[p]),
+            Transform::None => {
+                xs.copy_from_slice(&self.base_x);
+                ys.copy_from_slice(&self.base_y);
+            }
             Transform::Affine => {
-                let (x, y) = (self.base_x[p], self.base_y[p]);
-                (theta[0] * x + theta[1] * y + theta[2], theta[3] * x + theta[4] * y + theta[5])
+                let (bx, by) = (&self.base_x[..d], &self.base_y[..d]);
+                for p in 0..d {
+                    xs[p] = theta[0] * bx[p] + theta[1] * by[p] + theta[2];
+                    ys[p] = theta[3] * bx[p] + theta[4] * by[p] + theta[5];
+                }
             }
             Transform::Tps => {
-                let m = &self.tps_m[p * self.g2..(p + 1) * self.g2];
+                xs.iter_mut().for_each(|v| *v = T::zero());
+                ys.iter_mut().for_each(|v| *v = T::zero());
                 let (qx, qy) = theta.split_at(self.g2);
-                let mut xs = T::zero();
-                let mut ys = T::zero();
                 for n in 0..self.g2 {
-                    xs += m[n] * qx[n];
-                    ys += m[n] * qy[n];
+                    let m = &self.tps_mt[n * d..(n + 1) * d];
+                    for p in 0..d {
+                        xs[p] += m[p] * qx[n];
+                        ys[p] += m[p] * qy[n];
+                    }
                 }
-                (xs, ys)
             }
-        }
-    }
-
-    /// grid: xs[H·W], ys[H·W] for one θ.
-    pub fn grid_row(&self, theta: &[T], xs: &mut [T], ys: &mut [T]) {
-        for p in 0..xs.len() {
-            (xs[p], ys[p]) = self.coord(theta, p);
         }
     }
 
     /// dθ (overwritten) from dxs, dys of one row.
+    #[inline(always)]
     pub fn grid_row_backward(&self, dxs: &[T], dys: &[T], dtheta: &mut [T]) {
         dtheta.iter_mut().for_each(|v| *v = T::zero());
         match self.transform {
             Transform::None => {}
             Transform::Affine => {
-                for p in 0..dxs.len() {
-                    let (x, y) = (self.base_x[p], self.base_y[p]);
-                    dtheta[0] += dxs[p] * x;
-                    dtheta[1] += dxs[p] * y;
-                    dtheta[2] += dxs[p];
-                    dtheta[3] += dys[p] * x;
-                    dtheta[4] += dys[p] * y;
-                    dtheta[5] += dys[p];
-                }
+                let d = dxs.len();
+                let (bx, by, dxs, dys) = (&self.base_x[..d], &self.base_y[..d], &dxs[..d], &dys[..d]);
+                dtheta[0] = lane_sum(d, |p| dxs[p] * bx[p]);
+                dtheta[1] = lane_sum(d, |p| dxs[p] * by[p]);
+                dtheta[2] = lane_sum(d, |p| dxs[p]);
+                dtheta[3] = lane_sum(d, |p| dys[p] * bx[p]);
+                dtheta[4] = lane_sum(d, |p| dys[p] * by[p]);
+                dtheta[5] = lane_sum(d, |p| dys[p]);
             }
             Transform::Tps => {
-                let (dqx, dqy) = dtheta.split_at_mut(self.g2);
-                for p in 0..dxs.len() {
-                    let m = &self.tps_m[p * self.g2..(p + 1) * self.g2];
-                    for n in 0..self.g2 {
-                        dqx[n] += m[n] * dxs[p];
-                        dqy[n] += m[n] * dys[p];
-                    }
+                let d = dxs.len();
+                let (dxs, dys) = (&dxs[..d], &dys[..d]);
+                for n in 0..self.g2 {
+                    let m = &self.tps_mt[n * d..(n + 1) * d];
+                    dtheta[n] = lane_sum(d, |p| m[p] * dxs[p]);
+                    dtheta[self.g2 + n] = lane_sum(d, |p| m[p] * dys[p]);
                 }
             }
         }

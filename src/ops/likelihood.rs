@@ -4,16 +4,26 @@
 //! log p(x|p) = Σ_j x_j·max(ln p_j, −100) + (1 − x_j)·max(ln(1 − p_j), −100)
 //! ∂/∂p_j     = (x_j − p_j) / max(p_j (1 − p_j), 1e-12)
 //! ```
+//! Row sums use 8 lane-wise partial sums in a fixed order: deterministic,
+//! and vectorizable (a single running sum would pin the loop to scalar).
 use crate::Real;
 
+/// sigmoid(a), stable for both signs: for a < 0 it is e^a / (1 + e^a), so
+/// probabilities far below 2^-126 stay subnormal instead of becoming 0.
 #[inline(always)]
 pub fn sigmoid<T: Real>(a: T) -> T {
-    T::one() / (T::one() + (-a).exp())
+    let e = (-a.abs()).exp_v();
+    let s = T::one() / (T::one() + e);
+    if a >= T::zero() {
+        s
+    } else {
+        e * s
+    }
 }
 
 #[inline(always)]
 fn clamped_ln<T: Real>(v: T) -> T {
-    v.ln().max(T::of(-100.0))
+    v.ln_v().max(T::of(-100.0))
 }
 
 /// One pixel's log-likelihood term.
@@ -28,12 +38,58 @@ pub fn bernoulli_logp_grad<T: Real>(x: T, p: T) -> T {
     (x - p) / (p * (T::one() - p)).max(T::of(1e-12))
 }
 
-/// Σ_j log p(x_j | p_j) over a row.
-pub fn bernoulli_logp_row<T: Real>(x: &[T], p: &[T]) -> T {
-    x.iter().zip(p).map(|(&x, &p)| bernoulli_logp(x, p)).sum()
+/// Σ_j f(j) with 8 partial sums (j mod 8), combined pairwise, then the tail.
+#[inline(always)]
+pub fn lane_sum<T: Real>(n: usize, f: impl Fn(usize) -> T) -> T {
+    let mut acc = [T::zero(); 8];
+    let full = n / 8 * 8;
+    let mut j = 0;
+    while j < full {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(j + l);
+        }
+        j += 8;
+    }
+    let mut tail = T::zero();
+    for j in full..n {
+        tail += f(j);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// Σ_j log p(x_j | p_j) over a row. `terms` ([D] scratch) receives the
+/// per-pixel terms first: that loop has no cross-iteration dependency and
+/// vectorizes; the lane-wise sum then runs over plain numbers.
+#[inline(always)]
+pub fn bernoulli_logp_row<T: Real>(x: &[T], p: &[T], terms: &mut [T]) -> T {
+    let n = x.len();
+    let (p, terms) = (&p[..n], &mut terms[..n]);
+    for j in 0..n {
+        terms[j] = bernoulli_logp(x[j], p[j]);
+    }
+    lane_sum(n, |j| terms[j])
+}
+
+/// The same for targets known to be 0 or 1: x ln p + (1−x) ln(1−p) is then
+/// ln(x ? p : 1 − p), one logarithm instead of two, bit-identical per pixel.
+#[inline(always)]
+pub fn bernoulli_logp_row_binary<T: Real>(x: &[T], p: &[T], terms: &mut [T]) -> T {
+    let n = x.len();
+    let (p, terms) = (&p[..n], &mut terms[..n]);
+    for j in 0..n {
+        let q = if x[j] > T::of(0.5) { p[j] } else { T::one() - p[j] };
+        terms[j] = clamped_ln(q);
+    }
+    lane_sum(n, |j| terms[j])
+}
+
+/// True when every target is exactly 0 or 1.
+pub fn is_binary<T: Real>(x: &[T]) -> bool {
+    x.iter().all(|&v| v == T::zero() || v == T::one())
 }
 
 /// c = sigmoid(a), in place over a row.
+#[inline(always)]
 pub fn sigmoid_inplace<T: Real>(v: &mut [T]) {
     for e in v {
         *e = sigmoid(*e);
@@ -70,10 +126,23 @@ mod tests {
         }
     }
 
+    /// torch.sigmoid(torch.tensor(-90.0)).log() = -90.0 (subnormal p);
+    /// a naive 1/(1+exp(90)) gives 0 and a clamped −100.
     #[test]
-    fn sigmoid_saturates_without_nan() {
+    fn sigmoid_keeps_subnormal_probabilities() {
+        let p = sigmoid(-90.0f32);
+        assert!(p > 0.0 && p < f32::MIN_POSITIVE);
+        assert!((bernoulli_logp(1.0f32, p) + 90.0).abs() < 0.01);
         assert_eq!(sigmoid(-1000.0f32), 0.0);
         assert_eq!(sigmoid(1000.0f32), 1.0);
         assert_eq!(bernoulli_logp(1.0f32, sigmoid(-1000.0f32)), -100.0);
+    }
+
+    #[test]
+    fn binary_row_equals_general_row() {
+        let x: Vec<f32> = (0..37).map(|i| (i % 3 == 0) as u8 as f32).collect();
+        let p: Vec<f32> = (0..37).map(|i| sigmoid((i as f32 - 18.0) * 0.7)).collect();
+        let mut t = vec![0.0; 37];
+        assert_eq!(bernoulli_logp_row(&x, &p, &mut t.clone()), bernoulli_logp_row_binary(&x, &p, &mut t));
     }
 }

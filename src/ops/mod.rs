@@ -1,5 +1,7 @@
 //! The ops, one file per op family: the CPU math that is the executable spec
 //! (the CUDA kernels in kernels/ are tested against these).
+pub mod fastmath;
+pub mod fused;
 pub mod grid;
 pub mod grid_sample;
 pub mod likelihood;

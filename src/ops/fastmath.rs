@@ -1,0 +1,132 @@
+//! Branch-free f32 exp and ln (Cephes' polynomials) so that loops over them
+//! vectorize; libm's expf/logf are opaque calls that dominated the profile.
+//! Plain multiplies and adds only (no mul_add), so the result is the same
+//! bit pattern with or without FMA hardware. Accuracy (tested below against
+//! f64): ≤ 2 ulp for exp, ≤ 3 ulp for ln, subnormals and infinities included.
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split so that n·LN2_HI is exact for |n| < 2^9.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+
+#[inline(always)]
+fn pow2i(n: i32) -> f32 {
+    f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// e^x. Overflows to +inf, underflows through the subnormals to 0, NaN → NaN.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    let xc = x.max(-104.0).min(89.0);
+    // Round to nearest with the 1.5·2^23 trick (no libm, no SSE4.1 needed).
+    let magic = 12_582_912.0f32;
+    let n = (xc * LOG2E + magic) - magic;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    p = p * r * r + r + 1.0;
+    // 2^n as two normal factors so results below 2^-126 become subnormal
+    // instead of garbage, and above 2^128 become +inf.
+    let ni = n as i32;
+    let n1 = ni >> 1;
+    let y = p * pow2i(n1) * pow2i(ni - n1);
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+/// ln x. ln 0 = −inf, ln x<0 = NaN, ln inf = inf, subnormals exact to ~1 ulp.
+#[inline(always)]
+pub fn ln_f32(x: f32) -> f32 {
+    let tiny = x < f32::MIN_POSITIVE;
+    let xs = if tiny { x * 8_388_608.0 } else { x }; // 2^23
+    let bits = xs.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 126 - if tiny { 23 } else { 0 };
+    let mut m = f32::from_bits((bits & 0x807f_ffff) | 0x3f00_0000); // [0.5, 1)
+    let small = m < std::f32::consts::FRAC_1_SQRT_2;
+    if small {
+        e -= 1;
+    }
+    m = if small { m + m - 1.0 } else { m - 1.0 };
+    let z = m * m;
+    let mut y = 7.037_683_6e-2f32;
+    y = y * m - 1.151_461e-1;
+    y = y * m + 1.167_699_9e-1;
+    y = y * m - 1.242_014_1e-1;
+    y = y * m + 1.424_932_3e-1;
+    y = y * m - 1.666_805_8e-1;
+    y = y * m + 2.000_071_4e-1;
+    y = y * m - 2.499_999_4e-1;
+    y = y * m + 3.333_333e-1;
+    y = y * m * z;
+    let ef = e as f32;
+    y += ef * LN2_LO;
+    y += -0.5 * z;
+    let r = m + y + ef * LN2_HI;
+    if x == 0.0 {
+        f32::NEG_INFINITY
+    } else if !(x >= 0.0) {
+        f32::NAN
+    } else if x == f32::INFINITY {
+        x
+    } else {
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulps(a: f32, b: f64) -> f64 {
+        let bf = b as f32;
+        if a == bf {
+            return 0.0;
+        }
+        let ulp = (f32::from_bits(bf.abs().to_bits() + 1) - bf.abs()) as f64;
+        (a as f64 - b).abs() / ulp
+    }
+
+    #[test]
+    fn exp_is_accurate_everywhere() {
+        let mut worst = 0.0f64;
+        let mut x = -103.9f32;
+        while x < 88.7 {
+            let want = (x as f64).exp();
+            if want > 1.2e-38 {
+                worst = worst.max(ulps(exp_f32(x), want));
+            } else {
+                // Subnormal results: absolute error below one subnormal step.
+                assert!((exp_f32(x) as f64 - want).abs() <= 2.0 * 1.4e-45, "exp({x})");
+            }
+            x += 0.00731;
+        }
+        assert!(worst <= 2.0, "exp worst {worst} ulp");
+        assert_eq!(exp_f32(100.0), f32::INFINITY);
+        assert_eq!(exp_f32(-200.0), 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn ln_is_accurate_everywhere() {
+        let mut worst = 0.0f64;
+        for i in 0..200_000 {
+            let x = f32::from_bits(1 + i * (0x7f7f_ffff / 200_000));
+            worst = worst.max(ulps(ln_f32(x), (x as f64).ln()));
+        }
+        assert!(worst <= 3.0, "ln worst {worst} ulp");
+        assert_eq!(ln_f32(0.0), f32::NEG_INFINITY);
+        assert_eq!(ln_f32(1.0), 0.0);
+        assert!(ln_f32(-1.0).is_nan());
+        assert!(ln_f32(f32::NAN).is_nan());
+        assert_eq!(ln_f32(f32::INFINITY), f32::INFINITY);
+        assert!((ln_f32(1e-44) as f64 - (1e-44f32 as f64).ln()).abs() < 1e-5);
+    }
+}

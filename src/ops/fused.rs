@@ -1,0 +1,116 @@
+//! The decoder's per-row epilogue, fused: logits → c = sigmoid → grid(θ) →
+//! p = grid_sample(c) → log p(x|z,u), and its backward back to ∂/∂logits and
+//! ∂/∂θ. One row is one sample; each pass runs along the row's pixels so it
+//! vectorizes. The CUDA counterpart is kernels/nll_fused.cu.
+//!
+//! On x86-64 an AVX2+FMA clone of each row function is picked at run time
+//! (the crate builds for baseline x86-64). Rust never contracts a·b+c into an
+//! FMA, so both clones compute the same bits.
+use super::grid::Warp;
+use super::grid_sample::{grid_sample_row, grid_sample_row_backward};
+use super::likelihood::{bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary, sigmoid_inplace};
+use crate::model::Transform;
+use crate::Real;
+
+/// Per-row buffers of the transform (unused when the transform is none).
+pub struct RowGrid<'a, T> {
+    /// [D] scratch for the per-pixel log-likelihood terms.
+    pub terms: &'a mut [T],
+    pub p: &'a mut [T],
+    pub gx: &'a mut [T],
+    pub gy: &'a mut [T],
+}
+
+#[inline(always)]
+fn forward_row<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
+    sigmoid_inplace(a);
+    let loglik = |p: &[T], t: &mut [T]| if binary { bernoulli_logp_row_binary(x, p, t) } else { bernoulli_logp_row(x, p, t) };
+    if warp.transform == Transform::None {
+        return loglik(a, g.terms);
+    }
+    warp.grid_row(theta, g.gx, g.gy);
+    grid_sample_row(a, warp.height, warp.width, g.gx, g.gy, g.p);
+    loglik(g.p, g.terms)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_row_avx2<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
+    forward_row(warp, a, theta, x, binary, g)
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Forward of one row: `a` holds the logits and becomes c; returns log p(x|z,u).
+pub fn decode_row<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { forward_row_avx2(warp, a, theta, x, binary, g) };
+    }
+    forward_row(warp, a, theta, x, binary, g)
+}
+
+/// Inputs of one row's backward (from the forward) and its outputs.
+pub struct RowBackward<'a, T> {
+    pub c: &'a [T],
+    pub p: &'a [T],
+    pub gx: &'a [T],
+    pub gy: &'a [T],
+    pub x: &'a [T],
+    /// ∂Loss/∂log p(x|z,u) of this row.
+    pub coef: T,
+    /// Scratch [D] for ∂Loss/∂p.
+    pub dp: &'a mut [T],
+    pub dgx: &'a mut [T],
+    pub dgy: &'a mut [T],
+    /// Out: ∂Loss/∂logits [D].
+    pub da: &'a mut [T],
+    /// Out: ∂Loss/∂θ [T].
+    pub dtheta: &'a mut [T],
+}
+
+#[inline(always)]
+fn backward_row<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
+    let d = r.c.len();
+    if warp.transform == Transform::None {
+        for j in 0..d {
+            r.da[j] = r.coef * bernoulli_logp_grad(r.x[j], r.c[j]);
+        }
+    } else {
+        for j in 0..d {
+            r.dp[j] = r.coef * bernoulli_logp_grad(r.x[j], r.p[j]);
+        }
+        r.da.iter_mut().for_each(|v| *v = T::zero());
+        grid_sample_row_backward(r.c, warp.height, warp.width, r.gx, r.gy, r.dp, r.da, r.dgx, r.dgy);
+        warp.grid_row_backward(r.dgx, r.dgy, r.dtheta);
+    }
+    for j in 0..d {
+        r.da[j] *= r.c[j] * (T::one() - r.c[j]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn backward_row_avx2<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
+    backward_row(warp, r)
+}
+
+/// Backward of `decode_row`.
+pub fn decode_row_backward<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { backward_row_avx2(warp, r) };
+    }
+    backward_row(warp, r)
+}
