@@ -112,6 +112,24 @@ fn one_image(net: &Network<f32>, params: &[f32], data: &Dataset, index: usize, o
 
 /// Evaluate every image of `data`.
 pub fn evaluate(net: &Network<f32>, params: &[f32], data: &Dataset, opts: &EvalOptions) -> Result<(EvalReport, Vec<ImageEstimate>)> {
+    let all: Vec<usize> = (0..data.len()).collect();
+    evaluate_indices(net, params, data, &all, opts)
+}
+
+/// Evaluate the images of `data` at `indices` (each keyed by its index).
+pub fn evaluate_indices(
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    indices: &[usize],
+    opts: &EvalOptions,
+) -> Result<(EvalReport, Vec<ImageEstimate>)> {
+    if let Some(&bad) = indices.iter().find(|&&i| i >= data.len()) {
+        return Err(Error::Config(format!("image index {bad} out of range (the data has {} images)", data.len())));
+    }
+    if indices.is_empty() {
+        return Err(Error::Config("no images to evaluate".into()));
+    }
     if opts.k == 0 || opts.chunk == 0 {
         return Err(Error::Config("--k and the chunk size must be at least 1".into()));
     }
@@ -124,8 +142,9 @@ pub fn evaluate(net: &Network<f32>, params: &[f32], data: &Dataset, opts: &EvalO
     }
     let t0 = Instant::now();
     let chunk = opts.chunk.min(opts.k);
-    let results: Vec<(ImageEstimate, Vec<f32>)> = (0..data.len())
-        .into_par_iter()
+    let results: Vec<(ImageEstimate, Vec<f32>)> = indices
+        .par_iter()
+        .copied()
         .with_max_len(1)
         .map_init(|| net.workspace(1, chunk, false), |ws, i| one_image(net, params, data, i, opts, ws))
         .collect();

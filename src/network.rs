@@ -260,8 +260,9 @@ impl<T: Real> Network<T> {
         let logpx = RowsMut::new(&mut ws.logpx, 1, n);
         let has_t = transform != Transform::None;
         // Stored: p and the grid per row for the backward. Otherwise one
-        // scratch row, reused: only valid when rows run one after another.
-        assert!(store || par == Par::Seq, "decode without store runs sequentially");
+        // scratch row, reused, so the rows run one after another (evaluation
+        // parallelises over images instead).
+        let row_par = if store { par } else { Par::Seq };
         // With store, the backward's dp rows serve as the terms scratch.
         let (p_rows, gx_rows, gy_rows, t_rows, per_row) = if store && has_t {
             let (p, gx, gy, dp) = (&mut ws.p, &mut ws.gx, &mut ws.gy, &mut ws.dp);
@@ -273,11 +274,11 @@ impl<T: Real> Network<T> {
             let (p, gx, gy, t) = (&mut ws.row_p, &mut ws.row_gx, &mut ws.row_gy, &mut ws.row_terms);
             (RowsMut::new(p, d, 1), RowsMut::new(gx, d, 1), RowsMut::new(gy, d, 1), RowsMut::new(t, d, 1), false)
         };
-        for_each_row(par, n, |r| {
+        for_each_row(row_par, n, |r| {
             let s = if per_row { r } else { 0 };
             // SAFETY: for_each_row visits each row index exactly once; row s
-            // is r when stored, and the single scratch row is only used
-            // sequentially (asserted above).
+            // is r when stored, and the single scratch row is only used with
+            // row_par = Seq.
             let (c, grid) = unsafe {
                 let terms = t_rows.row(s);
                 if has_t {

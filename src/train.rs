@@ -88,6 +88,9 @@ pub fn parse_binarize(s: &str) -> Result<Binarize> {
 pub struct EpochLog {
     pub epoch: usize,
     pub loss: f64,
+    /// Mean loss of the epoch's first and last tenth of steps (at most 10 each).
+    pub loss_start: f64,
+    pub loss_end: f64,
     pub lr: f64,
     pub seconds: f64,
     pub images_per_sec: f64,
@@ -116,6 +119,10 @@ pub trait Progress {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize);
     fn step(&mut self, loss: f64, images: usize);
     fn epoch_end(&mut self, log: &EpochLog);
+    /// Asked after each epoch's checkpoint is written: stop cleanly here?
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 pub struct Silent;
@@ -276,6 +283,7 @@ pub fn train(cfg: &TrainConfig, data: &Dataset, out: &Path, resume: bool, progre
         let perm = epoch_permutation(cfg.seed, e32, n);
         progress.epoch_start(epoch, cfg.epochs, steps);
         let mut loss_sum = 0.0;
+        let mut step_losses = Vec::with_capacity(steps);
         for (step, batch) in perm.chunks(cfg.batch_size).enumerate() {
             items.clear();
             items.extend_from_slice(batch);
@@ -289,15 +297,29 @@ pub fn train(cfg: &TrainConfig, data: &Dataset, out: &Path, resume: bool, progre
             }
             opt.step(&mut params, &grads, lr as f32);
             loss_sum += loss * items.len() as f64;
+            step_losses.push(loss);
             progress.step(loss, items.len());
         }
         let seconds = t0.elapsed().as_secs_f64();
-        let line = EpochLog { epoch: epoch + 1, loss: loss_sum / n as f64, lr, seconds, images_per_sec: n as f64 / seconds };
+        let edge = (step_losses.len() / 10).clamp(1, 10);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let line = EpochLog {
+            epoch: epoch + 1,
+            loss: loss_sum / n as f64,
+            loss_start: mean(&step_losses[..edge]),
+            loss_end: mean(&step_losses[step_losses.len() - edge..]),
+            lr,
+            seconds,
+            images_per_sec: n as f64 / seconds,
+        };
         append_log(&paths.log, &line)?;
         save_optim(&paths.optim, &layout, &opt, epoch + 1, cfg)?;
         save_checkpoint(&paths.checkpoint, &layout, &params, &[("epoch", (epoch + 1).to_string())])?;
         progress.epoch_end(&line);
         logs.push(line);
+        if progress.should_stop() {
+            break;
+        }
     }
     Ok(Trained { layout, params, logs })
 }

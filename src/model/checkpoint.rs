@@ -29,22 +29,35 @@ pub fn model_metadata(cfg: &ModelConfig) -> HashMap<String, String> {
     m
 }
 
-/// Serialise named f32 tensors taken from a flat vector.
+/// Serialise named f32 tensors taken from a flat vector, in the safetensors
+/// format. The header is written here (not by the safetensors crate) so that
+/// its keys are sorted: the same model always gives the same bytes.
 pub fn serialize_flat(layout: &Layout, flat: &[f32], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = layout
-        .entries
-        .iter()
-        .map(|e| {
-            let data = flat[e.offset..e.offset + e.len].iter().flat_map(|v| v.to_le_bytes()).collect();
-            (e.name.clone(), data, e.shape.clone())
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, d, s)| TensorView::new(Dtype::F32, s.clone(), d).map(|v| (n.clone(), v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Config(format!("internal tensor view error: {e}")))?;
-    safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Config(format!("serialize: {e}")))
+    let mut entries: Vec<_> = layout.entries.iter().collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut header = serde_json::Map::new();
+    let meta: std::collections::BTreeMap<_, _> = metadata.into_iter().collect();
+    header.insert("__metadata__".into(), serde_json::to_value(meta).expect("strings serialise"));
+    let mut offset = 0usize;
+    for e in &entries {
+        let end = offset + 4 * e.len;
+        header.insert(e.name.clone(), serde_json::json!({"dtype": "F32", "shape": e.shape, "data_offsets": [offset, end]}));
+        offset = end;
+    }
+    let mut head = serde_json::to_string(&serde_json::Value::Object(header)).expect("header serialises").into_bytes();
+    // The format asks for an 8-byte aligned data section; pad with spaces.
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + head.len() + offset);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    for e in &entries {
+        for v in &flat[e.offset..e.offset + e.len] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
 }
 
 /// Write a model checkpoint atomically. `extra` adds metadata (epoch, ...).

@@ -1,0 +1,81 @@
+//! The CLI end to end on a small subset, and its handling of bad input.
+use std::path::Path;
+use std::process::Command;
+
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
+
+fn iwtvae(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_iwtvae")).args(args).output().expect("runs")
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn train_one_epoch_then_eval_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = iwtvae(&[
+        "train", "--data", MNIST, "--limit-train", "1000", "--epochs", "1", "--eval-k", "0", "--threads", "2",
+        "--out", out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    let (start, end) = (line["loss_start"].as_f64().unwrap(), line["loss_end"].as_f64().unwrap());
+    assert!(end < start - 20.0, "the loss did not fall: first steps {start}, last steps {end}");
+
+    let per_image = dir.path().join("per_image.csv");
+    let o = iwtvae(&[
+        "eval", "--data", MNIST, "--checkpoint", out.join("checkpoint.safetensors").to_str().unwrap(), "--k", "100",
+        "--limit", "50", "--json", "--per-image", per_image.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "eval failed: {}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    for key in ["nll", "elbo", "recon", "recon_at_mean", "active_units", "images", "k", "seconds", "device"] {
+        assert!(report.get(key).is_some(), "missing key {key} in {report}");
+    }
+    assert_eq!(report["images"], 50);
+    assert_eq!(report["k"], 100);
+    let nll = report["nll"].as_f64().unwrap();
+    assert!(nll <= report["elbo"].as_f64().unwrap() + 1e-9 && nll > 50.0 && nll < 300.0, "{report}");
+    let csv = std::fs::read_to_string(per_image).unwrap();
+    assert_eq!(csv.lines().count(), 51);
+    assert!(csv.starts_with("index,label,nll,elbo,recon,recon_at_mean"));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_keeps_existing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let o = iwtvae(&["train", "--data", missing.to_str().unwrap(), "--epochs", "1", "--out", dir.path().join("r").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("train-images-idx3-ubyte") && e.contains("missing file") && !e.contains("panicked"), "{e}");
+
+    let o = iwtvae(&["train", "--transform", "spiral"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown transform \"spiral\""), "{}", stderr(&o));
+
+    let o = iwtvae(&["train", "--objective", "elbo-kl", "--k", "5"]);
+    assert!(stderr(&o).contains("elbo-kl uses a single sample"), "{}", stderr(&o));
+
+    let o = iwtvae(&["eval", "--checkpoint", "/nonexistent.safetensors"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent.safetensors"), "{}", stderr(&o));
+
+    let o = iwtvae(&["eval", "--device", "cuda", "--checkpoint", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--device cuda"), "{}", stderr(&o));
+
+    // A run directory that already holds a checkpoint is not overwritten.
+    let run = dir.path().join("kept");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("checkpoint.safetensors"), b"precious").unwrap();
+    let o = iwtvae(&["train", "--data", MNIST, "--limit-train", "100", "--epochs", "1", "--out", run.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), b"precious");
+    assert!(Path::new(&run).join("checkpoint.safetensors").exists());
+}
