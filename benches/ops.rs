@@ -1,1 +1,92 @@
-fn main(){}
+//! Per-op CPU benchmarks on the model's shapes (criterion): the fused decoder
+//! epilogue forward and backward for one chunk of 500 rows, and the decoder's
+//! largest linear layer.
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use iwtvae::model::{ModelConfig, Transform};
+use iwtvae::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
+use iwtvae::ops::grid::Warp;
+use iwtvae::ops::linear::{linear_forward, Activation};
+use iwtvae::ops::Par;
+
+const ROWS: usize = 500;
+const D: usize = 784;
+
+fn cfg(transform: Transform) -> ModelConfig {
+    ModelConfig { transform, z_dim: 42, u_dim: 18, hidden: 256, tps_grid: 3, height: 28, width: 28 }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ops");
+    g.throughput(Throughput::Elements((ROWS * D) as u64));
+    for transform in [Transform::None, Transform::Affine, Transform::Tps] {
+        let warp = Warp::<f32>::new(&cfg(transform));
+        let theta: Vec<f32> = warp.theta_identity().iter().enumerate().map(|(i, v)| v + 0.05 * (i as f32).sin()).collect();
+        let x: Vec<f32> = (0..D).map(|j| (j % 3 == 0) as u8 as f32).collect();
+        let logits: Vec<f32> = (0..ROWS * D).map(|i| ((i * 7919) % 200) as f32 * 0.05 - 5.0).collect();
+        let mut a = logits.clone();
+        let (mut p, mut gx, mut gy, mut t) = (vec![0f32; ROWS * D], vec![0f32; ROWS * D], vec![0f32; ROWS * D], vec![0f32; D]);
+        g.bench_function(format!("decode_row fwd x{ROWS} {}", transform.name()), |b| {
+            b.iter(|| {
+                a.copy_from_slice(&logits);
+                let mut s = 0.0;
+                for r in 0..ROWS {
+                    let rg = |v: &mut Vec<f32>| v[r * D..(r + 1) * D].as_mut_ptr();
+                    // SAFETY: each pointer covers row r of a distinct buffer.
+                    let (pp, xx, yy) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(rg(&mut p), D),
+                            std::slice::from_raw_parts_mut(rg(&mut gx), D),
+                            std::slice::from_raw_parts_mut(rg(&mut gy), D),
+                        )
+                    };
+                    s += decode_row(&warp, &mut a[r * D..(r + 1) * D], &theta, &x, true, RowGrid { terms: &mut t, p: pp, gx: xx, gy: yy });
+                }
+                s
+            })
+        });
+        let (mut dp, mut dgx, mut dgy, mut da, mut dth) = (vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; theta.len()]);
+        g.bench_function(format!("decode_row bwd x{ROWS} {}", transform.name()), |b| {
+            b.iter(|| {
+                for r in 0..ROWS {
+                    let row = |v: &Vec<f32>| &v[r * D..(r + 1) * D];
+                    let none = transform == Transform::None;
+                    decode_row_backward(
+                        &warp,
+                        RowBackward {
+                            c: row(&a),
+                            p: if none { &[] } else { row(&p) },
+                            gx: if none { &[] } else { row(&gx) },
+                            gy: if none { &[] } else { row(&gy) },
+                            x: &x,
+                            coef: -0.01,
+                            dp: &mut dp,
+                            dgx: &mut dgx,
+                            dgy: &mut dgy,
+                            da: &mut da,
+                            dtheta: &mut dth,
+                        },
+                    );
+                }
+            })
+        });
+    }
+    let (inp, out) = (256usize, 784usize);
+    let xin: Vec<f32> = (0..ROWS * inp).map(|i| (i as f32 * 0.01).sin()).collect();
+    let w: Vec<f32> = (0..out * inp).map(|i| (i as f32 * 0.003).cos() * 0.05).collect();
+    let bias = vec![0.1f32; out];
+    let mut y = vec![0f32; ROWS * out];
+    g.throughput(Throughput::Elements((2 * ROWS * inp * out) as u64));
+    for par in [Par::Seq, Par::Rows] {
+        g.bench_function(format!("dec.fc3 linear fwd x{ROWS} {par:?} (flop/s)"), |b| {
+            b.iter(|| linear_forward(&xin, ROWS, &w, &bias, out, inp, Activation::Identity, &mut y, par))
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
+    targets = bench
+}
+criterion_main!(benches);

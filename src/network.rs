@@ -404,10 +404,12 @@ impl<T: Real> Network<T> {
             for r in 0..n {
                 let i = r / k;
                 let cw = coef_w[r];
+                let (dmu, dls, ls) = (&mut dmu[i * dim..(i + 1) * dim], &mut dls[i * dim..(i + 1) * dim], &ls[i * dim..(i + 1) * dim]);
+                let (dlat, lat, noise) = (&dlat[r * dim..(r + 1) * dim], &lat[r * dim..(r + 1) * dim], &noise[r * dim..(r + 1) * dim]);
                 for dd in 0..dim {
-                    let g = dlat[r * dim + dd] - cw * lat[r * dim + dd];
-                    dmu[i * dim + dd] += g;
-                    dls[i * dim + dd] += g * ls[i * dim + dd].exp() * noise[r * dim + dd] + cw;
+                    let g = dlat[dd] - cw * lat[dd];
+                    dmu[dd] += g;
+                    dls[dd] += g * ls[dd].exp_v() * noise[dd] + cw;
                 }
             }
             for j in 0..b * dim {

@@ -95,35 +95,48 @@ impl Optimizer {
     }
 
     /// One step of gradient *descent* on the loss with learning rate `lr`.
+    /// Elementwise, so chunks run in parallel with identical results.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        use rayon::prelude::*;
         self.steps += 1;
-        match self.kind {
+        const CHUNK: usize = 1 << 14;
+        let kind = self.kind;
+        let steps = self.steps;
+        params
+            .par_chunks_mut(CHUNK)
+            .zip(grads.par_chunks(CHUNK))
+            .zip(self.s1.par_chunks_mut(CHUNK).zip(self.s2.par_chunks_mut(CHUNK)))
+            .for_each(|((p, g), (s1, s2))| Self::step_chunk(kind, steps, p, g, s1, s2, lr));
+    }
+
+    fn step_chunk(kind: OptimizerKind, steps: u64, params: &mut [f32], grads: &[f32], s1: &mut [f32], s2: &mut [f32], lr: f32) {
+        match kind {
             OptimizerKind::Adadelta => {
                 // torch.optim.Adadelta: rho = 0.9, eps = 1e-6.
                 let (rho, eps) = (0.9f32, 1e-6f32);
                 for i in 0..params.len() {
                     let g = grads[i];
-                    let sq = self.s1[i] * rho + (1.0 - rho) * g * g;
-                    self.s1[i] = sq;
-                    let delta = (self.s2[i] + eps).sqrt() / (sq + eps).sqrt() * g;
-                    self.s2[i] = self.s2[i] * rho + (1.0 - rho) * delta * delta;
+                    let sq = s1[i] * rho + (1.0 - rho) * g * g;
+                    s1[i] = sq;
+                    let delta = (s2[i] + eps).sqrt() / (sq + eps).sqrt() * g;
+                    s2[i] = s2[i] * rho + (1.0 - rho) * delta * delta;
                     params[i] -= lr * delta;
                 }
             }
             OptimizerKind::Adam => {
                 // torch.optim.Adam with the IWAE paper's eps = 1e-4.
                 let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-4f32);
-                let t = self.steps as i32;
+                let t = steps as i32;
                 let bc1 = 1.0 - b1.powi(t);
                 let bc2 = 1.0 - b2.powi(t);
                 let step_size = lr / bc1;
                 let bc2_sqrt = bc2.sqrt();
                 for i in 0..params.len() {
                     let g = grads[i];
-                    self.s1[i] = self.s1[i] * b1 + (1.0 - b1) * g;
-                    self.s2[i] = self.s2[i] * b2 + (1.0 - b2) * g * g;
-                    let denom = self.s2[i].sqrt() / bc2_sqrt + eps;
-                    params[i] -= step_size * self.s1[i] / denom;
+                    s1[i] = s1[i] * b1 + (1.0 - b1) * g;
+                    s2[i] = s2[i] * b2 + (1.0 - b2) * g * g;
+                    let denom = s2[i].sqrt() / bc2_sqrt + eps;
+                    params[i] -= step_size * s1[i] / denom;
                 }
             }
         }

@@ -3,9 +3,10 @@
 //! ∂/∂θ. One row is one sample; each pass runs along the row's pixels so it
 //! vectorizes. The CUDA counterpart is kernels/nll_fused.cu.
 //!
-//! On x86-64 an AVX2+FMA clone of each row function is picked at run time
-//! (the crate builds for baseline x86-64). Rust never contracts a·b+c into an
-//! FMA, so both clones compute the same bits.
+//! On x86-64 an AVX-512 or AVX2 clone of each row function is picked at run
+//! time (the crate builds for baseline x86-64; `IWTVAE_NO_AVX512=1` caps it
+//! at AVX2). Rust never contracts a·b+c into an FMA, so every clone computes
+//! the same bits.
 use super::grid::Warp;
 use super::grid_sample::{grid_sample_row, grid_sample_row_backward};
 use super::likelihood::{bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary, sigmoid_inplace};
@@ -39,23 +40,54 @@ fn forward_row_avx2<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], 
     forward_row(warp, a, theta, x, binary, g)
 }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn forward_row_avx512<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
+    forward_row(warp, a, theta, x, binary, g)
+}
+
+/// The widest SIMD level this CPU offers, detected once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+fn simd() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let has = |f: &str| match f {
+                "avx512" => {
+                    std::is_x86_feature_detected!("avx512f")
+                        && std::is_x86_feature_detected!("avx512bw")
+                        && std::is_x86_feature_detected!("avx512dq")
+                        && std::is_x86_feature_detected!("avx512vl")
+                }
+                _ => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            };
+            if std::env::var_os("IWTVAE_NO_AVX512").is_none() && has("avx512") && has("avx2") {
+                return Simd::Avx512;
+            }
+            if has("avx2") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Baseline
+    })
 }
 
 /// Forward of one row: `a` holds the logits and becomes c; returns log p(x|z,u).
 pub fn decode_row<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { forward_row_avx2(warp, a, theta, x, binary, g) };
+    match simd() {
+        // SAFETY: simd() reported that the CPU has these features.
+        Simd::Avx512 => return unsafe { forward_row_avx512(warp, a, theta, x, binary, g) },
+        // SAFETY: as above.
+        Simd::Avx2 => return unsafe { forward_row_avx2(warp, a, theta, x, binary, g) },
+        Simd::Baseline => {}
     }
     forward_row(warp, a, theta, x, binary, g)
 }
@@ -105,12 +137,21 @@ fn backward_row_avx2<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
     backward_row(warp, r)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn backward_row_avx512<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
+    backward_row(warp, r)
+}
+
 /// Backward of `decode_row`.
 pub fn decode_row_backward<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { backward_row_avx2(warp, r) };
+    match simd() {
+        // SAFETY: simd() reported that the CPU has these features.
+        Simd::Avx512 => return unsafe { backward_row_avx512(warp, r) },
+        // SAFETY: as above.
+        Simd::Avx2 => return unsafe { backward_row_avx2(warp, r) },
+        Simd::Baseline => {}
     }
     backward_row(warp, r)
 }

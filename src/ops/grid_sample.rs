@@ -103,7 +103,57 @@ pub fn grid_sample_row<T: Real>(c: &[T], h: usize, w: usize, xs: &[T], ys: &[T],
     }
 }
 
+/// Image constants for the branch-free footprint.
+struct Geometry<T> {
+    half: T,
+    wm1: T,
+    hm1: T,
+    wi: i32,
+    wmax: i32,
+    hmax: i32,
+}
+
+impl<T: Real> Geometry<T> {
+    #[inline(always)]
+    fn new(h: usize, w: usize) -> Self {
+        Geometry {
+            half: T::of(0.5),
+            wm1: T::of((w - 1) as f64),
+            hm1: T::of((h - 1) as f64),
+            wi: w as i32,
+            wmax: w as i32 - 1,
+            hmax: h as i32 - 1,
+        }
+    }
+}
+
+/// The footprint of (x, y), clamped into the image on every path (NaN
+/// included): the four indices, tx, ty, d ix/d x and d iy/d y ((W−1)/2
+/// strictly inside, 0 where clipped), and whether the point is finite.
+#[inline(always)]
+fn clamped_footprint<T: Real>(g: &Geometry<T>, x: T, y: T) -> ([usize; 4], T, T, T, T, bool) {
+    let rx = (x + T::one()) * g.half * g.wm1;
+    let ry = (y + T::one()) * g.half * g.hm1;
+    let ix = rx.max(T::zero()).min(g.wm1);
+    let iy = ry.max(T::zero()).min(g.hm1);
+    let x0 = ix.trunc_i32().max(0).min(g.wmax);
+    let y0 = iy.trunc_i32().max(0).min(g.hmax);
+    let x1 = (x0 + 1).min(g.wmax);
+    let y1 = (y0 + 1).min(g.hmax);
+    let (tx, ty) = (ix - T::from_i32(x0), iy - T::from_i32(y0));
+    let finite = x.is_finite() && y.is_finite();
+    let dix = if rx > T::zero() && rx < g.wm1 { g.half * g.wm1 } else { T::zero() };
+    let diy = if ry > T::zero() && ry < g.hm1 { g.half * g.hm1 } else { T::zero() };
+    let wi = g.wi;
+    let idx = [(y0 * wi + x0) as usize, (y0 * wi + x1) as usize, (y1 * wi + x0) as usize, (y1 * wi + x1) as usize];
+    (idx, tx, ty, dix, diy, finite)
+}
+
 /// Backward of `grid_sample_row`: dc += ∂/∂c (accumulated), dxs/dys overwritten.
+///
+/// Two passes over the row: the coordinate gradients (gathers only, so the
+/// loop vectorizes), then the scatter into dc (scalar: neighbouring pixels
+/// collide). Same indices and weights as the forward.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn grid_sample_row_backward<T: Real>(
@@ -117,23 +167,35 @@ pub fn grid_sample_row_backward<T: Real>(
     dxs: &mut [T],
     dys: &mut [T],
 ) {
-    assert!(c.len() == h * w && dc.len() == h * w && xs.len() == dout.len() && dxs.len() == dout.len() && dys.len() == dout.len());
-    for p in 0..dout.len() {
-        let g = dout[p];
-        let Some(f) = footprint(xs[p], ys[p], h, w) else {
-            dxs[p] = T::nan();
-            dys[p] = T::nan();
-            continue;
-        };
-        let (tx, ty) = (f.tx, f.ty);
+    let n = dout.len();
+    assert!(c.len() == h * w && dc.len() == h * w && xs.len() == n && ys.len() == n && dxs.len() == n && dys.len() == n);
+    let geo = Geometry::new(h, w);
+    for p in 0..n {
+        let (i, tx, ty, dix, diy, finite) = clamped_footprint(&geo, xs[p], ys[p]);
         let (sx, sy) = (T::one() - tx, T::one() - ty);
-        dc[f.i00] += g * sx * sy;
-        dc[f.i01] += g * tx * sy;
-        dc[f.i10] += g * sx * ty;
-        dc[f.i11] += g * tx * ty;
-        let gix = (c[f.i01] - c[f.i00]) * sy + (c[f.i11] - c[f.i10]) * ty;
-        let giy = (c[f.i10] - c[f.i00]) * sx + (c[f.i11] - c[f.i01]) * tx;
-        dxs[p] = g * gix * f.dix;
-        dys[p] = g * giy * f.diy;
+        // SAFETY: every index is built from x0, x1 ∈ [0, w−1] and y0, y1 ∈
+        // [0, h−1] (clamped above, NaN included) and c.len() == h·w.
+        let (c00, c01, c10, c11) = unsafe {
+            (*c.get_unchecked(i[0]), *c.get_unchecked(i[1]), *c.get_unchecked(i[2]), *c.get_unchecked(i[3]))
+        };
+        let gix = (c01 - c00) * sy + (c11 - c10) * ty;
+        let giy = (c10 - c00) * sx + (c11 - c01) * tx;
+        dxs[p] = if finite { dout[p] * gix * dix } else { T::nan() };
+        dys[p] = if finite { dout[p] * giy * diy } else { T::nan() };
+    }
+    for p in 0..n {
+        let (i, tx, ty, _, _, finite) = clamped_footprint(&geo, xs[p], ys[p]);
+        if !finite {
+            continue;
+        }
+        let g = dout[p];
+        let (sx, sy) = (T::one() - tx, T::one() - ty);
+        // SAFETY: as above; dc.len() == h·w.
+        unsafe {
+            *dc.get_unchecked_mut(i[0]) += g * sx * sy;
+            *dc.get_unchecked_mut(i[1]) += g * tx * sy;
+            *dc.get_unchecked_mut(i[2]) += g * sx * ty;
+            *dc.get_unchecked_mut(i[3]) += g * tx * ty;
+        }
     }
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Side-by-side CPU speed: iwtvae vs the PyTorch reference, same machine, same run.
+#   benches/compare.sh                 # needs python3 with torch, numpy, safetensors
+#   PYTHON=/path/to/venv/bin/python benches/compare.sh
+# Env: IWTVAE_BENCH_TRAIN (images in the timed epoch, default 60000),
+#      IWTVAE_BENCH_NLL (test images for NLL k=5000, default 200),
+#      TORCH_TRAIN_STEPS (default 200), TORCH_NLL_IMAGES (default 20), THREADS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+THREADS=${THREADS:-2}
+echo "machine: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores, threads=$THREADS" >&2
+ours=$(RAYON_NUM_THREADS=$THREADS cargo bench -q --bench speed 2>/dev/null | tail -1)
+theirs=$($PYTHON benches/pytorch/iwtvae_torch.py bench --threads "$THREADS" \
+  --train-steps "${TORCH_TRAIN_STEPS:-200}" --nll-images "${TORCH_NLL_IMAGES:-20}" | tail -1)
+echo "$ours"
+echo "$theirs"
+$PYTHON - "$ours" "$theirs" <<'PY'
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for key, name in [("train_images_per_sec", "training epoch (TPS, k=5, batch 100)"),
+                  ("nll_k5000_images_per_sec", "NLL k=5000")]:
+    print(f"{name:40s} iwtvae {a[key]:10.1f} img/s   pytorch {b[key]:10.1f} img/s   ratio {a[key]/b[key]:5.2f}x")
+PY
