@@ -26,9 +26,24 @@ fn bench(c: &mut Criterion) {
                 bch.iter(|| unsafe {
                     // SAFETY: a is [m,k], b is [k,n], c is [m,n], all row-major and in bounds.
                     gemm::gemm(
-                        m, n, k, c_out.as_mut_ptr(), 1, n as isize, false,
-                        a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize,
-                        0.0, 1.0, false, false, false,
+                        m,
+                        n,
+                        k,
+                        c_out.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        k as isize,
+                        b.as_ptr(),
+                        1,
+                        n as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
                         if threads == 1 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(threads) },
                     )
                 })
@@ -38,8 +53,20 @@ fn bench(c: &mut Criterion) {
             bch.iter(|| unsafe {
                 // SAFETY: same shapes and strides as above.
                 matrixmultiply::sgemm(
-                    m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1,
-                    0.0, c_out.as_mut_ptr(), n as isize, 1,
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    c_out.as_mut_ptr(),
+                    n as isize,
+                    1,
                 )
             })
         });

@@ -20,11 +20,13 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements((ROWS * D) as u64));
     for transform in [Transform::None, Transform::Affine, Transform::Tps] {
         let warp = Warp::<f32>::new(&cfg(transform));
-        let theta: Vec<f32> = warp.theta_identity().iter().enumerate().map(|(i, v)| v + 0.05 * (i as f32).sin()).collect();
+        let theta: Vec<f32> =
+            warp.theta_identity().iter().enumerate().map(|(i, v)| v + 0.05 * (i as f32).sin()).collect();
         let x: Vec<f32> = (0..D).map(|j| (j % 3 == 0) as u8 as f32).collect();
         let logits: Vec<f32> = (0..ROWS * D).map(|i| ((i * 7919) % 200) as f32 * 0.05 - 5.0).collect();
         let mut a = logits.clone();
-        let (mut p, mut gx, mut gy, mut t) = (vec![0f32; ROWS * D], vec![0f32; ROWS * D], vec![0f32; ROWS * D], vec![0f32; D]);
+        let (mut p, mut gx, mut gy, mut t) =
+            (vec![0f32; ROWS * D], vec![0f32; ROWS * D], vec![0f32; ROWS * D], vec![0f32; D]);
         g.bench_function(format!("decode_row fwd x{ROWS} {}", transform.name()), |b| {
             b.iter(|| {
                 a.copy_from_slice(&logits);
@@ -39,24 +41,31 @@ fn bench(c: &mut Criterion) {
                             std::slice::from_raw_parts_mut(rg(&mut gy), D),
                         )
                     };
-                    s += decode_row(&warp, &mut a[r * D..(r + 1) * D], &theta, &x, true, RowGrid { terms: &mut t, p: pp, gx: xx, gy: yy });
+                    s += decode_row(
+                        &warp,
+                        &mut a[r * D..(r + 1) * D],
+                        &theta,
+                        &x,
+                        true,
+                        RowGrid { terms: &mut t, p: pp, gx: xx, gy: yy },
+                    );
                 }
                 s
             })
         });
-        let (mut dp, mut dgx, mut dgy, mut da, mut dth) = (vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; theta.len()]);
+        let (mut dp, mut dgx, mut dgy, mut da, mut dth) =
+            (vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; theta.len()]);
         g.bench_function(format!("decode_row bwd x{ROWS} {}", transform.name()), |b| {
             b.iter(|| {
                 for r in 0..ROWS {
-                    let row = |v: &Vec<f32>| &v[r * D..(r + 1) * D];
                     let none = transform == Transform::None;
                     decode_row_backward(
                         &warp,
                         RowBackward {
-                            c: row(&a),
-                            p: if none { &[] } else { row(&p) },
-                            gx: if none { &[] } else { row(&gx) },
-                            gy: if none { &[] } else { row(&gy) },
+                            c: &a[r * D..(r + 1) * D],
+                            p: if none { &[] } else { &p[r * D..(r + 1) * D] },
+                            gx: if none { &[] } else { &gx[r * D..(r + 1) * D] },
+                            gy: if none { &[] } else { &gy[r * D..(r + 1) * D] },
                             x: &x,
                             coef: -0.01,
                             dp: &mut dp,

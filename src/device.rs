@@ -19,9 +19,9 @@ impl Device {
 pub fn select(spec: &str) -> Result<Device> {
     match spec {
         "cpu" | "auto" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => Err(Error::Device(format!(
-            "--device {s}: this build has no CUDA backend yet; use --device cpu or auto"
-        ))),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            Err(Error::Device(format!("--device {s}: this build has no CUDA backend yet; use --device cpu or auto")))
+        }
         s => Err(Error::Device(format!("--device {s:?}: expected auto, cpu or cuda[:i]"))),
     }
 }

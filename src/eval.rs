@@ -65,11 +65,21 @@ pub struct EvalReport {
 }
 
 /// Estimates for one image, plus its posterior means (for active units).
-fn one_image(net: &Network<f32>, params: &[f32], data: &Dataset, index: usize, opts: &EvalOptions, ws: &mut Workspace<f32>) -> (ImageEstimate, Vec<f32>) {
+fn one_image(
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    index: usize,
+    opts: &EvalOptions,
+    ws: &mut Workspace<f32>,
+) -> (ImageEstimate, Vec<f32>) {
     let cfg = &net.layout.config;
     let d = data.pixels();
     let bin_key = NoiseKey::new(opts.seed, Stream::EvalBinarize, 0);
-    let keys = LatentKeys { eps: NoiseKey::new(opts.seed, Stream::EvalEps, 0), eta: NoiseKey::new(opts.seed, Stream::EvalEta, 0) };
+    let keys = LatentKeys {
+        eps: NoiseKey::new(opts.seed, Stream::EvalEps, 0),
+        eta: NoiseKey::new(opts.seed, Stream::EvalEta, 0),
+    };
     data.targets(index, opts.binarize, bin_key, &mut ws.scratch_u32, &mut ws.x[..d]);
     net.encode(params, ws, 1, Par::Seq);
     let mut means: Vec<f32> = ws.mu_z[..cfg.z_dim].to_vec();
@@ -111,7 +121,12 @@ fn one_image(net: &Network<f32>, params: &[f32], data: &Dataset, index: usize, o
 }
 
 /// Evaluate every image of `data`.
-pub fn evaluate(net: &Network<f32>, params: &[f32], data: &Dataset, opts: &EvalOptions) -> Result<(EvalReport, Vec<ImageEstimate>)> {
+pub fn evaluate(
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    opts: &EvalOptions,
+) -> Result<(EvalReport, Vec<ImageEstimate>)> {
     let all: Vec<usize> = (0..data.len()).collect();
     evaluate_indices(net, params, data, &all, opts)
 }
@@ -189,7 +204,10 @@ pub fn evaluate_indices(
 pub fn per_image_csv(rows: &[ImageEstimate]) -> String {
     let mut s = String::from("index,label,nll,elbo,recon,recon_at_mean\n");
     for r in rows {
-        s.push_str(&format!("{},{},{:.6},{:.6},{:.6},{:.6}\n", r.index, r.label, r.nll, r.elbo, r.recon, r.recon_at_mean));
+        s.push_str(&format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6}\n",
+            r.index, r.label, r.nll, r.elbo, r.recon, r.recon_at_mean
+        ));
     }
     s
 }

@@ -13,8 +13,8 @@
 //! weights  log w[N] = log p(x|z,u) − ½|z|² − ½|u|² + ½|ε|² + Σ log σz + ½|η|² + Σ log σu
 //! ```
 use crate::model::{Layout, LinearSlot, Transform};
-use crate::ops::grid::Warp;
 use crate::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
+use crate::ops::grid::Warp;
 use crate::ops::likelihood::is_binary;
 use crate::ops::linear::{linear_backward_input, linear_backward_params, linear_forward, relu_backward, Activation};
 use crate::ops::rows::{for_each_row, Par, RowsMut};
@@ -196,7 +196,15 @@ impl<T: Real> Network<T> {
     }
 
     /// ε, η for rows r = b·k + s: item = items[b], sample = sample0 + s.
-    pub fn fill_noise(&self, ws: &mut Workspace<T>, items: &[u32], k: usize, sample0: usize, eps_key: NoiseKey, eta_key: NoiseKey) {
+    pub fn fill_noise(
+        &self,
+        ws: &mut Workspace<T>,
+        items: &[u32],
+        k: usize,
+        sample0: usize,
+        eps_key: NoiseKey,
+        eta_key: NoiseKey,
+    ) {
         let (zd, ud) = (self.layout.config.z_dim, self.layout.config.u_dim);
         for (b, &item) in items.iter().enumerate() {
             for s in 0..k {
@@ -269,7 +277,13 @@ impl<T: Real> Network<T> {
             (RowsMut::new(p, d, n), RowsMut::new(gx, d, n), RowsMut::new(gy, d, n), RowsMut::new(dp, d, n), true)
         } else if store {
             let (p, gx, gy) = (&mut ws.row_p, &mut ws.row_gx, &mut ws.row_gy);
-            (RowsMut::new(p, d, 1), RowsMut::new(gx, d, 1), RowsMut::new(gy, d, 1), RowsMut::new(&mut ws.dp, d, n), true)
+            (
+                RowsMut::new(p, d, 1),
+                RowsMut::new(gx, d, 1),
+                RowsMut::new(gy, d, 1),
+                RowsMut::new(&mut ws.dp, d, n),
+                true,
+            )
         } else {
             let (p, gx, gy, t) = (&mut ws.row_p, &mut ws.row_gx, &mut ws.row_gy, &mut ws.row_terms);
             (RowsMut::new(p, d, 1), RowsMut::new(gx, d, 1), RowsMut::new(gy, d, 1), RowsMut::new(t, d, 1), false)
@@ -332,7 +346,17 @@ impl<T: Real> Network<T> {
     /// params). Needs ws.coef_px[r] = ∂Loss/∂log p(x|z_r,u_r), ws.coef_w[r] =
     /// ∂Loss/∂(explicit latent terms of log w_r), and `kl_scale` = ∂Loss/∂KL_b
     /// (elbo-kl; 0 otherwise).
-    pub fn backward(&self, params: &[T], grads: &mut [T], ws: &mut Workspace<T>, b: usize, k: usize, kl_scale: T, par: Par) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        params: &[T],
+        grads: &mut [T],
+        ws: &mut Workspace<T>,
+        b: usize,
+        k: usize,
+        kl_scale: T,
+        par: Par,
+    ) {
         let l = &self.layout;
         let cfg = &l.config;
         let n = b * k;
@@ -387,7 +411,16 @@ impl<T: Real> Network<T> {
         linear_backward_input(&ws.dc, n, &params[l.dec_fc3.w_range()], d, cfg.hidden, &mut ws.dd2, false, par);
         relu_backward(&ws.d2[..n * cfg.hidden], &mut ws.dd2[..n * cfg.hidden]);
         back(&l.dec_fc2, grads, &ws.d1, &ws.dd2, n);
-        linear_backward_input(&ws.dd2, n, &params[l.dec_fc2.w_range()], cfg.hidden, cfg.hidden, &mut ws.dd1, false, par);
+        linear_backward_input(
+            &ws.dd2,
+            n,
+            &params[l.dec_fc2.w_range()],
+            cfg.hidden,
+            cfg.hidden,
+            &mut ws.dd1,
+            false,
+            par,
+        );
         relu_backward(&ws.d1[..n * cfg.hidden], &mut ws.dd1[..n * cfg.hidden]);
         back(&l.dec_fc1, grads, &ws.z, &ws.dd1, n);
         linear_backward_input(&ws.dd1, n, &params[l.dec_fc1.w_range()], cfg.hidden, cfg.z_dim, &mut ws.dz, false, par);
@@ -398,14 +431,25 @@ impl<T: Real> Network<T> {
 
         // Reparameterisation, prior and entropy terms, KL: per image.
         let clamp = T::of(LOG_SIGMA_CLAMP);
-        let latent = |mu: &[T], ls: &[T], raw: &[T], lat: &[T], noise: &[T], dlat: &[T], dmu: &mut [T], dls: &mut [T], dim: usize, coef_w: &[T]| {
+        let latent = |mu: &[T],
+                      ls: &[T],
+                      raw: &[T],
+                      lat: &[T],
+                      noise: &[T],
+                      dlat: &[T],
+                      dmu: &mut [T],
+                      dls: &mut [T],
+                      dim: usize,
+                      coef_w: &[T]| {
             dmu[..b * dim].iter_mut().for_each(|v| *v = T::zero());
             dls[..b * dim].iter_mut().for_each(|v| *v = T::zero());
             for r in 0..n {
                 let i = r / k;
                 let cw = coef_w[r];
-                let (dmu, dls, ls) = (&mut dmu[i * dim..(i + 1) * dim], &mut dls[i * dim..(i + 1) * dim], &ls[i * dim..(i + 1) * dim]);
-                let (dlat, lat, noise) = (&dlat[r * dim..(r + 1) * dim], &lat[r * dim..(r + 1) * dim], &noise[r * dim..(r + 1) * dim]);
+                let (dmu, dls, ls) =
+                    (&mut dmu[i * dim..(i + 1) * dim], &mut dls[i * dim..(i + 1) * dim], &ls[i * dim..(i + 1) * dim]);
+                let (dlat, lat, noise) =
+                    (&dlat[r * dim..(r + 1) * dim], &lat[r * dim..(r + 1) * dim], &noise[r * dim..(r + 1) * dim]);
                 for dd in 0..dim {
                     let g = dlat[dd] - cw * lat[dd];
                     dmu[dd] += g;
@@ -422,9 +466,31 @@ impl<T: Real> Network<T> {
                 }
             }
         };
-        latent(&ws.mu_z, &ws.ls_z, &ws.ls_z_raw, &ws.z, &ws.eps, &ws.dz, &mut ws.dmu_z, &mut ws.dls_z, cfg.z_dim, &ws.coef_w);
+        latent(
+            &ws.mu_z,
+            &ws.ls_z,
+            &ws.ls_z_raw,
+            &ws.z,
+            &ws.eps,
+            &ws.dz,
+            &mut ws.dmu_z,
+            &mut ws.dls_z,
+            cfg.z_dim,
+            &ws.coef_w,
+        );
         if cfg.u_dim > 0 {
-            latent(&ws.mu_u, &ws.ls_u, &ws.ls_u_raw, &ws.u, &ws.eta, &ws.du, &mut ws.dmu_u, &mut ws.dls_u, cfg.u_dim, &ws.coef_w);
+            latent(
+                &ws.mu_u,
+                &ws.ls_u,
+                &ws.ls_u_raw,
+                &ws.u,
+                &ws.eta,
+                &ws.du,
+                &mut ws.dmu_u,
+                &mut ws.dls_u,
+                cfg.u_dim,
+                &ws.coef_w,
+            );
             for (g, &m) in ws.dmu_u[..b * cfg.u_dim].iter_mut().zip(&ws.mu_u) {
                 *g *= T::one() - m * m;
             }

@@ -41,7 +41,13 @@ impl Objective {
 /// The loss (−L, mean over the b images) and, in ws.coef_px / ws.coef_w,
 /// the coefficients the backward needs. `kl[i]` is image i's analytic KL
 /// (elbo-kl only). Returns (loss, kl_scale).
-pub fn loss_and_coefficients<T: Real>(obj: Objective, ws: &mut Workspace<T>, b: usize, k: usize, kl: &[f64]) -> (f64, T) {
+pub fn loss_and_coefficients<T: Real>(
+    obj: Objective,
+    ws: &mut Workspace<T>,
+    b: usize,
+    k: usize,
+    kl: &[f64],
+) -> (f64, T) {
     let inv_b = 1.0 / b as f64;
     let mut loss = 0.0;
     let mut lw = vec![0.0f64; k];
@@ -49,15 +55,15 @@ pub fn loss_and_coefficients<T: Real>(obj: Objective, ws: &mut Workspace<T>, b: 
     match obj {
         Objective::Iwae => {
             for i in 0..b {
-                for s in 0..k {
-                    lw[s] = ws.logw[i * k + s].f64();
+                let rows = i * k..(i + 1) * k;
+                for (l, &v) in lw.iter_mut().zip(&ws.logw[rows.clone()]) {
+                    *l = v.f64();
                 }
                 loss -= (logsumexp(&lw) - (k as f64).ln()) * inv_b;
                 normalized_weights(&lw, &mut wt);
-                for s in 0..k {
-                    let c = T::of(-wt[s] * inv_b);
-                    ws.coef_px[i * k + s] = c;
-                    ws.coef_w[i * k + s] = c;
+                for ((cp, cw), &w) in ws.coef_px[rows.clone()].iter_mut().zip(&mut ws.coef_w[rows]).zip(&wt) {
+                    *cp = T::of(-w * inv_b);
+                    *cw = *cp;
                 }
             }
             (loss, T::zero())
@@ -73,11 +79,11 @@ pub fn loss_and_coefficients<T: Real>(obj: Objective, ws: &mut Workspace<T>, b: 
         }
         Objective::ElboKl => {
             assert_eq!(k, 1, "elbo-kl uses a single sample");
-            for i in 0..b {
-                loss -= (ws.logpx[i].f64() - kl[i]) * inv_b;
-                ws.coef_px[i] = T::of(-inv_b);
-                ws.coef_w[i] = T::zero();
+            for (&lp, &kl) in ws.logpx[..b].iter().zip(kl) {
+                loss -= (lp.f64() - kl) * inv_b;
             }
+            ws.coef_px[..b].iter_mut().for_each(|c| *c = T::of(-inv_b));
+            ws.coef_w[..b].iter_mut().for_each(|c| *c = T::zero());
             (loss, T::of(inv_b))
         }
     }

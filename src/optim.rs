@@ -109,7 +109,15 @@ impl Optimizer {
             .for_each(|((p, g), (s1, s2))| Self::step_chunk(kind, steps, p, g, s1, s2, lr));
     }
 
-    fn step_chunk(kind: OptimizerKind, steps: u64, params: &mut [f32], grads: &[f32], s1: &mut [f32], s2: &mut [f32], lr: f32) {
+    fn step_chunk(
+        kind: OptimizerKind,
+        steps: u64,
+        params: &mut [f32],
+        grads: &[f32],
+        s1: &mut [f32],
+        s2: &mut [f32],
+        lr: f32,
+    ) {
         match kind {
             OptimizerKind::Adadelta => {
                 // torch.optim.Adadelta: rho = 0.9, eps = 1e-6.

@@ -5,9 +5,7 @@ use std::fmt::Debug;
 use std::iter::Sum;
 use std::ops::{AddAssign, MulAssign, SubAssign};
 
-pub trait Real:
-    Float + Debug + Default + Send + Sync + Sum + AddAssign + SubAssign + MulAssign + 'static
-{
+pub trait Real: Float + Debug + Default + Send + Sync + Sum + AddAssign + SubAssign + MulAssign + 'static {
     fn of(x: f64) -> Self;
     fn f64(self) -> f64;
     /// e^x; f32 uses the vectorizable polynomial in ops::fastmath.

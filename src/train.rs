@@ -176,7 +176,8 @@ fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) -> Result<R
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata {k} missing")));
-    let saved: TrainConfig = serde_json::from_str(&get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
+    let saved: TrainConfig =
+        serde_json::from_str(&get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
     if &saved != cfg {
         return Err(bad(format!(
             "the run in this directory was trained with different settings; resume needs the same flags.\n  saved:     {}\n  requested: {}",
@@ -235,7 +236,13 @@ pub struct Trained {
 }
 
 /// Train on `data` into `out`; with `resume`, continue the run found there.
-pub fn train(cfg: &TrainConfig, data: &Dataset, out: &Path, resume: bool, progress: &mut dyn Progress) -> Result<Trained> {
+pub fn train(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    out: &Path,
+    resume: bool,
+    progress: &mut dyn Progress,
+) -> Result<Trained> {
     cfg.validate()?;
     let model = cfg.model_config(data.height, data.width)?;
     let layout = Layout::new(model);

@@ -17,8 +17,19 @@ fn train_one_epoch_then_eval_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let o = iwtvae(&[
-        "train", "--data", MNIST, "--limit-train", "1000", "--epochs", "1", "--eval-k", "0", "--threads", "2",
-        "--out", out.to_str().unwrap(),
+        "train",
+        "--data",
+        MNIST,
+        "--limit-train",
+        "1000",
+        "--epochs",
+        "1",
+        "--eval-k",
+        "0",
+        "--threads",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "train failed: {}", stderr(&o));
     let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
@@ -28,8 +39,18 @@ fn train_one_epoch_then_eval_json() {
 
     let per_image = dir.path().join("per_image.csv");
     let o = iwtvae(&[
-        "eval", "--data", MNIST, "--checkpoint", out.join("checkpoint.safetensors").to_str().unwrap(), "--k", "100",
-        "--limit", "50", "--json", "--per-image", per_image.to_str().unwrap(),
+        "eval",
+        "--data",
+        MNIST,
+        "--checkpoint",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+        "--k",
+        "100",
+        "--limit",
+        "50",
+        "--json",
+        "--per-image",
+        per_image.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "eval failed: {}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
@@ -49,7 +70,15 @@ fn train_one_epoch_then_eval_json() {
 fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nowhere");
-    let o = iwtvae(&["train", "--data", missing.to_str().unwrap(), "--epochs", "1", "--out", dir.path().join("r").to_str().unwrap()]);
+    let o = iwtvae(&[
+        "train",
+        "--data",
+        missing.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(e.contains("train-images-idx3-ubyte") && e.contains("missing file") && !e.contains("panicked"), "{e}");
@@ -73,7 +102,8 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     let run = dir.path().join("kept");
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("checkpoint.safetensors"), b"precious").unwrap();
-    let o = iwtvae(&["train", "--data", MNIST, "--limit-train", "100", "--epochs", "1", "--out", run.to_str().unwrap()]);
+    let o =
+        iwtvae(&["train", "--data", MNIST, "--limit-train", "100", "--epochs", "1", "--out", run.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
     assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), b"precious");

@@ -99,7 +99,8 @@ fn dataset_level_errors_name_the_file() {
     let err = Dataset::load(dir.path(), Split::Test, None).unwrap_err().to_string();
     assert!(err.contains("t10k-images-idx3-ubyte") && err.contains("unexpected image size"), "{err}");
 
-    let dir = write_dir(&[("t10k-images-idx3-ubyte.gz", vec![0x1f, 0x8b, 1, 2, 3]), ("t10k-labels-idx1-ubyte", labels(3))]);
+    let dir =
+        write_dir(&[("t10k-images-idx3-ubyte.gz", vec![0x1f, 0x8b, 1, 2, 3]), ("t10k-labels-idx1-ubyte", labels(3))]);
     let err = Dataset::load(dir.path(), Split::Test, None).unwrap_err().to_string();
     assert!(err.contains("t10k-images-idx3-ubyte.gz") && err.contains("corrupt gzip"), "{err}");
 

@@ -121,7 +121,8 @@ fn grid_generation_backward() {
         let cfg = tiny_config(transform);
         let warp = Warp::<f64>::new(&cfg);
         let d = cfg.pixels();
-        let theta: Vec<f64> = warp.theta_identity().iter().enumerate().map(|(i, v)| v + 0.1 * (i as f64).sin()).collect();
+        let theta: Vec<f64> =
+            warp.theta_identity().iter().enumerate().map(|(i, v)| v + 0.1 * (i as f64).sin()).collect();
         let rx: Vec<f64> = (0..d).map(|i| (i as f64 * 0.3).cos()).collect();
         let ry: Vec<f64> = (0..d).map(|i| (i as f64 * 0.5).sin()).collect();
         let loss = |th: &[f64]| {

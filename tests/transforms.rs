@@ -42,15 +42,15 @@ fn identity_theta_reproduces_the_canonical_image() {
 fn grid_sample_matches_hand_computed_values() {
     let c = [0.0f64, 1.0, 2.0, 10.0, 20.0, 30.0];
     let cases: &[(f64, f64, f64)] = &[
-        (-1.0, -1.0, 0.0),                          // top-left pixel centre
-        (1.0, 1.0, 30.0),                           // bottom-right
-        (0.0, -1.0, 1.0),                           // top-middle
-        (-0.5, -1.0, 0.5),                          // halfway between 0 and 1
-        (0.5, 0.0, 0.5 * (1.5 + 25.0)),             // centre of the right half: mean of rows
-        (-3.0, -1.0, 0.0),                          // left of the image: border
-        (7.0, 5.0, 30.0),                           // far outside: border corner
-        (1.0, 0.0, 16.0),                           // right edge, halfway down: (2 + 30) / 2
-        (f64::INFINITY, 0.0, f64::NAN),             // non-finite → NaN
+        (-1.0, -1.0, 0.0),              // top-left pixel centre
+        (1.0, 1.0, 30.0),               // bottom-right
+        (0.0, -1.0, 1.0),               // top-middle
+        (-0.5, -1.0, 0.5),              // halfway between 0 and 1
+        (0.5, 0.0, 0.5 * (1.5 + 25.0)), // centre of the right half: mean of rows
+        (-3.0, -1.0, 0.0),              // left of the image: border
+        (7.0, 5.0, 30.0),               // far outside: border corner
+        (1.0, 0.0, 16.0),               // right edge, halfway down: (2 + 30) / 2
+        (f64::INFINITY, 0.0, f64::NAN), // non-finite → NaN
         (0.0, f64::NAN, f64::NAN),
         (f64::NEG_INFINITY, f64::NEG_INFINITY, f64::NAN),
     ];

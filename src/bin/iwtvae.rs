@@ -211,7 +211,8 @@ fn run_train(a: TrainArgs) -> Result<()> {
         seed: a.common.seed,
     };
     cfg.validate()?;
-    let data = Dataset::load(&a.common.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
+    let data =
+        Dataset::load(&a.common.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
     eprintln!(
         "training {} (z {}, u {}) with {} k={} on {} images of {}, {} epochs, out {}",
         cfg.transform,

@@ -89,7 +89,14 @@ impl Dataset {
 
     /// Write the targets of image `index` into `out` ([pixels]). Binarized
     /// draws use sample 0 of `key`'s stream with the image index as the item.
-    pub fn targets<T: Real>(&self, index: usize, binarize: Binarize, key: NoiseKey, scratch: &mut [f32], out: &mut [T]) {
+    pub fn targets<T: Real>(
+        &self,
+        index: usize,
+        binarize: Binarize,
+        key: NoiseKey,
+        scratch: &mut [f32],
+        out: &mut [T],
+    ) {
         let img = self.image(index);
         match binarize {
             Binarize::None => {

@@ -40,7 +40,10 @@ pub fn parse_idx(path: &Path, bytes: &[u8], expected_ndim: usize) -> Result<IdxA
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad(
             path,
-            format!("wrong magic {:02x} {:02x} {:02x} {:02x} (expected 00 00 08 0{expected_ndim})", bytes[0], bytes[1], bytes[2], bytes[3]),
+            format!(
+                "wrong magic {:02x} {:02x} {:02x} {:02x} (expected 00 00 08 0{expected_ndim})",
+                bytes[0], bytes[1], bytes[2], bytes[3]
+            ),
         ));
     }
     if bytes[2] != 0x08 {
@@ -64,7 +67,10 @@ pub fn parse_idx(path: &Path, bytes: &[u8], expected_ndim: usize) -> Result<IdxA
         return Err(bad(path, format!("truncated: header promises {dims:?} = {count} bytes of data, file has {have}")));
     }
     if have > count {
-        return Err(bad(path, format!("unexpected size: header promises {dims:?} = {count} bytes of data, file has {have}")));
+        return Err(bad(
+            path,
+            format!("unexpected size: header promises {dims:?} = {count} bytes of data, file has {have}"),
+        ));
     }
     Ok(IdxArray { dims, data: bytes[header..].to_vec() })
 }

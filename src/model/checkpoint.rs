@@ -41,7 +41,10 @@ pub fn serialize_flat(layout: &Layout, flat: &[f32], metadata: HashMap<String, S
     let mut offset = 0usize;
     for e in &entries {
         let end = offset + 4 * e.len;
-        header.insert(e.name.clone(), serde_json::json!({"dtype": "F32", "shape": e.shape, "data_offsets": [offset, end]}));
+        header.insert(
+            e.name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": e.shape, "data_offsets": [offset, end]}),
+        );
         offset = end;
     }
     let mut head = serde_json::to_string(&serde_json::Value::Object(header)).expect("header serialises").into_bytes();
@@ -135,7 +138,10 @@ fn infer_config(path: &Path, st: &SafeTensors, meta: &HashMap<String, String>) -
     };
     cfg.validate().map_err(|e| err(path, e.to_string()))?;
     if cfg.pixels() != pixels {
-        return Err(err(path, format!("image size {}x{} does not match enc.fc1.weight's {pixels} inputs", cfg.height, cfg.width)));
+        return Err(err(
+            path,
+            format!("image size {}x{} does not match enc.fc1.weight's {pixels} inputs", cfg.height, cfg.width),
+        ));
     }
     Ok(cfg)
 }
@@ -143,7 +149,8 @@ fn infer_config(path: &Path, st: &SafeTensors, meta: &HashMap<String, String>) -
 /// Load a checkpoint; every tensor of the layout must be present with its shape.
 pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let st = SafeTensors::deserialize(&bytes).map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
     let cfg = infer_config(path, &st, &meta)?;

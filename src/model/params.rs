@@ -57,10 +57,22 @@ impl Layout {
         let mut total = 0usize;
         let mut linear = |name: &str, out: usize, inp: usize| {
             let w = total;
-            entries.push(TensorEntry { name: format!("{name}.weight"), shape: vec![out, inp], offset: w, len: out * inp, fan_in: inp });
+            entries.push(TensorEntry {
+                name: format!("{name}.weight"),
+                shape: vec![out, inp],
+                offset: w,
+                len: out * inp,
+                fan_in: inp,
+            });
             total += out * inp;
             let b = total;
-            entries.push(TensorEntry { name: format!("{name}.bias"), shape: vec![out], offset: b, len: out, fan_in: inp });
+            entries.push(TensorEntry {
+                name: format!("{name}.bias"),
+                shape: vec![out],
+                offset: b,
+                len: out,
+                fan_in: inp,
+            });
             total += out;
             LinearSlot { w, b, out, inp }
         };

@@ -3,6 +3,8 @@
 //! Plain multiplies and adds only (no mul_add), so the result is the same
 //! bit pattern with or without FMA hardware. Accuracy (tested below against
 //! f64): ≤ 2 ulp for exp, ≤ 3 ulp for ln, subnormals and infinities included.
+// The polynomial coefficients are Cephes' (expf.c, logf.c), as published.
+#![allow(clippy::excessive_precision)]
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split so that n·LN2_HI is exact for |n| < 2^9.
@@ -17,17 +19,20 @@ fn pow2i(n: i32) -> f32 {
 /// e^x. Overflows to +inf, underflows through the subnormals to 0, NaN → NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    // max/min rather than clamp: NaN maps to a bound so the integer
+    // conversion below stays defined; NaN is restored at the end.
+    #[allow(clippy::manual_clamp)]
     let xc = x.max(-104.0).min(89.0);
     // Round to nearest with the 1.5·2^23 trick (no libm, no SSE4.1 needed).
     let magic = 12_582_912.0f32;
     let n = (xc * LOG2E + magic) - magic;
     let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_2e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    let mut p = 1.987_569_150_0e-4f32;
+    p = p * r + 1.398_199_950_7e-3;
+    p = p * r + 8.333_451_907_3e-3;
+    p = p * r + 4.166_579_589_4e-2;
+    p = p * r + 1.666_666_545_9e-1;
+    p = p * r + 5.000_000_120_1e-1;
     p = p * r * r + r + 1.0;
     // 2^n as two normal factors so results below 2^-126 become subnormal
     // instead of garbage, and above 2^128 become +inf.
@@ -55,15 +60,15 @@ pub fn ln_f32(x: f32) -> f32 {
     }
     m = if small { m + m - 1.0 } else { m - 1.0 };
     let z = m * m;
-    let mut y = 7.037_683_6e-2f32;
-    y = y * m - 1.151_461e-1;
-    y = y * m + 1.167_699_9e-1;
-    y = y * m - 1.242_014_1e-1;
-    y = y * m + 1.424_932_3e-1;
-    y = y * m - 1.666_805_8e-1;
-    y = y * m + 2.000_071_4e-1;
-    y = y * m - 2.499_999_4e-1;
-    y = y * m + 3.333_333e-1;
+    let mut y = 7.037_683_629_2e-2f32;
+    y = y * m - 1.151_461_031_0e-1;
+    y = y * m + 1.167_699_874_0e-1;
+    y = y * m - 1.242_014_084_6e-1;
+    y = y * m + 1.424_932_278_7e-1;
+    y = y * m - 1.666_805_766_5e-1;
+    y = y * m + 2.000_071_476_5e-1;
+    y = y * m - 2.499_999_399_3e-1;
+    y = y * m + 3.333_333_117_4e-1;
     y = y * m * z;
     let ef = e as f32;
     y += ef * LN2_LO;
@@ -71,7 +76,7 @@ pub fn ln_f32(x: f32) -> f32 {
     let r = m + y + ef * LN2_HI;
     if x == 0.0 {
         f32::NEG_INFINITY
-    } else if !(x >= 0.0) {
+    } else if x.is_nan() || x < 0.0 {
         f32::NAN
     } else if x == f32::INFINITY {
         x

@@ -25,7 +25,8 @@ pub struct RowGrid<'a, T> {
 #[inline(always)]
 fn forward_row<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
     sigmoid_inplace(a);
-    let loglik = |p: &[T], t: &mut [T]| if binary { bernoulli_logp_row_binary(x, p, t) } else { bernoulli_logp_row(x, p, t) };
+    let loglik =
+        |p: &[T], t: &mut [T]| if binary { bernoulli_logp_row_binary(x, p, t) } else { bernoulli_logp_row(x, p, t) };
     if warp.transform == Transform::None {
         return loglik(a, g.terms);
     }

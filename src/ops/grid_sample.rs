@@ -168,16 +168,17 @@ pub fn grid_sample_row_backward<T: Real>(
     dys: &mut [T],
 ) {
     let n = dout.len();
-    assert!(c.len() == h * w && dc.len() == h * w && xs.len() == n && ys.len() == n && dxs.len() == n && dys.len() == n);
+    assert!(
+        c.len() == h * w && dc.len() == h * w && xs.len() == n && ys.len() == n && dxs.len() == n && dys.len() == n
+    );
     let geo = Geometry::new(h, w);
     for p in 0..n {
         let (i, tx, ty, dix, diy, finite) = clamped_footprint(&geo, xs[p], ys[p]);
         let (sx, sy) = (T::one() - tx, T::one() - ty);
         // SAFETY: every index is built from x0, x1 ∈ [0, w−1] and y0, y1 ∈
         // [0, h−1] (clamped above, NaN included) and c.len() == h·w.
-        let (c00, c01, c10, c11) = unsafe {
-            (*c.get_unchecked(i[0]), *c.get_unchecked(i[1]), *c.get_unchecked(i[2]), *c.get_unchecked(i[3]))
-        };
+        let (c00, c01, c10, c11) =
+            unsafe { (*c.get_unchecked(i[0]), *c.get_unchecked(i[1]), *c.get_unchecked(i[2]), *c.get_unchecked(i[3])) };
         let gix = (c01 - c00) * sy + (c11 - c10) * ty;
         let giy = (c10 - c00) * sx + (c11 - c01) * tx;
         dxs[p] = if finite { dout[p] * gix * dix } else { T::nan() };

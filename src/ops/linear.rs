@@ -86,7 +86,17 @@ pub fn gemm<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], par: Par) {
 
 /// y[n,out] = act(x[n,in] · Wᵀ + b).
 #[allow(clippy::too_many_arguments)]
-pub fn linear_forward<T: Real>(x: &[T], n: usize, w: &[T], b: &[T], out: usize, inp: usize, act: Activation, y: &mut [T], par: Par) {
+pub fn linear_forward<T: Real>(
+    x: &[T],
+    n: usize,
+    w: &[T],
+    b: &[T],
+    out: usize,
+    inp: usize,
+    act: Activation,
+    y: &mut [T],
+    par: Par,
+) {
     assert!(x.len() >= n * inp && w.len() == out * inp && b.len() == out && y.len() >= n * out);
     for row in y[..n * out].chunks_exact_mut(out) {
         row.copy_from_slice(b);
@@ -114,14 +124,32 @@ pub fn relu_backward<T: Real>(y: &[T], dy: &mut [T]) {
 
 /// dx[n,in] = dy[n,out] · W (+ dx when `accumulate`).
 #[allow(clippy::too_many_arguments)]
-pub fn linear_backward_input<T: Real>(dy: &[T], n: usize, w: &[T], out: usize, inp: usize, dx: &mut [T], accumulate: bool, par: Par) {
+pub fn linear_backward_input<T: Real>(
+    dy: &[T],
+    n: usize,
+    w: &[T],
+    out: usize,
+    inp: usize,
+    dx: &mut [T],
+    accumulate: bool,
+    par: Par,
+) {
     let beta = if accumulate { T::one() } else { T::zero() };
     gemm(Mat::row_major(dy, n, out), Mat::row_major(w, out, inp), beta, dx, par);
 }
 
 /// dW[out,in] += dyᵀ · x;  db[out] += Σ_n dy.
 #[allow(clippy::too_many_arguments)]
-pub fn linear_backward_params<T: Real>(x: &[T], dy: &[T], n: usize, out: usize, inp: usize, dw: &mut [T], db: &mut [T], par: Par) {
+pub fn linear_backward_params<T: Real>(
+    x: &[T],
+    dy: &[T],
+    n: usize,
+    out: usize,
+    inp: usize,
+    dw: &mut [T],
+    db: &mut [T],
+    par: Par,
+) {
     gemm(Mat::transposed(dy, n, out), Mat::row_major(x, n, inp), T::one(), dw, par);
     for row in dy[..n * out].chunks_exact(out) {
         for (acc, &g) in db.iter_mut().zip(row) {
