@@ -49,7 +49,7 @@ pub fn serialize_flat(layout: &Layout, flat: &[f32], metadata: HashMap<String, S
     }
     let mut head = serde_json::to_string(&serde_json::Value::Object(header)).expect("header serialises").into_bytes();
     // The format asks for an 8-byte aligned data section; pad with spaces.
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + head.len() + offset);
