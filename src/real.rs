@@ -16,6 +16,11 @@ pub trait Real: Float + Debug + Default + Send + Sync + Sum + AddAssign + SubAss
     fn to_index(self) -> usize;
     /// Truncation toward zero to i32 (cvttps2dq; vectorizes, unlike usize).
     fn trunc_i32(self) -> i32;
+    /// `trunc_i32` without the saturation and NaN handling of `as`.
+    ///
+    /// # Safety
+    /// `self` must be finite and within i32's range.
+    unsafe fn trunc_i32_unchecked(self) -> i32;
     fn from_i32(v: i32) -> Self;
     /// C[m,n] = alpha·A[m,k]·B[k,n] + beta·C with arbitrary strides (matrixmultiply).
     ///
@@ -69,6 +74,11 @@ impl Real for f32 {
     fn from_i32(v: i32) -> Self {
         v as f32
     }
+    #[inline(always)]
+    unsafe fn trunc_i32_unchecked(self) -> i32 {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.to_int_unchecked() }
+    }
     unsafe fn gemm_raw(
         m: usize,
         k: usize,
@@ -118,6 +128,11 @@ impl Real for f64 {
     #[inline(always)]
     fn from_i32(v: i32) -> Self {
         v as f64
+    }
+    #[inline(always)]
+    unsafe fn trunc_i32_unchecked(self) -> i32 {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.to_int_unchecked() }
     }
     unsafe fn gemm_raw(
         m: usize,

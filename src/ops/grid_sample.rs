@@ -62,6 +62,26 @@ pub fn sample<T: Real>(c: &[T], f: &Footprint<T>) -> T {
     c[f.i00] * sx * sy + c[f.i01] * tx * sy + c[f.i10] * sx * ty + c[f.i11] * tx * ty
 }
 
+/// v clamped to [0, hi], with NaN mapped to 0. Written as comparisons so it
+/// compiles to bare max/min instructions (f32::max must honour NaN rules).
+#[inline(always)]
+fn clamp_to_image<T: Real>(v: T, hi: T) -> T {
+    let v = if v > T::zero() { v } else { T::zero() };
+    if v < hi {
+        v
+    } else {
+        hi
+    }
+}
+
+/// Floor of a value already in [0, hi] (hi ≤ i32::MAX).
+#[inline(always)]
+fn floor_in_image<T: Real>(v: T) -> i32 {
+    // SAFETY: callers pass clamp_to_image's result: finite and in [0, hi]
+    // with hi an image dimension, so it fits i32.
+    unsafe { v.trunc_i32_unchecked() }
+}
+
 /// out[p] = bilinear(c, xs[p], ys[p]).
 ///
 /// The same arithmetic as `footprint` + `sample`, written branch-free with
@@ -79,11 +99,11 @@ pub fn grid_sample_row<T: Real>(c: &[T], h: usize, w: usize, xs: &[T], ys: &[T],
     for p in 0..n {
         let (x, y) = (xs[p], ys[p]);
         let finite = x.is_finite() && y.is_finite();
-        // max/min map NaN to the bound, so the indices below stay in range.
-        let ix = ((x + T::one()) * half * wm1).max(T::zero()).min(wm1);
-        let iy = ((y + T::one()) * half * hm1).max(T::zero()).min(hm1);
-        let x0 = ix.trunc_i32().max(0).min(wmax);
-        let y0 = iy.trunc_i32().max(0).min(hmax);
+        // The clamps map NaN to 0, so the indices below stay in range.
+        let ix = clamp_to_image((x + T::one()) * half * wm1, wm1);
+        let iy = clamp_to_image((y + T::one()) * half * hm1, hm1);
+        let x0 = floor_in_image(ix).min(wmax);
+        let y0 = floor_in_image(iy).min(hmax);
         let x1 = (x0 + 1).min(wmax);
         let y1 = (y0 + 1).min(hmax);
         let tx = ix - T::from_i32(x0);
@@ -134,10 +154,10 @@ impl<T: Real> Geometry<T> {
 fn clamped_footprint<T: Real>(g: &Geometry<T>, x: T, y: T) -> ([usize; 4], T, T, T, T, bool) {
     let rx = (x + T::one()) * g.half * g.wm1;
     let ry = (y + T::one()) * g.half * g.hm1;
-    let ix = rx.max(T::zero()).min(g.wm1);
-    let iy = ry.max(T::zero()).min(g.hm1);
-    let x0 = ix.trunc_i32().max(0).min(g.wmax);
-    let y0 = iy.trunc_i32().max(0).min(g.hmax);
+    let ix = clamp_to_image(rx, g.wm1);
+    let iy = clamp_to_image(ry, g.hm1);
+    let x0 = floor_in_image(ix).min(g.wmax);
+    let y0 = floor_in_image(iy).min(g.hmax);
     let x1 = (x0 + 1).min(g.wmax);
     let y1 = (y0 + 1).min(g.hmax);
     let (tx, ty) = (ix - T::from_i32(x0), iy - T::from_i32(y0));
