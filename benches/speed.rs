@@ -40,6 +40,7 @@ fn main() {
         binarize: "dynamic".into(),
         limit_train: Some(n_train),
         seed: 1,
+        shards: rayon::current_num_threads(),
     };
     let train_set = Dataset::load(&data_dir, Split::Train, Some(n_train)).expect("bundled MNIST");
     let out = tempfile::tempdir().expect("temp dir");

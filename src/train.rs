@@ -12,6 +12,7 @@ use crate::objective::{loss_and_grad, LatentKeys, Objective};
 use crate::ops::Par;
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
 use crate::rng::{epoch_permutation, NoiseKey, Stream};
+use rayon::prelude::*;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,16 @@ pub struct TrainConfig {
     pub binarize: String,
     pub limit_train: Option<usize>,
     pub seed: u64,
+    /// Each batch is split into this many contiguous shards that run in
+    /// parallel, one thread each, and whose gradients are summed in a fixed
+    /// order. Set from --threads when a run starts and kept with the run, so
+    /// results (and resume) do not depend on the thread count later.
+    #[serde(default = "one")]
+    pub shards: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -62,8 +73,8 @@ impl TrainConfig {
         self.binarize()?;
         OptimizerKind::parse(&self.optimizer)?;
         Schedule::parse(&self.schedule)?;
-        if self.k == 0 || self.batch_size == 0 || self.epochs == 0 {
-            return Err(Error::Config("--k, --batch-size and --epochs must be at least 1".into()));
+        if self.k == 0 || self.batch_size == 0 || self.epochs == 0 || self.shards == 0 {
+            return Err(Error::Config("--k, --batch-size, --epochs and the shard count must be at least 1".into()));
         }
         if obj == Objective::ElboKl && self.k != 1 {
             return Err(Error::Config(format!("--objective elbo-kl uses a single sample: got --k {}", self.k)));
@@ -161,6 +172,9 @@ struct Resumed {
     params: Vec<f32>,
     opt: Optimizer,
     epochs_done: usize,
+    /// The run's own shard count (the requested one may differ when the
+    /// thread count changed; the run's keeps results bit-identical).
+    shards: usize,
 }
 
 fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) -> Result<Resumed> {
@@ -178,7 +192,7 @@ fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) -> Result<R
     let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata {k} missing")));
     let saved: TrainConfig =
         serde_json::from_str(&get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
-    if &saved != cfg {
+    if saved != (TrainConfig { shards: saved.shards, ..cfg.clone() }) {
         return Err(bad(format!(
             "the run in this directory was trained with different settings; resume needs the same flags.\n  saved:     {}\n  requested: {}",
             serde_json::to_string(&saved).unwrap_or_default(),
@@ -208,7 +222,7 @@ fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) -> Result<R
             }
         }
     }
-    Ok(Resumed { params: ck.params, opt, epochs_done })
+    Ok(Resumed { params: ck.params, opt, epochs_done, shards: saved.shards })
 }
 
 /// Keep only the log lines of epochs already in the checkpoint.
@@ -226,6 +240,31 @@ fn append_log(path: &Path, line: &EpochLog) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
     writeln!(f, "{}", serde_json::to_string(line).expect("log serialises")).map_err(|e| Error::io(path, e))
+}
+
+/// One shard of a batch: its images, workspace and gradient.
+struct Shard {
+    ws: crate::network::Workspace<f32>,
+    grads: Vec<f32>,
+    items: Vec<u32>,
+    loss: f64,
+}
+
+/// grads = Σ_s weight_s · shard_s.grads, summed in shard order (so the result
+/// does not depend on how the elementwise work is split across threads).
+fn combine_gradients(grads: &mut [f32], shards: &[Shard], weights: &[f32]) {
+    const CHUNK: usize = 1 << 14;
+    grads.par_chunks_mut(CHUNK).enumerate().for_each(|(c, g)| {
+        let off = c * CHUNK;
+        for (j, v) in g.iter_mut().enumerate() {
+            *v = shards[0].grads[off + j] * weights[0];
+        }
+        for (sh, &w) in shards.iter().zip(weights).skip(1) {
+            for (j, v) in g.iter_mut().enumerate() {
+                *v += sh.grads[off + j] * w;
+            }
+        }
+    });
 }
 
 /// The outcome of a training run.
@@ -252,9 +291,11 @@ pub fn train(
     let paths = RunPaths::new(out);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
 
+    let mut cfg = cfg.clone();
     let (mut params, mut opt, start) = if resume {
-        let r = load_resume(&paths, cfg, &layout)?;
+        let r = load_resume(&paths, &cfg, &layout)?;
         truncate_log(&paths.log, r.epochs_done)?;
+        cfg.shards = r.shards;
         (r.params, r.opt, r.epochs_done)
     } else {
         if paths.checkpoint.exists() {
@@ -268,13 +309,21 @@ pub fn train(
         let p = init_params::<f32>(&layout, cfg.seed);
         (p, Optimizer::new(OptimizerKind::parse(&cfg.optimizer)?, layout.total), 0)
     };
+    let cfg = &cfg;
     atomic_write(&paths.config, serde_json::to_string_pretty(cfg).expect("config serialises").as_bytes())?;
 
     let net = Network::<f32>::new(layout.clone());
-    let mut ws = net.workspace(cfg.batch_size, cfg.k, true);
+    let shard_count = cfg.shards.min(cfg.batch_size);
+    let shard_cap = cfg.batch_size.div_ceil(shard_count);
+    let mut shards: Vec<Shard> = (0..shard_count)
+        .map(|_| Shard {
+            ws: net.workspace(shard_cap, cfg.k, true),
+            grads: vec![0f32; layout.total],
+            items: Vec::with_capacity(shard_cap),
+            loss: 0.0,
+        })
+        .collect();
     let mut grads = vec![0f32; layout.total];
-    let mut items = Vec::with_capacity(cfg.batch_size);
-    let d = data.pixels();
     let n = data.len();
     let steps = n.div_ceil(cfg.batch_size);
     let mut logs = Vec::new();
@@ -292,20 +341,50 @@ pub fn train(
         let mut loss_sum = 0.0;
         let mut step_losses = Vec::with_capacity(steps);
         for (step, batch) in perm.chunks(cfg.batch_size).enumerate() {
-            items.clear();
-            items.extend_from_slice(batch);
-            for (b, &i) in items.iter().enumerate() {
-                data.targets(i as usize, binarize, bin_key, &mut ws.scratch_u32, &mut ws.x[b * d..(b + 1) * d]);
-            }
-            grads.iter_mut().for_each(|g| *g = 0.0);
-            let loss = loss_and_grad(&net, &params, Some(&mut grads), &mut ws, &items, cfg.k, obj, keys, Par::Rows);
+            let per = batch.len().div_ceil(shard_count);
+            shards.par_iter_mut().enumerate().for_each(|(s, sh)| {
+                let part = &batch[(s * per).min(batch.len())..((s + 1) * per).min(batch.len())];
+                sh.items.clear();
+                sh.items.extend_from_slice(part);
+                sh.grads.iter_mut().for_each(|g| *g = 0.0);
+                sh.loss = 0.0;
+                if part.is_empty() {
+                    return;
+                }
+                let d = data.pixels();
+                for (b, &i) in part.iter().enumerate() {
+                    data.targets(
+                        i as usize,
+                        binarize,
+                        bin_key,
+                        &mut sh.ws.scratch_u32,
+                        &mut sh.ws.x[b * d..(b + 1) * d],
+                    );
+                }
+                sh.loss = loss_and_grad(
+                    &net,
+                    &params,
+                    Some(&mut sh.grads),
+                    &mut sh.ws,
+                    &sh.items,
+                    cfg.k,
+                    obj,
+                    keys,
+                    Par::Seq,
+                );
+            });
+            // Each shard's loss is a mean over its images: weight by share.
+            let total = batch.len() as f64;
+            let weights: Vec<f32> = shards.iter().map(|sh| (sh.items.len() as f64 / total) as f32).collect();
+            let loss: f64 = shards.iter().map(|sh| sh.loss * sh.items.len() as f64 / total).sum();
+            combine_gradients(&mut grads, &shards, &weights);
             if !loss.is_finite() || grads.iter().any(|g| !g.is_finite()) {
                 return Err(Error::NonFinite { epoch: epoch + 1, step: step + 1, loss });
             }
             opt.step(&mut params, &grads, lr as f32);
-            loss_sum += loss * items.len() as f64;
+            loss_sum += loss * total;
             step_losses.push(loss);
-            progress.step(loss, items.len());
+            progress.step(loss, batch.len());
         }
         let seconds = t0.elapsed().as_secs_f64();
         let edge = (step_losses.len() / 10).clamp(1, 10);

@@ -32,6 +32,7 @@ fn small_config() -> TrainConfig {
         binarize: "dynamic".into(),
         limit_train: Some(300),
         seed: 4,
+        shards: 2,
     }
 }
 
@@ -56,7 +57,8 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     let whole = train(&cfg, &data, a.path(), false, &mut Silent).unwrap();
     let first = train(&cfg, &data, b.path(), false, &mut StopAfter(1, 0)).unwrap();
     assert_eq!(first.logs.len(), 1);
-    let rest = train(&cfg, &data, b.path(), true, &mut Silent).unwrap();
+    // Resume with another thread count: the run keeps its own shard count.
+    let rest = train(&TrainConfig { shards: 1, ..cfg.clone() }, &data, b.path(), true, &mut Silent).unwrap();
     assert_eq!(rest.logs.len(), 2);
     assert_eq!(whole.params, rest.params, "parameters differ after resume");
     for (x, y) in whole.logs[1..].iter().zip(&rest.logs) {

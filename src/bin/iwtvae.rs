@@ -209,6 +209,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         binarize: a.common.binarize.clone(),
         limit_train: a.limit_train,
         seed: a.common.seed,
+        shards: rayon::current_num_threads().min(a.batch_size).max(1),
     };
     cfg.validate()?;
     let data =
