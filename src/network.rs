@@ -372,15 +372,14 @@ impl<T: Real> Network<T> {
             let dp_rows = RowsMut::new(&mut ws.dp, d, n);
             let dgx_rows = RowsMut::new(&mut ws.dgx, d, n);
             let dgy_rows = RowsMut::new(&mut ws.dgy, d, n);
-            let dth_rows = RowsMut::new(&mut ws.dtheta, t, if t > 0 { n } else { 0 });
             let none = transform == Transform::None;
             for_each_row(par, n, |r| {
                 // SAFETY: for_each_row visits each row index exactly once.
-                let (da, dp, dgx, dgy, dtheta) = unsafe {
+                let (da, dp, dgx, dgy) = unsafe {
                     if none {
-                        (dc_rows.row(r), &mut [][..], &mut [][..], &mut [][..], &mut [][..])
+                        (dc_rows.row(r), &mut [][..], &mut [][..], &mut [][..])
                     } else {
-                        (dc_rows.row(r), dp_rows.row(r), dgx_rows.row(r), dgy_rows.row(r), dth_rows.row(r))
+                        (dc_rows.row(r), dp_rows.row(r), dgx_rows.row(r), dgy_rows.row(r))
                     }
                 };
                 decode_row_backward(
@@ -396,10 +395,12 @@ impl<T: Real> Network<T> {
                         dgx,
                         dgy,
                         da,
-                        dtheta,
+                        dtheta: &mut [],
                     },
                 );
             });
+            // dθ for all rows at once: two small GEMMs against the warp basis.
+            self.warp.grid_rows_backward(&ws.dgx, &ws.dgy, n, &mut ws.dtheta, par);
         }
 
         // Decoder GEMMs.

@@ -108,7 +108,8 @@ pub struct RowBackward<'a, T> {
     pub dgy: &'a mut [T],
     /// Out: ∂Loss/∂logits [D].
     pub da: &'a mut [T],
-    /// Out: ∂Loss/∂θ [T].
+    /// Out: ∂Loss/∂θ [T]; when empty, dθ is left to the caller (who runs
+    /// `Warp::grid_rows_backward` over all rows at once).
     pub dtheta: &'a mut [T],
 }
 
@@ -125,7 +126,9 @@ fn backward_row<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
         }
         r.da.iter_mut().for_each(|v| *v = T::zero());
         grid_sample_row_backward(r.c, warp.height, warp.width, r.gx, r.gy, r.dp, r.da, r.dgx, r.dgy);
-        warp.grid_row_backward(r.dgx, r.dgy, r.dtheta);
+        if !r.dtheta.is_empty() {
+            warp.grid_row_backward(r.dgx, r.dgy, r.dtheta);
+        }
     }
     for j in 0..d {
         r.da[j] *= r.c[j] * (T::one() - r.c[j]);

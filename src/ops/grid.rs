@@ -7,6 +7,8 @@
 //!   g² multiply-adds per coordinate on the fly, M from `tps::tps_matrix`,
 //!   stored transposed ([g², H·W]) so both directions run along pixels.
 use super::likelihood::lane_sum;
+use super::linear::{gemm_ld, Mat};
+use super::rows::Par;
 use super::tps::{control_points, tps_matrix};
 use crate::model::{ModelConfig, Transform};
 use crate::Real;
@@ -21,6 +23,10 @@ pub struct Warp<T> {
     pub base_y: Vec<T>,
     /// TPS only: Mᵀ, [g², H·W].
     pub tps_mt: Vec<T>,
+    /// The warp is linear in θ through a fixed basis B [H·W, nb]:
+    /// xs = B·θ[..nb], ys = B·θ[nb..]. B = M for tps, (x, y, 1) for affine.
+    pub basis: Vec<T>,
+    pub nb: usize,
     pub g2: usize,
 }
 
@@ -48,6 +54,12 @@ impl<T: Real> Warp<T> {
         } else {
             (Vec::new(), 0)
         };
+        let d = h * w;
+        let (basis, nb): (Vec<T>, usize) = match cfg.transform {
+            Transform::None => (Vec::new(), 0),
+            Transform::Affine => ((0..d).flat_map(|p| [bx[p], by[p], 1.0]).map(T::of).collect(), 3),
+            Transform::Tps => ((0..d * g2).map(|i| tps_mt[(i % g2) * d + i / g2]).collect(), g2),
+        };
         Warp {
             transform: cfg.transform,
             height: h,
@@ -56,6 +68,8 @@ impl<T: Real> Warp<T> {
             base_y: by.into_iter().map(T::of).collect(),
             tps_mt,
             g2,
+            basis,
+            nb,
         }
     }
 
@@ -102,6 +116,19 @@ impl<T: Real> Warp<T> {
                 }
             }
         }
+    }
+
+    /// dθ[n, 2·nb] (overwritten) for n rows at once from dxs, dys [n, H·W]:
+    /// two GEMMs against the basis, the same sums as `grid_row_backward`
+    /// in GEMM order.
+    pub fn grid_rows_backward(&self, dxs: &[T], dys: &[T], n: usize, dtheta: &mut [T], par: Par) {
+        let (d, nb) = (self.base_x.len(), self.nb);
+        if nb == 0 || n == 0 {
+            return;
+        }
+        let basis = Mat::row_major(&self.basis, d, nb);
+        gemm_ld(Mat::row_major(dxs, n, d), basis, T::zero(), dtheta, 2 * nb, par);
+        gemm_ld(Mat::row_major(dys, n, d), basis, T::zero(), &mut dtheta[nb..], 2 * nb, par);
     }
 
     /// dθ (overwritten) from dxs, dys of one row.

@@ -43,9 +43,15 @@ impl<'a, T> Mat<'a, T> {
 
 /// C[m,n] (row-major, leading dimension n) = A·B + beta·C.
 pub fn gemm<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], par: Par) {
+    gemm_ld(a, b, beta, c, b.cols, par)
+}
+
+/// C[m,n] (row-major, leading dimension ldc ≥ n) = A·B + beta·C.
+pub fn gemm_ld<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], ldc: usize, par: Par) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions {k} vs {}", b.rows);
-    assert!(a.fits() && b.fits() && c.len() >= m * n, "gemm: operand out of bounds");
+    assert!(ldc >= n, "gemm: leading dimension {ldc} < {n}");
+    assert!(a.fits() && b.fits() && (m == 0 || c.len() >= (m - 1) * ldc + n), "gemm: operand out of bounds");
     if m == 0 || n == 0 {
         return;
     }
@@ -66,21 +72,22 @@ pub fn gemm<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], par: Par) {
                 b.cs as isize,
                 beta,
                 c_rows.as_mut_ptr(),
-                n as isize,
+                ldc as isize,
                 1,
             )
         }
     };
     let threads = rayon::current_num_threads();
+    let span = (m - 1) * ldc + n;
     if par == Par::Seq || threads == 1 || m < 16 {
-        run(0, m, &mut c[..m * n]);
+        run(0, m, &mut c[..span]);
         return;
     }
     // One block per thread, rounded to the microkernel height, so each
     // thread packs B once; a row's value does not depend on the split.
     let block = m.div_ceil(threads).next_multiple_of(8);
-    c[..m * n].par_chunks_mut(block * n).enumerate().for_each(|(i, chunk)| {
-        run(i * block, chunk.len() / n, chunk);
+    c[..m * ldc].par_chunks_mut(block * ldc).enumerate().for_each(|(i, chunk)| {
+        run(i * block, chunk.len().div_ceil(ldc), chunk);
     });
 }
 
