@@ -118,17 +118,17 @@ impl Optimizer {
         s2: &mut [f32],
         lr: f32,
     ) {
+        let n = params.len();
+        let (grads, s1, s2) = (&grads[..n], &mut s1[..n], &mut s2[..n]);
         match kind {
             OptimizerKind::Adadelta => {
                 // torch.optim.Adadelta: rho = 0.9, eps = 1e-6.
                 let (rho, eps) = (0.9f32, 1e-6f32);
-                for i in 0..params.len() {
-                    let g = grads[i];
-                    let sq = s1[i] * rho + (1.0 - rho) * g * g;
-                    s1[i] = sq;
-                    let delta = (s2[i] + eps).sqrt() / (sq + eps).sqrt() * g;
-                    s2[i] = s2[i] * rho + (1.0 - rho) * delta * delta;
-                    params[i] -= lr * delta;
+                for (((p, &g), sq), acc) in params.iter_mut().zip(grads).zip(s1.iter_mut()).zip(s2.iter_mut()) {
+                    *sq = *sq * rho + (1.0 - rho) * g * g;
+                    let delta = (*acc + eps).sqrt() / (*sq + eps).sqrt() * g;
+                    *acc = *acc * rho + (1.0 - rho) * delta * delta;
+                    *p -= lr * delta;
                 }
             }
             OptimizerKind::Adam => {
@@ -139,12 +139,11 @@ impl Optimizer {
                 let bc2 = 1.0 - b2.powi(t);
                 let step_size = lr / bc1;
                 let bc2_sqrt = bc2.sqrt();
-                for i in 0..params.len() {
-                    let g = grads[i];
-                    s1[i] = s1[i] * b1 + (1.0 - b1) * g;
-                    s2[i] = s2[i] * b2 + (1.0 - b2) * g * g;
-                    let denom = s2[i].sqrt() / bc2_sqrt + eps;
-                    params[i] -= step_size * s1[i] / denom;
+                for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(s1.iter_mut()).zip(s2.iter_mut()) {
+                    *m = *m * b1 + (1.0 - b1) * g;
+                    *v = *v * b2 + (1.0 - b2) * g * g;
+                    let denom = v.sqrt() / bc2_sqrt + eps;
+                    *p -= step_size * *m / denom;
                 }
             }
         }

@@ -255,13 +255,13 @@ struct Shard {
 fn combine_gradients(grads: &mut [f32], shards: &[Shard], weights: &[f32]) {
     const CHUNK: usize = 1 << 14;
     grads.par_chunks_mut(CHUNK).enumerate().for_each(|(c, g)| {
-        let off = c * CHUNK;
-        for (j, v) in g.iter_mut().enumerate() {
-            *v = shards[0].grads[off + j] * weights[0];
+        let range = c * CHUNK..c * CHUNK + g.len();
+        for (v, &s) in g.iter_mut().zip(&shards[0].grads[range.clone()]) {
+            *v = s * weights[0];
         }
         for (sh, &w) in shards.iter().zip(weights).skip(1) {
-            for (j, v) in g.iter_mut().enumerate() {
-                *v += sh.grads[off + j] * w;
+            for (v, &s) in g.iter_mut().zip(&sh.grads[range.clone()]) {
+                *v += s * w;
             }
         }
     });
