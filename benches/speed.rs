@@ -3,7 +3,7 @@
 //! NLL with k = 5000 over the first N test images. Prints one JSON line.
 //!
 //!     cargo bench --bench speed                    # full epoch, 200 NLL images
-//!     IWTVAE_BENCH_TRAIN=12000 IWTVAE_BENCH_NLL=50 cargo bench --bench speed
+//!     IWTVAE_BENCH_TRAIN=12000 IWTVAE_BENCH_NLL=50 IWTVAE_BENCH_SHARDS=4 cargo bench --bench speed
 //!
 //! benches/compare.sh runs this beside benches/pytorch/iwtvae_torch.py.
 use iwtvae::data::{Binarize, Dataset, Split};
@@ -40,7 +40,7 @@ fn main() {
         binarize: "dynamic".into(),
         limit_train: Some(n_train),
         seed: 1,
-        shards: rayon::current_num_threads(),
+        shards: env("IWTVAE_BENCH_SHARDS", rayon::current_num_threads()),
     };
     let train_set = Dataset::load(&data_dir, Split::Train, Some(n_train)).expect("bundled MNIST");
     let out = tempfile::tempdir().expect("temp dir");
@@ -59,6 +59,7 @@ fn main() {
         serde_json::json!({
             "impl": "iwtvae-cpu",
             "threads": rayon::current_num_threads(),
+            "shards": cfg.shards,
             "train_images": n_train,
             "train_images_per_sec": epoch.images_per_sec,
             "train_epoch_seconds_with_checkpoint": train_s,

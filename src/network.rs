@@ -85,6 +85,10 @@ pub struct Workspace<T> {
     pub row_gx: Vec<T>,
     pub row_gy: Vec<T>,
     pub row_terms: Vec<T>,
+    /// f64 scratch of the objective: [k] log-weights and weights, [B] KL.
+    pub lse_lw: Vec<f64>,
+    pub lse_w: Vec<f64>,
+    pub kl: Vec<f64>,
 }
 
 /// Row r of a [N, d] buffer, or an empty slice when the buffer is unused.
@@ -166,6 +170,9 @@ impl<T: Real> Network<T> {
             row_gx: v(d),
             row_gy: v(d),
             row_terms: v(d),
+            lse_lw: vec![0.0; k],
+            lse_w: vec![0.0; k],
+            kl: vec![0.0; b],
         }
     }
 

@@ -39,29 +39,23 @@ impl Objective {
 }
 
 /// The loss (−L, mean over the b images) and, in ws.coef_px / ws.coef_w,
-/// the coefficients the backward needs. `kl[i]` is image i's analytic KL
+/// the coefficients the backward needs. ws.kl[i] is image i's analytic KL
 /// (elbo-kl only). Returns (loss, kl_scale).
-pub fn loss_and_coefficients<T: Real>(
-    obj: Objective,
-    ws: &mut Workspace<T>,
-    b: usize,
-    k: usize,
-    kl: &[f64],
-) -> (f64, T) {
+pub fn loss_and_coefficients<T: Real>(obj: Objective, ws: &mut Workspace<T>, b: usize, k: usize) -> (f64, T) {
+    let Workspace { logpx, logw, coef_px, coef_w, lse_lw, lse_w, kl, .. } = ws;
     let inv_b = 1.0 / b as f64;
     let mut loss = 0.0;
-    let mut lw = vec![0.0f64; k];
-    let mut wt = vec![0.0f64; k];
     match obj {
         Objective::Iwae => {
+            let (lw, wt) = (&mut lse_lw[..k], &mut lse_w[..k]);
             for i in 0..b {
                 let rows = i * k..(i + 1) * k;
-                for (l, &v) in lw.iter_mut().zip(&ws.logw[rows.clone()]) {
+                for (l, &v) in lw.iter_mut().zip(&logw[rows.clone()]) {
                     *l = v.f64();
                 }
-                loss -= (logsumexp(&lw) - (k as f64).ln()) * inv_b;
-                normalized_weights(&lw, &mut wt);
-                for ((cp, cw), &w) in ws.coef_px[rows.clone()].iter_mut().zip(&mut ws.coef_w[rows]).zip(&wt) {
+                loss -= (logsumexp(lw) - (k as f64).ln()) * inv_b;
+                normalized_weights(lw, wt);
+                for ((cp, cw), &w) in coef_px[rows.clone()].iter_mut().zip(&mut coef_w[rows]).zip(wt.iter()) {
                     *cp = T::of(-w * inv_b);
                     *cw = *cp;
                 }
@@ -71,19 +65,19 @@ pub fn loss_and_coefficients<T: Real>(
         Objective::Elbo => {
             let c = -inv_b / k as f64;
             for r in 0..b * k {
-                loss += c * ws.logw[r].f64();
-                ws.coef_px[r] = T::of(c);
-                ws.coef_w[r] = T::of(c);
+                loss += c * logw[r].f64();
+                coef_px[r] = T::of(c);
+                coef_w[r] = T::of(c);
             }
             (loss, T::zero())
         }
         Objective::ElboKl => {
             assert_eq!(k, 1, "elbo-kl uses a single sample");
-            for (&lp, &kl) in ws.logpx[..b].iter().zip(kl) {
+            for (&lp, &kl) in logpx[..b].iter().zip(kl.iter()) {
                 loss -= (lp.f64() - kl) * inv_b;
             }
-            ws.coef_px[..b].iter_mut().for_each(|c| *c = T::of(-inv_b));
-            ws.coef_w[..b].iter_mut().for_each(|c| *c = T::zero());
+            coef_px[..b].iter_mut().for_each(|c| *c = T::of(-inv_b));
+            coef_w[..b].iter_mut().for_each(|c| *c = T::zero());
             (loss, T::of(inv_b))
         }
     }
@@ -118,8 +112,12 @@ pub fn loss_and_grad<T: Real>(
     net.sample_latents(ws, b, k, false);
     net.decode(params, ws, b, k, grads.is_some(), par);
     net.log_weights(ws, b, k);
-    let kl: Vec<f64> = if obj == Objective::ElboKl { (0..b).map(|i| net.kl(ws, i)).collect() } else { Vec::new() };
-    let (loss, kl_scale) = loss_and_coefficients(obj, ws, b, k, &kl);
+    if obj == Objective::ElboKl {
+        for i in 0..b {
+            ws.kl[i] = net.kl(ws, i);
+        }
+    }
+    let (loss, kl_scale) = loss_and_coefficients(obj, ws, b, k);
     if let Some(g) = grads {
         net.backward(params, g, ws, b, k, kl_scale, par);
     }

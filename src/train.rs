@@ -324,6 +324,7 @@ pub fn train(
         })
         .collect();
     let mut grads = vec![0f32; layout.total];
+    let mut weights = vec![0f32; shard_count];
     let n = data.len();
     let steps = n.div_ceil(cfg.batch_size);
     let mut logs = Vec::new();
@@ -375,7 +376,9 @@ pub fn train(
             });
             // Each shard's loss is a mean over its images: weight by share.
             let total = batch.len() as f64;
-            let weights: Vec<f32> = shards.iter().map(|sh| (sh.items.len() as f64 / total) as f32).collect();
+            for (w, sh) in weights.iter_mut().zip(&shards) {
+                *w = (sh.items.len() as f64 / total) as f32;
+            }
             let loss: f64 = shards.iter().map(|sh| sh.loss * sh.items.len() as f64 / total).sum();
             combine_gradients(&mut grads, &shards, &weights);
             if !loss.is_finite() || grads.iter().any(|g| !g.is_finite()) {
