@@ -18,6 +18,7 @@ pub mod objective;
 pub mod ops;
 pub mod optim;
 pub mod real;
+pub mod reproduce;
 pub mod rng;
 pub mod train;
 

@@ -27,6 +27,34 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a checkpoint: NLL (importance sampled), ELBO, reconstruction, active units.
     Eval(EvalArgs),
+    /// Train and evaluate the nine configurations of the seed's three tables; resumable.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Args)]
+struct ReproduceArgs {
+    /// Results directory: runs/<name>-seed<N>/ per configuration, seed-tables.{md,json}.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Configurations trained at the same time (threads are split between them).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Worker threads in all (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 50)]
+    epochs: usize,
+    #[arg(long, default_value_t = 5000)]
+    eval_k: usize,
+    /// Only these runs (comma-separated names, e.g. tps-iwae5,vae-elbokl).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Args, Clone)]
@@ -268,11 +296,89 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+struct ReproduceLines {
+    start: Instant,
+}
+
+struct EpochLines {
+    name: &'static str,
+    epochs: usize,
+}
+
+impl Progress for EpochLines {
+    fn epoch_start(&mut self, _: usize, epochs: usize, _: usize) {
+        self.epochs = epochs;
+    }
+    fn step(&mut self, _: f64, _: usize) {}
+    fn epoch_end(&mut self, log: &EpochLog) {
+        eprintln!(
+            "    {:<14} epoch {:>3}/{}  loss {:.3}  {:.1} s  {:.0} img/s",
+            self.name, log.epoch, self.epochs, log.loss, log.seconds, log.images_per_sec
+        );
+    }
+}
+
+impl iwtvae::reproduce::ReproduceProgress for ReproduceLines {
+    fn run_start(&self, index: usize, total: usize, spec: &iwtvae::reproduce::RunSpec, resumed: bool) {
+        eprintln!(
+            "[{}/{}] {} ({} {}, k {}, batch {}){} after {:.0} s",
+            index + 1,
+            total,
+            spec.name,
+            spec.model,
+            spec.objective,
+            spec.k,
+            spec.batch_size,
+            if resumed { ", resuming" } else { "" },
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+    fn run_end(&self, index: usize, total: usize, r: &iwtvae::reproduce::RunResult) {
+        eprintln!(
+            "[{}/{}] {} done: NLL {:.2} (seed {:.2}), recon {:.2}; train {:.0} s, eval {:.0} s",
+            index + 1,
+            total,
+            r.name,
+            r.nll,
+            r.seed_nll,
+            r.recon,
+            r.train_seconds,
+            r.eval_seconds
+        );
+    }
+    fn epochs(&self, spec: &iwtvae::reproduce::RunSpec) -> Box<dyn Progress + Send> {
+        Box::new(EpochLines { name: spec.name, epochs: 0 })
+    }
+}
+
+fn run_reproduce(a: ReproduceArgs) -> Result<()> {
+    iwtvae::device::select(&a.device)?;
+    anyhow::ensure!(a.jobs >= 1, "--jobs must be at least 1");
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    let opts = iwtvae::reproduce::ReproduceOptions {
+        out: a.out.clone(),
+        data: a.data.clone(),
+        seed: a.seed,
+        epochs: a.epochs,
+        eval_k: a.eval_k,
+        only: a.only.clone(),
+        jobs: a.jobs,
+        threads,
+        machine: iwtvae::reproduce::machine_description(threads),
+    };
+    eprintln!("reproducing the seed's tables into {} on {}", a.out.display(), opts.machine);
+    let results = iwtvae::reproduce::reproduce(&opts, &ReproduceLines { start: Instant::now() })?;
+    eprintln!("{} runs; wrote {}/seed-tables.md and .json", results.len(), a.out.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
+        Command::Reproduce(a) => run_reproduce(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
