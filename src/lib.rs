@@ -21,6 +21,7 @@ pub mod real;
 pub mod reproduce;
 pub mod rng;
 pub mod train;
+pub mod viz;
 
 pub use error::{Error, Result};
 pub use real::Real;

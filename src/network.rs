@@ -524,3 +524,50 @@ impl<T: Real> Network<T> {
         back(&l.enc_fc1, grads, &ws.x, &ws.dh1, b);
     }
 }
+
+/// Decoded images for given latents.
+pub struct Decoded<T> {
+    /// Canonical (upright) images c [n, D].
+    pub canonical: Vec<T>,
+    /// Transformed images p [n, D] (= c for transform none).
+    pub transformed: Vec<T>,
+    /// θ [n, T].
+    pub theta: Vec<T>,
+}
+
+/// Posterior parameters of n images: μ and log σ of z [n, Z] and u [n, U].
+pub struct Posterior<T> {
+    pub mu_z: Vec<T>,
+    pub ls_z: Vec<T>,
+    pub mu_u: Vec<T>,
+    pub ls_u: Vec<T>,
+}
+
+impl<T: Real> Network<T> {
+    /// Encode targets x [n, D] (not a hot path: allocates).
+    pub fn posterior(&self, params: &[T], x: &[T], n: usize) -> Posterior<T> {
+        let c = &self.layout.config;
+        let mut ws = self.workspace(n, 1, false);
+        ws.x[..n * c.pixels()].copy_from_slice(&x[..n * c.pixels()]);
+        self.encode(params, &mut ws, n, Par::Seq);
+        Posterior {
+            mu_z: ws.mu_z[..n * c.z_dim].to_vec(),
+            ls_z: ws.ls_z[..n * c.z_dim].to_vec(),
+            mu_u: ws.mu_u[..n * c.u_dim].to_vec(),
+            ls_u: ws.ls_u[..n * c.u_dim].to_vec(),
+        }
+    }
+
+    /// Decode latents z [n, Z], u [n, U] (not a hot path: allocates).
+    pub fn decode_latents(&self, params: &[T], z: &[T], u: &[T], n: usize) -> Decoded<T> {
+        let c = &self.layout.config;
+        let (d, t) = (c.pixels(), c.theta_dim());
+        let mut ws = self.workspace(n, 1, true);
+        ws.z[..n * c.z_dim].copy_from_slice(&z[..n * c.z_dim]);
+        ws.u[..n * c.u_dim].copy_from_slice(&u[..n * c.u_dim]);
+        self.decode(params, &mut ws, n, 1, true, Par::Seq);
+        let canonical = ws.c[..n * d].to_vec();
+        let transformed = if c.transform == Transform::None { canonical.clone() } else { ws.p[..n * d].to_vec() };
+        Decoded { canonical, transformed, theta: ws.theta[..n * t].to_vec() }
+    }
+}

@@ -98,6 +98,8 @@ pub struct ReproduceOptions {
     /// Threads in all (split across jobs).
     pub threads: usize,
     pub machine: String,
+    /// Use only the first N training and test images (a quick smoke run).
+    pub limit: Option<usize>,
 }
 
 /// One finished run: what it was, what it gave, what it cost.
@@ -183,13 +185,13 @@ fn one_run(
         schedule: "poly".into(),
         lr: 1.0,
         binarize: spec.binarize.into(),
-        limit_train: None,
+        limit_train: opts.limit,
         seed: opts.seed,
         shards: threads.min(spec.batch_size).max(1),
     };
     let resume = dir.join("checkpoint.safetensors").exists();
     progress.run_start(index, total, spec, resume);
-    let data = Dataset::load(&opts.data, Split::Train, None)?;
+    let data = Dataset::load(&opts.data, Split::Train, opts.limit)?;
     let mut sink = progress.epochs(spec);
     let t0 = Instant::now();
     let trained = train(&cfg, &data, &dir, resume, sink.as_mut())?;
@@ -199,7 +201,7 @@ fn one_run(
         train_seconds = read_log_seconds(&dir.join("log.jsonl")).max(train_seconds);
     }
     let final_train_loss = read_last_loss(&dir.join("log.jsonl"));
-    let test = Dataset::load(&opts.data, Split::Test, None)?;
+    let test = Dataset::load(&opts.data, Split::Test, opts.limit)?;
     let binarize = if spec.binarize == "dynamic" { Binarize::Dynamic } else { Binarize::None };
     let ck = load_checkpoint(&dir.join("checkpoint.safetensors"))?;
     let net = Network::<f32>::new(trained.layout);
@@ -342,11 +344,19 @@ pub fn write_tables(out: &Path, fresh: &[RunResult], opts: &ReproduceOptions) ->
     };
     md.push_str("## Table 1: reconstruction loss (continuous MNIST, batch 128, ELBO with analytic KL)\n\n");
     md.push_str("| model | ours | seed | Δ |\n|---|---|---|---|\n");
-    for (label, name) in [("VAE (z 60)", "vae-elbokl"), ("TVAE-affine (z 54, u 6)", "affine-elbokl"), ("TVAE-TPS (z 42, u 18)", "tps-elbokl")] {
+    for (label, name) in [
+        ("VAE (z 60)", "vae-elbokl"),
+        ("TVAE-affine (z 54, u 6)", "affine-elbokl"),
+        ("TVAE-TPS (z 42, u 18)", "tps-elbokl"),
+    ] {
         md.push_str(&row(label, name, true));
     }
     md.push_str("\n## Table 2: NLL (the same models)\n\n| model | ours | seed | Δ |\n|---|---|---|---|\n");
-    for (label, name) in [("VAE (z 60)", "vae-elbokl"), ("TVAE-affine (z 54, u 6)", "affine-elbokl"), ("TVAE-TPS (z 42, u 18)", "tps-elbokl")] {
+    for (label, name) in [
+        ("VAE (z 60)", "vae-elbokl"),
+        ("TVAE-affine (z 54, u 6)", "affine-elbokl"),
+        ("TVAE-TPS (z 42, u 18)", "tps-elbokl"),
+    ] {
         md.push_str(&row(label, name, false));
     }
     md.push_str("\n## Table 3: NLL (dynamically binarized MNIST, batch 100, k = 5 in training)\n\n");
@@ -394,7 +404,11 @@ fn suffix(seed: u64) -> String {
 pub fn machine_description(threads: usize) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     format!("{cpu} ({threads} threads, CPU)")
 }

@@ -56,6 +56,8 @@ pub enum Stream {
     EvalBinarize = 6,
     EvalEps = 7,
     EvalEta = 8,
+    /// Prior samples and other draws for pictures.
+    Show = 9,
 }
 
 /// Uniform in [0, 1) with 24 random bits: exactly representable in f32, so the

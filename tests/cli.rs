@@ -64,6 +64,67 @@ fn train_one_epoch_then_eval_json() {
     let csv = std::fs::read_to_string(per_image).unwrap();
     assert_eq!(csv.lines().count(), 51);
     assert!(csv.starts_with("index,label,nll,elbo,recon,recon_at_mean"));
+
+    // Pictures of the same model.
+    let pics = dir.path().join("pics");
+    let o = iwtvae(&[
+        "show",
+        "--data",
+        MNIST,
+        "--checkpoint",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+        "--out",
+        pics.to_str().unwrap(),
+        "--digits",
+        "6",
+    ]);
+    assert!(o.status.success(), "show failed: {}", stderr(&o));
+    for name in ["recon.png", "samples.png", "traversals.png", "warp.png", "curves.png"] {
+        let bytes = std::fs::read(pics.join(name)).unwrap_or_else(|_| panic!("{name} missing"));
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name} is not a PNG");
+        let (w, h) = (
+            u32::from_be_bytes(bytes[16..20].try_into().unwrap()),
+            u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
+        );
+        assert!(w >= 84 && h >= 84, "{name}: {w}x{h}");
+    }
+}
+
+#[test]
+fn reproduce_writes_tables_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "reproduce",
+        "--data",
+        MNIST,
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--eval-k",
+        "3",
+        "--limit",
+        "300",
+        "--only",
+        "vae-elbokl,tps-iwae5",
+    ];
+    let o = iwtvae(&args);
+    assert!(o.status.success(), "reproduce failed: {}", stderr(&o));
+    let md = std::fs::read_to_string(dir.path().join("seed-tables.md")).unwrap();
+    assert!(md.contains("| VAE (z 60) |") && md.contains("88.27") && md.contains("92.16"), "{md}");
+    // Tables 1 and 2 miss two models each, table 3 five of its six runs.
+    assert_eq!(md.matches("(not run)").count(), 2 + 2 + 5, "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("seed-tables.json")).unwrap()).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 2);
+    assert!(json["runs"][0]["command"].as_str().unwrap().starts_with("iwtvae train --transform none --z-dim 60"));
+    // A second call finds both results on disk and redoes nothing.
+    let o = iwtvae(&args);
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("epoch"), "{}", stderr(&o));
+    let o = iwtvae(&["reproduce", "--only", "spiral", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("spiral"), "{}", stderr(&o));
 }
 
 #[test]

@@ -29,6 +29,34 @@ enum Command {
     Eval(EvalArgs),
     /// Train and evaluate the nine configurations of the seed's three tables; resumable.
     Reproduce(ReproduceArgs),
+    /// Pictures of a model: reconstructions, prior samples, traversals, the warp, training curves (PNG).
+    Show(ShowArgs),
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// A checkpoint; its run directory's log.jsonl, eval.json and config.json are used when present.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Output directory (default: <checkpoint dir>/pictures).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// File name prefix, e.g. "tps-" gives tps-recon.png.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Targets shown and encoded: dynamic or none (default: the run's, else dynamic).
+    #[arg(long)]
+    binarize: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Test digits in the reconstruction figure.
+    #[arg(long, default_value_t = 24)]
+    digits: usize,
+    /// Pixel scale of the images.
+    #[arg(long, default_value_t = 3)]
+    scale: usize,
 }
 
 #[derive(Args)]
@@ -55,6 +83,9 @@ struct ReproduceArgs {
     /// Only these runs (comma-separated names, e.g. tps-iwae5,vae-elbokl).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Use only the first N training and test images (a quick smoke run).
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -366,10 +397,67 @@ fn run_reproduce(a: ReproduceArgs) -> Result<()> {
         jobs: a.jobs,
         threads,
         machine: iwtvae::reproduce::machine_description(threads),
+        limit: a.limit,
     };
     eprintln!("reproducing the seed's tables into {} on {}", a.out.display(), opts.machine);
     let results = iwtvae::reproduce::reproduce(&opts, &ReproduceLines { start: Instant::now() })?;
     eprintln!("{} runs; wrote {}/seed-tables.md and .json", results.len(), a.out.display());
+    Ok(())
+}
+
+fn run_show(a: ShowArgs) -> Result<()> {
+    use iwtvae::viz::{curves, figures};
+    anyhow::ensure!(a.digits >= 1 && a.scale >= 1, "--digits and --scale must be at least 1");
+    let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
+    let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let binarize = match &a.binarize {
+        Some(b) => parse_binarize(b)?,
+        None => std::fs::read_to_string(run_dir.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
+            .and_then(|c| c.binarize().ok())
+            .unwrap_or(iwtvae::data::Binarize::Dynamic),
+    };
+    let out = a.out.clone().unwrap_or_else(|| run_dir.join("pictures"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let test = Dataset::load(&a.data, Split::Test, None).context("loading the test set (--data)")?;
+    let net = Network::<f32>::new(ck.layout);
+    let file = |name: &str| out.join(format!("{}{name}", a.prefix));
+    let mut written = Vec::new();
+
+    let idx: Vec<usize> = (0..a.digits.min(test.len())).collect();
+    let x = figures::targets(&test, &idx, binarize, a.seed);
+    let groups = if idx.len() >= 12 { 3 } else { 1 };
+    figures::reconstructions(&net, &ck.params, &x, idx.len(), groups, a.scale).save_png(&file("recon.png"))?;
+    written.push(file("recon.png"));
+    figures::prior_samples(&net, &ck.params, 48, 6, a.seed, a.scale).save_png(&file("samples.png"))?;
+    written.push(file("samples.png"));
+    let pool: Vec<usize> = (0..500.min(test.len())).collect();
+    let xp = figures::targets(&test, &pool, binarize, a.seed);
+    figures::traversals(&net, &ck.params, &xp, pool.len(), 6, 9, a.scale).save_png(&file("traversals.png"))?;
+    written.push(file("traversals.png"));
+    let few = idx.len().min(6);
+    if let Some(c) = figures::warp_overlay(&net, &ck.params, &x, few, 8) {
+        c.save_png(&file("warp.png"))?;
+        written.push(file("warp.png"));
+    }
+    let log = run_dir.join("log.jsonl");
+    if log.exists() {
+        let series = vec![("training loss (-bound, train set)".to_string(), curves::read_log(&log)?)];
+        let last = series[0].1.last().map(|p| p.0).unwrap_or(1.0);
+        let nll: Vec<(String, f64, f64)> = std::fs::read_to_string(run_dir.join("eval.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| Some((format!("test NLL, k = {}", v["k"].as_u64()?), last, v["nll"].as_f64()?)))
+            .into_iter()
+            .collect();
+        let title = format!("{} ({})", a.checkpoint.display(), net.layout.config.transform.name());
+        curves::plot_curves(&file("curves.png"), &title, &series, &nll)?;
+        written.push(file("curves.png"));
+    }
+    for w in written {
+        eprintln!("wrote {}", w.display());
+    }
     Ok(())
 }
 
@@ -379,6 +467,7 @@ fn main() {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Reproduce(a) => run_reproduce(a),
+        Command::Show(a) => run_show(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
