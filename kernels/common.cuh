@@ -28,3 +28,93 @@ __device__ __forceinline__ float uniform_from_u32(uint32_t x) {
 }
 
 }  // namespace iwtvae
+
+namespace iwtvae {
+
+// Box-Muller on two words, as src/rng.rs::normal_pair (first word mapped to
+// (0, 1] so the log never sees 0). Device transcendental functions: equal to
+// the CPU's normals to a few ulp, not bit for bit (SPEC §3 asks uniforms only).
+__device__ __forceinline__ float2 normal_pair(uint32_t a, uint32_t b) {
+  float u1 = (float)((a >> 8) + 1u) * (1.0f / 16777216.0f);
+  float u2 = uniform_from_u32(b);
+  float r = sqrtf(-2.0f * logf(u1));
+  float s, c;
+  sincospif(2.0f * u2, &s, &c);
+  return make_float2(r * c, r * s);
+}
+
+struct NoiseKey {
+  uint2 key;
+  uint32_t hi;
+};
+
+__device__ __forceinline__ NoiseKey noise_key(uint64_t seed, uint32_t stream, uint32_t epoch) {
+  NoiseKey k;
+  k.key = make_uint2((uint32_t)seed, (uint32_t)(seed >> 32));
+  k.hi = (stream << 24) | (epoch & 0xFFFFFFu);
+  return k;
+}
+
+__device__ __forceinline__ uint4 noise_block(NoiseKey k, uint32_t item, uint32_t sample, uint32_t block) {
+  return philox4x32_10(make_uint4(block, sample, item, k.hi), k.key);
+}
+
+// Sum over a warp (all 32 lanes participate).
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// The clamped bilinear footprint of src/ops/grid_sample.rs (align_corners,
+// border padding). Returns false for a non-finite coordinate; indices are in
+// range on every path.
+struct Footprint {
+  int i00, i01, i10, i11;
+  float tx, ty, dix, diy;
+};
+
+__device__ __forceinline__ bool footprint(float xs, float ys, int h, int w, Footprint* f) {
+  const float wm1 = (float)(w - 1), hm1 = (float)(h - 1);
+  float rx = (xs + 1.0f) * 0.5f * wm1;
+  float ry = (ys + 1.0f) * 0.5f * hm1;
+  float ix = rx > 0.0f ? rx : 0.0f;  // NaN -> 0
+  ix = ix < wm1 ? ix : wm1;
+  float iy = ry > 0.0f ? ry : 0.0f;
+  iy = iy < hm1 ? iy : hm1;
+  int x0 = min((int)ix, w - 1), y0 = min((int)iy, h - 1);
+  int x1 = min(x0 + 1, w - 1), y1 = min(y0 + 1, h - 1);
+  f->i00 = y0 * w + x0;
+  f->i01 = y0 * w + x1;
+  f->i10 = y1 * w + x0;
+  f->i11 = y1 * w + x1;
+  f->tx = ix - (float)x0;
+  f->ty = iy - (float)y0;
+  f->dix = (rx > 0.0f && rx < wm1) ? 0.5f * wm1 : 0.0f;
+  f->diy = (ry > 0.0f && ry < hm1) ? 0.5f * hm1 : 0.0f;
+  return isfinite(xs) && isfinite(ys);
+}
+
+// torch's BCE conventions: logs clamped at -100.
+__device__ __forceinline__ float bernoulli_logp(float x, float p) {
+  return x * fmaxf(logf(p), -100.0f) + (1.0f - x) * fmaxf(logf(1.0f - p), -100.0f);
+}
+
+__device__ __forceinline__ float bernoulli_logp_grad(float x, float p) {
+  return (x - p) / fmaxf(p * (1.0f - p), 1e-12f);
+}
+
+// Stable sigmoid, as src/ops/likelihood.rs.
+__device__ __forceinline__ float sigmoidf_stable(float a) {
+  float e = expf(-fabsf(a));
+  float s = 1.0f / (1.0f + e);
+  return a >= 0.0f ? s : e * s;
+}
+
+}  // namespace iwtvae

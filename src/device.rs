@@ -1,27 +1,90 @@
 //! The one place that decides where work runs.
+//!
+//! A build carries CUDA kernels when build.rs found nvcc (`cfg(iwtvae_cuda)`);
+//! the driver is loaded dynamically at run time, so one binary runs on
+//! machines with and without a GPU. cudarc panics when libcuda is missing,
+//! so every use is preceded by a probe that cannot panic.
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    Cuda(usize),
 }
 
 impl Device {
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Device::Cpu => "cpu",
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(i) => format!("cuda:{i}"),
         }
     }
 }
 
-/// Resolve `--device`: `cpu`, `auto`, or `cuda[:i]`. This build has no CUDA
-/// backend yet, so `auto` is the CPU and `cuda` is a clear error.
-pub fn select(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" | "auto" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            Err(Error::Device(format!("--device {s}: this build has no CUDA backend yet; use --device cpu or auto")))
+/// Whether this build carries the CUDA kernels.
+pub const CUDA_KERNELS: bool = cfg!(iwtvae_cuda);
+
+/// How many CUDA devices the driver reports; 0 without a driver (never panics).
+pub fn cuda_device_count() -> usize {
+    // SAFETY: only tries to dlopen libcuda / nvcuda; nothing is called yet.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return 0;
+    }
+    std::panic::catch_unwind(|| cudarc::driver::CudaContext::device_count().unwrap_or(0)).unwrap_or(0).max(0) as usize
+}
+
+/// Whether a workload can run on CUDA in this build. The kernels and their
+/// wrappers exist (src/cuda); the GPU training loop and evaluator do not yet.
+pub const CUDA_PIPELINE: bool = false;
+
+/// The outcome of `--device`: where to run, and a line to tell the user.
+pub struct Selection {
+    pub device: Device,
+    pub note: Option<String>,
+}
+
+/// Resolve `--device`: `cpu`, `auto`, or `cuda[:i]`.
+pub fn select(spec: &str) -> Result<Selection> {
+    let cuda_index = |s: &str| -> Result<usize> {
+        match s.strip_prefix("cuda") {
+            Some("") => Ok(0),
+            Some(rest) => rest
+                .strip_prefix(':')
+                .and_then(|i| i.parse().ok())
+                .ok_or_else(|| Error::Device(format!("--device {s:?}: expected cuda or cuda:<index>"))),
+            None => Err(Error::Device(format!("--device {s:?}: expected auto, cpu or cuda[:i]"))),
         }
-        s => Err(Error::Device(format!("--device {s:?}: expected auto, cpu or cuda[:i]"))),
+    };
+    match spec {
+        "cpu" => Ok(Selection { device: Device::Cpu, note: None }),
+        "auto" => {
+            let gpus = if CUDA_KERNELS { cuda_device_count() } else { 0 };
+            let why = if !CUDA_KERNELS {
+                "this build has no CUDA kernels (nvcc was not found at build time)"
+            } else if gpus == 0 {
+                "no CUDA GPU found"
+            } else {
+                "the CUDA training and evaluation paths are not implemented yet"
+            };
+            Ok(Selection { device: Device::Cpu, note: Some(format!("running on the CPU: {why}")) })
+        }
+        s => {
+            let i = cuda_index(s)?;
+            if !CUDA_KERNELS {
+                return Err(Error::Device(format!(
+                    "--device {s}: this build has no CUDA kernels (nvcc was not found at build time; run scripts/install-cuda.sh and rebuild)"
+                )));
+            }
+            let n = cuda_device_count();
+            if i >= n {
+                return Err(Error::Device(format!("--device {s}: no usable CUDA GPU at index {i} ({n} found)")));
+            }
+            if !CUDA_PIPELINE {
+                return Err(Error::Device(format!(
+                    "--device {s}: the CUDA training and evaluation paths are not implemented yet; use --device cpu"
+                )));
+            }
+            Ok(Selection { device: Device::Cuda(i), note: None })
+        }
     }
 }

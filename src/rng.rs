@@ -92,6 +92,11 @@ impl NoiseKey {
         NoiseKey { key: [seed as u32, (seed >> 32) as u32], hi: ((stream as u32) << 24) | (epoch & 0x00FF_FFFF) }
     }
 
+    /// The key words and the counter's high word, as the CUDA kernels take them.
+    pub fn words(&self) -> (u32, u32, u32) {
+        (self.key[0], self.key[1], self.hi)
+    }
+
     #[inline(always)]
     pub fn block(&self, item: u32, sample: u32, block: u32) -> [u32; 4] {
         philox4x32_10([block, sample, item, self.hi], self.key)

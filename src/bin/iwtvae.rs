@@ -189,9 +189,9 @@ fn setup(common: &Common) -> Result<()> {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("--threads: starting the thread pool")?;
     }
-    iwtvae::device::select(&common.device)?;
-    if common.device == "auto" {
-        eprintln!("device: cpu ({} threads; no CUDA backend in this build)", rayon::current_num_threads());
+    let sel = iwtvae::device::select(&common.device)?;
+    if let Some(note) = sel.note {
+        eprintln!("{note} ({} threads)", rayon::current_num_threads());
     }
     Ok(())
 }

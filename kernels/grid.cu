@@ -1,0 +1,23 @@
+// Batched sampling-grid generation: xs = B·θ[:nb], ys = B·θ[nb:], with the
+// warp basis B [D, nb] of src/ops/grid.rs (TPS: the fixed matrix M; affine:
+// (x, y, 1)). One thread per (row, pixel); θ of the row in shared memory.
+#include "common.cuh"
+using namespace iwtvae;
+
+extern "C" __global__ void grid_fwd(const float* basis, const float* theta, float* xs, float* ys, int rows, int d,
+                                    int nb) {
+  extern __shared__ float th[];
+  int r = blockIdx.y;
+  for (int j = threadIdx.x; j < 2 * nb; j += blockDim.x) th[j] = theta[(size_t)r * 2 * nb + j];
+  __syncthreads();
+  for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < d; p += gridDim.x * blockDim.x) {
+    float x = 0.0f, y = 0.0f;
+    for (int n = 0; n < nb; ++n) {
+      float b = basis[(size_t)p * nb + n];
+      x += b * th[n];
+      y += b * th[nb + n];
+    }
+    xs[(size_t)r * d + p] = x;
+    ys[(size_t)r * d + p] = y;
+  }
+}

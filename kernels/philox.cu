@@ -1,0 +1,29 @@
+// Keyed noise on the GPU: the same Philox words as src/rng.rs.
+#include "common.cuh"
+using namespace iwtvae;
+
+// out[r, d] = uniform(seed, stream, epoch; item = items[r / k], sample = sample0 + r % k, dim d)
+// (k0, k1, hi) are NoiseKey's words: [seed lo, seed hi] and (stream << 24) | epoch.
+extern "C" __global__ void philox_uniforms(float* out, const uint32_t* items, int rows, int k, int sample0, int dims,
+                                           unsigned k0, unsigned k1, unsigned hi) {
+  int blocks = (dims + 3) / 4;
+  int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= rows * blocks) return;
+  int r = t / blocks, j = t % blocks;
+  uint4 w = philox4x32_10(make_uint4((uint32_t)j, (uint32_t)(sample0 + r % k), items[r / k], hi), make_uint2(k0, k1));
+  uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+  for (int q = 0; q < 4 && 4 * j + q < dims; ++q) out[(size_t)r * dims + 4 * j + q] = uniform_from_u32(ws[q]);
+}
+
+// out[r, d] = standard normal, same coordinates as philox_uniforms.
+extern "C" __global__ void philox_normals(float* out, const uint32_t* items, int rows, int k, int sample0, int dims,
+                                          unsigned k0, unsigned k1, unsigned hi) {
+  int blocks = (dims + 3) / 4;
+  int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= rows * blocks) return;
+  int r = t / blocks, j = t % blocks;
+  uint4 w = philox4x32_10(make_uint4((uint32_t)j, (uint32_t)(sample0 + r % k), items[r / k], hi), make_uint2(k0, k1));
+  float2 a = normal_pair(w.x, w.y), b = normal_pair(w.z, w.w);
+  float n[4] = {a.x, a.y, b.x, b.y};
+  for (int q = 0; q < 4 && 4 * j + q < dims; ++q) out[(size_t)r * dims + 4 * j + q] = n[q];
+}

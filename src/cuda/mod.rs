@@ -1,0 +1,299 @@
+//! The CUDA backend (compiled when build.rs found nvcc: `cfg(iwtvae_cuda)`).
+//!
+//! One module per kernels/<op>.cu, embedded as a fatbin (sm_80, sm_90 SASS and
+//! compute_90 PTX) and loaded once per context. Every kernel has one typed
+//! wrapper here that checks shapes before the unsafe launch and passes
+//! explicit u32/i32/f32 arguments (cudarc does not check argument types).
+//! These wrappers take and return host slices: they are the units the GPU
+//! tests compare with the CPU spec; the device-resident pipeline (training
+//! loop, fused evaluator) builds on the same kernels.
+use crate::error::{Error, Result};
+use crate::rng::NoiseKey;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use std::sync::Arc;
+
+macro_rules! fatbin {
+    ($name:literal) => {
+        include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".fatbin"))
+    };
+}
+
+/// (module, fatbin, kernels).
+const MODULES: &[(&str, &[u8], &[&str])] = &[
+    ("philox", fatbin!("philox"), &["philox_uniforms", "philox_normals"]),
+    ("grid_sample", fatbin!("grid_sample"), &["grid_sample_fwd", "grid_sample_bwd"]),
+    ("grid", fatbin!("grid"), &["grid_fwd"]),
+    ("logsumexp", fatbin!("logsumexp"), &["iwae_weights", "lse_fold"]),
+    ("optim", fatbin!("optim"), &["adadelta_step", "adam_step"]),
+];
+
+fn dev(e: impl std::fmt::Display) -> Error {
+    Error::Device(e.to_string())
+}
+
+/// A context on one GPU with every kernel loaded.
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    modules: Vec<Arc<CudaModule>>,
+    functions: std::collections::HashMap<&'static str, CudaFunction>,
+}
+
+impl Gpu {
+    /// Open GPU `ordinal`; an error (never a panic) when there is none.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let n = crate::device::cuda_device_count();
+        if ordinal >= n {
+            return Err(Error::Device(format!("no usable CUDA GPU at index {ordinal} ({n} found)")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(dev)?;
+        let stream = ctx.default_stream();
+        let mut modules = Vec::new();
+        let mut functions = std::collections::HashMap::new();
+        for (name, image, kernels) in MODULES {
+            let module = ctx
+                .load_module(Ptx::from_binary(image.to_vec()))
+                .map_err(|e| Error::Device(format!("loading kernels/{name}.cu: {e}")))?;
+            for k in *kernels {
+                let f = module.load_function(k).map_err(|e| Error::Device(format!("kernel {k}: {e}")))?;
+                functions.insert(*k, f);
+            }
+            modules.push(module);
+        }
+        Ok(Gpu { ctx, stream, modules, functions })
+    }
+
+    pub fn device_name(&self) -> String {
+        self.ctx.name().unwrap_or_else(|_| "unknown GPU".into())
+    }
+
+    pub fn module_count(&self) -> usize {
+        self.modules.len()
+    }
+
+    fn f(&self, name: &str) -> &CudaFunction {
+        &self.functions[name]
+    }
+
+    fn blocks(n: usize, threads: usize) -> u32 {
+        n.div_ceil(threads).max(1) as u32
+    }
+
+    fn check(op: &'static str, ok: bool, detail: String) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Shape { op, detail })
+        }
+    }
+
+    /// out[r, d] for r = b·k + s: uniforms of (items[b], sample0 + s, d).
+    pub fn philox(
+        &self,
+        normals: bool,
+        key: NoiseKey,
+        items: &[u32],
+        k: usize,
+        sample0: usize,
+        dims: usize,
+    ) -> Result<Vec<f32>> {
+        let rows = items.len() * k;
+        Self::check(
+            "philox",
+            rows > 0 && dims > 0 && rows * dims < i32::MAX as usize,
+            format!("{rows} rows × {dims}"),
+        )?;
+        let s = &self.stream;
+        let d_items = s.clone_htod(items).map_err(dev)?;
+        let mut out = s.alloc_zeros::<f32>(rows * dims).map_err(dev)?;
+        let (k0, k1, hi) = key.words();
+        let (rows_i, k_i, s0_i, dims_i) = (rows as i32, k as i32, sample0 as i32, dims as i32);
+        let threads = 256;
+        let cfg = LaunchConfig {
+            grid_dim: (Self::blocks(rows * dims.div_ceil(4), threads), 1, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let f = self.f(if normals { "philox_normals" } else { "philox_uniforms" });
+        let mut b = s.launch_builder(f);
+        b.arg(&mut out).arg(&d_items).arg(&rows_i).arg(&k_i).arg(&s0_i).arg(&dims_i).arg(&k0).arg(&k1).arg(&hi);
+        // SAFETY: out holds rows·dims f32, items holds rows / k u32; the kernel
+        // writes out[r·dims + d] for r < rows, d < dims and reads items[r / k].
+        unsafe { b.launch(cfg) }.map_err(dev)?;
+        s.clone_dtoh(&out).map_err(dev)
+    }
+
+    /// out[r, p] = bilinear(c[r], xs[r, p], ys[r, p]) for rows of [h·w].
+    pub fn grid_sample_fwd(&self, c: &[f32], xs: &[f32], ys: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
+        let d = h * w;
+        Self::check(
+            "grid_sample_fwd",
+            h >= 2
+                && w >= 2
+                && !c.is_empty()
+                && c.len().is_multiple_of(d)
+                && xs.len() == c.len()
+                && ys.len() == c.len(),
+            format!("c {} xs {} ys {} for {h}x{w}", c.len(), xs.len(), ys.len()),
+        )?;
+        let rows = c.len() / d;
+        let s = &self.stream;
+        let (dc, dx, dy) =
+            (s.clone_htod(c).map_err(dev)?, s.clone_htod(xs).map_err(dev)?, s.clone_htod(ys).map_err(dev)?);
+        let mut out = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
+        let (rows_i, h_i, w_i) = (rows as i32, h as i32, w as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (Self::blocks(d, 256), rows as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = s.launch_builder(self.f("grid_sample_fwd"));
+        b.arg(&dc).arg(&dx).arg(&dy).arg(&mut out).arg(&rows_i).arg(&h_i).arg(&w_i);
+        // SAFETY: every buffer holds rows·h·w f32; the kernel indexes row
+        // blockIdx.y < rows and pixels < h·w, and footprint() clamps reads.
+        unsafe { b.launch(cfg) }.map_err(dev)?;
+        s.clone_dtoh(&out).map_err(dev)
+    }
+
+    /// Backward of `grid_sample_fwd`: (dc, dxs, dys).
+    #[allow(clippy::type_complexity)]
+    pub fn grid_sample_bwd(
+        &self,
+        c: &[f32],
+        xs: &[f32],
+        ys: &[f32],
+        dout: &[f32],
+        h: usize,
+        w: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let d = h * w;
+        Self::check(
+            "grid_sample_bwd",
+            h >= 2
+                && w >= 2
+                && !c.is_empty()
+                && c.len().is_multiple_of(d)
+                && [xs.len(), ys.len(), dout.len()].iter().all(|&l| l == c.len()),
+            format!("c {} xs {} ys {} dout {} for {h}x{w}", c.len(), xs.len(), ys.len(), dout.len()),
+        )?;
+        let rows = c.len() / d;
+        let s = &self.stream;
+        let (dcin, dx, dy, dg) = (
+            s.clone_htod(c).map_err(dev)?,
+            s.clone_htod(xs).map_err(dev)?,
+            s.clone_htod(ys).map_err(dev)?,
+            s.clone_htod(dout).map_err(dev)?,
+        );
+        let mut dc = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
+        let mut dxs = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
+        let mut dys = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
+        let (rows_i, h_i, w_i) = (rows as i32, h as i32, w as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (Self::blocks(d, 256), rows as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = s.launch_builder(self.f("grid_sample_bwd"));
+        b.arg(&dcin)
+            .arg(&dx)
+            .arg(&dy)
+            .arg(&dg)
+            .arg(&mut dc)
+            .arg(&mut dxs)
+            .arg(&mut dys)
+            .arg(&rows_i)
+            .arg(&h_i)
+            .arg(&w_i);
+        // SAFETY: as grid_sample_fwd; dc, dxs, dys hold rows·h·w f32.
+        unsafe { b.launch(cfg) }.map_err(dev)?;
+        Ok((s.clone_dtoh(&dc).map_err(dev)?, s.clone_dtoh(&dxs).map_err(dev)?, s.clone_dtoh(&dys).map_err(dev)?))
+    }
+
+    /// Grids for rows of θ [rows, 2·nb] against a basis [d, nb].
+    pub fn grid_fwd(&self, basis: &[f32], theta: &[f32], d: usize, nb: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        Self::check(
+            "grid_fwd",
+            nb > 0 && basis.len() == d * nb && !theta.is_empty() && theta.len().is_multiple_of(2 * nb),
+            format!("basis {} theta {} for d {d}, nb {nb}", basis.len(), theta.len()),
+        )?;
+        let rows = theta.len() / (2 * nb);
+        let s = &self.stream;
+        let (db, dt) = (s.clone_htod(basis).map_err(dev)?, s.clone_htod(theta).map_err(dev)?);
+        let mut xs = s.alloc_zeros::<f32>(rows * d).map_err(dev)?;
+        let mut ys = s.alloc_zeros::<f32>(rows * d).map_err(dev)?;
+        let (rows_i, d_i, nb_i) = (rows as i32, d as i32, nb as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (Self::blocks(d, 256), rows as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: (2 * nb * 4) as u32,
+        };
+        let mut b = s.launch_builder(self.f("grid_fwd"));
+        b.arg(&db).arg(&dt).arg(&mut xs).arg(&mut ys).arg(&rows_i).arg(&d_i).arg(&nb_i);
+        // SAFETY: basis [d, nb], theta [rows, 2nb], xs/ys [rows, d]; shared
+        // memory holds the row's 2nb θ values.
+        unsafe { b.launch(cfg) }.map_err(dev)?;
+        Ok((s.clone_dtoh(&xs).map_err(dev)?, s.clone_dtoh(&ys).map_err(dev)?))
+    }
+
+    /// Per image: logsumexp of its k log-weights and −w̃·scale (the IWAE coefficients).
+    pub fn iwae_weights(&self, logw: &[f32], k: usize, scale: f32) -> Result<(Vec<f32>, Vec<f32>)> {
+        Self::check(
+            "iwae_weights",
+            k > 0 && !logw.is_empty() && logw.len().is_multiple_of(k),
+            format!("{} values, k {k}", logw.len()),
+        )?;
+        let images = logw.len() / k;
+        let s = &self.stream;
+        let dl = s.clone_htod(logw).map_err(dev)?;
+        let mut lse = s.alloc_zeros::<f32>(images).map_err(dev)?;
+        let mut coef = s.alloc_zeros::<f32>(logw.len()).map_err(dev)?;
+        let (im_i, k_i) = (images as i32, k as i32);
+        let warps_per_block = 8;
+        let cfg = LaunchConfig {
+            grid_dim: (Self::blocks(images, warps_per_block), 1, 1),
+            block_dim: (32 * warps_per_block as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = s.launch_builder(self.f("iwae_weights"));
+        b.arg(&dl).arg(&mut lse).arg(&mut coef).arg(&im_i).arg(&k_i).arg(&scale);
+        // SAFETY: logw and coef hold images·k f32, lse images f32; one warp per image.
+        unsafe { b.launch(cfg) }.map_err(dev)?;
+        Ok((s.clone_dtoh(&lse).map_err(dev)?, s.clone_dtoh(&coef).map_err(dev)?))
+    }
+
+    /// One Adadelta step (torch semantics) on host buffers.
+    pub fn adadelta_step(
+        &self,
+        params: &mut [f32],
+        grads: &[f32],
+        sq: &mut [f32],
+        acc: &mut [f32],
+        lr: f32,
+    ) -> Result<()> {
+        let n = params.len();
+        Self::check(
+            "adadelta_step",
+            grads.len() == n && sq.len() == n && acc.len() == n,
+            format!("lengths {n}/{}/{}/{}", grads.len(), sq.len(), acc.len()),
+        )?;
+        let s = &self.stream;
+        let mut dp = s.clone_htod(params).map_err(dev)?;
+        let dg = s.clone_htod(grads).map_err(dev)?;
+        let mut dsq = s.clone_htod(sq).map_err(dev)?;
+        let mut dacc = s.clone_htod(acc).map_err(dev)?;
+        let n_i = n as i64;
+        let cfg = LaunchConfig {
+            grid_dim: (Self::blocks(n, 256).min(4096), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = s.launch_builder(self.f("adadelta_step"));
+        b.arg(&mut dp).arg(&dg).arg(&mut dsq).arg(&mut dacc).arg(&n_i).arg(&lr);
+        // SAFETY: all four buffers hold n f32; the kernel grid-strides over n.
+        unsafe { b.launch(cfg) }.map_err(dev)?;
+        s.memcpy_dtoh(&dp, params).map_err(dev)?;
+        s.memcpy_dtoh(&dsq, sq).map_err(dev)?;
+        s.memcpy_dtoh(&dacc, acc).map_err(dev)
+    }
+}
