@@ -17,6 +17,9 @@ for l in sys.stdin:
         print(m["target"]["name"], m["executable"])'; }
 cargo test --release --no-run --message-format=json 2>/dev/null | list | while read -r name exe; do cp "$exe" "gpu-bundle/tests/$name"; done
 cargo bench --no-run --message-format=json 2>/dev/null | list | while read -r name exe; do cp "$exe" "gpu-bundle/benches/$name"; done
+rm -f gpu-bundle/benches/iwtvae  # the library's empty bench harness
+# Debug info is for profiling here; the device tool carries at most 64 MiB.
+strip --strip-debug gpu-bundle/iwtvae gpu-bundle/tests/* gpu-bundle/benches/*
 cat > gpu-bundle/run.sh <<'RUN'
 #!/usr/bin/env bash
 # Run from the repository root on the GPU machine.
