@@ -45,112 +45,94 @@ pub trait Real: Float + Debug + Default + Send + Sync + Sum + AddAssign + SubAss
     );
 }
 
-impl Real for f32 {
+/// The two impls differ only in the type and matrixmultiply's entry point.
+macro_rules! impl_real {
+    ($t:ty, $gemm:path) => {
+        impl Real for $t {
+            #[inline(always)]
+            fn of(x: f64) -> Self {
+                x as $t
+            }
+            #[inline(always)]
+            fn f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn to_index(self) -> usize {
+                self as usize
+            }
+            #[inline(always)]
+            fn trunc_i32(self) -> i32 {
+                self as i32
+            }
+            #[inline(always)]
+            fn from_i32(v: i32) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            unsafe fn trunc_i32_unchecked(self) -> i32 {
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { self.to_int_unchecked() }
+            }
+            #[inline(always)]
+            fn exp_v(self) -> Self {
+                FastMath::fast_exp(self)
+            }
+            #[inline(always)]
+            fn ln_v(self) -> Self {
+                FastMath::fast_ln(self)
+            }
+            unsafe fn gemm_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: $t,
+                a: *const $t,
+                rsa: isize,
+                csa: isize,
+                b: *const $t,
+                rsb: isize,
+                csb: isize,
+                beta: $t,
+                c: *mut $t,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+            }
+        }
+    };
+}
+
+// f32 uses the vectorizable polynomials of ops::fastmath; f64 (the gradient
+// checks) uses libm.
+trait FastMath {
+    fn fast_exp(self) -> Self;
+    fn fast_ln(self) -> Self;
+}
+
+impl FastMath for f32 {
     #[inline(always)]
-    fn of(x: f64) -> Self {
-        x as f32
-    }
-    #[inline(always)]
-    fn f64(self) -> f64 {
-        self as f64
-    }
-    #[inline(always)]
-    fn exp_v(self) -> Self {
+    fn fast_exp(self) -> Self {
         crate::ops::fastmath::exp_f32(self)
     }
     #[inline(always)]
-    fn ln_v(self) -> Self {
+    fn fast_ln(self) -> Self {
         crate::ops::fastmath::ln_f32(self)
-    }
-    #[inline(always)]
-    fn to_index(self) -> usize {
-        self as usize
-    }
-    #[inline(always)]
-    fn trunc_i32(self) -> i32 {
-        self as i32
-    }
-    #[inline(always)]
-    fn from_i32(v: i32) -> Self {
-        v as f32
-    }
-    #[inline(always)]
-    unsafe fn trunc_i32_unchecked(self) -> i32 {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { self.to_int_unchecked() }
-    }
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: f32,
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        rsb: isize,
-        csb: isize,
-        beta: f32,
-        c: *mut f32,
-        rsc: isize,
-        csc: isize,
-    ) {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
     }
 }
 
-impl Real for f64 {
+impl FastMath for f64 {
     #[inline(always)]
-    fn of(x: f64) -> Self {
-        x
-    }
-    #[inline(always)]
-    fn f64(self) -> f64 {
-        self
-    }
-    #[inline(always)]
-    fn exp_v(self) -> Self {
+    fn fast_exp(self) -> Self {
         self.exp()
     }
     #[inline(always)]
-    fn ln_v(self) -> Self {
+    fn fast_ln(self) -> Self {
         self.ln()
     }
-    #[inline(always)]
-    fn to_index(self) -> usize {
-        self as usize
-    }
-    #[inline(always)]
-    fn trunc_i32(self) -> i32 {
-        self as i32
-    }
-    #[inline(always)]
-    fn from_i32(v: i32) -> Self {
-        v as f64
-    }
-    #[inline(always)]
-    unsafe fn trunc_i32_unchecked(self) -> i32 {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { self.to_int_unchecked() }
-    }
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: f64,
-        a: *const f64,
-        rsa: isize,
-        csa: isize,
-        b: *const f64,
-        rsb: isize,
-        csb: isize,
-        beta: f64,
-        c: *mut f64,
-        rsc: isize,
-        csc: isize,
-    ) {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
-    }
 }
+
+impl_real!(f32, matrixmultiply::sgemm);
+impl_real!(f64, matrixmultiply::dgemm);

@@ -72,6 +72,19 @@ pub fn prior_samples(net: &Network<f32>, params: &[f32], n: usize, cols: usize, 
     canvas
 }
 
+/// Dimensions of `mu` [n, dim] ordered by the variance of their values over
+/// the n rows, largest first (the most active units first).
+fn rank_by_variance(mu: &[f32], dim: usize, n: usize) -> Vec<usize> {
+    let mut v: Vec<(usize, f64)> = (0..dim)
+        .map(|dd| {
+            let m = (0..n).map(|i| mu[i * dim + dd] as f64).sum::<f64>() / n as f64;
+            (dd, (0..n).map(|i| (mu[i * dim + dd] as f64 - m).powi(2)).sum::<f64>() / n as f64)
+        })
+        .collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v.into_iter().map(|(dd, _)| dd).collect()
+}
+
 /// For every u dimension (most active first: largest variance of the
 /// posterior mean over `x_pool`) and the `z_dims` most active z dimensions,
 /// a row of decodes (transformed images) as that
@@ -90,25 +103,10 @@ pub fn traversals(
     let cfg = &net.layout.config;
     let (h, w, d) = (cfg.height, cfg.width, cfg.pixels());
     let post = net.posterior(params, x_pool, pool);
-    // Rank z dimensions by the variance of their posterior mean over the pool.
-    let mut ranked: Vec<(usize, f64)> = (0..cfg.z_dim)
-        .map(|dd| {
-            let v: Vec<f64> = (0..pool).map(|i| post.mu_z[i * cfg.z_dim + dd] as f64).collect();
-            let m = v.iter().sum::<f64>() / pool as f64;
-            (dd, v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / pool as f64)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut u_ranked: Vec<(usize, f64)> = (0..cfg.u_dim)
-        .map(|dd| {
-            let v: Vec<f64> = (0..pool).map(|i| post.mu_u[i * cfg.u_dim + dd] as f64).collect();
-            let m = v.iter().sum::<f64>() / pool as f64;
-            (dd, v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / pool as f64)
-        })
-        .collect();
-    u_ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut rows: Vec<(bool, usize)> = u_ranked.iter().map(|&(dd, _)| (true, dd)).collect();
-    rows.extend(ranked.iter().take(z_dims).map(|&(dd, _)| (false, dd)));
+    let ranked = rank_by_variance(&post.mu_z, cfg.z_dim, pool);
+    let u_ranked = rank_by_variance(&post.mu_u, cfg.u_dim, pool);
+    let mut rows: Vec<(bool, usize)> = u_ranked.iter().map(|&dd| (true, dd)).collect();
+    rows.extend(ranked.iter().take(z_dims).map(|&dd| (false, dd)));
     let n = rows.len() * steps;
     let mut z = vec![0f32; n * cfg.z_dim];
     let mut u = vec![0f32; n * cfg.u_dim];
