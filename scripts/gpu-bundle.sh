@@ -28,7 +28,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 status=0
 "$here/tests/gpu_parity" --test-threads=1 --nocapture || status=1
-"$here/iwtvae" eval --device auto --checkpoint "${CHECKPOINT:-runs/iwtvae/checkpoint.safetensors}" --k 100 --limit 100 --json || true
+ck=${CHECKPOINT:-results/runs/tps-iwae5-seed1/checkpoint.safetensors}
+if [ -f "$ck" ]; then
+  for dev in cuda cpu; do
+    "$here/iwtvae" eval --device $dev --checkpoint "$ck" --k 5000 --limit 200 --json || status=1
+  done
+  "$here/iwtvae" eval --device cuda --checkpoint "$ck" --k 5000 --json || status=1
+fi
 exit $status
 RUN
 chmod +x gpu-bundle/run.sh

@@ -184,16 +184,16 @@ struct EvalArgs {
     per_image: Option<PathBuf>,
 }
 
-fn setup(common: &Common) -> Result<()> {
+fn setup(common: &Common, workload: iwtvae::device::Workload) -> Result<iwtvae::device::Device> {
     if let Some(t) = common.threads {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("--threads: starting the thread pool")?;
     }
-    let sel = iwtvae::device::select(&common.device)?;
+    let sel = iwtvae::device::select(&common.device, workload)?;
     if let Some(note) = sel.note {
         eprintln!("{note} ({} threads)", rayon::current_num_threads());
     }
-    Ok(())
+    Ok(sel.device)
 }
 
 struct Bar {
@@ -249,7 +249,7 @@ fn print_report(r: &iwtvae::eval::EvalReport) {
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
-    setup(&a.common)?;
+    setup(&a.common, iwtvae::device::Workload::Train)?;
     let optimizer = OptimizerKind::parse(&a.optimizer)?;
     let objective = iwtvae::objective::Objective::parse(&a.objective)?;
     let cfg = TrainConfig {
@@ -301,8 +301,31 @@ fn run_train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(iwtvae_cuda)]
+fn gpu_evaluate(
+    i: usize,
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    opts: &EvalOptions,
+) -> Result<(iwtvae::eval::EvalReport, Vec<iwtvae::eval::ImageEstimate>)> {
+    let gpu = iwtvae::cuda::Gpu::new(i)?;
+    Ok(gpu.evaluate(net, params, data, opts)?)
+}
+
+#[cfg(not(iwtvae_cuda))]
+fn gpu_evaluate(
+    _: usize,
+    _: &Network<f32>,
+    _: &[f32],
+    _: &Dataset,
+    _: &EvalOptions,
+) -> Result<(iwtvae::eval::EvalReport, Vec<iwtvae::eval::ImageEstimate>)> {
+    anyhow::bail!("this build has no CUDA kernels")
+}
+
 fn run_eval(a: EvalArgs) -> Result<()> {
-    setup(&a.common)?;
+    let device = setup(&a.common, iwtvae::device::Workload::Eval)?;
     let split = match a.split.as_str() {
         "test" => Split::Test,
         "train" => Split::Train,
@@ -315,7 +338,10 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
     let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed };
-    let (report, rows) = evaluate(&net, &ck.params, &data, &opts)?;
+    let (report, rows) = match device {
+        iwtvae::device::Device::Cpu => evaluate(&net, &ck.params, &data, &opts)?,
+        iwtvae::device::Device::Cuda(i) => gpu_evaluate(i, &net, &ck.params, &data, &opts)?,
+    };
     if let Some(p) = &a.per_image {
         atomic_write(p, per_image_csv(&rows).as_bytes()).context("--per-image")?;
     }
@@ -383,7 +409,9 @@ impl iwtvae::reproduce::ReproduceProgress for ReproduceLines {
 }
 
 fn run_reproduce(a: ReproduceArgs) -> Result<()> {
-    iwtvae::device::select(&a.device)?;
+    if let Some(note) = iwtvae::device::select(&a.device, iwtvae::device::Workload::Train)?.note {
+        eprintln!("{note}");
+    }
     anyhow::ensure!(a.jobs >= 1, "--jobs must be at least 1");
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");

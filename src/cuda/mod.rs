@@ -26,7 +26,11 @@ const MODULES: &[(&str, &[u8], &[&str])] = &[
     ("grid", fatbin!("grid"), &["grid_fwd"]),
     ("logsumexp", fatbin!("logsumexp"), &["iwae_weights", "lse_fold"]),
     ("optim", fatbin!("optim"), &["adadelta_step", "adam_step"]),
+    ("linear", fatbin!("linear"), &["linear_fwd"]),
+    ("nll_fused", fatbin!("nll_fused"), &["nll_fc3_fused", "reparam_latents", "add_theta_id"]),
 ];
+
+mod eval;
 
 fn dev(e: impl std::fmt::Display) -> Error {
     Error::Device(e.to_string())
