@@ -383,12 +383,42 @@ pub fn write_tables(out: &Path, fresh: &[RunResult], opts: &ReproduceOptions) ->
         ));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    plot_run_curves(out, opts.seed, &results)?;
     atomic_write(&out.join(format!("seed-tables{}.md", suffix(opts.seed))), md.as_bytes())?;
     let json = serde_json::json!({ "seed": opts.seed, "eval_k": opts.eval_k, "epochs": opts.epochs, "machine": opts.machine, "runs": results });
     atomic_write(
         &out.join(format!("seed-tables{}.json", suffix(opts.seed))),
         serde_json::to_string_pretty(&json).expect("serialises").as_bytes(),
     )
+}
+
+/// Training curves of each table's runs (loss per epoch, final test NLL as
+/// points): results/pictures/curves-table12.png and curves-table3.png.
+fn plot_run_curves(out: &Path, seed: u64, results: &[RunResult]) -> Result<()> {
+    let pictures = out.join("pictures");
+    for (table, file, title) in [
+        ("1-2", "curves-table12", "Tables 1-2: continuous MNIST, ELBO with analytic KL (train loss, test NLL)"),
+        ("3", "curves-table3", "Table 3: binarized MNIST, k = 5 (train loss = -bound, test NLL k = 5000)"),
+    ] {
+        let mut series = Vec::new();
+        let mut nll = Vec::new();
+        for r in results.iter().filter(|r| r.table == table) {
+            let spec = seed_runs().into_iter().find(|s| s.name == r.name);
+            let Some(spec) = spec else { continue };
+            let log = run_dir(out, &spec, seed).join("log.jsonl");
+            if let Ok(points) = crate::viz::curves::read_log(&log) {
+                let last = points.last().map(|p| p.0).unwrap_or(1.0);
+                series.push((format!("{} train", r.name), points));
+                nll.push((format!("{} test NLL", r.name), last, r.nll));
+            }
+        }
+        if series.is_empty() {
+            continue;
+        }
+        std::fs::create_dir_all(&pictures).map_err(|e| Error::io(&pictures, e))?;
+        crate::viz::curves::plot_curves(&pictures.join(format!("{file}{}.png", suffix(seed))), title, &series, &nll)?;
+    }
+    Ok(())
 }
 
 /// Seed 1 writes seed-tables.md; other seeds add their number.

@@ -57,7 +57,17 @@ pub fn plot_curves(
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| err(e.to_string()))?;
-        let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+        let palette = [
+            BLUE,
+            RED,
+            GREEN,
+            MAGENTA,
+            CYAN,
+            BLACK,
+            RGBColor(230, 140, 0),
+            RGBColor(120, 60, 160),
+            RGBColor(0, 130, 130),
+        ];
         for (i, (name, s)) in series.iter().enumerate() {
             let color = palette[i % palette.len()];
             chart
