@@ -41,6 +41,7 @@ fn main() {
         limit_train: Some(n_train),
         seed: 1,
         shards: env("IWTVAE_BENCH_SHARDS", rayon::current_num_threads()),
+        theta_init: "torch".into(),
     };
     let train_set = Dataset::load(&data_dir, Split::Train, Some(n_train)).expect("bundled MNIST");
     let out = tempfile::tempdir().expect("temp dir");

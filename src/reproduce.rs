@@ -188,6 +188,7 @@ fn one_run(
         limit_train: opts.limit,
         seed: opts.seed,
         shards: threads.min(spec.batch_size).max(1),
+        theta_init: "torch".into(),
     };
     let resume = dir.join("checkpoint.safetensors").exists();
     progress.run_start(index, total, spec, resume);

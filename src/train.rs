@@ -42,6 +42,15 @@ pub struct TrainConfig {
     /// results (and resume) do not depend on the thread count later.
     #[serde(default = "one")]
     pub shards: usize,
+    /// "torch" (the default init for u2theta, as every layer) or "identity"
+    /// (u2theta's weight and bias zero, so every warp starts at the identity;
+    /// common practice for spatial transformers, not the seed's).
+    #[serde(default = "torch_init")]
+    pub theta_init: String,
+}
+
+fn torch_init() -> String {
+    "torch".into()
 }
 
 fn one() -> usize {
@@ -78,6 +87,9 @@ impl TrainConfig {
         }
         if obj == Objective::ElboKl && self.k != 1 {
             return Err(Error::Config(format!("--objective elbo-kl uses a single sample: got --k {}", self.k)));
+        }
+        if self.theta_init != "torch" && self.theta_init != "identity" {
+            return Err(Error::Config(format!("--theta-init {:?}: expected torch or identity", self.theta_init)));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::Config(format!("--lr {} must be a positive number", self.lr)));
@@ -306,7 +318,10 @@ pub fn train(
             )));
         }
         let _ = std::fs::remove_file(&paths.log);
-        let p = init_params::<f32>(&layout, cfg.seed);
+        let mut p = init_params::<f32>(&layout, cfg.seed);
+        if let (Some(slot), "identity") = (&layout.u2theta, cfg.theta_init.as_str()) {
+            p[slot.w..slot.b + slot.out].iter_mut().for_each(|v| *v = 0.0);
+        }
         (p, Optimizer::new(OptimizerKind::parse(&cfg.optimizer)?, layout.total), 0)
     };
     let cfg = &cfg;

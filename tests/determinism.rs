@@ -33,6 +33,7 @@ fn small_config() -> TrainConfig {
         limit_train: Some(300),
         seed: 4,
         shards: 2,
+        theta_init: "torch".into(),
     }
 }
 

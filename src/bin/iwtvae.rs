@@ -155,6 +155,9 @@ struct TrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// u2theta's init: torch (PyTorch default, as the seed) or identity (zero weight and bias: warps start at the identity).
+    #[arg(long, default_value = "torch")]
+    theta_init: String,
 }
 
 #[derive(Args)]
@@ -269,6 +272,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         limit_train: a.limit_train,
         seed: a.common.seed,
         shards: rayon::current_num_threads().min(a.batch_size).max(1),
+        theta_init: a.theta_init.clone(),
     };
     cfg.validate()?;
     let data =
