@@ -76,8 +76,10 @@ pub fn plot_curves(
                 .label(name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
+        // Paired with the series one to one: the same color as its line.
+        let paired = nll.len() == series.len();
         for (i, (name, epoch, v)) in nll.iter().enumerate() {
-            let color = palette[(series.len() + i) % palette.len()];
+            let color = palette[if paired { i } else { series.len() + i } % palette.len()];
             chart
                 .draw_series(std::iter::once(Circle::new((*epoch, *v), 6, color.filled())))
                 .map_err(|e| err(e.to_string()))?
