@@ -464,9 +464,7 @@ fn run_show(a: ShowArgs) -> Result<()> {
     written.push(file("recon.png"));
     figures::prior_samples(&net, &ck.params, 48, 6, a.seed, a.scale).save_png(&file("samples.png"))?;
     written.push(file("samples.png"));
-    let pool: Vec<usize> = (0..500.min(test.len())).collect();
-    let xp = figures::targets(&test, &pool, binarize, a.seed);
-    figures::traversals(&net, &ck.params, &xp, pool.len(), 6, 9, a.scale).save_png(&file("traversals.png"))?;
+    figures::traversals(&net, &ck.params, &x, 6, 9, a.scale).save_png(&file("traversals.png"))?;
     written.push(file("traversals.png"));
     let few = idx.len().min(6);
     if let Some(c) = figures::warp_overlay(&net, &ck.params, &x, few, 8) {

@@ -72,45 +72,22 @@ pub fn prior_samples(net: &Network<f32>, params: &[f32], n: usize, cols: usize, 
     canvas
 }
 
-/// Dimensions of `mu` [n, dim] ordered by the variance of their values over
-/// the n rows, largest first (the most active units first).
-fn rank_by_variance(mu: &[f32], dim: usize, n: usize) -> Vec<usize> {
-    let mut v: Vec<(usize, f64)> = (0..dim)
-        .map(|dd| {
-            let m = (0..n).map(|i| mu[i * dim + dd] as f64).sum::<f64>() / n as f64;
-            (dd, (0..n).map(|i| (mu[i * dim + dd] as f64 - m).powi(2)).sum::<f64>() / n as f64)
-        })
-        .collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1));
-    v.into_iter().map(|(dd, _)| dd).collect()
-}
-
-/// For every u dimension (most active first: largest variance of the
-/// posterior mean over `x_pool`) and the `z_dims` most active z dimensions,
-/// a row of decodes (transformed images) as that
-/// coordinate sweeps μ ± 3 (prior σ) with the rest at the posterior mean of
-/// the first image. A blue mark starts u rows, a green one z rows.
-#[allow(clippy::too_many_arguments)]
-pub fn traversals(
-    net: &Network<f32>,
-    params: &[f32],
-    x_pool: &[f32],
-    pool: usize,
-    z_dims: usize,
-    steps: usize,
-    scale: usize,
-) -> Canvas {
+/// For every u dimension and the `z_dims` z dimensions that change the
+/// image most, a row of decodes (transformed images) as that coordinate
+/// sweeps μ ± 3 (prior σ) with the rest at the posterior mean of the first
+/// image of `x`. Rows are ordered by effect, the mean |p(+3) − p(−3)| over
+/// pixels, largest first; a blue mark starts u rows, a green one z rows.
+pub fn traversals(net: &Network<f32>, params: &[f32], x: &[f32], z_dims: usize, steps: usize, scale: usize) -> Canvas {
     let cfg = &net.layout.config;
     let (h, w, d) = (cfg.height, cfg.width, cfg.pixels());
-    let post = net.posterior(params, x_pool, pool);
-    let ranked = rank_by_variance(&post.mu_z, cfg.z_dim, pool);
-    let u_ranked = rank_by_variance(&post.mu_u, cfg.u_dim, pool);
-    let mut rows: Vec<(bool, usize)> = u_ranked.iter().map(|&dd| (true, dd)).collect();
-    rows.extend(ranked.iter().take(z_dims).map(|&dd| (false, dd)));
-    let n = rows.len() * steps;
+    let post = net.posterior(params, x, 1);
+    // Sweep every dimension, then keep and order the rows by effect.
+    let all: Vec<(bool, usize)> =
+        (0..cfg.u_dim).map(|dd| (true, dd)).chain((0..cfg.z_dim).map(|dd| (false, dd))).collect();
+    let n = all.len() * steps;
     let mut z = vec![0f32; n * cfg.z_dim];
     let mut u = vec![0f32; n * cfg.u_dim];
-    for (r, &(is_u, dd)) in rows.iter().enumerate() {
+    for (r, &(is_u, dd)) in all.iter().enumerate() {
         for s in 0..steps {
             let i = r * steps + s;
             z[i * cfg.z_dim..(i + 1) * cfg.z_dim].copy_from_slice(&post.mu_z[..cfg.z_dim]);
@@ -124,11 +101,22 @@ pub fn traversals(
         }
     }
     let dec = net.decode_latents(params, &z, &u, n);
+    let effect = |r: usize| -> f64 {
+        let (a, b) = (r * steps, r * steps + steps - 1);
+        let (pa, pb) = (&dec.transformed[a * d..(a + 1) * d], &dec.transformed[b * d..(b + 1) * d]);
+        pa.iter().zip(pb).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / d as f64
+    };
+    let mut u_rows: Vec<(usize, f64)> = (0..cfg.u_dim).map(|r| (r, effect(r))).collect();
+    let mut z_rows: Vec<(usize, f64)> = (cfg.u_dim..all.len()).map(|r| (r, effect(r))).collect();
+    u_rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    z_rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let rows: Vec<usize> = u_rows.iter().map(|p| p.0).chain(z_rows.iter().take(z_dims).map(|p| p.0)).collect();
     let (cw, ch) = (w * scale, h * scale);
     let mark = 6;
     let mut canvas = Canvas::new(mark + GAP + steps * (cw + GAP) + GAP, rows.len() * (ch + GAP) + GAP, BG);
-    for (r, &(is_u, _)) in rows.iter().enumerate() {
-        let y0 = GAP + r * (ch + GAP);
+    for (y, &r) in rows.iter().enumerate() {
+        let y0 = GAP + y * (ch + GAP);
+        let is_u = all[r].0;
         for yy in 0..ch {
             for xx in 0..mark {
                 canvas.set((GAP / 2 + xx) as i64, (y0 + yy) as i64, if is_u { U_MARK } else { Z_MARK });
