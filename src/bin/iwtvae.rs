@@ -433,7 +433,8 @@ fn run_reproduce(a: ReproduceArgs) -> Result<()> {
     };
     eprintln!("reproducing the seed's tables into {} on {}", a.out.display(), opts.machine);
     let results = iwtvae::reproduce::reproduce(&opts, &ReproduceLines { start: Instant::now() })?;
-    eprintln!("{} runs; wrote {}/seed-tables.md and .json", results.len(), a.out.display());
+    let suffix = if a.seed == 1 { String::new() } else { format!("-seed{}", a.seed) };
+    eprintln!("{} runs; wrote {}/seed-tables{suffix}.md and .json", results.len(), a.out.display());
     Ok(())
 }
 
