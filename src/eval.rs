@@ -164,21 +164,34 @@ pub fn evaluate_indices(
         .map_init(|| net.workspace(1, chunk, false), |ws, i| one_image(net, params, data, i, opts, ws))
         .collect();
     let seconds = t0.elapsed().as_secs_f64();
-    let n = results.len() as f64;
-    let mean = |f: &dyn Fn(&ImageEstimate) -> f64| results.iter().map(|(e, _)| f(e)).sum::<f64>() / n;
+    let (rows, means): (Vec<ImageEstimate>, Vec<Vec<f32>>) = results.into_iter().unzip();
+    let report = summarize(&rows, &means, cfg.z_dim, opts, seconds, "cpu".into());
+    Ok((report, rows))
+}
 
-    // Active units (Burda et al.): Var over the data of μ_d > 0.01.
-    let dims = cfg.z_dim + cfg.u_dim;
+/// The report over per-image estimates and posterior means ([Z + U] per
+/// image), the same for every device. Active units (Burda et al.): a
+/// dimension is active when the variance over the data of its mean > 0.01.
+pub fn summarize(
+    rows: &[ImageEstimate],
+    means: &[Vec<f32>],
+    z_dim: usize,
+    opts: &EvalOptions,
+    seconds: f64,
+    device: String,
+) -> EvalReport {
+    let n = rows.len() as f64;
+    let mean = |f: &dyn Fn(&ImageEstimate) -> f64| rows.iter().map(f).sum::<f64>() / n;
+    let dims = means.first().map_or(0, |m| m.len());
     let active: Vec<bool> = (0..dims)
         .map(|dd| {
-            let m = results.iter().map(|(_, mu)| mu[dd] as f64).sum::<f64>() / n;
-            let var = results.iter().map(|(_, mu)| (mu[dd] as f64 - m).powi(2)).sum::<f64>() / n;
-            var > 0.01
+            let m = means.iter().map(|mu| mu[dd] as f64).sum::<f64>() / n;
+            means.iter().map(|mu| (mu[dd] as f64 - m).powi(2)).sum::<f64>() / n > 0.01
         })
         .collect();
-    let active_z = active[..cfg.z_dim].iter().filter(|&&a| a).count();
-    let active_u = active[cfg.z_dim..].iter().filter(|&&a| a).count();
-    let report = EvalReport {
+    let active_z = active[..z_dim.min(dims)].iter().filter(|&&a| a).count();
+    let active_u = active[z_dim.min(dims)..].iter().filter(|&&a| a).count();
+    EvalReport {
         nll: mean(&|e| e.nll),
         elbo: mean(&|e| e.elbo),
         recon: mean(&|e| e.recon),
@@ -186,18 +199,17 @@ pub fn evaluate_indices(
         active_units: active_z + active_u,
         active_units_z: active_z,
         active_units_u: active_u,
-        images: results.len(),
+        images: rows.len(),
         k: opts.k,
         seconds,
         images_per_sec: n / seconds,
-        device: "cpu".into(),
+        device,
         binarize: match opts.binarize {
             Binarize::Dynamic => "dynamic".into(),
             Binarize::None => "none".into(),
         },
         seed: opts.seed,
-    };
-    Ok((report, results.into_iter().map(|(e, _)| e).collect()))
+    }
 }
 
 /// CSV of per-image estimates.

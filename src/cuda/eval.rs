@@ -273,34 +273,8 @@ impl Gpu {
             }
         }
         let seconds = t0.elapsed().as_secs_f64();
-        let nf = n as f64;
-        let mean = |f: &dyn Fn(&ImageEstimate) -> f64| rows_out.iter().map(f).sum::<f64>() / nf;
-        let active: Vec<bool> = (0..zd + ud)
-            .map(|j| {
-                let m = means_all.iter().map(|v| v[j] as f64).sum::<f64>() / nf;
-                means_all.iter().map(|v| (v[j] as f64 - m).powi(2)).sum::<f64>() / nf > 0.01
-            })
-            .collect();
-        let (az, au) = (active[..zd].iter().filter(|&&a| a).count(), active[zd..].iter().filter(|&&a| a).count());
-        let report = EvalReport {
-            nll: mean(&|e| e.nll),
-            elbo: mean(&|e| e.elbo),
-            recon: mean(&|e| e.recon),
-            recon_at_mean: mean(&|e| e.recon_at_mean),
-            active_units: az + au,
-            active_units_z: az,
-            active_units_u: au,
-            images: n,
-            k: opts.k,
-            seconds,
-            images_per_sec: nf / seconds,
-            device: format!("cuda ({})", self.device_name()),
-            binarize: match opts.binarize {
-                crate::data::Binarize::Dynamic => "dynamic".into(),
-                crate::data::Binarize::None => "none".into(),
-            },
-            seed: opts.seed,
-        };
+        let report =
+            crate::eval::summarize(&rows_out, &means_all, zd, opts, seconds, format!("cuda ({})", self.device_name()));
         Ok((report, rows_out))
     }
 }
