@@ -2,7 +2,7 @@
 //! each transform × objective.
 mod common;
 use common::*;
-use iwtvae::model::{Layout, Transform};
+use iwtvae::model::{Layout, ModelConfig, Transform};
 use iwtvae::network::Network;
 use iwtvae::objective::{loss_and_grad, LatentKeys, Objective};
 use iwtvae::ops::grid::Warp;
@@ -133,17 +133,29 @@ fn grid_generation_backward() {
         let mut dth = vec![0.0; theta.len()];
         warp.grid_row_backward(&rx, &ry, &mut dth);
         check_gradient(&format!("grid/{}", transform.name()), &theta, &dth, loss);
-        // The batched path (two GEMMs over rows) gives the same sums.
-        let rows = 3;
-        let rxs: Vec<f64> = (0..rows).flat_map(|r| rx.iter().map(move |v| v * (r + 1) as f64)).collect();
-        let rys: Vec<f64> = (0..rows).flat_map(|r| ry.iter().map(move |v| v - r as f64)).collect();
-        let mut batched = vec![0.0; rows * theta.len()];
-        warp.grid_rows_backward(&rxs, &rys, rows, &mut batched, Par::Rows);
-        for r in 0..rows {
-            let mut one = vec![0.0; theta.len()];
-            warp.grid_row_backward(&rxs[r * d..(r + 1) * d], &rys[r * d..(r + 1) * d], &mut one);
-            for (a, b) in one.iter().zip(&batched[r * theta.len()..(r + 1) * theta.len()]) {
-                assert!((a - b).abs() < 1e-12 * (1.0 + a.abs()), "{}: row {r}: {a} vs {b}", transform.name());
+    }
+    // The blocked per-row sums (16 lanes, basis rows in threes) against a
+    // plain sum, on sizes that exercise full blocks, the pixel tail and a
+    // basis padded to a multiple of three (g = 4: 16 functions).
+    for (transform, h, w, g) in [(Transform::Affine, 28, 28, 3), (Transform::Tps, 28, 28, 3), (Transform::Tps, 7, 9, 4)]
+    {
+        let cfg = ModelConfig { height: h, width: w, tps_grid: g, ..tiny_config(transform) };
+        let warp = Warp::<f64>::new(&cfg);
+        let d = h * w;
+        let rx: Vec<f64> = (0..d).map(|i| (i as f64 * 0.3).cos()).collect();
+        let ry: Vec<f64> = (0..d).map(|i| (i as f64 * 0.5).sin()).collect();
+        let nb = warp.nb;
+        let mut dth = vec![0.0; 2 * nb];
+        warp.grid_row_backward(&rx, &ry, &mut dth);
+        for q in 0..nb {
+            let want_x: f64 = (0..d).map(|p| warp.basis[p * nb + q] * rx[p]).sum();
+            let want_y: f64 = (0..d).map(|p| warp.basis[p * nb + q] * ry[p]).sum();
+            for (got, want) in [(dth[q], want_x), (dth[nb + q], want_y)] {
+                assert!(
+                    (got - want).abs() < 1e-12 * (1.0 + want.abs()),
+                    "{} {h}x{w} g{g} q{q}: {got} vs {want}",
+                    transform.name()
+                );
             }
         }
     }

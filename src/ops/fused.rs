@@ -108,8 +108,7 @@ pub struct RowBackward<'a, T> {
     pub dgy: &'a mut [T],
     /// Out: ∂Loss/∂logits [D].
     pub da: &'a mut [T],
-    /// Out: ∂Loss/∂θ [T]; when empty, dθ is left to the caller (who runs
-    /// `Warp::grid_rows_backward` over all rows at once).
+    /// Out: ∂Loss/∂θ [T] (empty for transform none).
     pub dtheta: &'a mut [T],
 }
 
@@ -126,9 +125,7 @@ fn backward_row<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
         }
         r.da.iter_mut().for_each(|v| *v = T::zero());
         grid_sample_row_backward(r.c, warp.height, warp.width, r.gx, r.gy, r.dp, r.da, r.dgx, r.dgy);
-        if !r.dtheta.is_empty() {
-            warp.grid_row_backward(r.dgx, r.dgy, r.dtheta);
-        }
+        warp.grid_row_backward(r.dgx, r.dgy, r.dtheta);
     }
     for j in 0..d {
         r.da[j] *= r.c[j] * (T::one() - r.c[j]);

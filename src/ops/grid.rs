@@ -6,9 +6,6 @@
 //! - tps:    xs = M·Qx, ys = M·Qy with θ = (Qx[g²], Qy[g²]), identity (PX, PY);
 //!   g² multiply-adds per coordinate on the fly, M from `tps::tps_matrix`,
 //!   stored transposed ([g², H·W]) so both directions run along pixels.
-use super::likelihood::lane_sum;
-use super::linear::{gemm_ld, Mat};
-use super::rows::Par;
 use super::tps::{control_points, tps_matrix};
 use crate::model::{ModelConfig, Transform};
 use crate::Real;
@@ -27,6 +24,9 @@ pub struct Warp<T> {
     /// xs = B·θ[..nb], ys = B·θ[nb..]. B = M for tps, (x, y, 1) for affine.
     pub basis: Vec<T>,
     pub nb: usize,
+    /// The basis transposed, [nb rounded up to BLOCK, H·W], zero-padded:
+    /// the layout of the per-row dθ (`grid_row_backward`).
+    basis_t: Vec<T>,
     pub g2: usize,
 }
 
@@ -60,6 +60,12 @@ impl<T: Real> Warp<T> {
             Transform::Affine => ((0..d).flat_map(|p| [bx[p], by[p], 1.0]).map(T::of).collect(), 3),
             Transform::Tps => ((0..d * g2).map(|i| tps_mt[(i % g2) * d + i / g2]).collect(), g2),
         };
+        let mut basis_t = vec![T::zero(); nb.next_multiple_of(BLOCK) * d];
+        for p in 0..d {
+            for q in 0..nb {
+                basis_t[q * d + p] = basis[p * nb + q];
+            }
+        }
         Warp {
             transform: cfg.transform,
             height: h,
@@ -70,6 +76,7 @@ impl<T: Real> Warp<T> {
             g2,
             basis,
             nb,
+            basis_t,
         }
     }
 
@@ -118,44 +125,57 @@ impl<T: Real> Warp<T> {
         }
     }
 
-    /// dθ[n, 2·nb] (overwritten) for n rows at once from dxs, dys [n, H·W]:
-    /// two GEMMs against the basis, the same sums as `grid_row_backward`
-    /// in GEMM order.
-    pub fn grid_rows_backward(&self, dxs: &[T], dys: &[T], n: usize, dtheta: &mut [T], par: Par) {
-        let (d, nb) = (self.base_x.len(), self.nb);
-        if nb == 0 || n == 0 {
-            return;
-        }
-        let basis = Mat::row_major(&self.basis, d, nb);
-        gemm_ld(Mat::row_major(dxs, n, d), basis, T::zero(), dtheta, 2 * nb, par);
-        gemm_ld(Mat::row_major(dys, n, d), basis, T::zero(), &mut dtheta[nb..], 2 * nb, par);
-    }
-
-    /// dθ (overwritten) from dxs, dys of one row.
+    /// dθ (overwritten) from dxs, dys of one row: dθ[q] = Σ_p B[p,q]·dxs[p],
+    /// dθ[nb+q] = Σ_p B[p,q]·dys[p]. Basis rows go in blocks of BLOCK with
+    /// LANES partial sums each, so all 2·BLOCK accumulators stay in
+    /// registers and each block is one pass over the (L1-resident) row.
     #[inline(always)]
     pub fn grid_row_backward(&self, dxs: &[T], dys: &[T], dtheta: &mut [T]) {
-        dtheta.iter_mut().for_each(|v| *v = T::zero());
-        match self.transform {
-            Transform::None => {}
-            Transform::Affine => {
-                let d = dxs.len();
-                let (bx, by, dxs, dys) = (&self.base_x[..d], &self.base_y[..d], &dxs[..d], &dys[..d]);
-                dtheta[0] = lane_sum(d, |p| dxs[p] * bx[p]);
-                dtheta[1] = lane_sum(d, |p| dxs[p] * by[p]);
-                dtheta[2] = lane_sum(d, |p| dxs[p]);
-                dtheta[3] = lane_sum(d, |p| dys[p] * bx[p]);
-                dtheta[4] = lane_sum(d, |p| dys[p] * by[p]);
-                dtheta[5] = lane_sum(d, |p| dys[p]);
-            }
-            Transform::Tps => {
-                let d = dxs.len();
-                let (dxs, dys) = (&dxs[..d], &dys[..d]);
-                for n in 0..self.g2 {
-                    let m = &self.tps_mt[n * d..(n + 1) * d];
-                    dtheta[n] = lane_sum(d, |p| m[p] * dxs[p]);
-                    dtheta[self.g2 + n] = lane_sum(d, |p| m[p] * dys[p]);
+        let (d, nb) = (self.base_x.len(), self.nb);
+        let (dxs, dys) = (&dxs[..d], &dys[..d]);
+        let full = d / LANES * LANES;
+        for q0 in (0..nb).step_by(BLOCK) {
+            let rows: [&[T]; BLOCK] = std::array::from_fn(|i| &self.basis_t[(q0 + i) * d..(q0 + i + 1) * d]);
+            let mut ax = [[T::zero(); LANES]; BLOCK];
+            let mut ay = [[T::zero(); LANES]; BLOCK];
+            for j in (0..full).step_by(LANES) {
+                let (gx, gy) = (&dxs[j..j + LANES], &dys[j..j + LANES]);
+                for q in 0..BLOCK {
+                    let m = &rows[q][j..j + LANES];
+                    for l in 0..LANES {
+                        ax[q][l] += m[l] * gx[l];
+                        ay[q][l] += m[l] * gy[l];
+                    }
                 }
+            }
+            for q in 0..BLOCK.min(nb - q0) {
+                let (mut tx, mut ty) = (T::zero(), T::zero());
+                for p in full..d {
+                    tx += rows[q][p] * dxs[p];
+                    ty += rows[q][p] * dys[p];
+                }
+                dtheta[q0 + q] = tree_sum(&ax[q]) + tx;
+                dtheta[nb + q0 + q] = tree_sum(&ay[q]) + ty;
             }
         }
     }
+}
+
+/// Basis rows per pass and partial sums per row of `grid_row_backward`.
+const BLOCK: usize = 3;
+const LANES: usize = 16;
+
+/// Pairwise sum of the LANES partial sums.
+#[inline(always)]
+fn tree_sum<T: Real>(v: &[T; LANES]) -> T {
+    let mut s = *v;
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            let upper = s[l + width];
+            s[l] += upper;
+        }
+        width /= 2;
+    }
+    s[0]
 }
