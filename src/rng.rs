@@ -17,6 +17,8 @@
 //! Evaluation streams use epoch 0. The CUDA path (kernels/common.cuh) computes
 //! the same u32 words bit for bit.
 
+use crate::ops::simd::{simd, Simd};
+
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
 const W0: u32 = 0x9E37_79B9;
@@ -104,24 +106,28 @@ impl NoiseKey {
 
     /// out[d] = uniform for dims 0..out.len().
     pub fn uniforms(&self, item: u32, sample: u32, out: &mut [f32]) {
-        for (j, chunk) in out.chunks_mut(4).enumerate() {
-            let w = self.block(item, sample, j as u32);
-            for (o, &x) in chunk.iter_mut().zip(w.iter()) {
-                *o = uniform_from_u32(x);
-            }
+        #[cfg(target_arch = "x86_64")]
+        match simd() {
+            // SAFETY: simd() reported that the CPU has these features.
+            Simd::Avx512 => return unsafe { uniforms_avx512(self, item, sample, out) },
+            // SAFETY: as above.
+            Simd::Avx2 => return unsafe { uniforms_avx2(self, item, sample, out) },
+            Simd::Baseline => {}
         }
+        uniforms_lanes(self, item, sample, out)
     }
 
     /// out[d] = standard normal for dims 0..out.len().
     pub fn normals<T: crate::Real>(&self, item: u32, sample: u32, out: &mut [T]) {
-        for (j, chunk) in out.chunks_mut(4).enumerate() {
-            let w = self.block(item, sample, j as u32);
-            let (n0, n1) = normal_pair(w[0], w[1]);
-            let (n2, n3) = normal_pair(w[2], w[3]);
-            for (o, n) in chunk.iter_mut().zip([n0, n1, n2, n3]) {
-                *o = T::of(n as f64);
-            }
+        #[cfg(target_arch = "x86_64")]
+        match simd() {
+            // SAFETY: simd() reported that the CPU has these features.
+            Simd::Avx512 => return unsafe { normals_avx512(self, item, sample, out) },
+            // SAFETY: as above.
+            Simd::Avx2 => return unsafe { normals_avx2(self, item, sample, out) },
+            Simd::Baseline => {}
         }
+        normals_lanes(self, item, sample, out)
     }
 
     /// A uniform integer in [0, n) for position `i` (multiply-shift, bias < n/2³²).
@@ -129,6 +135,102 @@ impl NoiseKey {
         let w = self.block(0, 0, i / 4)[(i % 4) as usize];
         ((w as u64 * n as u64) >> 32) as u32
     }
+}
+
+/// Blocks (Philox calls) per pass of the lane-wise functions below: every
+/// step runs along lanes, so the 32×32→64 multiplies and Box–Muller
+/// vectorize. Same words and same f32 arithmetic as the scalar
+/// `philox4x32_10` + `normal_pair`, so the same bits.
+const LANES: usize = 16;
+
+/// Philox4x32-10 on the counters of blocks b0..b0+LANES of one (item, sample).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // one index across four lane arrays is the point
+fn philox_lanes(key: &NoiseKey, item: u32, sample: u32, b0: usize) -> [[u32; LANES]; 4] {
+    let mut c: [[u32; LANES]; 4] =
+        [std::array::from_fn(|l| (b0 + l) as u32), [sample; LANES], [item; LANES], [key.hi; LANES]];
+    let (mut k0, mut k1) = (key.key[0], key.key[1]);
+    for round in 0..10 {
+        if round > 0 {
+            k0 = k0.wrapping_add(W0);
+            k1 = k1.wrapping_add(W1);
+        }
+        for l in 0..LANES {
+            let (hi0, lo0) = mulhilo(M0, c[0][l]);
+            let (hi1, lo1) = mulhilo(M1, c[2][l]);
+            let (c1, c3) = (c[1][l], c[3][l]);
+            c[0][l] = hi1 ^ c1 ^ k0;
+            c[1][l] = lo1;
+            c[2][l] = hi0 ^ c3 ^ k1;
+            c[3][l] = lo0;
+        }
+    }
+    c
+}
+
+/// Dimension 4·block + word of the output takes word `word` of block `block`.
+#[inline(always)]
+fn scatter_lanes<T: Copy>(vals: &[[T; LANES]; 4], b0: usize, out: &mut [T]) {
+    for l in 0..LANES {
+        for (w, v) in vals.iter().enumerate() {
+            if let Some(o) = out.get_mut(4 * (b0 + l) + w) {
+                *o = v[l];
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn uniforms_lanes(key: &NoiseKey, item: u32, sample: u32, out: &mut [f32]) {
+    for b0 in (0..out.len().div_ceil(4)).step_by(LANES) {
+        let c = philox_lanes(key, item, sample, b0);
+        let u: [[f32; LANES]; 4] = std::array::from_fn(|w| std::array::from_fn(|l| uniform_from_u32(c[w][l])));
+        scatter_lanes(&u, b0, out);
+    }
+}
+
+#[inline(always)]
+fn normals_lanes<T: crate::Real>(key: &NoiseKey, item: u32, sample: u32, out: &mut [T]) {
+    for b0 in (0..out.len().div_ceil(4)).step_by(LANES) {
+        let c = philox_lanes(key, item, sample, b0);
+        // Box–Muller on the word pairs (0, 1) and (2, 3) of every lane, as
+        // one flat loop of 2·LANES pairs.
+        let first: [u32; 2 * LANES] = std::array::from_fn(|i| c[2 * (i / LANES)][i % LANES]);
+        let second: [u32; 2 * LANES] = std::array::from_fn(|i| c[2 * (i / LANES) + 1][i % LANES]);
+        let (mut na, mut nb) = ([0f32; 2 * LANES], [0f32; 2 * LANES]);
+        for i in 0..2 * LANES {
+            (na[i], nb[i]) = normal_pair(first[i], second[i]);
+        }
+        let n: [[T; LANES]; 4] = std::array::from_fn(|w| {
+            let src = if w % 2 == 0 { &na } else { &nb };
+            std::array::from_fn(|l| T::of(src[(w / 2) * LANES + l] as f64))
+        });
+        scatter_lanes(&n, b0, out);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn uniforms_avx2(key: &NoiseKey, item: u32, sample: u32, out: &mut [f32]) {
+    uniforms_lanes(key, item, sample, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn uniforms_avx512(key: &NoiseKey, item: u32, sample: u32, out: &mut [f32]) {
+    uniforms_lanes(key, item, sample, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn normals_avx2<T: crate::Real>(key: &NoiseKey, item: u32, sample: u32, out: &mut [T]) {
+    normals_lanes(key, item, sample, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn normals_avx512<T: crate::Real>(key: &NoiseKey, item: u32, sample: u32, out: &mut [T]) {
+    normals_lanes(key, item, sample, out)
 }
 
 /// The order in which an epoch visits the training images (Fisher–Yates).
@@ -155,6 +257,24 @@ mod tests {
             philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
+    }
+
+    /// The lane-wise (vectorized) draws are the scalar Philox + Box–Muller, bit for bit.
+    #[test]
+    fn lanes_match_scalar_blocks() {
+        let key = NoiseKey::new(0x1234_5678_9abc, Stream::TrainEps, 17);
+        for len in [1, 3, 4, 42, 63, 64, 65, 784] {
+            let (mut u, mut n) = (vec![0f32; len], vec![0f32; len]);
+            key.uniforms(9, 4, &mut u);
+            key.normals(9, 4, &mut n);
+            for d in 0..len {
+                let w = key.block(9, 4, (d / 4) as u32);
+                assert_eq!(u[d].to_bits(), uniform_from_u32(w[d % 4]).to_bits(), "uniform {d} of {len}");
+                let pair = if d % 4 < 2 { normal_pair(w[0], w[1]) } else { normal_pair(w[2], w[3]) };
+                let want = if d % 2 == 0 { pair.0 } else { pair.1 };
+                assert_eq!(n[d].to_bits(), want.to_bits(), "normal {d} of {len}");
+            }
+        }
     }
 
     #[test]

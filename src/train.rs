@@ -9,6 +9,7 @@ use crate::model::checkpoint::{load_checkpoint, save_checkpoint, serialize_flat}
 use crate::model::{init_params, Layout, ModelConfig};
 use crate::network::Network;
 use crate::objective::{loss_and_grad, LatentKeys, Objective};
+use crate::ops::simd::{simd, Simd};
 use crate::ops::Par;
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
 use crate::rng::{epoch_permutation, NoiseKey, Stream};
@@ -264,19 +265,42 @@ struct Shard {
 
 /// grads = Σ_s weight_s · shard_s.grads, summed in shard order (so the result
 /// does not depend on how the elementwise work is split across threads).
-fn combine_gradients(grads: &mut [f32], shards: &[Shard], weights: &[f32]) {
+/// Returns whether every combined gradient is finite.
+fn combine_gradients(grads: &mut [f32], shards: &[Shard], weights: &[f32]) -> bool {
     const CHUNK: usize = 1 << 14;
-    grads.par_chunks_mut(CHUNK).enumerate().for_each(|(c, g)| {
-        let range = c * CHUNK..c * CHUNK + g.len();
-        for (v, &s) in g.iter_mut().zip(&shards[0].grads[range.clone()]) {
-            *v = s * weights[0];
+    let parts: Vec<&[f32]> = shards.iter().map(|sh| &sh.grads[..]).collect();
+    grads.par_chunks_mut(CHUNK).enumerate().all(|(c, g)| {
+        let start = c * CHUNK;
+        #[cfg(target_arch = "x86_64")]
+        if simd() == Simd::Avx512 {
+            // SAFETY: simd() reported that the CPU has these features.
+            return unsafe { combine_chunk_avx512(g, &parts, start, weights) };
         }
-        for (sh, &w) in shards.iter().zip(weights).skip(1) {
-            for (v, &s) in g.iter_mut().zip(&sh.grads[range.clone()]) {
-                *v += s * w;
-            }
+        combine_chunk(g, &parts, start, weights)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn combine_chunk_avx512(g: &mut [f32], parts: &[&[f32]], start: usize, weights: &[f32]) -> bool {
+    combine_chunk(g, parts, start, weights)
+}
+
+#[inline(always)]
+fn combine_chunk(g: &mut [f32], parts: &[&[f32]], start: usize, weights: &[f32]) -> bool {
+    let range = start..start + g.len();
+    for (v, &s) in g.iter_mut().zip(&parts[0][range.clone()]) {
+        *v = s * weights[0];
+    }
+    for (part, &w) in parts.iter().zip(weights).skip(1) {
+        for (v, &s) in g.iter_mut().zip(&part[range.clone()]) {
+            *v += s * w;
         }
-    });
+    }
+    // Non-finite means an all-ones exponent. An integer OR over the bits
+    // vectorizes (a short-circuiting any(), or a float reduction, does not).
+    const EXPONENT: u32 = 0x7f80_0000;
+    g.iter().fold(0u32, |acc, v| acc | u32::from(v.to_bits() & EXPONENT == EXPONENT)) == 0
 }
 
 /// The outcome of a training run.
@@ -395,8 +419,8 @@ pub fn train(
                 *w = (sh.items.len() as f64 / total) as f32;
             }
             let loss: f64 = shards.iter().map(|sh| sh.loss * sh.items.len() as f64 / total).sum();
-            combine_gradients(&mut grads, &shards, &weights);
-            if !loss.is_finite() || grads.iter().any(|g| !g.is_finite()) {
+            let grads_finite = combine_gradients(&mut grads, &shards, &weights);
+            if !loss.is_finite() || !grads_finite {
                 return Err(Error::NonFinite { epoch: epoch + 1, step: step + 1, loss });
             }
             opt.step(&mut params, &grads, lr as f32);

@@ -99,12 +99,13 @@ pub fn sincos_2pi(u: f32) -> (f32, f32) {
     let c = ((2.443_315_711_809_948e-5 * z - 1.388_731_625_493_765e-3) * z + 4.166_664_568_298_827e-2) * z * z
         - 0.5 * z
         + 1.0;
-    match (q as i32) & 3 {
-        0 => (s, c),
-        1 => (c, -s),
-        2 => (-s, -c),
-        _ => (-c, s),
-    }
+    // Quarter turn q: (s, c), (c, −s), (−s, −c), (−c, s) for q mod 4 = 0..3,
+    // as selects rather than a match so that loops over it vectorize.
+    let q = q as i32;
+    let (a, b) = if q & 1 == 0 { (s, c) } else { (c, s) };
+    let a = if q & 2 != 0 { -a } else { a };
+    let b = if (q ^ (q >> 1)) & 1 != 0 { -b } else { b };
+    (a, b)
 }
 
 #[cfg(test)]

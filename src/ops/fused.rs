@@ -10,6 +10,7 @@
 use super::grid::Warp;
 use super::grid_sample::{grid_sample_row, grid_sample_row_backward};
 use super::likelihood::{bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary, sigmoid_inplace};
+use super::simd::{simd, Simd};
 use crate::model::Transform;
 use crate::Real;
 
@@ -45,39 +46,6 @@ fn forward_row_avx2<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
 fn forward_row_avx512<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
     forward_row(warp, a, theta, x, binary, g)
-}
-
-/// The widest SIMD level this CPU offers, detected once.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Simd {
-    Baseline,
-    Avx2,
-    Avx512,
-}
-
-fn simd() -> Simd {
-    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let has = |f: &str| match f {
-                "avx512" => {
-                    std::is_x86_feature_detected!("avx512f")
-                        && std::is_x86_feature_detected!("avx512bw")
-                        && std::is_x86_feature_detected!("avx512dq")
-                        && std::is_x86_feature_detected!("avx512vl")
-                }
-                _ => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
-            };
-            if std::env::var_os("IWTVAE_NO_AVX512").is_none() && has("avx512") && has("avx2") {
-                return Simd::Avx512;
-            }
-            if has("avx2") {
-                return Simd::Avx2;
-            }
-        }
-        Simd::Baseline
-    })
 }
 
 /// Forward of one row: `a` holds the logits and becomes c; returns log p(x|z,u).

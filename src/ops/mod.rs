@@ -8,6 +8,7 @@ pub mod likelihood;
 pub mod linear;
 pub mod logsumexp;
 pub mod rows;
+pub mod simd;
 pub mod tps;
 
 pub use rows::Par;

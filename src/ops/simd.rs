@@ -1,0 +1,38 @@
+//! Run-time SIMD dispatch: hot elementwise loops are compiled a second and
+//! third time with AVX2 or AVX-512 enabled (`#[target_feature]` clones) and
+//! picked here, since the crate itself builds for baseline x86-64.
+//! `IWTVAE_NO_AVX512=1` caps the level at AVX2. Rust never contracts a·b+c
+//! into an FMA, so every clone computes the same bits.
+
+/// The widest SIMD level this CPU offers, detected once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+pub fn simd() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let has = |f: &str| match f {
+                "avx512" => {
+                    std::is_x86_feature_detected!("avx512f")
+                        && std::is_x86_feature_detected!("avx512bw")
+                        && std::is_x86_feature_detected!("avx512dq")
+                        && std::is_x86_feature_detected!("avx512vl")
+                }
+                _ => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            };
+            if std::env::var_os("IWTVAE_NO_AVX512").is_none() && has("avx512") && has("avx2") {
+                return Simd::Avx512;
+            }
+            if has("avx2") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Baseline
+    })
+}
