@@ -1,7 +1,13 @@
-// Fully connected layers in torch's layout: Y[M,N] = act(X[M,K] · W[N,K]ᵀ + b[N]).
-// A plain 64×64-tiled fp32 GEMM (each thread a 4×4 micro-tile, K in steps of
-// 16 through shared memory) with the bias and ReLU in the epilogue. The
-// decoder's big layer (fc3) does not come here: nll_fused.cu fuses it.
+// Fully connected layers in torch's layout, forward and backward; mirrors
+// src/ops/linear.rs:
+//   forward   Y[M,N] = act(X[M,K] · W[N,K]ᵀ + b[N])          linear_fwd
+//   backward  dX = dY · W,  dW = dYᵀ · X                      gemm_strided
+//             db = Σ_rows dY                                  col_sum
+//             dY *= relu'(Y)                                  relu_mask
+// Plain 64×64-tiled fp32 GEMMs (each thread a 4×4 micro-tile, K in steps of
+// 16 through shared memory). Every sum runs in a fixed order, so results are
+// deterministic. The evaluator's big layer (fc3) does not come here:
+// nll_fused.cu fuses it.
 #include "common.cuh"
 
 #define TILE 64
@@ -50,4 +56,70 @@ extern "C" __global__ void linear_fwd(const float* X, const float* W, const floa
       Y[(size_t)r * N + c] = relu ? fmaxf(v, 0.0f) : v;
     }
   }
+}
+
+// C[M,N] (row-major, leading dimension ldc) = A[M,K] · B[K,N] (+ C when
+// accumulate), with A and B given by strides (rs, cs): one kernel serves
+// dY·W (both row-major) and dYᵀ·X (A a transposed view). The tile loads put
+// consecutive threads along whichever of A's / B's dimensions is contiguous.
+extern "C" __global__ void gemm_strided(const float* A, long long rsa, long long csa, const float* B, long long rsb,
+                                        long long csb, float* C, int ldc, int M, int N, int K, int accumulate) {
+  __shared__ float as[KSTEP][TILE + 1];
+  __shared__ float bs[KSTEP][TILE + 1];
+  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // 256 threads
+  int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
+  bool a_rows_fast = (rsa == 1), b_cols_fast = (csb == 1);
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < K; k0 += KSTEP) {
+    for (int t = threadIdx.x; t < TILE * KSTEP; t += 256) {
+      int r = a_rows_fast ? t % TILE : t / KSTEP, kk = a_rows_fast ? t / TILE : t % KSTEP;
+      int gr = row0 + r, gk = k0 + kk;
+      as[kk][r] = (gr < M && gk < K) ? A[gr * rsa + gk * csa] : 0.0f;
+      int c = b_cols_fast ? t % TILE : t / KSTEP, kb = b_cols_fast ? t / TILE : t % KSTEP;
+      int gc = col0 + c, gkb = k0 + kb;
+      bs[kb][c] = (gc < N && gkb < K) ? B[gkb * rsb + gc * csb] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < KSTEP; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        a[i] = as[kk][ty * 4 + i];
+        b[i] = bs[kk][tx * 4 + i];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int r = row0 + ty * 4 + i;
+    if (r >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      int c = col0 + tx * 4 + j;
+      if (c >= N) continue;
+      float* dst = C + (size_t)r * ldc + c;
+      *dst = accumulate ? *dst + acc[i][j] : acc[i][j];
+    }
+  }
+}
+
+// out[c] = Σ_r dy[r, c] (+ out[c] when accumulate), rows in order.
+extern "C" __global__ void col_sum(const float* dy, float* out, int rows, int cols, int accumulate) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  float s = 0.0f;
+  for (int r = 0; r < rows; ++r) s += dy[(size_t)r * cols + c];
+  out[c] = accumulate ? out[c] + s : s;
+}
+
+// dy *= relu'(y) with y the layer's ReLU output (y > 0 ⇔ pre-activation > 0).
+extern "C" __global__ void relu_mask(const float* y, float* dy, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n && !(y[i] > 0.0f)) dy[i] = 0.0f;
 }

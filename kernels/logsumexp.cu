@@ -52,3 +52,67 @@ extern "C" __global__ void lse_fold(const float* logw, float* acc_max, float* ac
     acc_mean[b] += tot;
   }
 }
+
+// The training objectives (src/objective.rs), one warp per image b:
+// img_loss[b] (−bound of the image), coef_px[r] = ∂Loss/∂log p(x|z_r,u_r)
+// and coef_w[r] = ∂Loss/∂(latent terms of log w_r), Loss = mean_b img_loss.
+//   mode 0 iwae     img_loss = −(lse_s log w − ln k),   coef = −w̃ / B
+//   mode 1 elbo     img_loss = −mean_s log w,           coef = −1 / (B k)
+//   mode 2 elbo-kl  img_loss = −(log p(x|·) − KL),      coef_px = −1 / B, coef_w = 0 (k = 1)
+extern "C" __global__ void objective_terms(const float* logw, const float* logpx, const float* mu_z,
+                                           const float* ls_z, const float* mu_u, const float* ls_u, float* img_loss,
+                                           float* coef_px, float* coef_w, int images, int k, int Z, int U,
+                                           int mode) {
+  int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (b >= images) return;
+  const float* v = logw + (size_t)b * k;
+  float inv_b = 1.0f / (float)images;
+  if (mode == 0) {
+    float m = -INFINITY;
+    for (int s = lane; s < k; s += 32) m = fmaxf(m, v[s]);
+    m = warp_max(m);
+    float sum = 0.0f;
+    if (isfinite(m))
+      for (int s = lane; s < k; s += 32) sum += expf(v[s] - m);
+    sum = warp_sum(sum);
+    float l = isfinite(m) ? m + logf(sum) : m;
+    if (lane == 0) img_loss[b] = -(l - logf((float)k));
+    for (int s = lane; s < k; s += 32) {
+      float c = isfinite(l) ? -expf(v[s] - l) * inv_b : __int_as_float(0x7fc00000);
+      coef_px[(size_t)b * k + s] = c;
+      coef_w[(size_t)b * k + s] = c;
+    }
+  } else if (mode == 1) {
+    float tot = 0.0f;
+    for (int s = lane; s < k; s += 32) tot += v[s];
+    tot = warp_sum(tot);
+    if (lane == 0) img_loss[b] = -tot / (float)k;
+    float c = -inv_b / (float)k;
+    for (int s = lane; s < k; s += 32) {
+      coef_px[(size_t)b * k + s] = c;
+      coef_w[(size_t)b * k + s] = c;
+    }
+  } else {
+    float kl = 0.0f;
+    for (int d = lane; d < Z + U; d += 32) {
+      float m = d < Z ? mu_z[(size_t)b * Z + d] : mu_u[(size_t)b * U + d - Z];
+      float l = d < Z ? ls_z[(size_t)b * Z + d] : ls_u[(size_t)b * U + d - Z];
+      kl += 0.5f * (expf(2.0f * l) + m * m - 1.0f - 2.0f * l);
+    }
+    kl = warp_sum(kl);
+    if (lane == 0) {
+      img_loss[b] = -(logpx[b] - kl);
+      coef_px[b] = -inv_b;
+      coef_w[b] = 0.0f;
+    }
+  }
+}
+
+// out[0] = mean of v[0..n) (one warp; n is a batch size).
+extern "C" __global__ void mean_into(const float* v, float* out, int n) {
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < n; i += 32) s += v[i];
+  s = warp_sum(s);
+  if (threadIdx.x == 0) out[0] = s / (float)n;
+}

@@ -27,3 +27,21 @@ extern "C" __global__ void philox_normals(float* out, const uint32_t* items, int
   float n[4] = {a.x, a.y, b.x, b.y};
   for (int q = 0; q < 4 && 4 * j + q < dims; ++q) out[(size_t)r * dims + 4 * j + q] = n[q];
 }
+
+// Training targets x [B, D] of the images items[0..B) from the dataset's
+// bytes [n, D]: byte/255 (continuous) or, dynamically binarized, 1 where
+// uniform(item, sample 0, dim d) < byte/255, as src/data/dataset.rs.
+extern "C" __global__ void philox_targets(const uint8_t* images, const uint32_t* items, float* x, int B, int D,
+                                          int binarize, unsigned k0, unsigned k1, unsigned hi) {
+  int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= B * D) return;
+  int b = t / D, d = t % D;
+  uint32_t item = items[b];
+  float v = (float)images[(size_t)item * D + d] / 255.0f;
+  if (binarize) {
+    uint4 w = philox4x32_10(make_uint4((uint32_t)(d / 4), 0u, item, hi), make_uint2(k0, k1));
+    uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+    v = uniform_from_u32(ws[d % 4]) < v ? 1.0f : 0.0f;
+  }
+  x[t] = v;
+}

@@ -33,21 +33,14 @@ pub fn cuda_device_count() -> usize {
     std::panic::catch_unwind(|| cudarc::driver::CudaContext::device_count().unwrap_or(0)).unwrap_or(0).max(0) as usize
 }
 
-/// What is asked to run: the GPU evaluator exists; GPU training does not yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Workload {
-    Train,
-    Eval,
-}
-
 /// The outcome of `--device`: where to run, and a line to tell the user.
 pub struct Selection {
     pub device: Device,
     pub note: Option<String>,
 }
 
-/// Resolve `--device` (`cpu`, `auto`, or `cuda[:i]`) for a workload.
-pub fn select(spec: &str, workload: Workload) -> Result<Selection> {
+/// Resolve `--device` (`cpu`, `auto`, or `cuda[:i]`).
+pub fn select(spec: &str) -> Result<Selection> {
     let cuda_index = |s: &str| -> Result<usize> {
         match s.strip_prefix("cuda") {
             Some("") => Ok(0),
@@ -58,20 +51,17 @@ pub fn select(spec: &str, workload: Workload) -> Result<Selection> {
             None => Err(Error::Device(format!("--device {s:?}: expected auto, cpu or cuda[:i]"))),
         }
     };
-    let gpu_runs = workload == Workload::Eval;
     match spec {
         "cpu" => Ok(Selection { device: Device::Cpu, note: None }),
         "auto" => {
             let gpus = if CUDA_KERNELS { cuda_device_count() } else { 0 };
-            if gpus > 0 && gpu_runs {
+            if gpus > 0 {
                 return Ok(Selection { device: Device::Cuda(0), note: None });
             }
             let why = if !CUDA_KERNELS {
                 "this build has no CUDA kernels (nvcc was not found at build time)"
-            } else if gpus == 0 {
-                "no CUDA GPU found"
             } else {
-                "GPU training is not implemented yet"
+                "no CUDA GPU found"
             };
             Ok(Selection { device: Device::Cpu, note: Some(format!("running on the CPU: {why}")) })
         }
@@ -85,11 +75,6 @@ pub fn select(spec: &str, workload: Workload) -> Result<Selection> {
             let n = cuda_device_count();
             if i >= n {
                 return Err(Error::Device(format!("--device {s}: no usable CUDA GPU at index {i} ({n} found)")));
-            }
-            if !gpu_runs {
-                return Err(Error::Device(format!(
-                    "--device {s}: GPU training is not implemented yet; use --device cpu"
-                )));
             }
             Ok(Selection { device: Device::Cuda(i), note: None })
         }

@@ -8,6 +8,7 @@
 //! estimate depends on nothing but its index, the seed and the checkpoint
 //! (not the batch size, the thread count or the other images).
 use crate::data::{Binarize, Dataset};
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::network::{Network, Workspace};
 use crate::objective::LatentKeys;
@@ -222,4 +223,21 @@ pub fn per_image_csv(rows: &[ImageEstimate]) -> String {
         ));
     }
     s
+}
+
+/// `evaluate` on a chosen device (the GPU evaluator is crate::cuda's).
+pub fn evaluate_on(
+    device: Device,
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    opts: &EvalOptions,
+) -> Result<(EvalReport, Vec<ImageEstimate>)> {
+    match device {
+        Device::Cpu => evaluate(net, params, data, opts),
+        #[cfg(iwtvae_cuda)]
+        Device::Cuda(i) => crate::cuda::Gpu::new(i)?.evaluate(net, params, data, opts),
+        #[cfg(not(iwtvae_cuda))]
+        Device::Cuda(_) => Err(Error::Device("this build has no CUDA kernels".into())),
+    }
 }

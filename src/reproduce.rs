@@ -7,11 +7,11 @@
 //! checkpoint resumes, so an interrupted `reproduce` continues where it stopped.
 use crate::data::{Binarize, Dataset, Split};
 use crate::error::{Error, Result};
-use crate::eval::{evaluate, EvalOptions, EvalReport, DEFAULT_CHUNK};
+use crate::eval::{evaluate_on, EvalOptions, EvalReport, DEFAULT_CHUNK};
 use crate::fsutil::atomic_write;
 use crate::model::checkpoint::load_checkpoint;
 use crate::network::Network;
-use crate::train::{train, Progress, TrainConfig};
+use crate::train::{train_on, Progress, TrainConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -100,6 +100,8 @@ pub struct ReproduceOptions {
     pub machine: String,
     /// Use only the first N training and test images (a quick smoke run).
     pub limit: Option<usize>,
+    /// Where training and evaluation run.
+    pub device: crate::device::Device,
 }
 
 /// One finished run: what it was, what it gave, what it cost.
@@ -195,7 +197,7 @@ fn one_run(
     let data = Dataset::load(&opts.data, Split::Train, opts.limit)?;
     let mut sink = progress.epochs(spec);
     let t0 = Instant::now();
-    let trained = train(&cfg, &data, &dir, resume, sink.as_mut())?;
+    let trained = train_on(opts.device, &cfg, &data, &dir, resume, sink.as_mut())?;
     let mut train_seconds = t0.elapsed().as_secs_f64();
     // Time spent before an interruption is in the log.
     if resume {
@@ -207,7 +209,7 @@ fn one_run(
     let ck = load_checkpoint(&dir.join("checkpoint.safetensors"))?;
     let net = Network::<f32>::new(trained.layout);
     let eval_opts = EvalOptions { k: opts.eval_k, chunk: DEFAULT_CHUNK, binarize, seed: opts.seed };
-    let (report, _): (EvalReport, _) = evaluate(&net, &ck.params, &test, &eval_opts)?;
+    let (report, _): (EvalReport, _) = evaluate_on(opts.device, &net, &ck.params, &test, &eval_opts)?;
     atomic_write(&dir.join("eval.json"), serde_json::to_string_pretty(&report).expect("serialises").as_bytes())?;
     let result = RunResult {
         name: spec.name.into(),

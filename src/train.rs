@@ -3,6 +3,7 @@
 //! that continues bit-identically (all noise is keyed by epoch and image;
 //! parameters and optimizer state are saved exactly).
 use crate::data::{Binarize, Dataset};
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::fsutil::atomic_write;
 use crate::model::checkpoint::{load_checkpoint, save_checkpoint, serialize_flat};
@@ -255,6 +256,136 @@ fn append_log(path: &Path, line: &EpochLog) -> Result<()> {
     writeln!(f, "{}", serde_json::to_string(line).expect("log serialises")).map_err(|e| Error::io(path, e))
 }
 
+/// One epoch's fixed inputs: its index, learning rate, image order and noise keys.
+pub struct EpochPlan<'a> {
+    pub epoch: usize,
+    pub lr: f64,
+    pub perm: &'a [u32],
+    pub bin_key: NoiseKey,
+    pub keys: LatentKeys,
+}
+
+/// What runs an epoch's optimizer steps: the CPU shards below, or the GPU
+/// (crate::cuda::train). The loop around it (logs, checkpoints, resume)
+/// is shared. `params` and `opt` hold the state at the end of the epoch.
+pub trait Engine {
+    /// Runs one step per batch of `plan.perm` and returns each step's loss
+    /// (mean over the batch's images); a non-finite loss or gradient is
+    /// `Error::NonFinite` naming the epoch and step.
+    fn run_epoch(
+        &mut self,
+        plan: &EpochPlan,
+        params: &mut [f32],
+        opt: &mut Optimizer,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<f64>>;
+}
+
+/// The CPU engine: each batch split into contiguous shards that run in
+/// parallel (one thread each), their gradients combined in shard order.
+struct CpuEngine<'a> {
+    net: Network<f32>,
+    shards: Vec<Shard>,
+    grads: Vec<f32>,
+    weights: Vec<f32>,
+    data: &'a Dataset,
+    obj: Objective,
+    binarize: Binarize,
+    k: usize,
+    batch_size: usize,
+}
+
+impl<'a> CpuEngine<'a> {
+    fn new(layout: &Layout, cfg: &TrainConfig, data: &'a Dataset, obj: Objective, binarize: Binarize) -> Self {
+        let net = Network::<f32>::new(layout.clone());
+        let shard_count = cfg.shards.min(cfg.batch_size);
+        let shard_cap = cfg.batch_size.div_ceil(shard_count);
+        let shards = (0..shard_count)
+            .map(|_| Shard {
+                ws: net.workspace(shard_cap, cfg.k, true),
+                grads: vec![0f32; layout.total],
+                items: Vec::with_capacity(shard_cap),
+                loss: 0.0,
+            })
+            .collect();
+        CpuEngine {
+            net,
+            shards,
+            grads: vec![0f32; layout.total],
+            weights: vec![0f32; shard_count],
+            data,
+            obj,
+            binarize,
+            k: cfg.k,
+            batch_size: cfg.batch_size,
+        }
+    }
+}
+
+impl Engine for CpuEngine<'_> {
+    fn run_epoch(
+        &mut self,
+        plan: &EpochPlan,
+        params: &mut [f32],
+        opt: &mut Optimizer,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<f64>> {
+        let CpuEngine { net, shards, grads, weights, data, obj, binarize, k, batch_size } = self;
+        let (data, obj, binarize, k) = (*data, *obj, *binarize, *k);
+        let shard_count = shards.len();
+        let mut step_losses = Vec::with_capacity(plan.perm.len().div_ceil(*batch_size));
+        for (step, batch) in plan.perm.chunks(*batch_size).enumerate() {
+            let per = batch.len().div_ceil(shard_count);
+            let params_now: &[f32] = params;
+            shards.par_iter_mut().enumerate().for_each(|(s, sh)| {
+                let part = &batch[(s * per).min(batch.len())..((s + 1) * per).min(batch.len())];
+                sh.items.clear();
+                sh.items.extend_from_slice(part);
+                sh.grads.iter_mut().for_each(|g| *g = 0.0);
+                sh.loss = 0.0;
+                if part.is_empty() {
+                    return;
+                }
+                let d = data.pixels();
+                for (b, &i) in part.iter().enumerate() {
+                    data.targets(
+                        i as usize,
+                        binarize,
+                        plan.bin_key,
+                        &mut sh.ws.scratch_u32,
+                        &mut sh.ws.x[b * d..(b + 1) * d],
+                    );
+                }
+                sh.loss = loss_and_grad(
+                    net,
+                    params_now,
+                    Some(&mut sh.grads),
+                    &mut sh.ws,
+                    &sh.items,
+                    k,
+                    obj,
+                    plan.keys,
+                    Par::Seq,
+                );
+            });
+            // Each shard's loss is a mean over its images: weight by share.
+            let total = batch.len() as f64;
+            for (w, sh) in weights.iter_mut().zip(shards.iter()) {
+                *w = (sh.items.len() as f64 / total) as f32;
+            }
+            let loss: f64 = shards.iter().map(|sh| sh.loss * sh.items.len() as f64 / total).sum();
+            let grads_finite = combine_gradients(grads, shards, weights);
+            if !loss.is_finite() || !grads_finite {
+                return Err(Error::NonFinite { epoch: plan.epoch + 1, step: step + 1, loss });
+            }
+            opt.step(params, grads, plan.lr as f32);
+            step_losses.push(loss);
+            progress.step(loss, batch.len());
+        }
+        Ok(step_losses)
+    }
+}
+
 /// One shard of a batch: its images, workspace and gradient.
 struct Shard {
     ws: crate::network::Workspace<f32>,
@@ -310,8 +441,22 @@ pub struct Trained {
     pub logs: Vec<EpochLog>,
 }
 
-/// Train on `data` into `out`; with `resume`, continue the run found there.
+/// Train on `data` into `out` on the CPU; with `resume`, continue the run found there.
 pub fn train(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    out: &Path,
+    resume: bool,
+    progress: &mut dyn Progress,
+) -> Result<Trained> {
+    train_on(Device::Cpu, cfg, data, out, resume, progress)
+}
+
+/// `train` on a chosen device. The GPU runs the same steps on the same noise;
+/// its sums differ from the CPU's in rounding (and its scatter-adds in
+/// order), so a GPU run matches a CPU run to tolerance, not bit for bit.
+pub fn train_on(
+    device: Device,
     cfg: &TrainConfig,
     data: &Dataset,
     out: &Path,
@@ -351,19 +496,13 @@ pub fn train(
     let cfg = &cfg;
     atomic_write(&paths.config, serde_json::to_string_pretty(cfg).expect("config serialises").as_bytes())?;
 
-    let net = Network::<f32>::new(layout.clone());
-    let shard_count = cfg.shards.min(cfg.batch_size);
-    let shard_cap = cfg.batch_size.div_ceil(shard_count);
-    let mut shards: Vec<Shard> = (0..shard_count)
-        .map(|_| Shard {
-            ws: net.workspace(shard_cap, cfg.k, true),
-            grads: vec![0f32; layout.total],
-            items: Vec::with_capacity(shard_cap),
-            loss: 0.0,
-        })
-        .collect();
-    let mut grads = vec![0f32; layout.total];
-    let mut weights = vec![0f32; shard_count];
+    let mut engine: Box<dyn Engine + '_> = match device {
+        Device::Cpu => Box::new(CpuEngine::new(&layout, cfg, data, obj, binarize)),
+        #[cfg(iwtvae_cuda)]
+        Device::Cuda(i) => Box::new(crate::cuda::train::GpuEngine::new(i, &layout, cfg, data, &params, &opt)?),
+        #[cfg(not(iwtvae_cuda))]
+        Device::Cuda(_) => return Err(Error::Device("this build has no CUDA kernels".into())),
+    };
     let n = data.len();
     let steps = n.div_ceil(cfg.batch_size);
     let mut logs = Vec::new();
@@ -371,63 +510,21 @@ pub fn train(
         let t0 = Instant::now();
         let lr = schedule.lr(cfg.lr, epoch, cfg.epochs);
         let e32 = epoch as u32;
-        let bin_key = NoiseKey::new(cfg.seed, Stream::TrainBinarize, e32);
-        let keys = LatentKeys {
-            eps: NoiseKey::new(cfg.seed, Stream::TrainEps, e32),
-            eta: NoiseKey::new(cfg.seed, Stream::TrainEta, e32),
-        };
         let perm = epoch_permutation(cfg.seed, e32, n);
+        let plan = EpochPlan {
+            epoch,
+            lr,
+            perm: &perm,
+            bin_key: NoiseKey::new(cfg.seed, Stream::TrainBinarize, e32),
+            keys: LatentKeys {
+                eps: NoiseKey::new(cfg.seed, Stream::TrainEps, e32),
+                eta: NoiseKey::new(cfg.seed, Stream::TrainEta, e32),
+            },
+        };
         progress.epoch_start(epoch, cfg.epochs, steps);
-        let mut loss_sum = 0.0;
-        let mut step_losses = Vec::with_capacity(steps);
-        for (step, batch) in perm.chunks(cfg.batch_size).enumerate() {
-            let per = batch.len().div_ceil(shard_count);
-            shards.par_iter_mut().enumerate().for_each(|(s, sh)| {
-                let part = &batch[(s * per).min(batch.len())..((s + 1) * per).min(batch.len())];
-                sh.items.clear();
-                sh.items.extend_from_slice(part);
-                sh.grads.iter_mut().for_each(|g| *g = 0.0);
-                sh.loss = 0.0;
-                if part.is_empty() {
-                    return;
-                }
-                let d = data.pixels();
-                for (b, &i) in part.iter().enumerate() {
-                    data.targets(
-                        i as usize,
-                        binarize,
-                        bin_key,
-                        &mut sh.ws.scratch_u32,
-                        &mut sh.ws.x[b * d..(b + 1) * d],
-                    );
-                }
-                sh.loss = loss_and_grad(
-                    &net,
-                    &params,
-                    Some(&mut sh.grads),
-                    &mut sh.ws,
-                    &sh.items,
-                    cfg.k,
-                    obj,
-                    keys,
-                    Par::Seq,
-                );
-            });
-            // Each shard's loss is a mean over its images: weight by share.
-            let total = batch.len() as f64;
-            for (w, sh) in weights.iter_mut().zip(&shards) {
-                *w = (sh.items.len() as f64 / total) as f32;
-            }
-            let loss: f64 = shards.iter().map(|sh| sh.loss * sh.items.len() as f64 / total).sum();
-            let grads_finite = combine_gradients(&mut grads, &shards, &weights);
-            if !loss.is_finite() || !grads_finite {
-                return Err(Error::NonFinite { epoch: epoch + 1, step: step + 1, loss });
-            }
-            opt.step(&mut params, &grads, lr as f32);
-            loss_sum += loss * total;
-            step_losses.push(loss);
-            progress.step(loss, batch.len());
-        }
+        let step_losses = engine.run_epoch(&plan, &mut params, &mut opt, progress)?;
+        let loss_sum: f64 =
+            step_losses.iter().zip(perm.chunks(cfg.batch_size)).map(|(l, batch)| l * batch.len() as f64).sum();
         let seconds = t0.elapsed().as_secs_f64();
         let edge = (step_losses.len() / 10).clamp(1, 10);
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;

@@ -243,4 +243,147 @@ mod gpu {
         close("square_avg", &sq, &opt.s1, 1e-6);
         close("acc_delta", &acc, &opt.s2, 1e-6);
     }
+
+    /// MNIST from IWTVAE_DATA, ./data/mnist or the build tree.
+    fn mnist(split: iwtvae::data::Split, limit: usize) -> Option<iwtvae::data::Dataset> {
+        let dirs = [
+            std::env::var("IWTVAE_DATA").unwrap_or_default(),
+            "data/mnist".into(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist").into(),
+        ];
+        dirs.iter()
+            .filter(|d| !d.is_empty())
+            .find_map(|d| iwtvae::data::Dataset::load(std::path::Path::new(d), split, Some(limit)).ok())
+    }
+
+    /// One whole training step on the GPU against the CPU spec, from the same
+    /// parameters, optimizer state, batch and noise keys: the loss, the
+    /// gradient and the updated parameters and optimizer state. The GPU sums
+    /// in other orders (tiled GEMMs, warp reductions, shared-memory atomics
+    /// in the sampler's scatter) and contracts FMAs, so values agree to f32
+    /// rounding amplified by the depth of the network: 1e-4 relative on the
+    /// loss, and on every gradient 2e-3 of the largest gradient of its tensor
+    /// (the noise floor of a 500-row f32 sum of mixed-sign terms); Adadelta's
+    /// first step divides by √(0.1·g² + 1e-6), so the parameter updates
+    /// move by at most the gradients' error (see below).
+    #[test]
+    fn training_step_matches_cpu() {
+        use iwtvae::model::{init_params, Layout};
+        use iwtvae::network::Network;
+        use iwtvae::objective::{loss_and_grad, LatentKeys, Objective};
+        use iwtvae::train::{EpochPlan, TrainConfig};
+        let Some(_) = gpu() else { return };
+        let Some(data) = mnist(iwtvae::data::Split::Train, 64) else {
+            super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
+            return;
+        };
+        for (transform, objective, k, binarize) in [
+            ("tps", "iwae", 5, "dynamic"),
+            ("affine", "elbo", 3, "dynamic"),
+            ("none", "elbo-kl", 1, "none"),
+            ("tps", "elbo-kl", 1, "none"),
+        ] {
+            let cfg = TrainConfig {
+                transform: transform.into(),
+                z_dim: 10,
+                u_dim: if transform == "none" { 0 } else { 6 },
+                hidden: 48,
+                tps_grid: 3,
+                objective: objective.into(),
+                k,
+                epochs: 1,
+                batch_size: 24,
+                optimizer: "adadelta".into(),
+                schedule: "constant".into(),
+                lr: 1.0,
+                binarize: binarize.into(),
+                limit_train: Some(64),
+                seed: 11,
+                shards: 1,
+                theta_init: "torch".into(),
+            };
+            let layout = Layout::new(cfg.model_config(28, 28).unwrap());
+            let params = init_params::<f32>(&layout, cfg.seed);
+            let opt = Optimizer::new(OptimizerKind::Adadelta, layout.total);
+            let items: Vec<u32> = (0..24u32).map(|i| (i * 37) % 64).collect();
+            let plan = EpochPlan {
+                epoch: 2,
+                lr: 1.0,
+                perm: &items,
+                bin_key: NoiseKey::new(cfg.seed, Stream::TrainBinarize, 2),
+                keys: LatentKeys {
+                    eps: NoiseKey::new(cfg.seed, Stream::TrainEps, 2),
+                    eta: NoiseKey::new(cfg.seed, Stream::TrainEta, 2),
+                },
+            };
+            // CPU: the spec.
+            let net = Network::<f32>::new(layout.clone());
+            let mut ws = net.workspace(items.len(), k, true);
+            let d = data.pixels();
+            let mut scratch = vec![0f32; d];
+            for (b, &i) in items.iter().enumerate() {
+                data.targets(
+                    i as usize,
+                    cfg.binarize().unwrap(),
+                    plan.bin_key,
+                    &mut scratch,
+                    &mut ws.x[b * d..(b + 1) * d],
+                );
+            }
+            let mut cpu_grads = vec![0f32; layout.total];
+            let obj = Objective::parse(objective).unwrap();
+            let cpu_loss = loss_and_grad(
+                &net,
+                &params,
+                Some(&mut cpu_grads),
+                &mut ws,
+                &items,
+                k,
+                obj,
+                plan.keys,
+                iwtvae::ops::Par::Seq,
+            );
+            let mut cpu_params = params.clone();
+            let mut cpu_opt = opt.clone();
+            cpu_opt.step(&mut cpu_params, &cpu_grads, 1.0);
+            // GPU.
+            let mut engine = iwtvae::cuda::train::GpuEngine::new(0, &layout, &cfg, &data, &params, &opt).unwrap();
+            let gpu_loss = engine.single_step(&items, &plan).unwrap();
+            let gpu_grads = engine.gradients().unwrap();
+            let (mut gpu_params, mut gpu_opt) = (vec![0f32; layout.total], opt.clone());
+            engine.state(&mut gpu_params, &mut gpu_opt).unwrap();
+            let name = format!("{transform}/{objective}");
+            assert!(
+                ((gpu_loss as f64) - cpu_loss).abs() <= 1e-4 * cpu_loss.abs(),
+                "{name}: loss gpu {gpu_loss} cpu {cpu_loss}"
+            );
+            for e in &layout.entries {
+                let r = e.offset..e.offset + e.len;
+                let scale = cpu_grads[r.clone()].iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                for i in r.clone() {
+                    assert!(
+                        (gpu_grads[i] - cpu_grads[i]).abs() <= 2e-3 * scale,
+                        "{name}: grad {}[{}]: gpu {} cpu {} (scale {scale})",
+                        e.name,
+                        i - e.offset,
+                        gpu_grads[i],
+                        cpu_grads[i]
+                    );
+                    // Adadelta's first step is δ(g) = 1e-3·g/√(0.1g² + 1e-6): |δ'| ≤ 1 and
+                    // |δ| < 3.2e-3, so |Δδ| ≤ min(|Δg|, 6.4e-3).
+                    let ptol = (2e-3 * scale).min(6.4e-3) + 1e-7;
+                    assert!(
+                        (gpu_params[i] - cpu_params[i]).abs() <= ptol,
+                        "{name}: param {}[{}]: gpu {} cpu {} (from {})",
+                        e.name,
+                        i - e.offset,
+                        gpu_params[i],
+                        cpu_params[i],
+                        params[i]
+                    );
+                }
+            }
+            close(&format!("{name}: square_avg"), &gpu_opt.s1, &cpu_opt.s1, 2e-3);
+        }
+    }
 }

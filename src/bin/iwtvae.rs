@@ -5,12 +5,12 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use iwtvae::data::{Dataset, Split};
-use iwtvae::eval::{evaluate, per_image_csv, EvalOptions, DEFAULT_CHUNK};
+use iwtvae::eval::{evaluate_on, per_image_csv, EvalOptions, DEFAULT_CHUNK};
 use iwtvae::fsutil::atomic_write;
 use iwtvae::model::checkpoint::load_checkpoint;
 use iwtvae::network::Network;
 use iwtvae::optim::OptimizerKind;
-use iwtvae::train::{parse_binarize, train, EpochLog, Progress, TrainConfig};
+use iwtvae::train::{parse_binarize, train_on, EpochLog, Progress, TrainConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -187,12 +187,12 @@ struct EvalArgs {
     per_image: Option<PathBuf>,
 }
 
-fn setup(common: &Common, workload: iwtvae::device::Workload) -> Result<iwtvae::device::Device> {
+fn setup(common: &Common) -> Result<iwtvae::device::Device> {
     if let Some(t) = common.threads {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("--threads: starting the thread pool")?;
     }
-    let sel = iwtvae::device::select(&common.device, workload)?;
+    let sel = iwtvae::device::select(&common.device)?;
     if let Some(note) = sel.note {
         eprintln!("{note} ({} threads)", rayon::current_num_threads());
     }
@@ -252,7 +252,7 @@ fn print_report(r: &iwtvae::eval::EvalReport) {
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
-    setup(&a.common, iwtvae::device::Workload::Train)?;
+    let device = setup(&a.common)?;
     let optimizer = OptimizerKind::parse(&a.optimizer)?;
     let objective = iwtvae::objective::Objective::parse(&a.objective)?;
     let cfg = TrainConfig {
@@ -290,13 +290,13 @@ fn run_train(a: TrainArgs) -> Result<()> {
         a.out.display()
     );
     let mut bar = Bar { bar: None, start: Instant::now(), images: 0, quiet: false };
-    let trained = train(&cfg, &data, &a.out, a.resume, &mut bar)?;
+    let trained = train_on(device, &cfg, &data, &a.out, a.resume, &mut bar)?;
     if a.eval_k > 0 {
         let test = Dataset::load(&a.common.data, Split::Test, None).context("loading the test set (--data)")?;
         eprintln!("evaluating on {} test images with k = {} ...", test.len(), a.eval_k);
         let net = Network::<f32>::new(trained.layout.clone());
         let opts = EvalOptions { k: a.eval_k, chunk: DEFAULT_CHUNK, binarize: cfg.binarize()?, seed: a.common.seed };
-        let (report, _) = evaluate(&net, &trained.params, &test, &opts)?;
+        let (report, _) = evaluate_on(device, &net, &trained.params, &test, &opts)?;
         let path = a.out.join("eval.json");
         atomic_write(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
         print_report(&report);
@@ -305,31 +305,8 @@ fn run_train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-#[cfg(iwtvae_cuda)]
-fn gpu_evaluate(
-    i: usize,
-    net: &Network<f32>,
-    params: &[f32],
-    data: &Dataset,
-    opts: &EvalOptions,
-) -> Result<(iwtvae::eval::EvalReport, Vec<iwtvae::eval::ImageEstimate>)> {
-    let gpu = iwtvae::cuda::Gpu::new(i)?;
-    Ok(gpu.evaluate(net, params, data, opts)?)
-}
-
-#[cfg(not(iwtvae_cuda))]
-fn gpu_evaluate(
-    _: usize,
-    _: &Network<f32>,
-    _: &[f32],
-    _: &Dataset,
-    _: &EvalOptions,
-) -> Result<(iwtvae::eval::EvalReport, Vec<iwtvae::eval::ImageEstimate>)> {
-    anyhow::bail!("this build has no CUDA kernels")
-}
-
 fn run_eval(a: EvalArgs) -> Result<()> {
-    let device = setup(&a.common, iwtvae::device::Workload::Eval)?;
+    let device = setup(&a.common)?;
     let split = match a.split.as_str() {
         "test" => Split::Test,
         "train" => Split::Train,
@@ -342,10 +319,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
     let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed };
-    let (report, rows) = match device {
-        iwtvae::device::Device::Cpu => evaluate(&net, &ck.params, &data, &opts)?,
-        iwtvae::device::Device::Cuda(i) => gpu_evaluate(i, &net, &ck.params, &data, &opts)?,
-    };
+    let (report, rows) = evaluate_on(device, &net, &ck.params, &data, &opts)?;
     if let Some(p) = &a.per_image {
         atomic_write(p, per_image_csv(&rows).as_bytes()).context("--per-image")?;
     }
@@ -413,7 +387,8 @@ impl iwtvae::reproduce::ReproduceProgress for ReproduceLines {
 }
 
 fn run_reproduce(a: ReproduceArgs) -> Result<()> {
-    if let Some(note) = iwtvae::device::select(&a.device, iwtvae::device::Workload::Train)?.note {
+    let selection = iwtvae::device::select(&a.device)?;
+    if let Some(note) = &selection.note {
         eprintln!("{note}");
     }
     anyhow::ensure!(a.jobs >= 1, "--jobs must be at least 1");
@@ -430,6 +405,7 @@ fn run_reproduce(a: ReproduceArgs) -> Result<()> {
         threads,
         machine: iwtvae::reproduce::machine_description(threads),
         limit: a.limit,
+        device: selection.device,
     };
     eprintln!("reproducing the seed's tables into {} on {}", a.out.display(), opts.machine);
     let results = iwtvae::reproduce::reproduce(&opts, &ReproduceLines { start: Instant::now() })?;

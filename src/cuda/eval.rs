@@ -30,7 +30,7 @@ struct DeviceModel {
 }
 
 impl Gpu {
-    fn linear(
+    pub(super) fn linear(
         &self,
         x: &CudaSlice<f32>,
         params: &CudaSlice<f32>,
@@ -60,7 +60,7 @@ impl Gpu {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn normals_into(
+    pub(super) fn normals_into(
         &self,
         key: NoiseKey,
         items: &CudaSlice<u32>,

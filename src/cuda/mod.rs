@@ -21,16 +21,19 @@ macro_rules! fatbin {
 
 /// (module, fatbin, kernels).
 const MODULES: &[(&str, &[u8], &[&str])] = &[
-    ("philox", fatbin!("philox"), &["philox_uniforms", "philox_normals"]),
+    ("philox", fatbin!("philox"), &["philox_uniforms", "philox_normals", "philox_targets"]),
     ("grid_sample", fatbin!("grid_sample"), &["grid_sample_fwd", "grid_sample_bwd"]),
     ("grid", fatbin!("grid"), &["grid_fwd"]),
-    ("logsumexp", fatbin!("logsumexp"), &["iwae_weights", "lse_fold"]),
-    ("optim", fatbin!("optim"), &["adadelta_step", "adam_step"]),
-    ("linear", fatbin!("linear"), &["linear_fwd"]),
+    ("logsumexp", fatbin!("logsumexp"), &["iwae_weights", "lse_fold", "objective_terms", "mean_into"]),
+    ("optim", fatbin!("optim"), &["adadelta_step", "adam_step", "adam_step_dev", "count_step", "flag_nonfinite"]),
+    ("linear", fatbin!("linear"), &["linear_fwd", "gemm_strided", "col_sum", "relu_mask"]),
+    ("decode_row", fatbin!("decode_row"), &["decode_row_fwd", "decode_row_bwd"]),
+    ("latent", fatbin!("latent"), &["encoder_heads", "latent_bwd"]),
     ("nll_fused", fatbin!("nll_fused"), &["nll_fc3_fused", "reparam_latents", "add_theta_id"]),
 ];
 
 mod eval;
+pub mod train;
 
 fn dev(e: impl std::fmt::Display) -> Error {
     Error::Device(e.to_string())
@@ -52,7 +55,12 @@ impl Gpu {
             return Err(Error::Device(format!("no usable CUDA GPU at index {ordinal} ({n} found)")));
         }
         let ctx = CudaContext::new(ordinal).map_err(dev)?;
-        let stream = ctx.default_stream();
+        // SAFETY: each Gpu uses one stream of its own, so cudarc's
+        // cross-stream events are not needed; they would also be recorded
+        // into captured CUDA graphs. A non-default stream, since the legacy
+        // default stream cannot be captured.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(dev)?;
         let mut modules = Vec::new();
         let mut functions = std::collections::HashMap::new();
         for (name, image, kernels) in MODULES {

@@ -1,0 +1,594 @@
+//! Training on the GPU: the order of operations of `Network::{encode, decode,
+//! backward}` and `objective::loss_and_coefficients`, written over the
+//! kernels, with every buffer resident on the device. The dataset's bytes
+//! are uploaded once; a step reads only its batch's item indices.
+//!
+//! A full batch is captured once per epoch as a CUDA graph (the epoch fixes
+//! the noise keys and the learning rate) and replayed every step, so batch
+//! 100 is not bound by ~40 kernel launches per step; a smaller last batch
+//! runs the same launches directly. Step losses go to a device array read
+//! back every few steps for the progress bar and in full at the epoch's end.
+use super::{dev, Gpu};
+use crate::data::{Binarize, Dataset};
+use crate::error::{Error, Result};
+use crate::model::{Layout, LinearSlot, Transform};
+use crate::network::Network;
+use crate::objective::Objective;
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::rng::NoiseKey;
+use crate::train::{Engine, EpochPlan, Progress, TrainConfig};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig, PushKernelArg};
+
+/// Steps between progress read-backs (each one waits for the GPU).
+const PROGRESS_EVERY: usize = 25;
+
+/// Model dimensions as the kernels take them.
+#[derive(Clone, Copy)]
+struct Dims {
+    d: usize,
+    hd: usize,
+    z: usize,
+    u: usize,
+    t: usize,
+    nb: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+}
+
+/// Every device buffer of one step, sized for the full batch.
+struct Buffers {
+    images: CudaSlice<u8>,
+    items: CudaSlice<u32>,
+    x: CudaSlice<f32>,
+    h1: CudaSlice<f32>,
+    h2: CudaSlice<f32>,
+    mu_z: CudaSlice<f32>,
+    ls_z_raw: CudaSlice<f32>,
+    ls_z: CudaSlice<f32>,
+    mu_u_pre: CudaSlice<f32>,
+    mu_u: CudaSlice<f32>,
+    ls_u_raw: CudaSlice<f32>,
+    ls_u: CudaSlice<f32>,
+    eps: CudaSlice<f32>,
+    eta: CudaSlice<f32>,
+    z: CudaSlice<f32>,
+    u: CudaSlice<f32>,
+    lw_latent: CudaSlice<f32>,
+    theta: CudaSlice<f32>,
+    d1: CudaSlice<f32>,
+    d2: CudaSlice<f32>,
+    /// Decoder logits, then c (sigmoid in place).
+    c: CudaSlice<f32>,
+    logpx: CudaSlice<f32>,
+    logw: CudaSlice<f32>,
+    img_loss: CudaSlice<f32>,
+    coef_px: CudaSlice<f32>,
+    coef_w: CudaSlice<f32>,
+    dc: CudaSlice<f32>,
+    dtheta: CudaSlice<f32>,
+    dd1: CudaSlice<f32>,
+    dd2: CudaSlice<f32>,
+    dz: CudaSlice<f32>,
+    du: CudaSlice<f32>,
+    dmu_z: CudaSlice<f32>,
+    dls_z: CudaSlice<f32>,
+    dmu_u: CudaSlice<f32>,
+    dls_u: CudaSlice<f32>,
+    dh1: CudaSlice<f32>,
+    dh2: CudaSlice<f32>,
+    basis: CudaSlice<f32>,
+    theta_id: CudaSlice<f32>,
+    params: CudaSlice<f32>,
+    grads: CudaSlice<f32>,
+    s1: CudaSlice<f32>,
+    s2: CudaSlice<f32>,
+    /// Adam's step count (read by adam_step_dev).
+    opt_steps: CudaSlice<i64>,
+    /// The step's loss, and 1 when a gradient was not finite.
+    loss: CudaSlice<f32>,
+    bad: CudaSlice<i32>,
+    /// Per step of the epoch: loss and the non-finite flag.
+    loss_hist: CudaSlice<f32>,
+    bad_hist: CudaSlice<i32>,
+}
+
+/// The GPU engine of `train::train_on`.
+pub struct GpuEngine {
+    gpu: Gpu,
+    layout: Layout,
+    dims: Dims,
+    obj: Objective,
+    binarize: Binarize,
+    opt_kind: OptimizerKind,
+    batch_size: usize,
+    buf: Buffers,
+}
+
+fn cfg1(n: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (Gpu::blocks(n, threads as usize), 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+impl GpuEngine {
+    pub fn new(
+        ordinal: usize,
+        layout: &Layout,
+        cfg: &TrainConfig,
+        data: &Dataset,
+        params: &[f32],
+        opt: &Optimizer,
+    ) -> Result<Self> {
+        let gpu = Gpu::new(ordinal)?;
+        let mc = layout.config;
+        let net = Network::<f32>::new(layout.clone());
+        let nb = if mc.transform == Transform::None { 0 } else { net.warp.nb };
+        let dims = Dims {
+            d: mc.pixels(),
+            hd: mc.hidden,
+            z: mc.z_dim,
+            u: mc.u_dim,
+            t: mc.theta_dim(),
+            nb,
+            h: mc.height,
+            w: mc.width,
+            k: cfg.k,
+        };
+        let smem = (4 * dims.d + 2 * nb) * 4;
+        Gpu::check(
+            "decode_row_bwd",
+            smem <= 48 * 1024 && dims.t == 2 * nb,
+            format!("{smem} bytes of shared memory for {} pixels, θ {} vs basis {nb}", dims.d, dims.t),
+        )?;
+        let s = gpu.stream.clone();
+        let (b, n) = (cfg.batch_size, cfg.batch_size * cfg.k);
+        let f = |len: usize| s.alloc_zeros::<f32>(len.max(1)).map_err(dev);
+        let steps = data.len().div_ceil(cfg.batch_size);
+        let up = |v: &[f32]| s.clone_htod(if v.is_empty() { &[0.0][..] } else { v }).map_err(dev);
+        let (d, hd, z, u, t) = (dims.d, dims.hd, dims.z, dims.u, dims.t);
+        let buf = Buffers {
+            images: s.clone_htod(&data.images).map_err(dev)?,
+            items: s.alloc_zeros::<u32>(b).map_err(dev)?,
+            x: f(b * d)?,
+            h1: f(b * hd)?,
+            h2: f(b * hd)?,
+            mu_z: f(b * z)?,
+            ls_z_raw: f(b * z)?,
+            ls_z: f(b * z)?,
+            mu_u_pre: f(b * u)?,
+            mu_u: f(b * u)?,
+            ls_u_raw: f(b * u)?,
+            ls_u: f(b * u)?,
+            eps: f(n * z)?,
+            eta: f(n * u)?,
+            z: f(n * z)?,
+            u: f(n * u)?,
+            lw_latent: f(n)?,
+            theta: f(n * t)?,
+            d1: f(n * hd)?,
+            d2: f(n * hd)?,
+            c: f(n * d)?,
+            logpx: f(n)?,
+            logw: f(n)?,
+            img_loss: f(b)?,
+            coef_px: f(n)?,
+            coef_w: f(n)?,
+            dc: f(n * d)?,
+            dtheta: f(n * t)?,
+            dd1: f(n * hd)?,
+            dd2: f(n * hd)?,
+            dz: f(n * z)?,
+            du: f(n * u)?,
+            dmu_z: f(b * z)?,
+            dls_z: f(b * z)?,
+            dmu_u: f(b * u)?,
+            dls_u: f(b * u)?,
+            dh1: f(b * hd)?,
+            dh2: f(b * hd)?,
+            basis: up(if nb > 0 { &net.warp.basis } else { &[] })?,
+            theta_id: up(&net.theta_id)?,
+            params: s.clone_htod(params).map_err(dev)?,
+            grads: f(layout.total)?,
+            s1: s.clone_htod(&opt.s1).map_err(dev)?,
+            s2: s.clone_htod(&opt.s2).map_err(dev)?,
+            opt_steps: s.clone_htod(&[opt.steps as i64]).map_err(dev)?,
+            loss: f(1)?,
+            bad: s.alloc_zeros::<i32>(1).map_err(dev)?,
+            loss_hist: f(steps)?,
+            bad_hist: s.alloc_zeros::<i32>(steps.max(1)).map_err(dev)?,
+        };
+        Ok(GpuEngine {
+            gpu,
+            layout: layout.clone(),
+            dims,
+            obj: cfg.objective()?,
+            binarize: cfg.binarize()?,
+            opt_kind: OptimizerKind::parse(&cfg.optimizer)?,
+            batch_size: cfg.batch_size,
+            buf,
+        })
+    }
+
+    pub fn device_name(&self) -> String {
+        self.gpu.device_name()
+    }
+
+    /// One whole step on `b` images already in `buf.items`: every launch of
+    /// forward, objective, backward and optimizer, in stream order.
+    fn step(&mut self, b: usize, plan_keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<()> {
+        let (bin_key, eps_key, eta_key) = plan_keys;
+        let Dims { d, hd, z, u, t, nb, h, w, k } = self.dims;
+        let n = b * k;
+        let l = &self.layout;
+        let g = &self.gpu;
+        let s = g.stream.clone();
+        let bf = &mut self.buf;
+
+        // Targets.
+        {
+            let (k0, k1, hi) = bin_key.words();
+            let (b_i, d_i, bin_i) = (b as i32, d as i32, (self.binarize == Binarize::Dynamic) as i32);
+            let mut lb = s.launch_builder(g.f("philox_targets"));
+            lb.arg(&bf.images).arg(&bf.items).arg(&mut bf.x).arg(&b_i).arg(&d_i).arg(&bin_i);
+            lb.arg(&k0).arg(&k1).arg(&hi);
+            // SAFETY: images holds the dataset's n·D bytes and every item is an
+            // index into it (the permutation's); items holds ≥ b, x ≥ b·D.
+            unsafe { lb.launch(cfg1(b * d, 256)) }.map_err(dev)?;
+        }
+
+        // Encoder.
+        g.linear(&bf.x, &bf.params, &l.enc_fc1, b, true, &mut bf.h1)?;
+        g.linear(&bf.h1, &bf.params, &l.enc_fc2, b, true, &mut bf.h2)?;
+        g.linear(&bf.h2, &bf.params, &l.z_mu, b, false, &mut bf.mu_z)?;
+        g.linear(&bf.h2, &bf.params, &l.z_logsigma, b, false, &mut bf.ls_z_raw)?;
+        if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
+            g.linear(&bf.h2, &bf.params, mu, b, false, &mut bf.mu_u_pre)?;
+            g.linear(&bf.h2, &bf.params, ls, b, false, &mut bf.ls_u_raw)?;
+        }
+        {
+            let (nz, nu) = ((b * z) as i32, (b * u) as i32);
+            let mut lb = s.launch_builder(g.f("encoder_heads"));
+            lb.arg(&bf.ls_z_raw).arg(&mut bf.ls_z).arg(&nz);
+            lb.arg(&bf.mu_u_pre).arg(&mut bf.mu_u).arg(&bf.ls_u_raw).arg(&mut bf.ls_u).arg(&nu);
+            // SAFETY: the z buffers hold ≥ b·Z values, the u buffers ≥ max(b·U, 1).
+            unsafe { lb.launch(cfg1(b * z.max(u), 256)) }.map_err(dev)?;
+        }
+
+        // Noise and latents.
+        g.normals_into(eps_key, &bf.items, b, k, 0, z, &mut bf.eps)?;
+        g.normals_into(eta_key, &bf.items, b, k, 0, u, &mut bf.eta)?;
+        {
+            let (n_i, k_i, z_i, u_i) = (n as i32, k as i32, z as i32, u as i32);
+            let mut lb = s.launch_builder(g.f("reparam_latents"));
+            lb.arg(&bf.mu_z).arg(&bf.ls_z).arg(&bf.eps).arg(&bf.mu_u).arg(&bf.ls_u).arg(&bf.eta);
+            lb.arg(&mut bf.z).arg(&mut bf.u).arg(&mut bf.lw_latent).arg(&n_i).arg(&k_i).arg(&z_i).arg(&u_i);
+            // SAFETY: μ, log σ hold b·Z (b·U), ε and z n·Z, η and u n·U, lw_latent n values.
+            unsafe { lb.launch(cfg1(n, 128)) }.map_err(dev)?;
+        }
+
+        // Decoder, transform, likelihood.
+        g.linear(&bf.z, &bf.params, &l.dec_fc1, n, true, &mut bf.d1)?;
+        g.linear(&bf.d1, &bf.params, &l.dec_fc2, n, true, &mut bf.d2)?;
+        g.linear(&bf.d2, &bf.params, &l.dec_fc3, n, false, &mut bf.c)?;
+        if let Some(slot) = &l.u2theta {
+            g.linear(&bf.u, &bf.params, slot, n, false, &mut bf.theta)?;
+            let (n_i, t_i) = (n as i32, t as i32);
+            let mut lb = s.launch_builder(g.f("add_theta_id"));
+            lb.arg(&mut bf.theta).arg(&bf.theta_id).arg(&n_i).arg(&t_i);
+            // SAFETY: theta holds n·T values, theta_id T.
+            unsafe { lb.launch(cfg1(n * t, 256)) }.map_err(dev)?;
+        }
+        let (n_i, k_i, d_i, h_i, w_i, nb_i) = (n as i32, k as i32, d as i32, h as i32, w as i32, nb as i32);
+        {
+            let smem = ((d + 2 * nb + 8) * 4) as u32;
+            let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
+            let mut lb = s.launch_builder(g.f("decode_row_fwd"));
+            lb.arg(&mut bf.c).arg(&bf.theta).arg(&bf.basis).arg(&bf.x).arg(&bf.lw_latent);
+            lb.arg(&mut bf.logpx).arg(&mut bf.logw).arg(&n_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
+            // SAFETY: c [n, D], θ [n, 2nb], basis [D, nb], x [b, D], the row
+            // vectors [n]; one block per row; shared memory D + 2nb + 8 f32;
+            // footprint() keeps every read inside the row.
+            unsafe { lb.launch(cfg) }.map_err(dev)?;
+        }
+
+        // Objective.
+        {
+            let mode: i32 = match self.obj {
+                Objective::Iwae => 0,
+                Objective::Elbo => 1,
+                Objective::ElboKl => 2,
+            };
+            let (b_i, z_i, u_i) = (b as i32, z as i32, u as i32);
+            let mut lb = s.launch_builder(g.f("objective_terms"));
+            lb.arg(&bf.logw).arg(&bf.logpx).arg(&bf.mu_z).arg(&bf.ls_z).arg(&bf.mu_u).arg(&bf.ls_u);
+            lb.arg(&mut bf.img_loss).arg(&mut bf.coef_px).arg(&mut bf.coef_w);
+            lb.arg(&b_i).arg(&k_i).arg(&z_i).arg(&u_i).arg(&mode);
+            // SAFETY: logw, logpx, coefs hold n = b·k values, img_loss b, the
+            // posteriors b·Z and b·U; one warp per image.
+            unsafe { lb.launch(cfg1(32 * b, 256)) }.map_err(dev)?;
+            let mut lb = s.launch_builder(g.f("mean_into"));
+            lb.arg(&bf.img_loss).arg(&mut bf.loss).arg(&b_i);
+            // SAFETY: img_loss holds b values, loss 1; one warp.
+            unsafe { lb.launch(cfg1(32, 32)) }.map_err(dev)?;
+        }
+
+        // Backward: likelihood, sampling, grid and sigmoid per row.
+        {
+            let smem = ((4 * d + 2 * nb) * 4) as u32;
+            let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
+            let mut lb = s.launch_builder(g.f("decode_row_bwd"));
+            lb.arg(&bf.c).arg(&bf.theta).arg(&bf.basis).arg(&bf.x).arg(&bf.coef_px);
+            lb.arg(&mut bf.dc).arg(&mut bf.dtheta).arg(&n_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
+            // SAFETY: as decode_row_fwd; dc [n, D], dθ [n, 2nb]; shared memory
+            // 4D + 2nb f32 (checked ≤ 48 KiB in new()).
+            unsafe { lb.launch(cfg) }.map_err(dev)?;
+        }
+
+        // Decoder layers.
+        g.linear_backward(&bf.d2, &bf.dc, n, &l.dec_fc3, &bf.params, &mut bf.grads, Some(&mut bf.dd2), false)?;
+        g.relu_mask(&bf.d2, &mut bf.dd2, n * hd)?;
+        g.linear_backward(&bf.d1, &bf.dd2, n, &l.dec_fc2, &bf.params, &mut bf.grads, Some(&mut bf.dd1), false)?;
+        g.relu_mask(&bf.d1, &mut bf.dd1, n * hd)?;
+        g.linear_backward(&bf.z, &bf.dd1, n, &l.dec_fc1, &bf.params, &mut bf.grads, Some(&mut bf.dz), false)?;
+        if let Some(slot) = &l.u2theta {
+            g.linear_backward(&bf.u, &bf.dtheta, n, slot, &bf.params, &mut bf.grads, Some(&mut bf.du), false)?;
+        }
+
+        // Latents: reparameterisation, prior, entropy, KL.
+        let kl_scale = if self.obj == Objective::ElboKl { 1.0 / b as f32 } else { 0.0 };
+        g.latent_bwd(
+            [&bf.mu_z, &bf.ls_z, &bf.ls_z_raw, &bf.z, &bf.eps, &bf.dz, &bf.coef_w],
+            &mut bf.dmu_z,
+            &mut bf.dls_z,
+            (b, k, z),
+            kl_scale,
+            false,
+        )?;
+        if u > 0 {
+            g.latent_bwd(
+                [&bf.mu_u, &bf.ls_u, &bf.ls_u_raw, &bf.u, &bf.eta, &bf.du, &bf.coef_w],
+                &mut bf.dmu_u,
+                &mut bf.dls_u,
+                (b, k, u),
+                kl_scale,
+                true,
+            )?;
+        }
+
+        // Encoder heads, then the trunk.
+        let mut heads: Vec<(&LinearSlot, &CudaSlice<f32>)> = vec![(&l.z_mu, &bf.dmu_z), (&l.z_logsigma, &bf.dls_z)];
+        if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
+            heads.push((mu, &bf.dmu_u));
+            heads.push((ls, &bf.dls_u));
+        }
+        for (i, (slot, dy)) in heads.into_iter().enumerate() {
+            g.linear_backward(&bf.h2, dy, b, slot, &bf.params, &mut bf.grads, Some(&mut bf.dh2), i > 0)?;
+        }
+        g.relu_mask(&bf.h2, &mut bf.dh2, b * hd)?;
+        g.linear_backward(&bf.h1, &bf.dh2, b, &l.enc_fc2, &bf.params, &mut bf.grads, Some(&mut bf.dh1), false)?;
+        g.relu_mask(&bf.h1, &mut bf.dh1, b * hd)?;
+        g.linear_backward(&bf.x, &bf.dh1, b, &l.enc_fc1, &bf.params, &mut bf.grads, None, false)?;
+
+        // Gradient check and optimizer step.
+        let total = l.total as i64;
+        let grid = LaunchConfig {
+            grid_dim: (Gpu::blocks(l.total, 256).min(2048), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        {
+            let mut lb = s.launch_builder(g.f("flag_nonfinite"));
+            lb.arg(&bf.grads).arg(&total).arg(&mut bf.bad);
+            // SAFETY: grads holds total f32, bad one i32; grid-stride loop.
+            unsafe { lb.launch(grid) }.map_err(dev)?;
+        }
+        match self.opt_kind {
+            OptimizerKind::Adadelta => {
+                let mut lb = s.launch_builder(g.f("adadelta_step"));
+                lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
+                // SAFETY: the four vectors hold total f32; grid-stride loop.
+                unsafe { lb.launch(grid) }.map_err(dev)?;
+            }
+            OptimizerKind::Adam => {
+                let mut lb = s.launch_builder(g.f("count_step"));
+                lb.arg(&mut bf.opt_steps);
+                // SAFETY: opt_steps holds one i64.
+                unsafe { lb.launch(cfg1(1, 1)) }.map_err(dev)?;
+                let mut lb = s.launch_builder(g.f("adam_step_dev"));
+                lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
+                lb.arg(&bf.opt_steps);
+                // SAFETY: as adadelta_step; opt_steps holds one i64.
+                unsafe { lb.launch(grid) }.map_err(dev)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Captures one full-batch step as a graph.
+    fn capture(&mut self, keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<CudaGraph> {
+        let s = self.gpu.stream.clone();
+        s.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(dev)?;
+        let launched = self.step(self.batch_size, keys, lr);
+        // End the capture whatever happened, so the stream is usable again.
+        let graph = s.end_capture(CUgraphInstantiate_flags(0)).map_err(dev);
+        launched?;
+        graph?.ok_or_else(|| Error::Device("CUDA graph capture produced no graph".into()))
+    }
+
+    /// Parameters and optimizer state back to the host.
+    fn download(&self, params: &mut [f32], opt: &mut Optimizer) -> Result<()> {
+        let s = &self.gpu.stream;
+        s.memcpy_dtoh(&self.buf.params, params).map_err(dev)?;
+        s.memcpy_dtoh(&self.buf.s1, &mut opt.s1[..]).map_err(dev)?;
+        s.memcpy_dtoh(&self.buf.s2, &mut opt.s2[..]).map_err(dev)?;
+        s.synchronize().map_err(dev)
+    }
+
+    /// One step run directly (no graph), for tests: the batch `items`.
+    pub fn single_step(&mut self, items: &[u32], plan: &EpochPlan) -> Result<f32> {
+        Gpu::check("train step", !items.is_empty() && items.len() <= self.batch_size, format!("{}", items.len()))?;
+        let s = self.gpu.stream.clone();
+        s.memcpy_htod(items, &mut self.buf.items.slice_mut(0..items.len())).map_err(dev)?;
+        self.step(items.len(), (plan.bin_key, plan.keys.eps, plan.keys.eta), plan.lr as f32)?;
+        let loss = s.clone_dtoh(&self.buf.loss).map_err(dev)?;
+        Ok(loss[0])
+    }
+
+    /// The last step's gradient (for tests).
+    pub fn gradients(&self) -> Result<Vec<f32>> {
+        self.gpu.stream.clone_dtoh(&self.buf.grads).map_err(dev)
+    }
+
+    /// Parameters and optimizer state now (for tests and checkpoints).
+    pub fn state(&self, params: &mut [f32], opt: &mut Optimizer) -> Result<()> {
+        self.download(params, opt)
+    }
+}
+
+impl Engine for GpuEngine {
+    fn run_epoch(
+        &mut self,
+        plan: &EpochPlan,
+        params: &mut [f32],
+        opt: &mut Optimizer,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<f64>> {
+        let keys = (plan.bin_key, plan.keys.eps, plan.keys.eta);
+        let lr = plan.lr as f32;
+        let s = self.gpu.stream.clone();
+        let batches: Vec<&[u32]> = plan.perm.chunks(self.batch_size).collect();
+        let graph =
+            if batches.iter().any(|b| b.len() == self.batch_size) { Some(self.capture(keys, lr)?) } else { None };
+        s.memset_zeros(&mut self.buf.bad_hist).map_err(dev)?;
+        let mut last_loss = f64::NAN;
+        for (step, batch) in batches.iter().enumerate() {
+            s.memcpy_htod(*batch, &mut self.buf.items.slice_mut(0..batch.len())).map_err(dev)?;
+            s.memset_zeros(&mut self.buf.bad).map_err(dev)?;
+            match &graph {
+                Some(gr) if batch.len() == self.batch_size => gr.launch().map_err(dev)?,
+                _ => self.step(batch.len(), keys, lr)?,
+            }
+            s.memcpy_dtod(&self.buf.loss, &mut self.buf.loss_hist.slice_mut(step..step + 1)).map_err(dev)?;
+            s.memcpy_dtod(&self.buf.bad, &mut self.buf.bad_hist.slice_mut(step..step + 1)).map_err(dev)?;
+            if step % PROGRESS_EVERY == PROGRESS_EVERY - 1 || step + 1 == batches.len() {
+                let mut v = [0f32];
+                s.memcpy_dtoh(&self.buf.loss_hist.slice(step..step + 1), &mut v[..]).map_err(dev)?;
+                last_loss = v[0] as f64;
+            }
+            progress.step(last_loss, batch.len());
+        }
+        let losses = s.clone_dtoh(&self.buf.loss_hist).map_err(dev)?;
+        let bad = s.clone_dtoh(&self.buf.bad_hist).map_err(dev)?;
+        for step in 0..batches.len() {
+            if !losses[step].is_finite() || bad[step] != 0 {
+                return Err(Error::NonFinite { epoch: plan.epoch + 1, step: step + 1, loss: losses[step] as f64 });
+            }
+        }
+        opt.steps += batches.len() as u64;
+        self.download(params, opt)?;
+        Ok(losses[..batches.len()].iter().map(|&l| l as f64).collect())
+    }
+}
+
+impl Gpu {
+    /// Backward of one linear layer: dW = dyᵀ·x and db = Σ dy into `grads`
+    /// (overwritten: each parameter has one contribution per step), and
+    /// dx = dy·W (+ dx when `accumulate_dx`) when `dx` is given.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        x: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        rows: usize,
+        s: &LinearSlot,
+        params: &CudaSlice<f32>,
+        grads: &mut CudaSlice<f32>,
+        dx: Option<&mut CudaSlice<f32>>,
+        accumulate_dx: bool,
+    ) -> Result<()> {
+        let (out, inp) = (s.out, s.inp);
+        Self::check(
+            "linear_backward",
+            x.len() >= rows * inp
+                && dy.len() >= rows * out
+                && grads.len() >= s.b + out
+                && params.len() >= s.b + out
+                && dx.as_ref().is_none_or(|v| v.len() >= rows * inp),
+            format!("x {} dy {} rows {rows} [{out}x{inp}]", x.len(), dy.len()),
+        )?;
+        let st = &self.stream;
+        // dW[out, inp] = dyᵀ[out, rows] · x[rows, inp]
+        {
+            let mut dw = grads.slice_mut(s.w_range());
+            let (m, n, k, ldc, acc) = (out as i32, inp as i32, rows as i32, inp as i32, 0i32);
+            let (rsa, csa, rsb, csb) = (1i64, out as i64, inp as i64, 1i64);
+            let mut lb = st.launch_builder(self.f("gemm_strided"));
+            lb.arg(dy).arg(&rsa).arg(&csa).arg(x).arg(&rsb).arg(&csb).arg(&mut dw);
+            lb.arg(&ldc).arg(&m).arg(&n).arg(&k).arg(&acc);
+            // SAFETY: A = dyᵀ reads dy[r·out + o] for r < rows, o < out; B = x
+            // reads x[r·inp + i]; C = dW [out, inp]; sizes checked above.
+            unsafe { lb.launch(gemm_grid(out, inp)) }.map_err(dev)?;
+        }
+        {
+            let mut db = grads.slice_mut(s.b_range());
+            let (rows_i, cols_i, acc) = (rows as i32, out as i32, 0i32);
+            let mut lb = st.launch_builder(self.f("col_sum"));
+            lb.arg(dy).arg(&mut db).arg(&rows_i).arg(&cols_i).arg(&acc);
+            // SAFETY: dy holds rows·out values, db out.
+            unsafe { lb.launch(cfg1(out, 128)) }.map_err(dev)?;
+        }
+        if let Some(dx) = dx {
+            // dx[rows, inp] = dy[rows, out] · W[out, inp]
+            let w = params.slice(s.w_range());
+            let (m, n, k, ldc, acc) = (rows as i32, inp as i32, out as i32, inp as i32, accumulate_dx as i32);
+            let (rsa, csa, rsb, csb) = (out as i64, 1i64, inp as i64, 1i64);
+            let mut lb = st.launch_builder(self.f("gemm_strided"));
+            lb.arg(dy).arg(&rsa).arg(&csa).arg(&w).arg(&rsb).arg(&csb).arg(dx);
+            lb.arg(&ldc).arg(&m).arg(&n).arg(&k).arg(&acc);
+            // SAFETY: dy [rows, out], W [out, inp], dx [rows, inp]; sizes checked above.
+            unsafe { lb.launch(gemm_grid(rows, inp)) }.map_err(dev)?;
+        }
+        Ok(())
+    }
+
+    fn relu_mask(&self, y: &CudaSlice<f32>, dy: &mut CudaSlice<f32>, len: usize) -> Result<()> {
+        Self::check("relu_mask", y.len() >= len && dy.len() >= len, format!("{} {} < {len}", y.len(), dy.len()))?;
+        let n = len as i32;
+        let mut lb = self.stream.launch_builder(self.f("relu_mask"));
+        lb.arg(y).arg(dy).arg(&n);
+        // SAFETY: y and dy hold ≥ len f32.
+        unsafe { lb.launch(cfg1(len, 256)) }.map_err(dev)?;
+        Ok(())
+    }
+
+    /// `ins` = [μ, log σ, raw log σ, latent, noise, d latent, coef_w].
+    fn latent_bwd(
+        &self,
+        ins: [&CudaSlice<f32>; 7],
+        dmu: &mut CudaSlice<f32>,
+        dls: &mut CudaSlice<f32>,
+        (b, k, dim): (usize, usize, usize),
+        kl_scale: f32,
+        tanh_mu: bool,
+    ) -> Result<()> {
+        let [mu, ls, raw, lat, noise, dlat, coef_w] = ins;
+        Self::check(
+            "latent_bwd",
+            [mu.len(), ls.len(), raw.len(), dmu.len(), dls.len()].iter().all(|&l| l >= b * dim)
+                && [lat.len(), noise.len(), dlat.len()].iter().all(|&l| l >= b * k * dim)
+                && coef_w.len() >= b * k,
+            format!("b {b} k {k} dim {dim}"),
+        )?;
+        let (b_i, k_i, dim_i, tanh_i) = (b as i32, k as i32, dim as i32, tanh_mu as i32);
+        let mut lb = self.stream.launch_builder(self.f("latent_bwd"));
+        lb.arg(mu).arg(ls).arg(raw).arg(lat).arg(noise).arg(dlat).arg(coef_w).arg(dmu).arg(dls);
+        lb.arg(&b_i).arg(&k_i).arg(&dim_i).arg(&kl_scale).arg(&tanh_i);
+        // SAFETY: per-image buffers hold b·dim, per-row buffers b·k·dim, coef_w b·k (checked).
+        unsafe { lb.launch(cfg1(b * dim, 128)) }.map_err(dev)?;
+        Ok(())
+    }
+}
+
+fn gemm_grid(m: usize, n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (Gpu::blocks(n, 64), Gpu::blocks(m, 64), 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
