@@ -4,12 +4,14 @@
 //!
 //!     cargo bench --bench speed                    # full epoch, 200 NLL images
 //!     IWTVAE_BENCH_TRAIN=12000 IWTVAE_BENCH_NLL=50 IWTVAE_BENCH_SHARDS=4 cargo bench --bench speed
+//!     IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_NLL=10000 cargo bench --bench speed   # on a GPU
 //!
 //! benches/compare.sh runs this beside benches/pytorch/iwtvae_torch.py.
 use iwtvae::data::{Binarize, Dataset, Split};
-use iwtvae::eval::{evaluate, EvalOptions, DEFAULT_CHUNK};
+use iwtvae::device::select;
+use iwtvae::eval::{evaluate_on, EvalOptions, DEFAULT_CHUNK};
 use iwtvae::network::Network;
-use iwtvae::train::{train, Silent, TrainConfig};
+use iwtvae::train::{train_on, Silent, TrainConfig};
 use std::path::Path;
 use std::time::Instant;
 
@@ -21,7 +23,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; nothing to list.
     }
-    let data_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let data_dir = std::env::var("IWTVAE_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"));
+    let device_spec = std::env::var("IWTVAE_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = select(&device_spec).expect("IWTVAE_BENCH_DEVICE").device;
     let n_train = env("IWTVAE_BENCH_TRAIN", 60_000);
     let n_nll = env("IWTVAE_BENCH_NLL", 200);
     let cfg = TrainConfig {
@@ -46,7 +52,7 @@ fn main() {
     let train_set = Dataset::load(&data_dir, Split::Train, Some(n_train)).expect("bundled MNIST");
     let out = tempfile::tempdir().expect("temp dir");
     let t0 = Instant::now();
-    let trained = train(&cfg, &train_set, out.path(), false, &mut Silent).expect("training");
+    let trained = train_on(device, &cfg, &train_set, out.path(), false, &mut Silent).expect("training");
     let train_s = t0.elapsed().as_secs_f64();
     // The loop's own timing excludes checkpoint writing.
     let epoch = &trained.logs[0];
@@ -54,11 +60,12 @@ fn main() {
     let test = Dataset::load(&data_dir, Split::Test, Some(n_nll)).expect("bundled MNIST");
     let net = Network::<f32>::new(trained.layout.clone());
     let opts = EvalOptions { k: 5000, chunk: DEFAULT_CHUNK, binarize: Binarize::Dynamic, seed: 1 };
-    let (report, _) = evaluate(&net, &trained.params, &test, &opts).expect("evaluation");
+    let (report, _) = evaluate_on(device, &net, &trained.params, &test, &opts).expect("evaluation");
     println!(
         "{}",
         serde_json::json!({
-            "impl": "iwtvae-cpu",
+            "impl": format!("iwtvae-{}", if device == iwtvae::device::Device::Cpu { "cpu" } else { "cuda" }),
+            "device": report.device,
             "threads": rayon::current_num_threads(),
             "shards": cfg.shards,
             "train_images": n_train,
@@ -66,6 +73,7 @@ fn main() {
             "train_epoch_seconds_with_checkpoint": train_s,
             "nll_images": n_nll,
             "nll_k5000_images_per_sec": report.images_per_sec,
+            "nll_seconds": report.seconds,
             "nll": report.nll,
         })
     );

@@ -4,6 +4,8 @@ batched (not the seed's one-image-at-a-time loop), fp32.
 Used two ways:
   * speed baseline:  python benches/pytorch/iwtvae_torch.py bench --threads 2
     (TPS, z 42, u 18, k = 5, batch 100 training images/s; NLL k = 5000 images/s)
+    On a GPU: bench --device cuda --train-steps 600 --nll-images 10000 --nll-batch 20
+    (TF32 on for matmuls, several images per NLL forward: a strong batched baseline)
   * parity check:    python benches/pytorch/iwtvae_torch.py check --checkpoint runs/x/checkpoint.safetensors
     (recon_at_mean is deterministic: it must match `iwtvae eval` to ~1e-3 nats)
 benches/compare.sh runs both implementations in one go.
@@ -95,13 +97,13 @@ class IWTVAE(nn.Module):
         b = x.shape[0]
         stats = self.encode(x)
         mu_z, ls_z = stats[0], stats[1]
-        eps = torch.randn(b, k, mu_z.shape[1])
+        eps = torch.randn(b, k, mu_z.shape[1], device=x.device)
         z = mu_z[:, None] + ls_z.exp()[:, None] * eps
         lw = 0.5 * (eps ** 2 - z ** 2).sum(-1) + ls_z.sum(-1)[:, None]
         u = None
         if self.transform != "none":
             mu_u, ls_u = stats[2], stats[3]
-            eta = torch.randn(b, k, mu_u.shape[1])
+            eta = torch.randn(b, k, mu_u.shape[1], device=x.device)
             u = mu_u[:, None] + ls_u.exp()[:, None] * eta
             lw = lw + 0.5 * (eta ** 2 - u ** 2).sum(-1) + ls_u.sum(-1)[:, None]
             u = u.reshape(b * k, -1)
@@ -123,40 +125,57 @@ def iwae_loss(model, x, k):
 
 
 @torch.no_grad()
-def nll(model, x, k, chunk):
+def nll(model, x, k, chunk, batch=1):
+    """−log p(x) estimates, `batch` images × `chunk` samples per forward."""
     out = []
-    for i in range(x.shape[0]):
-        parts = [model.log_w(x[i:i + 1], min(chunk, k - s)) for s in range(0, k, chunk)]
+    for i in range(0, x.shape[0], batch):
+        xb = x[i:i + batch]
+        parts = [model.log_w(xb, min(chunk, k - s)) for s in range(0, k, chunk)]
         out.append(-(torch.logsumexp(torch.cat(parts, 1), 1) - math.log(k)))
     return torch.cat(out)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def bench(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     imgs = load_idx(os.path.join(args.data, "train-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32) / 255
     test = load_idx(os.path.join(args.data, "t10k-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32) / 255
-    model = IWTVAE("tps")
+    model = IWTVAE("tps").to(dev)
     opt = torch.optim.Adadelta(model.parameters(), lr=1.0, rho=0.9, eps=1e-6)
-    data = torch.from_numpy(imgs)
+    data = torch.from_numpy(imgs).to(dev)
     steps, b = args.train_steps, 100
     # Warm-up, then time `steps` steps of batch 100 (dynamic binarization included).
     for it in range(3):
         x = torch.bernoulli(data[it * b:(it + 1) * b])
         opt.zero_grad(); iwae_loss(model, x, 5).backward(); opt.step()
+    sync(dev)
     t0 = time.perf_counter()
     for it in range(steps):
         x = torch.bernoulli(data[(it * b) % 60000:(it * b) % 60000 + b])
         opt.zero_grad(); loss = iwae_loss(model, x, 5); loss.backward(); opt.step()
+    sync(dev)
     train_ips = steps * b / (time.perf_counter() - t0)
-    xt = torch.bernoulli(torch.from_numpy(test[:args.nll_images]))
-    nll(model, xt[:1], 5000, args.chunk)
+    xt = torch.bernoulli(torch.from_numpy(test[:args.nll_images]).to(dev))
+    nll(model, xt[:args.nll_batch], 5000, args.chunk, args.nll_batch)
+    sync(dev)
     t0 = time.perf_counter()
-    nll(model, xt, 5000, args.chunk)
-    nll_ips = args.nll_images / (time.perf_counter() - t0)
-    print(json.dumps(dict(impl="pytorch", torch=torch.__version__, threads=args.threads,
-                          train_images_per_sec=train_ips, nll_k5000_images_per_sec=nll_ips,
-                          train_steps=steps, nll_images=args.nll_images, chunk=args.chunk)))
+    nll(model, xt, 5000, args.chunk, args.nll_batch)
+    sync(dev)
+    nll_s = time.perf_counter() - t0
+    print(json.dumps(dict(impl="pytorch", torch=torch.__version__, device=str(dev),
+                          gpu=torch.cuda.get_device_name() if dev.type == "cuda" else None, threads=args.threads,
+                          train_images_per_sec=train_ips, nll_k5000_images_per_sec=args.nll_images / nll_s,
+                          nll_seconds=nll_s, train_steps=steps, nll_images=args.nll_images, chunk=args.chunk,
+                          nll_batch=args.nll_batch)))
 
 
 def check(args):
@@ -182,7 +201,8 @@ if __name__ == "__main__":
     b = sub.add_parser("bench")
     b.add_argument("--data", default="data/mnist"); b.add_argument("--threads", type=int, default=2)
     b.add_argument("--train-steps", type=int, default=60); b.add_argument("--nll-images", type=int, default=20)
-    b.add_argument("--chunk", type=int, default=1000)
+    b.add_argument("--chunk", type=int, default=1000); b.add_argument("--device", default="cpu")
+    b.add_argument("--nll-batch", type=int, default=1, help="test images per NLL forward")
     c = sub.add_parser("check")
     c.add_argument("--checkpoint", required=True); c.add_argument("--data", default="data/mnist")
     c.add_argument("--limit", type=int, default=100); c.add_argument("--k", type=int, default=0)
