@@ -15,10 +15,4 @@ theirs=$($PYTHON benches/pytorch/iwtvae_torch.py bench --threads "$THREADS" \
   --train-steps "${TORCH_TRAIN_STEPS:-200}" --nll-images "${TORCH_NLL_IMAGES:-20}" | tail -1)
 echo "$ours"
 echo "$theirs"
-$PYTHON - "$ours" "$theirs" <<'PY'
-import json, sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-for key, name in [("train_images_per_sec", "training epoch (TPS, k=5, batch 100)"),
-                  ("nll_k5000_images_per_sec", "NLL k=5000")]:
-    print(f"{name:40s} iwtvae {a[key]:10.1f} img/s   pytorch {b[key]:10.1f} img/s   ratio {a[key]/b[key]:5.2f}x")
-PY
+$PYTHON benches/pytorch/ratios.py "$ours" "$theirs"

@@ -22,18 +22,37 @@ rm -f gpu-bundle/benches/iwtvae  # the library's empty bench harness
 strip --strip-debug gpu-bundle/iwtvae gpu-bundle/tests/* gpu-bundle/benches/*
 cat > gpu-bundle/run.sh <<'RUN'
 #!/usr/bin/env bash
-# Run from the repository root on the GPU machine.
+# Run from the repository root on the GPU machine: the GPU tests, an
+# end-to-end CLI run on the GPU, the per-kernel benches, and the speed
+# comparison with PyTorch on the same GPU in the same run. Logs and JSON go
+# to $LOGS (default gpu-bundle-out/).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
+logs=${LOGS:-gpu-bundle-out}
+mkdir -p "$logs"
+export IWTVAE_DATA=${IWTVAE_DATA:-data/mnist}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt" || true
 status=0
-"$here/tests/gpu_parity" --test-threads=1 --nocapture || status=1
-ck=${CHECKPOINT:-results/runs/tps-iwae5-seed1/checkpoint.safetensors}
-if [ -f "$ck" ]; then
-  for dev in cuda cpu; do
-    "$here/iwtvae" eval --device $dev --checkpoint "$ck" --k 5000 --limit 200 --json || status=1
-  done
-  "$here/iwtvae" eval --device cuda --checkpoint "$ck" --k 5000 --json || status=1
+step() { echo "== $*" | tee -a "$logs/steps.txt"; }
+step "GPU tests"
+"$here/tests/gpu_parity" --test-threads=1 --nocapture 2>&1 | tee "$logs/gpu_parity.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+step "CLI: train 1 epoch on 6000 images on the GPU, eval k=500"
+"$here/iwtvae" train --device cuda --epochs 1 --limit-train 6000 --eval-k 500 --out "$logs/cli-run" 2>&1 | tail -20 | tee "$logs/cli.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+if [ "${SKIP_KERNEL_BENCH:-0}" != 1 ]; then
+  step "per-kernel benches"
+  "$here/benches/kernels" --bench 2>&1 | tee "$logs/kernels.txt"
+fi
+if [ "${SKIP_SPEED:-0}" != 1 ]; then
+  step "speed: iwtvae (full epoch, NLL k=5000 over ${NLL_IMAGES:-10000} test images)"
+  ours=$(IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_TRAIN=60000 IWTVAE_BENCH_NLL=${NLL_IMAGES:-10000} "$here/benches/speed" | tail -1)
+  echo "$ours" | tee "$logs/iwtvae-speed.json"
+  step "speed: PyTorch on the same GPU (TF32, batched)"
+  theirs=$(python3 benches/pytorch/iwtvae_torch.py bench --device cuda --train-steps ${TORCH_TRAIN_STEPS:-600} \
+    --nll-images ${TORCH_NLL_IMAGES:-1000} --nll-batch 20 | tail -1)
+  echo "$theirs" | tee "$logs/pytorch-speed.json"
+  python3 benches/pytorch/ratios.py "$ours" "$theirs" | tee "$logs/ratios.txt"
 fi
 exit $status
 RUN

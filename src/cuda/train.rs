@@ -94,6 +94,48 @@ struct Buffers {
     bad_hist: CudaSlice<i32>,
 }
 
+/// The ops of one training step, in order; each is one unit of the kernel
+/// benches (benches/kernels.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOp {
+    /// Philox binarization of the batch's images.
+    Targets,
+    /// Encoder: two ReLU layers and the heads (tiled GEMM + bias/ReLU epilogue).
+    Encoder,
+    /// ε, η (Philox + Box–Muller) and the reparameterisation.
+    Latents,
+    /// Decoder fc1, fc2, fc3 and u2theta (+ θ_id).
+    DecoderLayers,
+    /// Sigmoid, grid, bilinear sampling and BCE per row.
+    DecodeRowFwd,
+    /// logsumexp importance weights (or the ELBO's) and the loss.
+    Objective,
+    /// The row epilogue's backward to ∂logits and ∂θ.
+    DecodeRowBwd,
+    /// Decoder and u2theta weight, bias and input gradients.
+    DecoderBackward,
+    /// Reparameterisation, prior, entropy and KL backward.
+    LatentBackward,
+    /// Encoder heads and trunk backward.
+    EncoderBackward,
+    /// Gradient check and the optimizer step.
+    Optimizer,
+}
+
+pub const STEP_OPS: [StepOp; 11] = [
+    StepOp::Targets,
+    StepOp::Encoder,
+    StepOp::Latents,
+    StepOp::DecoderLayers,
+    StepOp::DecodeRowFwd,
+    StepOp::Objective,
+    StepOp::DecodeRowBwd,
+    StepOp::DecoderBackward,
+    StepOp::LatentBackward,
+    StepOp::EncoderBackward,
+    StepOp::Optimizer,
+];
+
 /// The GPU engine of `train::train_on`.
 pub struct GpuEngine {
     gpu: Gpu,
@@ -215,7 +257,15 @@ impl GpuEngine {
 
     /// One whole step on `b` images already in `buf.items`: every launch of
     /// forward, objective, backward and optimizer, in stream order.
-    fn step(&mut self, b: usize, plan_keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<()> {
+    fn step(&mut self, b: usize, keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<()> {
+        for op in STEP_OPS {
+            self.run_op(op, b, keys, lr)?;
+        }
+        Ok(())
+    }
+
+    /// The launches of one op of the step.
+    fn run_op(&mut self, op: StepOp, b: usize, plan_keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<()> {
         let (bin_key, eps_key, eta_key) = plan_keys;
         let Dims { d, hd, z, u, t, nb, h, w, k } = self.dims;
         let n = b * k;
@@ -223,182 +273,196 @@ impl GpuEngine {
         let g = &self.gpu;
         let s = g.stream.clone();
         let bf = &mut self.buf;
-
-        // Targets.
-        {
-            let (k0, k1, hi) = bin_key.words();
-            let (b_i, d_i, bin_i) = (b as i32, d as i32, (self.binarize == Binarize::Dynamic) as i32);
-            let mut lb = s.launch_builder(g.f("philox_targets"));
-            lb.arg(&bf.images).arg(&bf.items).arg(&mut bf.x).arg(&b_i).arg(&d_i).arg(&bin_i);
-            lb.arg(&k0).arg(&k1).arg(&hi);
-            // SAFETY: images holds the dataset's n·D bytes and every item is an
-            // index into it (the permutation's); items holds ≥ b, x ≥ b·D.
-            unsafe { lb.launch(cfg1(b * d, 256)) }.map_err(dev)?;
-        }
-
-        // Encoder.
-        g.linear(&bf.x, &bf.params, &l.enc_fc1, b, true, &mut bf.h1)?;
-        g.linear(&bf.h1, &bf.params, &l.enc_fc2, b, true, &mut bf.h2)?;
-        g.linear(&bf.h2, &bf.params, &l.z_mu, b, false, &mut bf.mu_z)?;
-        g.linear(&bf.h2, &bf.params, &l.z_logsigma, b, false, &mut bf.ls_z_raw)?;
-        if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
-            g.linear(&bf.h2, &bf.params, mu, b, false, &mut bf.mu_u_pre)?;
-            g.linear(&bf.h2, &bf.params, ls, b, false, &mut bf.ls_u_raw)?;
-        }
-        {
-            let (nz, nu) = ((b * z) as i32, (b * u) as i32);
-            let mut lb = s.launch_builder(g.f("encoder_heads"));
-            lb.arg(&bf.ls_z_raw).arg(&mut bf.ls_z).arg(&nz);
-            lb.arg(&bf.mu_u_pre).arg(&mut bf.mu_u).arg(&bf.ls_u_raw).arg(&mut bf.ls_u).arg(&nu);
-            // SAFETY: the z buffers hold ≥ b·Z values, the u buffers ≥ max(b·U, 1).
-            unsafe { lb.launch(cfg1(b * z.max(u), 256)) }.map_err(dev)?;
-        }
-
-        // Noise and latents.
-        g.normals_into(eps_key, &bf.items, b, k, 0, z, &mut bf.eps)?;
-        g.normals_into(eta_key, &bf.items, b, k, 0, u, &mut bf.eta)?;
-        {
-            let (n_i, k_i, z_i, u_i) = (n as i32, k as i32, z as i32, u as i32);
-            let mut lb = s.launch_builder(g.f("reparam_latents"));
-            lb.arg(&bf.mu_z).arg(&bf.ls_z).arg(&bf.eps).arg(&bf.mu_u).arg(&bf.ls_u).arg(&bf.eta);
-            lb.arg(&mut bf.z).arg(&mut bf.u).arg(&mut bf.lw_latent).arg(&n_i).arg(&k_i).arg(&z_i).arg(&u_i);
-            // SAFETY: μ, log σ hold b·Z (b·U), ε and z n·Z, η and u n·U, lw_latent n values.
-            unsafe { lb.launch(cfg1(n, 128)) }.map_err(dev)?;
-        }
-
-        // Decoder, transform, likelihood.
-        g.linear(&bf.z, &bf.params, &l.dec_fc1, n, true, &mut bf.d1)?;
-        g.linear(&bf.d1, &bf.params, &l.dec_fc2, n, true, &mut bf.d2)?;
-        g.linear(&bf.d2, &bf.params, &l.dec_fc3, n, false, &mut bf.c)?;
-        if let Some(slot) = &l.u2theta {
-            g.linear(&bf.u, &bf.params, slot, n, false, &mut bf.theta)?;
-            let (n_i, t_i) = (n as i32, t as i32);
-            let mut lb = s.launch_builder(g.f("add_theta_id"));
-            lb.arg(&mut bf.theta).arg(&bf.theta_id).arg(&n_i).arg(&t_i);
-            // SAFETY: theta holds n·T values, theta_id T.
-            unsafe { lb.launch(cfg1(n * t, 256)) }.map_err(dev)?;
-        }
         let (n_i, k_i, d_i, h_i, w_i, nb_i) = (n as i32, k as i32, d as i32, h as i32, w as i32, nb as i32);
-        {
-            let smem = ((d + 2 * nb + 8) * 4) as u32;
-            let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
-            let mut lb = s.launch_builder(g.f("decode_row_fwd"));
-            lb.arg(&mut bf.c).arg(&bf.theta).arg(&bf.basis).arg(&bf.x).arg(&bf.lw_latent);
-            lb.arg(&mut bf.logpx).arg(&mut bf.logw).arg(&n_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
-            // SAFETY: c [n, D], θ [n, 2nb], basis [D, nb], x [b, D], the row
-            // vectors [n]; one block per row; shared memory D + 2nb + 8 f32;
-            // footprint() keeps every read inside the row.
-            unsafe { lb.launch(cfg) }.map_err(dev)?;
-        }
-
-        // Objective.
-        {
-            let mode: i32 = match self.obj {
-                Objective::Iwae => 0,
-                Objective::Elbo => 1,
-                Objective::ElboKl => 2,
-            };
-            let (b_i, z_i, u_i) = (b as i32, z as i32, u as i32);
-            let mut lb = s.launch_builder(g.f("objective_terms"));
-            lb.arg(&bf.logw).arg(&bf.logpx).arg(&bf.mu_z).arg(&bf.ls_z).arg(&bf.mu_u).arg(&bf.ls_u);
-            lb.arg(&mut bf.img_loss).arg(&mut bf.coef_px).arg(&mut bf.coef_w);
-            lb.arg(&b_i).arg(&k_i).arg(&z_i).arg(&u_i).arg(&mode);
-            // SAFETY: logw, logpx, coefs hold n = b·k values, img_loss b, the
-            // posteriors b·Z and b·U; one warp per image.
-            unsafe { lb.launch(cfg1(32 * b, 256)) }.map_err(dev)?;
-            let mut lb = s.launch_builder(g.f("mean_into"));
-            lb.arg(&bf.img_loss).arg(&mut bf.loss).arg(&b_i);
-            // SAFETY: img_loss holds b values, loss 1; one warp.
-            unsafe { lb.launch(cfg1(32, 32)) }.map_err(dev)?;
-        }
-
-        // Backward: likelihood, sampling, grid and sigmoid per row.
-        {
-            let smem = ((4 * d + 2 * nb) * 4) as u32;
-            let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
-            let mut lb = s.launch_builder(g.f("decode_row_bwd"));
-            lb.arg(&bf.c).arg(&bf.theta).arg(&bf.basis).arg(&bf.x).arg(&bf.coef_px);
-            lb.arg(&mut bf.dc).arg(&mut bf.dtheta).arg(&n_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
-            // SAFETY: as decode_row_fwd; dc [n, D], dθ [n, 2nb]; shared memory
-            // 4D + 2nb f32 (checked ≤ 48 KiB in new()).
-            unsafe { lb.launch(cfg) }.map_err(dev)?;
-        }
-
-        // Decoder layers.
-        g.linear_backward(&bf.d2, &bf.dc, n, &l.dec_fc3, &bf.params, &mut bf.grads, Some(&mut bf.dd2), false)?;
-        g.relu_mask(&bf.d2, &mut bf.dd2, n * hd)?;
-        g.linear_backward(&bf.d1, &bf.dd2, n, &l.dec_fc2, &bf.params, &mut bf.grads, Some(&mut bf.dd1), false)?;
-        g.relu_mask(&bf.d1, &mut bf.dd1, n * hd)?;
-        g.linear_backward(&bf.z, &bf.dd1, n, &l.dec_fc1, &bf.params, &mut bf.grads, Some(&mut bf.dz), false)?;
-        if let Some(slot) = &l.u2theta {
-            g.linear_backward(&bf.u, &bf.dtheta, n, slot, &bf.params, &mut bf.grads, Some(&mut bf.du), false)?;
-        }
-
-        // Latents: reparameterisation, prior, entropy, KL.
-        let kl_scale = if self.obj == Objective::ElboKl { 1.0 / b as f32 } else { 0.0 };
-        g.latent_bwd(
-            [&bf.mu_z, &bf.ls_z, &bf.ls_z_raw, &bf.z, &bf.eps, &bf.dz, &bf.coef_w],
-            &mut bf.dmu_z,
-            &mut bf.dls_z,
-            (b, k, z),
-            kl_scale,
-            false,
-        )?;
-        if u > 0 {
-            g.latent_bwd(
-                [&bf.mu_u, &bf.ls_u, &bf.ls_u_raw, &bf.u, &bf.eta, &bf.du, &bf.coef_w],
-                &mut bf.dmu_u,
-                &mut bf.dls_u,
-                (b, k, u),
-                kl_scale,
-                true,
-            )?;
-        }
-
-        // Encoder heads, then the trunk.
-        let mut heads: Vec<(&LinearSlot, &CudaSlice<f32>)> = vec![(&l.z_mu, &bf.dmu_z), (&l.z_logsigma, &bf.dls_z)];
-        if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
-            heads.push((mu, &bf.dmu_u));
-            heads.push((ls, &bf.dls_u));
-        }
-        for (i, (slot, dy)) in heads.into_iter().enumerate() {
-            g.linear_backward(&bf.h2, dy, b, slot, &bf.params, &mut bf.grads, Some(&mut bf.dh2), i > 0)?;
-        }
-        g.relu_mask(&bf.h2, &mut bf.dh2, b * hd)?;
-        g.linear_backward(&bf.h1, &bf.dh2, b, &l.enc_fc2, &bf.params, &mut bf.grads, Some(&mut bf.dh1), false)?;
-        g.relu_mask(&bf.h1, &mut bf.dh1, b * hd)?;
-        g.linear_backward(&bf.x, &bf.dh1, b, &l.enc_fc1, &bf.params, &mut bf.grads, None, false)?;
-
-        // Gradient check and optimizer step.
-        let total = l.total as i64;
-        let grid = LaunchConfig {
-            grid_dim: (Gpu::blocks(l.total, 256).min(2048), 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        {
-            let mut lb = s.launch_builder(g.f("flag_nonfinite"));
-            lb.arg(&bf.grads).arg(&total).arg(&mut bf.bad);
-            // SAFETY: grads holds total f32, bad one i32; grid-stride loop.
-            unsafe { lb.launch(grid) }.map_err(dev)?;
-        }
-        match self.opt_kind {
-            OptimizerKind::Adadelta => {
-                let mut lb = s.launch_builder(g.f("adadelta_step"));
-                lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
-                // SAFETY: the four vectors hold total f32; grid-stride loop.
-                unsafe { lb.launch(grid) }.map_err(dev)?;
+        match op {
+            StepOp::Targets => {
+                {
+                    let (k0, k1, hi) = bin_key.words();
+                    let (b_i, d_i, bin_i) = (b as i32, d as i32, (self.binarize == Binarize::Dynamic) as i32);
+                    let mut lb = s.launch_builder(g.f("philox_targets"));
+                    lb.arg(&bf.images).arg(&bf.items).arg(&mut bf.x).arg(&b_i).arg(&d_i).arg(&bin_i);
+                    lb.arg(&k0).arg(&k1).arg(&hi);
+                    // SAFETY: images holds the dataset's n·D bytes and every item is an
+                    // index into it (the permutation's); items holds ≥ b, x ≥ b·D.
+                    unsafe { lb.launch(cfg1(b * d, 256)) }.map_err(dev)?;
+                }
             }
-            OptimizerKind::Adam => {
-                let mut lb = s.launch_builder(g.f("count_step"));
-                lb.arg(&mut bf.opt_steps);
-                // SAFETY: opt_steps holds one i64.
-                unsafe { lb.launch(cfg1(1, 1)) }.map_err(dev)?;
-                let mut lb = s.launch_builder(g.f("adam_step_dev"));
-                lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
-                lb.arg(&bf.opt_steps);
-                // SAFETY: as adadelta_step; opt_steps holds one i64.
-                unsafe { lb.launch(grid) }.map_err(dev)?;
+            StepOp::Encoder => {
+                g.linear(&bf.x, &bf.params, &l.enc_fc1, b, true, &mut bf.h1)?;
+                g.linear(&bf.h1, &bf.params, &l.enc_fc2, b, true, &mut bf.h2)?;
+                g.linear(&bf.h2, &bf.params, &l.z_mu, b, false, &mut bf.mu_z)?;
+                g.linear(&bf.h2, &bf.params, &l.z_logsigma, b, false, &mut bf.ls_z_raw)?;
+                if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
+                    g.linear(&bf.h2, &bf.params, mu, b, false, &mut bf.mu_u_pre)?;
+                    g.linear(&bf.h2, &bf.params, ls, b, false, &mut bf.ls_u_raw)?;
+                }
+                {
+                    let (nz, nu) = ((b * z) as i32, (b * u) as i32);
+                    let mut lb = s.launch_builder(g.f("encoder_heads"));
+                    lb.arg(&bf.ls_z_raw).arg(&mut bf.ls_z).arg(&nz);
+                    lb.arg(&bf.mu_u_pre).arg(&mut bf.mu_u).arg(&bf.ls_u_raw).arg(&mut bf.ls_u).arg(&nu);
+                    // SAFETY: the z buffers hold ≥ b·Z values, the u buffers ≥ max(b·U, 1).
+                    unsafe { lb.launch(cfg1(b * z.max(u), 256)) }.map_err(dev)?;
+                }
+            }
+            StepOp::Latents => {
+                g.normals_into(eps_key, &bf.items, b, k, 0, z, &mut bf.eps)?;
+                g.normals_into(eta_key, &bf.items, b, k, 0, u, &mut bf.eta)?;
+                {
+                    let (n_i, k_i, z_i, u_i) = (n as i32, k as i32, z as i32, u as i32);
+                    let mut lb = s.launch_builder(g.f("reparam_latents"));
+                    lb.arg(&bf.mu_z).arg(&bf.ls_z).arg(&bf.eps).arg(&bf.mu_u).arg(&bf.ls_u).arg(&bf.eta);
+                    lb.arg(&mut bf.z).arg(&mut bf.u).arg(&mut bf.lw_latent).arg(&n_i).arg(&k_i).arg(&z_i).arg(&u_i);
+                    // SAFETY: μ, log σ hold b·Z (b·U), ε and z n·Z, η and u n·U, lw_latent n values.
+                    unsafe { lb.launch(cfg1(n, 128)) }.map_err(dev)?;
+                }
+            }
+            StepOp::DecoderLayers => {
+                g.linear(&bf.z, &bf.params, &l.dec_fc1, n, true, &mut bf.d1)?;
+                g.linear(&bf.d1, &bf.params, &l.dec_fc2, n, true, &mut bf.d2)?;
+                g.linear(&bf.d2, &bf.params, &l.dec_fc3, n, false, &mut bf.c)?;
+                if let Some(slot) = &l.u2theta {
+                    g.linear(&bf.u, &bf.params, slot, n, false, &mut bf.theta)?;
+                    let (n_i, t_i) = (n as i32, t as i32);
+                    let mut lb = s.launch_builder(g.f("add_theta_id"));
+                    lb.arg(&mut bf.theta).arg(&bf.theta_id).arg(&n_i).arg(&t_i);
+                    // SAFETY: theta holds n·T values, theta_id T.
+                    unsafe { lb.launch(cfg1(n * t, 256)) }.map_err(dev)?;
+                }
+            }
+            StepOp::DecodeRowFwd => {
+                {
+                    let smem = ((d + 2 * nb + 8) * 4) as u32;
+                    let cfg =
+                        LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
+                    let mut lb = s.launch_builder(g.f("decode_row_fwd"));
+                    lb.arg(&mut bf.c).arg(&bf.theta).arg(&bf.basis).arg(&bf.x).arg(&bf.lw_latent);
+                    lb.arg(&mut bf.logpx)
+                        .arg(&mut bf.logw)
+                        .arg(&n_i)
+                        .arg(&k_i)
+                        .arg(&d_i)
+                        .arg(&h_i)
+                        .arg(&w_i)
+                        .arg(&nb_i);
+                    // SAFETY: c [n, D], θ [n, 2nb], basis [D, nb], x [b, D], the row
+                    // vectors [n]; one block per row; shared memory D + 2nb + 8 f32;
+                    // footprint() keeps every read inside the row.
+                    unsafe { lb.launch(cfg) }.map_err(dev)?;
+                }
+            }
+            StepOp::Objective => {
+                {
+                    let mode: i32 = match self.obj {
+                        Objective::Iwae => 0,
+                        Objective::Elbo => 1,
+                        Objective::ElboKl => 2,
+                    };
+                    let (b_i, z_i, u_i) = (b as i32, z as i32, u as i32);
+                    let mut lb = s.launch_builder(g.f("objective_terms"));
+                    lb.arg(&bf.logw).arg(&bf.logpx).arg(&bf.mu_z).arg(&bf.ls_z).arg(&bf.mu_u).arg(&bf.ls_u);
+                    lb.arg(&mut bf.img_loss).arg(&mut bf.coef_px).arg(&mut bf.coef_w);
+                    lb.arg(&b_i).arg(&k_i).arg(&z_i).arg(&u_i).arg(&mode);
+                    // SAFETY: logw, logpx, coefs hold n = b·k values, img_loss b, the
+                    // posteriors b·Z and b·U; one warp per image.
+                    unsafe { lb.launch(cfg1(32 * b, 256)) }.map_err(dev)?;
+                    let mut lb = s.launch_builder(g.f("mean_into"));
+                    lb.arg(&bf.img_loss).arg(&mut bf.loss).arg(&b_i);
+                    // SAFETY: img_loss holds b values, loss 1; one warp.
+                    unsafe { lb.launch(cfg1(32, 32)) }.map_err(dev)?;
+                }
+            }
+            StepOp::DecodeRowBwd => {
+                {
+                    let smem = ((4 * d + 2 * nb) * 4) as u32;
+                    let cfg =
+                        LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
+                    let mut lb = s.launch_builder(g.f("decode_row_bwd"));
+                    lb.arg(&bf.c).arg(&bf.theta).arg(&bf.basis).arg(&bf.x).arg(&bf.coef_px);
+                    lb.arg(&mut bf.dc).arg(&mut bf.dtheta).arg(&n_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
+                    // SAFETY: as decode_row_fwd; dc [n, D], dθ [n, 2nb]; shared memory
+                    // 4D + 2nb f32 (checked ≤ 48 KiB in new()).
+                    unsafe { lb.launch(cfg) }.map_err(dev)?;
+                }
+            }
+            StepOp::DecoderBackward => {
+                g.linear_backward(&bf.d2, &bf.dc, n, &l.dec_fc3, &bf.params, &mut bf.grads, Some(&mut bf.dd2), false)?;
+                g.relu_mask(&bf.d2, &mut bf.dd2, n * hd)?;
+                g.linear_backward(&bf.d1, &bf.dd2, n, &l.dec_fc2, &bf.params, &mut bf.grads, Some(&mut bf.dd1), false)?;
+                g.relu_mask(&bf.d1, &mut bf.dd1, n * hd)?;
+                g.linear_backward(&bf.z, &bf.dd1, n, &l.dec_fc1, &bf.params, &mut bf.grads, Some(&mut bf.dz), false)?;
+                if let Some(slot) = &l.u2theta {
+                    g.linear_backward(&bf.u, &bf.dtheta, n, slot, &bf.params, &mut bf.grads, Some(&mut bf.du), false)?;
+                }
+            }
+            StepOp::LatentBackward => {
+                let kl_scale = if self.obj == Objective::ElboKl { 1.0 / b as f32 } else { 0.0 };
+                g.latent_bwd(
+                    [&bf.mu_z, &bf.ls_z, &bf.ls_z_raw, &bf.z, &bf.eps, &bf.dz, &bf.coef_w],
+                    &mut bf.dmu_z,
+                    &mut bf.dls_z,
+                    (b, k, z),
+                    kl_scale,
+                    false,
+                )?;
+                if u > 0 {
+                    g.latent_bwd(
+                        [&bf.mu_u, &bf.ls_u, &bf.ls_u_raw, &bf.u, &bf.eta, &bf.du, &bf.coef_w],
+                        &mut bf.dmu_u,
+                        &mut bf.dls_u,
+                        (b, k, u),
+                        kl_scale,
+                        true,
+                    )?;
+                }
+            }
+            StepOp::EncoderBackward => {
+                let mut heads: Vec<(&LinearSlot, &CudaSlice<f32>)> =
+                    vec![(&l.z_mu, &bf.dmu_z), (&l.z_logsigma, &bf.dls_z)];
+                if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
+                    heads.push((mu, &bf.dmu_u));
+                    heads.push((ls, &bf.dls_u));
+                }
+                for (i, (slot, dy)) in heads.into_iter().enumerate() {
+                    g.linear_backward(&bf.h2, dy, b, slot, &bf.params, &mut bf.grads, Some(&mut bf.dh2), i > 0)?;
+                }
+                g.relu_mask(&bf.h2, &mut bf.dh2, b * hd)?;
+                g.linear_backward(&bf.h1, &bf.dh2, b, &l.enc_fc2, &bf.params, &mut bf.grads, Some(&mut bf.dh1), false)?;
+                g.relu_mask(&bf.h1, &mut bf.dh1, b * hd)?;
+                g.linear_backward(&bf.x, &bf.dh1, b, &l.enc_fc1, &bf.params, &mut bf.grads, None, false)?;
+            }
+            StepOp::Optimizer => {
+                let total = l.total as i64;
+                let grid = LaunchConfig {
+                    grid_dim: (Gpu::blocks(l.total, 256).min(2048), 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                {
+                    let mut lb = s.launch_builder(g.f("flag_nonfinite"));
+                    lb.arg(&bf.grads).arg(&total).arg(&mut bf.bad);
+                    // SAFETY: grads holds total f32, bad one i32; grid-stride loop.
+                    unsafe { lb.launch(grid) }.map_err(dev)?;
+                }
+                match self.opt_kind {
+                    OptimizerKind::Adadelta => {
+                        let mut lb = s.launch_builder(g.f("adadelta_step"));
+                        lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
+                        // SAFETY: the four vectors hold total f32; grid-stride loop.
+                        unsafe { lb.launch(grid) }.map_err(dev)?;
+                    }
+                    OptimizerKind::Adam => {
+                        let mut lb = s.launch_builder(g.f("count_step"));
+                        lb.arg(&mut bf.opt_steps);
+                        // SAFETY: opt_steps holds one i64.
+                        unsafe { lb.launch(cfg1(1, 1)) }.map_err(dev)?;
+                        let mut lb = s.launch_builder(g.f("adam_step_dev"));
+                        lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
+                        lb.arg(&bf.opt_steps);
+                        // SAFETY: as adadelta_step; opt_steps holds one i64.
+                        unsafe { lb.launch(grid) }.map_err(dev)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -442,6 +506,77 @@ impl GpuEngine {
     /// Parameters and optimizer state now (for tests and checkpoints).
     pub fn state(&self, params: &mut [f32], opt: &mut Optimizer) -> Result<()> {
         self.download(params, opt)
+    }
+}
+
+/// Work of one op for a full batch: the minimum bytes it must move through
+/// device memory (inputs read once, outputs written once) and its floating-
+/// point operations, for achieved-bandwidth and -throughput figures.
+#[derive(Clone, Copy, Debug)]
+pub struct OpCost {
+    pub bytes: u64,
+    pub flops: u64,
+}
+
+/// Kernel benchmarks (benches/kernels.rs) drive single ops through these.
+impl GpuEngine {
+    /// Upload a full batch of item indices for `time_op`.
+    pub fn set_batch(&mut self, items: &[u32]) -> Result<()> {
+        Gpu::check("set_batch", items.len() == self.batch_size, format!("{} items", items.len()))?;
+        self.gpu.stream.memcpy_htod(items, &mut self.buf.items).map_err(dev)
+    }
+
+    /// Wall time of `reps` launches of `op` on the current batch (synchronized).
+    pub fn time_op(&mut self, op: StepOp, plan: &EpochPlan, reps: u64) -> Result<std::time::Duration> {
+        let keys = (plan.bin_key, plan.keys.eps, plan.keys.eta);
+        self.gpu.stream.synchronize().map_err(dev)?;
+        let t0 = std::time::Instant::now();
+        for _ in 0..reps {
+            self.run_op(op, self.batch_size, keys, plan.lr as f32)?;
+        }
+        self.gpu.stream.synchronize().map_err(dev)?;
+        Ok(t0.elapsed())
+    }
+
+    /// Wall time of `reps` whole steps replayed from one captured graph.
+    pub fn time_graph_steps(&mut self, plan: &EpochPlan, reps: u64) -> Result<std::time::Duration> {
+        let graph = self.capture((plan.bin_key, plan.keys.eps, plan.keys.eta), plan.lr as f32)?;
+        graph.upload().map_err(dev)?;
+        self.gpu.stream.synchronize().map_err(dev)?;
+        let t0 = std::time::Instant::now();
+        for _ in 0..reps {
+            graph.launch().map_err(dev)?;
+        }
+        self.gpu.stream.synchronize().map_err(dev)?;
+        Ok(t0.elapsed())
+    }
+
+    pub fn op_cost(&self, op: StepOp) -> OpCost {
+        let Dims { d, hd, z, u, t, nb, k, .. } = self.dims;
+        let (b, n) = (self.batch_size, self.batch_size * k);
+        let l = &self.layout;
+        let size = |s: &LinearSlot| s.out * s.inp + s.out;
+        let enc = size(&l.enc_fc1) + size(&l.enc_fc2) + 2 * size(&l.z_mu) + l.u_mu.map_or(0, |s| 2 * size(&s));
+        let dec = size(&l.dec_fc1) + size(&l.dec_fc2) + size(&l.dec_fc3) + l.u2theta.map_or(0, |s| size(&s));
+        let heads = 2 * z + 2 * u;
+        let enc_flops = 2 * b * (d * hd + hd * hd + hd * heads);
+        let dec_flops = 2 * n * (z * hd + hd * hd + hd * d + u * t);
+        let (bytes, flops) = match op {
+            StepOp::Targets => (b * d + 4 * b * d, 0),
+            StepOp::Encoder => (4 * (b * d + enc + 2 * b * hd + 2 * b * heads), enc_flops),
+            StepOp::Latents => (4 * (2 * b * (z + u) + 3 * n * (z + u) + n), 8 * n * (z + u)),
+            StepOp::DecoderLayers => (4 * (dec + n * (z + u) + 2 * n * hd + 2 * n * hd + n * d + n * t), dec_flops),
+            StepOp::DecodeRowFwd => (4 * (2 * n * d + b * d + n * t + 2 * n), n * d * (4 * nb + 20)),
+            StepOp::Objective => (4 * (3 * n + b), 10 * n),
+            StepOp::DecodeRowBwd => (4 * (2 * n * d + b * d + 2 * n * t + n), n * d * (4 * nb + 30)),
+            StepOp::DecoderBackward => {
+                (4 * (2 * dec + n * (d + 4 * hd + z + 2 * u + 2 * t)), 2 * dec_flops - 2 * n * z * hd)
+            }
+            StepOp::LatentBackward => (4 * (3 * n * (z + u) + 5 * b * (z + u)), 8 * n * (z + u)),
+            StepOp::EncoderBackward => (4 * (2 * enc + b * (d + 4 * hd + 2 * heads)), 2 * enc_flops - 2 * b * d * hd),
+            StepOp::Optimizer => (4 * 8 * l.total, 12 * l.total),
+        };
+        OpCost { bytes: bytes as u64, flops: flops as u64 }
     }
 }
 
