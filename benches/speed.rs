@@ -59,7 +59,9 @@ fn main() {
 
     let test = Dataset::load(&data_dir, Split::Test, Some(n_nll)).expect("bundled MNIST");
     let net = Network::<f32>::new(trained.layout.clone());
-    let opts = EvalOptions { k: 5000, chunk: DEFAULT_CHUNK, binarize: Binarize::Dynamic, seed: 1 };
+    let precision = iwtvae::eval::Precision::parse(&std::env::var("IWTVAE_BENCH_PRECISION").unwrap_or("fp32".into()))
+        .expect("IWTVAE_BENCH_PRECISION");
+    let opts = EvalOptions { k: 5000, chunk: DEFAULT_CHUNK, binarize: Binarize::Dynamic, seed: 1, precision };
     let (report, _) = evaluate_on(device, &net, &trained.params, &test, &opts).expect("evaluation");
     println!(
         "{}",
@@ -74,6 +76,7 @@ fn main() {
             "nll_images": n_nll,
             "nll_k5000_images_per_sec": report.images_per_sec,
             "nll_seconds": report.seconds,
+            "precision": report.precision,
             "nll": report.nll,
         })
     );

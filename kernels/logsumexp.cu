@@ -25,8 +25,10 @@ extern "C" __global__ void iwae_weights(const float* logw, float* lse, float* co
 
 // Streaming logsumexp for evaluation: fold a chunk of kk log-weights per
 // image into (max, sum) accumulators, so k = 5000 never needs all samples.
+// With record_first, first[b] = logpx of the chunk's first sample (the
+// one-sample reconstruction of the first chunk).
 extern "C" __global__ void lse_fold(const float* logw, float* acc_max, float* acc_sum, float* acc_mean, int images,
-                                    int kk) {
+                                    int kk, const float* logpx, float* first, int record_first) {
   int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x % 32;
   if (b >= images) return;
@@ -50,6 +52,7 @@ extern "C" __global__ void lse_fold(const float* logw, float* acc_max, float* ac
     acc_max[b] = nm;
     acc_sum[b] = ns;
     acc_mean[b] += tot;
+    if (record_first) first[b] = logpx[(size_t)b * kk];
   }
 }
 

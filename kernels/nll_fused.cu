@@ -7,10 +7,41 @@
 // rows R = images · kk (row r belongs to local image r / kk). W3t is W3
 // transposed, [Hd, D], so that consecutive threads read consecutive pixels.
 // nb = 0 means no transform (p = c).
+#include <cuda_bf16.h>
+#include <mma.h>
+
 #include "common.cuh"
 using namespace iwtvae;
+using namespace nvcuda;
 
 #define SAMPLES 8  // samples per block = warps per block (256 threads)
+
+// Σ_j log p(x_j | p_j) of one sample, p = grid_sample(c, grid(θ)) (or c when
+// nb = 0), summed by one warp (lane-strided, then a warp reduction).
+__device__ __forceinline__ float row_loglik(const float* c, const float* xr, const float* th, const float* basis,
+                                            int D, int h, int w, int nb, int lane) {
+  float lp = 0.0f;
+  for (int j = lane; j < D; j += 32) {
+    float p;
+    if (nb == 0) {
+      p = c[j];
+    } else {
+      float xs = 0.0f, ys = 0.0f;
+      for (int n = 0; n < nb; ++n) {
+        float bv = basis[(size_t)j * nb + n];
+        xs += bv * th[n];
+        ys += bv * th[nb + n];
+      }
+      Footprint f;
+      bool ok = footprint(xs, ys, h, w, &f);
+      float sx = 1.0f - f.tx, sy = 1.0f - f.ty;
+      p = c[f.i00] * sx * sy + c[f.i01] * f.tx * sy + c[f.i10] * sx * f.ty + c[f.i11] * f.tx * f.ty;
+      if (!ok) p = __int_as_float(0x7fc00000);
+    }
+    lp += bernoulli_logp(xr[j], p);
+  }
+  return warp_sum(lp);
+}
 
 extern "C" __global__ void nll_fc3_fused(const float* d2, const float* W3t, const float* b3, const float* theta,
                                          const float* basis, const float* x, const float* lw_latent, float* logpx,
@@ -40,34 +71,105 @@ extern "C" __global__ void nll_fc3_fused(const float* d2, const float* W3t, cons
   int s = threadIdx.x / 32, lane = threadIdx.x % 32;
   int r = r0 + s;
   if (s >= SAMPLES || r >= R) return;
-  const float* c = cs + s * D;
-  const float* xr = x + (size_t)(r / kk) * D;
-  const float* th = theta + (size_t)r * 2 * nb;
-  float lp = 0.0f;
-  for (int j = lane; j < D; j += 32) {
-    float p;
-    if (nb == 0) {
-      p = c[j];
-    } else {
-      float xs = 0.0f, ys = 0.0f;
-      for (int n = 0; n < nb; ++n) {
-        float bv = basis[(size_t)j * nb + n];
-        xs += bv * th[n];
-        ys += bv * th[nb + n];
-      }
-      Footprint f;
-      bool ok = footprint(xs, ys, h, w, &f);
-      float sx = 1.0f - f.tx, sy = 1.0f - f.ty;
-      p = c[f.i00] * sx * sy + c[f.i01] * f.tx * sy + c[f.i10] * sx * f.ty + c[f.i11] * f.tx * f.ty;
-      if (!ok) p = __int_as_float(0x7fc00000);
-    }
-    lp += bernoulli_logp(xr[j], p);
-  }
-  lp = warp_sum(lp);
+  float lp = row_loglik(cs + s * D, x + (size_t)(r / kk) * D, theta + (size_t)r * 2 * nb, basis, D, h, w, nb, lane);
   if (lane == 0) {
     logpx[r] = lp;
     logw[r] = lp + lw_latent[r];
   }
+}
+
+// The tensor-core variants: the same fused epilogue after fc3 computed by
+// WMMA on TC_ROWS = 16 samples per block, in TF32 (m16n16k8, fp32 inputs
+// rounded to 10-bit mantissas) or BF16 (m16n16k16, inputs rounded to 8-bit
+// mantissas), accumulating in fp32. Operands are zero-padded to multiples of
+// 16 so every fragment is whole: W3p is W3 [D, Hd] padded to [Dp, Hdp]
+// (row-major, i.e. fc3's B operand in column-major with ld = Hdp), in fp32
+// for TF32 and in bf16 for BF16. The 16×Dp logits live in shared memory
+// (16·Dp·4 bytes plus the staged A tile: past 48 KiB, so the launch opts in).
+#define TC_ROWS 16
+#define TC_WARPS 8
+
+template <bool BF16>
+__device__ __forceinline__ void nll_fc3_tc(const float* d2, const void* W3p, const float* b3, const float* theta,
+                                           const float* basis, const float* x, const float* lw_latent, float* logpx,
+                                           float* logw, int R, int kk, int Hd, int Hdp, int D, int Dp, int h, int w,
+                                           int nb) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  float* cs = reinterpret_cast<float*>(smem_raw);                 // [TC_ROWS][Dp]
+  unsigned char* a_raw = smem_raw + (size_t)TC_ROWS * Dp * sizeof(float);  // [TC_ROWS][Hdp]
+  int r0 = blockIdx.x * TC_ROWS;
+  for (int t = threadIdx.x; t < TC_ROWS * Hdp; t += blockDim.x) {
+    int s = t / Hdp, k = t % Hdp;
+    float v = (r0 + s < R && k < Hd) ? d2[(size_t)(r0 + s) * Hd + k] : 0.0f;
+    if constexpr (BF16)
+      reinterpret_cast<__nv_bfloat16*>(a_raw)[t] = __float2bfloat16(v);
+    else
+      reinterpret_cast<float*>(a_raw)[t] = v;
+  }
+  __syncthreads();
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int n0 = warp * 16; n0 < Dp; n0 += TC_WARPS * 16) {
+    if constexpr (BF16) {
+      const __nv_bfloat16* B = reinterpret_cast<const __nv_bfloat16*>(W3p);
+      const __nv_bfloat16* A = reinterpret_cast<const __nv_bfloat16*>(a_raw);
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int k0 = 0; k0 < Hdp; k0 += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+        wmma::load_matrix_sync(a, A + k0, Hdp);
+        wmma::load_matrix_sync(b, B + (size_t)n0 * Hdp + k0, Hdp);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(cs + n0, acc, Dp, wmma::mem_row_major);
+    } else {
+      const float* B = reinterpret_cast<const float*>(W3p);
+      const float* A = reinterpret_cast<const float*>(a_raw);
+      wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int k0 = 0; k0 < Hdp; k0 += 8) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> b;
+        wmma::load_matrix_sync(a, A + k0, Hdp);
+        wmma::load_matrix_sync(b, B + (size_t)n0 * Hdp + k0, Hdp);
+#pragma unroll
+        for (int i = 0; i < a.num_elements; ++i) a.x[i] = wmma::__float_to_tf32(a.x[i]);
+#pragma unroll
+        for (int i = 0; i < b.num_elements; ++i) b.x[i] = wmma::__float_to_tf32(b.x[i]);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(cs + n0, acc, Dp, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  for (int t = threadIdx.x; t < TC_ROWS * D; t += blockDim.x) {
+    int s = t / D, j = t % D;
+    cs[s * Dp + j] = sigmoidf_stable(cs[s * Dp + j] + b3[j]);
+  }
+  __syncthreads();
+  for (int s = warp; s < TC_ROWS; s += TC_WARPS) {
+    int r = r0 + s;
+    if (r >= R) break;  // warp-uniform: later rows are past R too
+    float lp = row_loglik(cs + s * Dp, x + (size_t)(r / kk) * D, theta + (size_t)r * 2 * nb, basis, D, h, w, nb, lane);
+    if (lane == 0) {
+      logpx[r] = lp;
+      logw[r] = lp + lw_latent[r];
+    }
+  }
+}
+
+extern "C" __global__ void nll_fc3_tf32(const float* d2, const float* W3p, const float* b3, const float* theta,
+                                        const float* basis, const float* x, const float* lw_latent, float* logpx,
+                                        float* logw, int R, int kk, int Hd, int Hdp, int D, int Dp, int h, int w,
+                                        int nb) {
+  nll_fc3_tc<false>(d2, W3p, b3, theta, basis, x, lw_latent, logpx, logw, R, kk, Hd, Hdp, D, Dp, h, w, nb);
+}
+
+extern "C" __global__ void nll_fc3_bf16(const float* d2, const __nv_bfloat16* W3p, const float* b3,
+                                        const float* theta, const float* basis, const float* x,
+                                        const float* lw_latent, float* logpx, float* logw, int R, int kk, int Hd,
+                                        int Hdp, int D, int Dp, int h, int w, int nb) {
+  nll_fc3_tc<true>(d2, W3p, b3, theta, basis, x, lw_latent, logpx, logw, R, kk, Hd, Hdp, D, Dp, h, w, nb);
 }
 
 // z = μz + σz ε, u = μu + σu η for row r (local image r / kk), and the latent

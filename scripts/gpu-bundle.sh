@@ -18,6 +18,9 @@ for l in sys.stdin:
 cargo test --release --no-run --message-format=json 2>/dev/null | list | while read -r name exe; do cp "$exe" "gpu-bundle/tests/$name"; done
 cargo bench --no-run --message-format=json 2>/dev/null | list | while read -r name exe; do cp "$exe" "gpu-bundle/benches/$name"; done
 rm -f gpu-bundle/benches/iwtvae  # the library's empty bench harness
+# A trained checkpoint for the precision measurement (checkpoints are git-ignored).
+ck=results/runs/tps-iwae5-seed1/checkpoint.safetensors
+if [ -f "$ck" ]; then cp "$ck" gpu-bundle/tps-iwae5.safetensors; else echo "note: $ck missing; run.sh skips the precision measurement"; fi
 # Debug info is for profiling here; the device tool carries at most 64 MiB.
 strip --strip-debug gpu-bundle/iwtvae gpu-bundle/tests/* gpu-bundle/benches/*
 cat > gpu-bundle/run.sh <<'RUN'
@@ -43,6 +46,19 @@ step "CLI: train 1 epoch on 6000 images on the GPU, eval k=500"
 if [ "${SKIP_KERNEL_BENCH:-0}" != 1 ]; then
   step "per-kernel benches"
   "$here/benches/kernels" --bench 2>&1 | tee "$logs/kernels.txt"
+fi
+ck="$here/tps-iwae5.safetensors"
+if [ -f "$ck" ] && [ "${SKIP_PRECISION:-0}" != 1 ]; then
+  step "precision: NLL k=5000 of the first ${PREC_IMAGES:-1000} test images, GPU fp32/tf32/bf16 vs CPU fp32"
+  "$here/iwtvae" eval --device cpu --checkpoint "$ck" --limit ${PREC_IMAGES:-1000} --per-image "$logs/cpu.csv" --json | tee "$logs/eval-cpu.json"
+  for p in fp32 tf32 bf16; do
+    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --limit ${PREC_IMAGES:-1000} --per-image "$logs/gpu-$p.csv" --json | tee "$logs/eval-gpu-$p-subset.json"
+  done
+  python3 benches/precision.py "$logs/cpu.csv" "$logs"/gpu-fp32.csv "$logs"/gpu-tf32.csv "$logs"/gpu-bf16.csv | tee "$logs/precision.txt"
+  step "NLL k=5000 over the whole test set on the GPU, each precision"
+  for p in fp32 tf32 bf16; do
+    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --json | tee "$logs/eval-gpu-$p.json"
+  done
 fi
 if [ "${SKIP_SPEED:-0}" != 1 ]; then
   step "speed: iwtvae (full epoch, NLL k=5000 over ${NLL_IMAGES:-10000} test images)"

@@ -29,6 +29,37 @@ pub struct EvalOptions {
     pub chunk: usize,
     pub binarize: Binarize,
     pub seed: u64,
+    /// Arithmetic of the decoder's largest layer (fc3) in the GPU
+    /// evaluator; the CPU path is fp32 only.
+    pub precision: Precision,
+}
+
+/// How the GPU evaluator computes fc3: fp32 SIMT, or on tensor cores with
+/// inputs rounded to TF32 (10-bit mantissa) or BF16 (8-bit), fp32 sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Tf32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "fp32" => Ok(Self::Fp32),
+            "tf32" => Ok(Self::Tf32),
+            "bf16" => Ok(Self::Bf16),
+            o => Err(Error::Config(format!("unknown --precision {o:?} (expected fp32, tf32 or bf16)"))),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fp32 => "fp32",
+            Self::Tf32 => "tf32",
+            Self::Bf16 => "bf16",
+        }
+    }
 }
 
 /// One image's estimates (nats; losses, lower is better).
@@ -61,6 +92,8 @@ pub struct EvalReport {
     pub seconds: f64,
     pub images_per_sec: f64,
     pub device: String,
+    /// fc3's arithmetic (fp32 on the CPU; see `Precision`).
+    pub precision: String,
     pub binarize: String,
     pub seed: u64,
 }
@@ -205,6 +238,7 @@ pub fn summarize(
         seconds,
         images_per_sec: n / seconds,
         device,
+        precision: opts.precision.name().into(),
         binarize: match opts.binarize {
             Binarize::Dynamic => "dynamic".into(),
             Binarize::None => "none".into(),
@@ -234,6 +268,10 @@ pub fn evaluate_on(
     opts: &EvalOptions,
 ) -> Result<(EvalReport, Vec<ImageEstimate>)> {
     match device {
+        Device::Cpu if opts.precision != Precision::Fp32 => Err(Error::Config(format!(
+            "--precision {} runs on the GPU only (--device cuda); the CPU path is fp32",
+            opts.precision.name()
+        ))),
         Device::Cpu => evaluate(net, params, data, opts),
         #[cfg(iwtvae_cuda)]
         Device::Cuda(i) => crate::cuda::Gpu::new(i)?.evaluate(net, params, data, opts),

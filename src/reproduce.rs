@@ -208,7 +208,8 @@ fn one_run(
     let binarize = if spec.binarize == "dynamic" { Binarize::Dynamic } else { Binarize::None };
     let ck = load_checkpoint(&dir.join("checkpoint.safetensors"))?;
     let net = Network::<f32>::new(trained.layout);
-    let eval_opts = EvalOptions { k: opts.eval_k, chunk: DEFAULT_CHUNK, binarize, seed: opts.seed };
+    let eval_opts =
+        EvalOptions { k: opts.eval_k, chunk: DEFAULT_CHUNK, binarize, seed: opts.seed, precision: Default::default() };
     let (report, _): (EvalReport, _) = evaluate_on(opts.device, &net, &ck.params, &test, &eval_opts)?;
     atomic_write(&dir.join("eval.json"), serde_json::to_string_pretty(&report).expect("serialises").as_bytes())?;
     let result = RunResult {

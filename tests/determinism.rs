@@ -117,7 +117,7 @@ fn per_image_nll_is_independent_of_batch_and_threads() {
     let params: Vec<f32> = tiny_params(&layout, 8).iter().map(|&v| v as f32).collect();
     let net = Network::<f32>::new(layout);
     let all = Dataset::load(Path::new(MNIST), Split::Test, Some(37)).unwrap();
-    let opts = EvalOptions { k: 100, chunk: 30, binarize: Binarize::Dynamic, seed: 2 };
+    let opts = EvalOptions { k: 100, chunk: 30, binarize: Binarize::Dynamic, seed: 2, precision: Default::default() };
     let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let (_, together) = two.install(|| evaluate(&net, &params, &all, &opts)).unwrap();
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();

@@ -9,6 +9,13 @@ fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED (gpu_parity): {why}");
 }
 
+/// A measurement worth seeing in the log (stderr, uncaptured like `skip`).
+#[allow(dead_code)]
+fn note(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "gpu_parity: {what}");
+}
+
 #[cfg(not(iwtvae_cuda))]
 #[test]
 fn gpu_parity_skipped_without_kernels() {
@@ -203,8 +210,13 @@ mod gpu {
             let layout = iwtvae::model::Layout::new(cfg);
             let params = iwtvae::model::init_params::<f32>(&layout, 3);
             let net = iwtvae::network::Network::<f32>::new(layout);
-            let opts =
-                iwtvae::eval::EvalOptions { k: 700, chunk: 250, binarize: iwtvae::data::Binarize::Dynamic, seed: 4 };
+            let opts = iwtvae::eval::EvalOptions {
+                k: 700,
+                chunk: 250,
+                binarize: iwtvae::data::Binarize::Dynamic,
+                seed: 4,
+                precision: Default::default(),
+            };
             let (_, cpu) = iwtvae::eval::evaluate(&net, &params, &data, &opts).unwrap();
             let (report, gpu_rows) = g.evaluate(&net, &params, &data, &opts).unwrap();
             assert!(report.device.starts_with("cuda"));
@@ -384,6 +396,64 @@ mod gpu {
                 }
             }
             close(&format!("{name}: square_avg"), &gpu_opt.s1, &cpu_opt.s1, 2e-3);
+        }
+    }
+
+    /// The tensor-core evaluators against the CPU's fp32 on the same noise.
+    /// TF32 and BF16 round fc3's inputs to 10- and 8-bit mantissas (relative
+    /// 2⁻¹¹, 2⁻⁹ per product; fp32 sums), which moves logits by ~1e-3 (TF32)
+    /// and ~5e-3 (BF16) and each image's NLL by up to ~0.05 / ~0.5 nats on
+    /// an untrained model with 784 pixels; the bounds below are those, the
+    /// measured mean differences are printed. Which precision is the default
+    /// is decided on a trained model (gpu-bundle/run.sh, README).
+    #[test]
+    fn tensor_core_evaluators_are_close_to_fp32() {
+        use iwtvae::eval::Precision;
+        use iwtvae::model::{ModelConfig, Transform};
+        let Some(g) = gpu() else { return };
+        let Some(data) = mnist(iwtvae::data::Split::Test, 24) else {
+            super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
+            return;
+        };
+        for transform in [Transform::None, Transform::Tps] {
+            // hidden 40 and 28×28 are not multiples of 16: the padding is exercised.
+            let cfg = ModelConfig {
+                transform,
+                z_dim: 6,
+                u_dim: if transform == Transform::None { 0 } else { 4 },
+                hidden: 40,
+                tps_grid: 3,
+                height: 28,
+                width: 28,
+            };
+            let layout = iwtvae::model::Layout::new(cfg);
+            let params = iwtvae::model::init_params::<f32>(&layout, 5);
+            let net = iwtvae::network::Network::<f32>::new(layout);
+            let mut opts = iwtvae::eval::EvalOptions {
+                k: 600,
+                chunk: 250,
+                binarize: iwtvae::data::Binarize::Dynamic,
+                seed: 4,
+                precision: Precision::Fp32,
+            };
+            let (_, cpu) = iwtvae::eval::evaluate(&net, &params, &data, &opts).unwrap();
+            for (precision, bound) in [(Precision::Tf32, 0.05), (Precision::Bf16, 0.5)] {
+                opts.precision = precision;
+                let (report, rows) = g.evaluate(&net, &params, &data, &opts).unwrap();
+                assert_eq!(report.precision, precision.name());
+                let diffs: Vec<f64> = rows.iter().zip(&cpu).map(|(a, b)| (a.nll - b.nll).abs()).collect();
+                let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+                let worst = diffs.iter().fold(0f64, |m, &v| m.max(v));
+                super::note(&format!(
+                    "{} {}: mean |ΔNLL| {mean:.5}, max {worst:.5} nats vs CPU fp32",
+                    transform.name(),
+                    precision.name()
+                ));
+                assert!(worst < bound, "{} {}: max |ΔNLL| {worst} ≥ {bound}", transform.name(), precision.name());
+                for (a, b) in rows.iter().zip(&cpu) {
+                    assert!((a.recon_at_mean - b.recon_at_mean).abs() < 2e-3, "recon_at_mean is fp32 in every mode");
+                }
+            }
         }
     }
 }

@@ -179,6 +179,10 @@ struct EvalArgs {
     /// Samples per decoder pass (memory ∝ chunk × image size per thread).
     #[arg(long, default_value_t = DEFAULT_CHUNK)]
     chunk: usize,
+    /// Arithmetic of the GPU evaluator's fc3: fp32, or tensor cores with
+    /// tf32 or bf16 inputs (fp32 sums). The CPU path is fp32 only.
+    #[arg(long, default_value = "fp32")]
+    precision: String,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -295,7 +299,13 @@ fn run_train(a: TrainArgs) -> Result<()> {
         let test = Dataset::load(&a.common.data, Split::Test, None).context("loading the test set (--data)")?;
         eprintln!("evaluating on {} test images with k = {} ...", test.len(), a.eval_k);
         let net = Network::<f32>::new(trained.layout.clone());
-        let opts = EvalOptions { k: a.eval_k, chunk: DEFAULT_CHUNK, binarize: cfg.binarize()?, seed: a.common.seed };
+        let opts = EvalOptions {
+            k: a.eval_k,
+            chunk: DEFAULT_CHUNK,
+            binarize: cfg.binarize()?,
+            seed: a.common.seed,
+            precision: Default::default(),
+        };
         let (report, _) = evaluate_on(device, &net, &trained.params, &test, &opts)?;
         let path = a.out.join("eval.json");
         atomic_write(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
@@ -318,7 +328,8 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
     let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
-    let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed };
+    let precision = iwtvae::eval::Precision::parse(&a.precision)?;
+    let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed, precision };
     let (report, rows) = evaluate_on(device, &net, &ck.params, &data, &opts)?;
     if let Some(p) = &a.per_image {
         atomic_write(p, per_image_csv(&rows).as_bytes()).context("--per-image")?;

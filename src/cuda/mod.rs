@@ -29,10 +29,15 @@ const MODULES: &[(&str, &[u8], &[&str])] = &[
     ("linear", fatbin!("linear"), &["linear_fwd", "gemm_strided", "col_sum", "relu_mask"]),
     ("decode_row", fatbin!("decode_row"), &["decode_row_fwd", "decode_row_bwd"]),
     ("latent", fatbin!("latent"), &["encoder_heads", "latent_bwd"]),
-    ("nll_fused", fatbin!("nll_fused"), &["nll_fc3_fused", "reparam_latents", "add_theta_id"]),
+    (
+        "nll_fused",
+        fatbin!("nll_fused"),
+        &["nll_fc3_fused", "nll_fc3_tf32", "nll_fc3_bf16", "reparam_latents", "add_theta_id"],
+    ),
 ];
 
 mod eval;
+mod forward;
 pub mod train;
 
 fn dev(e: impl std::fmt::Display) -> Error {

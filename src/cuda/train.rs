@@ -8,6 +8,7 @@
 //! 100 is not bound by ~40 kernel launches per step; a smaller last batch
 //! runs the same launches directly. Step losses go to a device array read
 //! back every few steps for the progress bar and in full at the epoch's end.
+use super::forward::{cfg1, EncoderBufs};
 use super::{dev, Gpu};
 use crate::data::{Binarize, Dataset};
 use crate::error::{Error, Result};
@@ -42,15 +43,7 @@ struct Buffers {
     images: CudaSlice<u8>,
     items: CudaSlice<u32>,
     x: CudaSlice<f32>,
-    h1: CudaSlice<f32>,
-    h2: CudaSlice<f32>,
-    mu_z: CudaSlice<f32>,
-    ls_z_raw: CudaSlice<f32>,
-    ls_z: CudaSlice<f32>,
-    mu_u_pre: CudaSlice<f32>,
-    mu_u: CudaSlice<f32>,
-    ls_u_raw: CudaSlice<f32>,
-    ls_u: CudaSlice<f32>,
+    enc: EncoderBufs,
     eps: CudaSlice<f32>,
     eta: CudaSlice<f32>,
     z: CudaSlice<f32>,
@@ -148,10 +141,6 @@ pub struct GpuEngine {
     buf: Buffers,
 }
 
-fn cfg1(n: usize, threads: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: (Gpu::blocks(n, threads as usize), 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
-}
-
 impl GpuEngine {
     pub fn new(
         ordinal: usize,
@@ -192,15 +181,7 @@ impl GpuEngine {
             images: s.clone_htod(&data.images).map_err(dev)?,
             items: s.alloc_zeros::<u32>(b).map_err(dev)?,
             x: f(b * d)?,
-            h1: f(b * hd)?,
-            h2: f(b * hd)?,
-            mu_z: f(b * z)?,
-            ls_z_raw: f(b * z)?,
-            ls_z: f(b * z)?,
-            mu_u_pre: f(b * u)?,
-            mu_u: f(b * u)?,
-            ls_u_raw: f(b * u)?,
-            ls_u: f(b * u)?,
+            enc: EncoderBufs::new(&gpu, layout, b)?,
             eps: f(n * z)?,
             eta: f(n * u)?,
             z: f(n * z)?,
@@ -267,7 +248,7 @@ impl GpuEngine {
     /// The launches of one op of the step.
     fn run_op(&mut self, op: StepOp, b: usize, plan_keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<()> {
         let (bin_key, eps_key, eta_key) = plan_keys;
-        let Dims { d, hd, z, u, t, nb, h, w, k } = self.dims;
+        let Dims { d, hd, z, u, nb, h, w, k, .. } = self.dims;
         let n = b * k;
         let l = &self.layout;
         let g = &self.gpu;
@@ -275,81 +256,22 @@ impl GpuEngine {
         let bf = &mut self.buf;
         let (n_i, k_i, d_i, h_i, w_i, nb_i) = (n as i32, k as i32, d as i32, h as i32, w as i32, nb as i32);
         match op {
-            StepOp::Targets => {
-                {
-                    let (k0, k1, hi) = bin_key.words();
-                    let (b_i, d_i, bin_i) = (b as i32, d as i32, (self.binarize == Binarize::Dynamic) as i32);
-                    let mut lb = s.launch_builder(g.f("philox_targets"));
-                    lb.arg(&bf.images).arg(&bf.items).arg(&mut bf.x).arg(&b_i).arg(&d_i).arg(&bin_i);
-                    lb.arg(&k0).arg(&k1).arg(&hi);
-                    // SAFETY: images holds the dataset's n·D bytes and every item is an
-                    // index into it (the permutation's); items holds ≥ b, x ≥ b·D.
-                    unsafe { lb.launch(cfg1(b * d, 256)) }.map_err(dev)?;
-                }
-            }
-            StepOp::Encoder => {
-                g.linear(&bf.x, &bf.params, &l.enc_fc1, b, true, &mut bf.h1)?;
-                g.linear(&bf.h1, &bf.params, &l.enc_fc2, b, true, &mut bf.h2)?;
-                g.linear(&bf.h2, &bf.params, &l.z_mu, b, false, &mut bf.mu_z)?;
-                g.linear(&bf.h2, &bf.params, &l.z_logsigma, b, false, &mut bf.ls_z_raw)?;
-                if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
-                    g.linear(&bf.h2, &bf.params, mu, b, false, &mut bf.mu_u_pre)?;
-                    g.linear(&bf.h2, &bf.params, ls, b, false, &mut bf.ls_u_raw)?;
-                }
-                {
-                    let (nz, nu) = ((b * z) as i32, (b * u) as i32);
-                    let mut lb = s.launch_builder(g.f("encoder_heads"));
-                    lb.arg(&bf.ls_z_raw).arg(&mut bf.ls_z).arg(&nz);
-                    lb.arg(&bf.mu_u_pre).arg(&mut bf.mu_u).arg(&bf.ls_u_raw).arg(&mut bf.ls_u).arg(&nu);
-                    // SAFETY: the z buffers hold ≥ b·Z values, the u buffers ≥ max(b·U, 1).
-                    unsafe { lb.launch(cfg1(b * z.max(u), 256)) }.map_err(dev)?;
-                }
-            }
+            StepOp::Targets => g.targets(&bf.images, &bf.items, b, d, self.binarize, bin_key, &mut bf.x)?,
+            StepOp::Encoder => g.encode(l, &bf.params, &bf.x, b, &mut bf.enc)?,
             StepOp::Latents => {
                 g.normals_into(eps_key, &bf.items, b, k, 0, z, &mut bf.eps)?;
                 g.normals_into(eta_key, &bf.items, b, k, 0, u, &mut bf.eta)?;
-                {
-                    let (n_i, k_i, z_i, u_i) = (n as i32, k as i32, z as i32, u as i32);
-                    let mut lb = s.launch_builder(g.f("reparam_latents"));
-                    lb.arg(&bf.mu_z).arg(&bf.ls_z).arg(&bf.eps).arg(&bf.mu_u).arg(&bf.ls_u).arg(&bf.eta);
-                    lb.arg(&mut bf.z).arg(&mut bf.u).arg(&mut bf.lw_latent).arg(&n_i).arg(&k_i).arg(&z_i).arg(&u_i);
-                    // SAFETY: μ, log σ hold b·Z (b·U), ε and z n·Z, η and u n·U, lw_latent n values.
-                    unsafe { lb.launch(cfg1(n, 128)) }.map_err(dev)?;
-                }
+                g.reparam(&bf.enc, &bf.eps, &bf.eta, n, k, (z, u), &mut bf.z, &mut bf.u, &mut bf.lw_latent)?;
             }
             StepOp::DecoderLayers => {
                 g.linear(&bf.z, &bf.params, &l.dec_fc1, n, true, &mut bf.d1)?;
                 g.linear(&bf.d1, &bf.params, &l.dec_fc2, n, true, &mut bf.d2)?;
                 g.linear(&bf.d2, &bf.params, &l.dec_fc3, n, false, &mut bf.c)?;
-                if let Some(slot) = &l.u2theta {
-                    g.linear(&bf.u, &bf.params, slot, n, false, &mut bf.theta)?;
-                    let (n_i, t_i) = (n as i32, t as i32);
-                    let mut lb = s.launch_builder(g.f("add_theta_id"));
-                    lb.arg(&mut bf.theta).arg(&bf.theta_id).arg(&n_i).arg(&t_i);
-                    // SAFETY: theta holds n·T values, theta_id T.
-                    unsafe { lb.launch(cfg1(n * t, 256)) }.map_err(dev)?;
-                }
+                g.theta(l, &bf.params, &bf.u, n, &bf.theta_id, &mut bf.theta)?;
             }
             StepOp::DecodeRowFwd => {
-                {
-                    let smem = ((d + 2 * nb + 8) * 4) as u32;
-                    let cfg =
-                        LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
-                    let mut lb = s.launch_builder(g.f("decode_row_fwd"));
-                    lb.arg(&mut bf.c).arg(&bf.theta).arg(&bf.basis).arg(&bf.x).arg(&bf.lw_latent);
-                    lb.arg(&mut bf.logpx)
-                        .arg(&mut bf.logw)
-                        .arg(&n_i)
-                        .arg(&k_i)
-                        .arg(&d_i)
-                        .arg(&h_i)
-                        .arg(&w_i)
-                        .arg(&nb_i);
-                    // SAFETY: c [n, D], θ [n, 2nb], basis [D, nb], x [b, D], the row
-                    // vectors [n]; one block per row; shared memory D + 2nb + 8 f32;
-                    // footprint() keeps every read inside the row.
-                    unsafe { lb.launch(cfg) }.map_err(dev)?;
-                }
+                let (c, lpx, lw) = (&mut bf.c, &mut bf.logpx, &mut bf.logw);
+                g.decode_rows(l, nb, c, &bf.theta, &bf.basis, &bf.x, &bf.lw_latent, n, k, lpx, lw)?;
             }
             StepOp::Objective => {
                 {
@@ -360,7 +282,12 @@ impl GpuEngine {
                     };
                     let (b_i, z_i, u_i) = (b as i32, z as i32, u as i32);
                     let mut lb = s.launch_builder(g.f("objective_terms"));
-                    lb.arg(&bf.logw).arg(&bf.logpx).arg(&bf.mu_z).arg(&bf.ls_z).arg(&bf.mu_u).arg(&bf.ls_u);
+                    lb.arg(&bf.logw)
+                        .arg(&bf.logpx)
+                        .arg(&bf.enc.mu_z)
+                        .arg(&bf.enc.ls_z)
+                        .arg(&bf.enc.mu_u)
+                        .arg(&bf.enc.ls_u);
                     lb.arg(&mut bf.img_loss).arg(&mut bf.coef_px).arg(&mut bf.coef_w);
                     lb.arg(&b_i).arg(&k_i).arg(&z_i).arg(&u_i).arg(&mode);
                     // SAFETY: logw, logpx, coefs hold n = b·k values, img_loss b, the
@@ -398,7 +325,7 @@ impl GpuEngine {
             StepOp::LatentBackward => {
                 let kl_scale = if self.obj == Objective::ElboKl { 1.0 / b as f32 } else { 0.0 };
                 g.latent_bwd(
-                    [&bf.mu_z, &bf.ls_z, &bf.ls_z_raw, &bf.z, &bf.eps, &bf.dz, &bf.coef_w],
+                    [&bf.enc.mu_z, &bf.enc.ls_z, &bf.enc.ls_z_raw, &bf.z, &bf.eps, &bf.dz, &bf.coef_w],
                     &mut bf.dmu_z,
                     &mut bf.dls_z,
                     (b, k, z),
@@ -407,7 +334,7 @@ impl GpuEngine {
                 )?;
                 if u > 0 {
                     g.latent_bwd(
-                        [&bf.mu_u, &bf.ls_u, &bf.ls_u_raw, &bf.u, &bf.eta, &bf.du, &bf.coef_w],
+                        [&bf.enc.mu_u, &bf.enc.ls_u, &bf.enc.ls_u_raw, &bf.u, &bf.eta, &bf.du, &bf.coef_w],
                         &mut bf.dmu_u,
                         &mut bf.dls_u,
                         (b, k, u),
@@ -424,11 +351,20 @@ impl GpuEngine {
                     heads.push((ls, &bf.dls_u));
                 }
                 for (i, (slot, dy)) in heads.into_iter().enumerate() {
-                    g.linear_backward(&bf.h2, dy, b, slot, &bf.params, &mut bf.grads, Some(&mut bf.dh2), i > 0)?;
+                    g.linear_backward(&bf.enc.h2, dy, b, slot, &bf.params, &mut bf.grads, Some(&mut bf.dh2), i > 0)?;
                 }
-                g.relu_mask(&bf.h2, &mut bf.dh2, b * hd)?;
-                g.linear_backward(&bf.h1, &bf.dh2, b, &l.enc_fc2, &bf.params, &mut bf.grads, Some(&mut bf.dh1), false)?;
-                g.relu_mask(&bf.h1, &mut bf.dh1, b * hd)?;
+                g.relu_mask(&bf.enc.h2, &mut bf.dh2, b * hd)?;
+                g.linear_backward(
+                    &bf.enc.h1,
+                    &bf.dh2,
+                    b,
+                    &l.enc_fc2,
+                    &bf.params,
+                    &mut bf.grads,
+                    Some(&mut bf.dh1),
+                    false,
+                )?;
+                g.relu_mask(&bf.enc.h1, &mut bf.dh1, b * hd)?;
                 g.linear_backward(&bf.x, &bf.dh1, b, &l.enc_fc1, &bf.params, &mut bf.grads, None, false)?;
             }
             StepOp::Optimizer => {

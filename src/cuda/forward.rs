@@ -1,0 +1,267 @@
+//! The model's forward on device buffers, shared by the GPU training engine
+//! and the GPU evaluator: targets, encoder, reparameterisation, decoder
+//! layers, θ, and the fused row epilogue. Each method is one typed wrapper
+//! that checks sizes before its unsafe launches.
+use super::{dev, Gpu};
+use crate::data::Binarize;
+use crate::error::Result;
+use crate::model::{Layout, LinearSlot};
+use crate::rng::NoiseKey;
+use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+
+pub(super) fn cfg1(n: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (Gpu::blocks(n, threads as usize), 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// The encoder's outputs for up to `cap` images (u buffers hold ≥ 1 value
+/// when U = 0, so every buffer is a valid kernel argument).
+pub(super) struct EncoderBufs {
+    pub h1: CudaSlice<f32>,
+    pub h2: CudaSlice<f32>,
+    pub mu_z: CudaSlice<f32>,
+    pub ls_z_raw: CudaSlice<f32>,
+    pub ls_z: CudaSlice<f32>,
+    pub mu_u_pre: CudaSlice<f32>,
+    pub mu_u: CudaSlice<f32>,
+    pub ls_u_raw: CudaSlice<f32>,
+    pub ls_u: CudaSlice<f32>,
+}
+
+impl EncoderBufs {
+    pub fn new(gpu: &Gpu, layout: &Layout, cap: usize) -> Result<Self> {
+        let c = &layout.config;
+        let f = |len: usize| gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(dev);
+        let (hd, z, u) = (c.hidden, c.z_dim, c.u_dim);
+        Ok(EncoderBufs {
+            h1: f(cap * hd)?,
+            h2: f(cap * hd)?,
+            mu_z: f(cap * z)?,
+            ls_z_raw: f(cap * z)?,
+            ls_z: f(cap * z)?,
+            mu_u_pre: f(cap * u)?,
+            mu_u: f(cap * u)?,
+            ls_u_raw: f(cap * u)?,
+            ls_u: f(cap * u)?,
+        })
+    }
+}
+
+impl Gpu {
+    /// x [b, D] of the images `items[..b]` from the split's bytes [n, D]:
+    /// byte/255, or dynamically binarized with `key` (as Dataset::targets).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn targets(
+        &self,
+        images: &CudaSlice<u8>,
+        items: &CudaSlice<u32>,
+        b: usize,
+        d: usize,
+        binarize: Binarize,
+        key: NoiseKey,
+        x: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        Self::check(
+            "philox_targets",
+            items.len() >= b && x.len() >= b * d && images.len().is_multiple_of(d),
+            format!("b {b} d {d} items {} x {}", items.len(), x.len()),
+        )?;
+        let (k0, k1, hi) = key.words();
+        let (b_i, d_i, bin_i) = (b as i32, d as i32, (binarize == Binarize::Dynamic) as i32);
+        let mut lb = self.stream.launch_builder(self.f("philox_targets"));
+        lb.arg(images).arg(items).arg(x).arg(&b_i).arg(&d_i).arg(&bin_i).arg(&k0).arg(&k1).arg(&hi);
+        // SAFETY: x holds ≥ b·D f32 and items ≥ b (checked); every item indexes
+        // an image of `images` (callers pass indices into the same split).
+        unsafe { lb.launch(cfg1(b * d, 256)) }.map_err(dev)?;
+        Ok(())
+    }
+
+    /// Encoder of `b` images: x → h1, h2 → μz, log σz (clamped), μu (tanh), log σu.
+    pub(super) fn encode(
+        &self,
+        l: &Layout,
+        params: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        b: usize,
+        e: &mut EncoderBufs,
+    ) -> Result<()> {
+        let (z, u) = (l.config.z_dim, l.config.u_dim);
+        self.linear(x, params, &l.enc_fc1, b, true, &mut e.h1)?;
+        self.linear(&e.h1, params, &l.enc_fc2, b, true, &mut e.h2)?;
+        self.linear(&e.h2, params, &l.z_mu, b, false, &mut e.mu_z)?;
+        self.linear(&e.h2, params, &l.z_logsigma, b, false, &mut e.ls_z_raw)?;
+        if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
+            self.linear(&e.h2, params, mu, b, false, &mut e.mu_u_pre)?;
+            self.linear(&e.h2, params, ls, b, false, &mut e.ls_u_raw)?;
+        }
+        let (nz, nu) = ((b * z) as i32, (b * u) as i32);
+        let mut lb = self.stream.launch_builder(self.f("encoder_heads"));
+        lb.arg(&e.ls_z_raw).arg(&mut e.ls_z).arg(&nz);
+        lb.arg(&e.mu_u_pre).arg(&mut e.mu_u).arg(&e.ls_u_raw).arg(&mut e.ls_u).arg(&nu);
+        // SAFETY: the linear layers above checked that the z buffers hold
+        // b·Z and the u buffers b·U values (or were skipped when U = 0, when
+        // nu = 0 and nothing of u is touched).
+        unsafe { lb.launch(cfg1(b * z.max(u), 256)) }.map_err(dev)?;
+        Ok(())
+    }
+
+    /// z = μz + σz ε, u = μu + σu η and the latent terms of log w for
+    /// `rows` = images · k rows (row r belongs to image r / k).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reparam(
+        &self,
+        e: &EncoderBufs,
+        eps: &CudaSlice<f32>,
+        eta: &CudaSlice<f32>,
+        rows: usize,
+        k: usize,
+        (zd, ud): (usize, usize),
+        z: &mut CudaSlice<f32>,
+        u: &mut CudaSlice<f32>,
+        lw_latent: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let images = rows.div_ceil(k.max(1));
+        Self::check(
+            "reparam_latents",
+            k > 0
+                && e.mu_z.len() >= images * zd
+                && eps.len() >= rows * zd
+                && z.len() >= rows * zd
+                && e.mu_u.len() >= images * ud
+                && eta.len() >= rows * ud
+                && u.len() >= rows * ud
+                && lw_latent.len() >= rows,
+            format!("rows {rows} k {k} Z {zd} U {ud}"),
+        )?;
+        let (r_i, k_i, z_i, u_i) = (rows as i32, k as i32, zd as i32, ud as i32);
+        let mut lb = self.stream.launch_builder(self.f("reparam_latents"));
+        lb.arg(&e.mu_z).arg(&e.ls_z).arg(eps).arg(&e.mu_u).arg(&e.ls_u).arg(eta);
+        lb.arg(z).arg(u).arg(lw_latent).arg(&r_i).arg(&k_i).arg(&z_i).arg(&u_i);
+        // SAFETY: sizes checked above; row r reads image r / k < images.
+        unsafe { lb.launch(cfg1(rows, 128)) }.map_err(dev)?;
+        Ok(())
+    }
+
+    /// θ [rows, T] = u · Tᵀ + t + θ_id (nothing for transform none).
+    pub(super) fn theta(
+        &self,
+        l: &Layout,
+        params: &CudaSlice<f32>,
+        u: &CudaSlice<f32>,
+        rows: usize,
+        theta_id: &CudaSlice<f32>,
+        theta: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let Some(slot) = &l.u2theta else { return Ok(()) };
+        let t = slot.out;
+        Self::check("add_theta_id", theta_id.len() >= t, format!("θ_id {} < {t}", theta_id.len()))?;
+        self.linear(u, params, slot, rows, false, theta)?;
+        let (r_i, t_i) = (rows as i32, t as i32);
+        let mut lb = self.stream.launch_builder(self.f("add_theta_id"));
+        lb.arg(theta).arg(theta_id).arg(&r_i).arg(&t_i);
+        // SAFETY: theta holds rows·T values (checked by linear), theta_id T.
+        unsafe { lb.launch(cfg1(rows * t, 256)) }.map_err(dev)?;
+        Ok(())
+    }
+
+    /// The fused row epilogue of training (kernels/decode_row.cu): logits
+    /// [rows, D] become c; log p(x|z,u) and log w per row.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decode_rows(
+        &self,
+        l: &Layout,
+        nb: usize,
+        logits: &mut CudaSlice<f32>,
+        theta: &CudaSlice<f32>,
+        basis: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        lw_latent: &CudaSlice<f32>,
+        rows: usize,
+        k: usize,
+        logpx: &mut CudaSlice<f32>,
+        logw: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let c = &l.config;
+        let d = c.pixels();
+        Self::check(
+            "decode_row_fwd",
+            k > 0
+                && logits.len() >= rows * d
+                && (nb == 0 || (theta.len() >= rows * 2 * nb && basis.len() >= d * nb))
+                && x.len() >= rows.div_ceil(k) * d
+                && [lw_latent.len(), logpx.len(), logw.len()].iter().all(|&v| v >= rows),
+            format!("rows {rows} k {k} D {d} nb {nb}"),
+        )?;
+        let (r_i, k_i, d_i, h_i, w_i, nb_i) =
+            (rows as i32, k as i32, d as i32, c.height as i32, c.width as i32, nb as i32);
+        let smem = ((d + 2 * nb + 8) * 4) as u32;
+        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
+        let mut lb = self.stream.launch_builder(self.f("decode_row_fwd"));
+        lb.arg(logits).arg(theta).arg(basis).arg(x).arg(lw_latent).arg(logpx).arg(logw);
+        lb.arg(&r_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
+        // SAFETY: sizes checked above; one block per row; shared memory holds
+        // D + 2nb + 8 f32; footprint() keeps every read inside the row.
+        unsafe { lb.launch(cfg) }.map_err(dev)?;
+        Ok(())
+    }
+
+    /// y [rows, out] = act(x · Wᵀ + b) for one layer of the flat parameters.
+    pub(super) fn linear(
+        &self,
+        x: &CudaSlice<f32>,
+        params: &CudaSlice<f32>,
+        s: &LinearSlot,
+        rows: usize,
+        relu: bool,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        Self::check(
+            "linear_fwd",
+            x.len() >= rows * s.inp && y.len() >= rows * s.out && params.len() >= s.b + s.out,
+            format!("x {} y {} rows {rows} [{}x{}]", x.len(), y.len(), s.out, s.inp),
+        )?;
+        let (w, b): (CudaView<f32>, CudaView<f32>) = (params.slice(s.w_range()), params.slice(s.b_range()));
+        let (m, n, k, act) = (rows as i32, s.out as i32, s.inp as i32, relu as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (Self::blocks(s.out, 64), Self::blocks(rows, 64), 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("linear_fwd"));
+        l.arg(x).arg(&w).arg(&b).arg(y).arg(&m).arg(&n).arg(&k).arg(&act);
+        // SAFETY: x holds rows·in, w out·in, b out, y rows·out f32 (checked
+        // above); the kernel guards every index against M, N, K.
+        unsafe { l.launch(cfg) }.map_err(dev)?;
+        Ok(())
+    }
+
+    /// Standard normals of (items[i], sample0 + s, dim) into rows i·k + s.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn normals_into(
+        &self,
+        key: NoiseKey,
+        items: &CudaSlice<u32>,
+        images: usize,
+        k: usize,
+        sample0: usize,
+        dims: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let rows = images * k;
+        Self::check("philox_normals", items.len() >= images && out.len() >= rows * dims, format!("{rows}×{dims}"))?;
+        if dims == 0 {
+            return Ok(());
+        }
+        let (k0, k1, hi) = key.words();
+        let (rows_i, k_i, s0_i, dims_i) = (rows as i32, k as i32, sample0 as i32, dims as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (Self::blocks(rows * dims.div_ceil(4), 256), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("philox_normals"));
+        l.arg(out).arg(items).arg(&rows_i).arg(&k_i).arg(&s0_i).arg(&dims_i).arg(&k0).arg(&k1).arg(&hi);
+        // SAFETY: out holds rows·dims f32, items ≥ rows / k u32 (checked above).
+        unsafe { l.launch(cfg) }.map_err(dev)?;
+        Ok(())
+    }
+}
