@@ -541,7 +541,7 @@ impl Engine for GpuEngine {
             }
             s.memcpy_dtod(&self.buf.loss, &mut self.buf.loss_hist.slice_mut(step..step + 1)).map_err(dev)?;
             s.memcpy_dtod(&self.buf.bad, &mut self.buf.bad_hist.slice_mut(step..step + 1)).map_err(dev)?;
-            if step % PROGRESS_EVERY == PROGRESS_EVERY - 1 || step + 1 == batches.len() {
+            if step % PROGRESS_EVERY == 0 || step + 1 == batches.len() {
                 let mut v = [0f32];
                 s.memcpy_dtoh(&self.buf.loss_hist.slice(step..step + 1), &mut v[..]).map_err(dev)?;
                 last_loss = v[0] as f64;
