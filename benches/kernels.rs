@@ -48,23 +48,10 @@ mod gpu {
         let data =
             Dataset::load(std::path::Path::new(&dir), Split::Train, Some(1000)).expect("MNIST (set IWTVAE_DATA)");
         let cfg = TrainConfig {
-            transform: "tps".into(),
-            z_dim: 42,
-            u_dim: 18,
-            hidden: 256,
-            tps_grid: 3,
-            objective: "iwae".into(),
-            k: 5,
             epochs: 1,
-            batch_size: 100,
-            optimizer: "adadelta".into(),
             schedule: "constant".into(),
-            lr: 1.0,
-            binarize: "dynamic".into(),
             limit_train: Some(1000),
-            seed: 1,
-            shards: 1,
-            theta_init: "torch".into(),
+            ..TrainConfig::seed_protocol()
         };
         let layout = Layout::new(cfg.model_config(28, 28).expect("config"));
         let params = init_params::<f32>(&layout, 1);

@@ -31,23 +31,10 @@ fn main() {
     let n_train = env("IWTVAE_BENCH_TRAIN", 60_000);
     let n_nll = env("IWTVAE_BENCH_NLL", 200);
     let cfg = TrainConfig {
-        transform: "tps".into(),
-        z_dim: 42,
-        u_dim: 18,
-        hidden: 256,
-        tps_grid: 3,
-        objective: "iwae".into(),
-        k: 5,
         epochs: 1,
-        batch_size: 100,
-        optimizer: "adadelta".into(),
-        schedule: "poly".into(),
-        lr: 1.0,
-        binarize: "dynamic".into(),
         limit_train: Some(n_train),
-        seed: 1,
         shards: env("IWTVAE_BENCH_SHARDS", rayon::current_num_threads()),
-        theta_init: "torch".into(),
+        ..TrainConfig::seed_protocol()
     };
     let train_set = Dataset::load(&data_dir, Split::Train, Some(n_train)).expect("bundled MNIST");
     let out = tempfile::tempdir().expect("temp dir");

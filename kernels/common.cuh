@@ -101,6 +101,35 @@ __device__ __forceinline__ bool footprint(float xs, float ys, int h, int w, Foot
   return isfinite(xs) && isfinite(ys);
 }
 
+// Output pixel j's source point under θ (xs = B[j]·θ[:nb], ys = B[j]·θ[nb:],
+// basis B [D, nb]) and its footprint; false for a non-finite point.
+__device__ __forceinline__ bool warped_footprint(const float* basis, const float* th, int j, int nb, int h, int w,
+                                                 Footprint* f) {
+  float xs = 0.0f, ys = 0.0f;
+  for (int n = 0; n < nb; ++n) {
+    float b = basis[(size_t)j * nb + n];
+    xs += b * th[n];
+    ys += b * th[nb + n];
+  }
+  return footprint(xs, ys, h, w, f);
+}
+
+// Bilinear read of c at a footprint.
+__device__ __forceinline__ float bilinear(const float* c, const Footprint& f) {
+  float sx = 1.0f - f.tx, sy = 1.0f - f.ty;
+  return c[f.i00] * sx * sy + c[f.i01] * f.tx * sy + c[f.i10] * sx * f.ty + c[f.i11] * f.tx * f.ty;
+}
+
+// p_j of a row: c_j without a transform (nb = 0), else c sampled at the
+// warped point (NaN for a non-finite point).
+__device__ __forceinline__ float warped_pixel(const float* c, const float* basis, const float* th, int j, int nb,
+                                              int h, int w) {
+  if (nb == 0) return c[j];
+  Footprint f;
+  bool ok = warped_footprint(basis, th, j, nb, h, w, &f);
+  return ok ? bilinear(c, f) : __int_as_float(0x7fc00000);
+}
+
 // torch's BCE conventions: logs clamped at -100.
 __device__ __forceinline__ float bernoulli_logp(float x, float p) {
   return x * fmaxf(logf(p), -100.0f) + (1.0f - x) * fmaxf(logf(1.0f - p), -100.0f);

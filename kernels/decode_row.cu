@@ -25,17 +25,6 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return s;  // valid in thread 0
 }
 
-__device__ __forceinline__ void grid_point(const float* basis, const float* th, int j, int nb, float* xs, float* ys) {
-  float x = 0.0f, y = 0.0f;
-  for (int n = 0; n < nb; ++n) {
-    float b = basis[(size_t)j * nb + n];
-    x += b * th[n];
-    y += b * th[nb + n];
-  }
-  *xs = x;
-  *ys = y;
-}
-
 // a [R, D]: logits in, c out. logpx, logw [R]; lw_latent [R] from reparam_latents.
 extern "C" __global__ void decode_row_fwd(float* a, const float* theta, const float* basis, const float* x,
                                           const float* lw_latent, float* logpx, float* logw, int R, int k, int D,
@@ -56,21 +45,7 @@ extern "C" __global__ void decode_row_fwd(float* a, const float* theta, const fl
   __syncthreads();
   const float* xr = x + (size_t)(r / k) * D;
   float lp = 0.0f;
-  for (int j = threadIdx.x; j < D; j += THREADS) {
-    float p;
-    if (nb == 0) {
-      p = cs[j];
-    } else {
-      float xs, ys;
-      grid_point(basis, th, j, nb, &xs, &ys);
-      Footprint f;
-      bool ok = footprint(xs, ys, h, w, &f);
-      float sx = 1.0f - f.tx, sy = 1.0f - f.ty;
-      p = cs[f.i00] * sx * sy + cs[f.i01] * f.tx * sy + cs[f.i10] * sx * f.ty + cs[f.i11] * f.tx * f.ty;
-      if (!ok) p = __int_as_float(0x7fc00000);
-    }
-    lp += bernoulli_logp(xr[j], p);
-  }
+  for (int j = threadIdx.x; j < D; j += THREADS) lp += bernoulli_logp(xr[j], warped_pixel(cs, basis, th, j, nb, h, w));
   float s = block_sum(lp, red);
   if (threadIdx.x == 0) {
     logpx[r] = s;
@@ -105,13 +80,11 @@ extern "C" __global__ void decode_row_bwd(const float* c, const float* theta, co
       dcs[j] = g * bernoulli_logp_grad(xr[j], cs[j]);
       continue;
     }
-    float xs, ys;
-    grid_point(basis, th, j, nb, &xs, &ys);
     Footprint f;
-    bool ok = footprint(xs, ys, h, w, &f);
+    bool ok = warped_footprint(basis, th, j, nb, h, w, &f);
     float sx = 1.0f - f.tx, sy = 1.0f - f.ty;
     float c00 = cs[f.i00], c01 = cs[f.i01], c10 = cs[f.i10], c11 = cs[f.i11];
-    float p = c00 * sx * sy + c01 * f.tx * sy + c10 * sx * f.ty + c11 * f.tx * f.ty;
+    float p = bilinear(cs, f);
     float dp = g * bernoulli_logp_grad(xr[j], p);
     if (ok) {
       atomicAdd(&dcs[f.i00], dp * sx * sy);

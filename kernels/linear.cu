@@ -13,63 +13,17 @@
 #define TILE 64
 #define KSTEP 16
 
-extern "C" __global__ void linear_fwd(const float* X, const float* W, const float* b, float* Y, int M, int N, int K,
-                                      int relu) {
-  __shared__ float xs[KSTEP][TILE + 1];
-  __shared__ float ws[KSTEP][TILE + 1];
-  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // 256 threads
-  int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
-  float acc[4][4] = {};
-  for (int k0 = 0; k0 < K; k0 += KSTEP) {
-    // 64 rows × 16 k of X and of W: 1024 values each, 4 per thread.
-    for (int t = threadIdx.x; t < TILE * KSTEP; t += 256) {
-      int r = t / KSTEP, kk = t % KSTEP;
-      int gr = row0 + r, gc = col0 + r, gk = k0 + kk;
-      xs[kk][r] = (gr < M && gk < K) ? X[(size_t)gr * K + gk] : 0.0f;
-      ws[kk][r] = (gc < N && gk < K) ? W[(size_t)gc * K + gk] : 0.0f;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < KSTEP; ++kk) {
-      float a[4], w[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        a[i] = xs[kk][ty * 4 + i];
-        w[i] = ws[kk][tx * 4 + i];
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * w[j];
-    }
-    __syncthreads();
-  }
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    int r = row0 + ty * 4 + i;
-    if (r >= M) continue;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      int c = col0 + tx * 4 + j;
-      if (c >= N) continue;
-      float v = acc[i][j] + b[c];
-      Y[(size_t)r * N + c] = relu ? fmaxf(v, 0.0f) : v;
-    }
-  }
-}
-
-// C[M,N] (row-major, leading dimension ldc) = A[M,K] · B[K,N] (+ C when
-// accumulate), with A and B given by strides (rs, cs): one kernel serves
-// dY·W (both row-major) and dYᵀ·X (A a transposed view). The tile loads put
-// consecutive threads along whichever of A's / B's dimensions is contiguous.
-extern "C" __global__ void gemm_strided(const float* A, long long rsa, long long csa, const float* B, long long rsb,
-                                        long long csb, float* C, int ldc, int M, int N, int K, int accumulate) {
+// acc = the 64×64 tile (blockIdx.y, blockIdx.x) of A[M,K] · B[K,N], A and B
+// given by strides (rs, cs); each of the 256 threads holds a 4×4 micro-tile
+// (rows ty·4.., columns tx·4..). The tile loads put consecutive threads along
+// whichever of A's / B's dimensions is contiguous, so they coalesce.
+__device__ __forceinline__ void tile_product(const float* A, long long rsa, long long csa, const float* B,
+                                             long long rsb, long long csb, int M, int N, int K, float acc[4][4]) {
   __shared__ float as[KSTEP][TILE + 1];
   __shared__ float bs[KSTEP][TILE + 1];
-  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // 256 threads
+  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
   bool a_rows_fast = (rsa == 1), b_cols_fast = (csb == 1);
-  float acc[4][4] = {};
   for (int k0 = 0; k0 < K; k0 += KSTEP) {
     for (int t = threadIdx.x; t < TILE * KSTEP; t += 256) {
       int r = a_rows_fast ? t % TILE : t / KSTEP, kk = a_rows_fast ? t / TILE : t % KSTEP;
@@ -95,13 +49,42 @@ extern "C" __global__ void gemm_strided(const float* A, long long rsa, long long
     }
     __syncthreads();
   }
+}
+
+// Y[M,N] = act(X[M,K] · W[N,K]ᵀ + b[N]).
+extern "C" __global__ void linear_fwd(const float* X, const float* W, const float* b, float* Y, int M, int N, int K,
+                                      int relu) {
+  float acc[4][4] = {};
+  tile_product(X, K, 1, W, 1, K, M, N, K, acc);
+  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    int r = row0 + ty * 4 + i;
+    int r = blockIdx.y * TILE + ty * 4 + i;
     if (r >= M) continue;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      int c = col0 + tx * 4 + j;
+      int c = blockIdx.x * TILE + tx * 4 + j;
+      if (c >= N) continue;
+      float v = acc[i][j] + b[c];
+      Y[(size_t)r * N + c] = relu ? fmaxf(v, 0.0f) : v;
+    }
+  }
+}
+
+// C[M,N] (row-major, leading dimension ldc) = A[M,K] · B[K,N] (+ C when
+// accumulate): dY·W (both row-major) and dYᵀ·X (A a transposed view).
+extern "C" __global__ void gemm_strided(const float* A, long long rsa, long long csa, const float* B, long long rsb,
+                                        long long csb, float* C, int ldc, int M, int N, int K, int accumulate) {
+  float acc[4][4] = {};
+  tile_product(A, rsa, csa, B, rsb, csb, M, N, K, acc);
+  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int r = blockIdx.y * TILE + ty * 4 + i;
+    if (r >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      int c = blockIdx.x * TILE + tx * 4 + j;
       if (c >= N) continue;
       float* dst = C + (size_t)r * ldc + c;
       *dst = accumulate ? *dst + acc[i][j] : acc[i][j];

@@ -4,12 +4,9 @@
 #include "common.cuh"
 using namespace iwtvae;
 
-// lse[b] = logsumexp_s logw[b, s]; coef[b, s] = -w̃_bs * scale (scale = 1/B).
-extern "C" __global__ void iwae_weights(const float* logw, float* lse, float* coef, int images, int k, float scale) {
-  int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  int lane = threadIdx.x % 32;
-  if (b >= images) return;
-  const float* v = logw + (size_t)b * k;
+// logsumexp of v[0..k), by one warp (every lane gets the result); −∞ when
+// all are −∞, and the max itself when it is +∞ or NaN.
+__device__ __forceinline__ float warp_logsumexp(const float* v, int k, int lane) {
   float m = -INFINITY;
   for (int s = lane; s < k; s += 32) m = fmaxf(m, v[s]);
   m = warp_max(m);
@@ -17,7 +14,16 @@ extern "C" __global__ void iwae_weights(const float* logw, float* lse, float* co
   if (isfinite(m))
     for (int s = lane; s < k; s += 32) sum += expf(v[s] - m);
   sum = warp_sum(sum);
-  float l = isfinite(m) ? m + logf(sum) : m;
+  return isfinite(m) ? m + logf(sum) : m;
+}
+
+// lse[b] = logsumexp_s logw[b, s]; coef[b, s] = -w̃_bs * scale (scale = 1/B).
+extern "C" __global__ void iwae_weights(const float* logw, float* lse, float* coef, int images, int k, float scale) {
+  int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (b >= images) return;
+  const float* v = logw + (size_t)b * k;
+  float l = warp_logsumexp(v, k, lane);
   if (lane == 0) lse[b] = l;
   if (coef)
     for (int s = lane; s < k; s += 32) coef[(size_t)b * k + s] = isfinite(l) ? -expf(v[s] - l) * scale : __int_as_float(0x7fc00000);
@@ -72,14 +78,7 @@ extern "C" __global__ void objective_terms(const float* logw, const float* logpx
   const float* v = logw + (size_t)b * k;
   float inv_b = 1.0f / (float)images;
   if (mode == 0) {
-    float m = -INFINITY;
-    for (int s = lane; s < k; s += 32) m = fmaxf(m, v[s]);
-    m = warp_max(m);
-    float sum = 0.0f;
-    if (isfinite(m))
-      for (int s = lane; s < k; s += 32) sum += expf(v[s] - m);
-    sum = warp_sum(sum);
-    float l = isfinite(m) ? m + logf(sum) : m;
+    float l = warp_logsumexp(v, k, lane);
     if (lane == 0) img_loss[b] = -(l - logf((float)k));
     for (int s = lane; s < k; s += 32) {
       float c = isfinite(l) ? -expf(v[s] - l) * inv_b : __int_as_float(0x7fc00000);

@@ -21,25 +21,7 @@ using namespace nvcuda;
 __device__ __forceinline__ float row_loglik(const float* c, const float* xr, const float* th, const float* basis,
                                             int D, int h, int w, int nb, int lane) {
   float lp = 0.0f;
-  for (int j = lane; j < D; j += 32) {
-    float p;
-    if (nb == 0) {
-      p = c[j];
-    } else {
-      float xs = 0.0f, ys = 0.0f;
-      for (int n = 0; n < nb; ++n) {
-        float bv = basis[(size_t)j * nb + n];
-        xs += bv * th[n];
-        ys += bv * th[nb + n];
-      }
-      Footprint f;
-      bool ok = footprint(xs, ys, h, w, &f);
-      float sx = 1.0f - f.tx, sy = 1.0f - f.ty;
-      p = c[f.i00] * sx * sy + c[f.i01] * f.tx * sy + c[f.i10] * sx * f.ty + c[f.i11] * f.tx * f.ty;
-      if (!ok) p = __int_as_float(0x7fc00000);
-    }
-    lp += bernoulli_logp(xr[j], p);
-  }
+  for (int j = lane; j < D; j += 32) lp += bernoulli_logp(xr[j], warped_pixel(c, basis, th, j, nb, h, w));
   return warp_sum(lp);
 }
 

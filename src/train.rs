@@ -60,6 +60,31 @@ fn one() -> usize {
 }
 
 impl TrainConfig {
+    /// The seed's IW-TVAE protocol (the CLI's defaults): TPS on a 3×3 grid,
+    /// z 42, u 18, hidden 256, IWAE k = 5, batch 100, 50 epochs of Adadelta
+    /// with the poly schedule, dynamic binarization, seed 1, one shard.
+    pub fn seed_protocol() -> Self {
+        TrainConfig {
+            transform: "tps".into(),
+            z_dim: 42,
+            u_dim: 18,
+            hidden: 256,
+            tps_grid: 3,
+            objective: "iwae".into(),
+            k: 5,
+            epochs: 50,
+            batch_size: 100,
+            optimizer: "adadelta".into(),
+            schedule: "poly".into(),
+            lr: 1.0,
+            binarize: "dynamic".into(),
+            limit_train: None,
+            seed: 1,
+            shards: 1,
+            theta_init: "torch".into(),
+        }
+    }
+
     pub fn objective(&self) -> Result<Objective> {
         Objective::parse(&self.objective)
     }
