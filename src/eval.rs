@@ -10,7 +10,7 @@
 use crate::data::{Binarize, Dataset};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::network::{Network, Workspace};
+use crate::network::{DecodeMode, Network, Workspace};
 use crate::objective::LatentKeys;
 use crate::ops::logsumexp::Lse;
 use crate::ops::Par;
@@ -120,7 +120,7 @@ fn one_image(
     means.extend_from_slice(&ws.mu_u[..cfg.u_dim]);
 
     net.sample_latents(ws, 1, 1, true);
-    net.decode(params, ws, 1, 1, false, Par::Seq);
+    net.decode(params, ws, 1, 1, DecodeMode::Score, Par::Seq);
     let recon_at_mean = -(ws.logpx[0] as f64);
 
     let mut lse = Lse::default();
@@ -131,7 +131,7 @@ fn one_image(
         let kk = opts.chunk.min(opts.k - s0);
         net.fill_noise(ws, &[index as u32], kk, s0, keys.eps, keys.eta);
         net.sample_latents(ws, 1, kk, false);
-        net.decode(params, ws, 1, kk, false, Par::Seq);
+        net.decode(params, ws, 1, kk, DecodeMode::Score, Par::Seq);
         net.log_weights(ws, 1, kk);
         if s0 == 0 {
             recon = -(ws.logpx[0] as f64);

@@ -13,13 +13,26 @@
 //! weights  log w[N] = log p(x|z,u) − ½|z|² − ½|u|² + ½|ε|² + Σ log σz + ½|η|² + Σ log σu
 //! ```
 use crate::model::{Layout, LinearSlot, Transform};
-use crate::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
+use crate::ops::fused::{decode_row, decode_row_train, RowGrid, RowTrain};
 use crate::ops::grid::Warp;
 use crate::ops::likelihood::is_binary;
 use crate::ops::linear::{linear_backward_input, linear_backward_params, linear_forward, relu_backward, Activation};
 use crate::ops::rows::{for_each_row, Par, RowsMut};
 use crate::rng::NoiseKey;
 use crate::Real;
+
+/// What `Network::decode` computes besides log p(x|z,u).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeMode {
+    /// Nothing else: each row's scratch is reused (evaluation).
+    Score,
+    /// Keep p and the grid of every row in ws.p, ws.gx, ws.gy (pictures).
+    Keep,
+    /// Also each row's backward with coef = 1 into ws.dc and ws.dtheta,
+    /// while the row is in L1; `backward` scales them by the objective's
+    /// coefficients (training).
+    Train,
+}
 
 /// log σ is clamped to this range (SPEC §1).
 pub const LOG_SIGMA_CLAMP: f64 = 6.0;
@@ -85,19 +98,12 @@ pub struct Workspace<T> {
     pub row_gx: Vec<T>,
     pub row_gy: Vec<T>,
     pub row_terms: Vec<T>,
+    pub row_dgx: Vec<T>,
+    pub row_dgy: Vec<T>,
     /// f64 scratch of the objective: [k] log-weights and weights, [B] KL.
     pub lse_lw: Vec<f64>,
     pub lse_w: Vec<f64>,
     pub kl: Vec<f64>,
-}
-
-/// Row r of a [N, d] buffer, or an empty slice when the buffer is unused.
-fn row_of<T>(v: &[T], r: usize, d: usize, unused: bool) -> &[T] {
-    if unused {
-        &v[..0]
-    } else {
-        &v[r * d..(r + 1) * d]
-    }
 }
 
 /// Disjoint (weight, bias) gradient slices of one layer.
@@ -170,6 +176,8 @@ impl<T: Real> Network<T> {
             row_gx: v(d),
             row_gy: v(d),
             row_terms: v(d),
+            row_dgx: v(d),
+            row_dgy: v(d),
             lse_lw: vec![0.0; k],
             lse_w: vec![0.0; k],
             kl: vec![0.0; b],
@@ -243,10 +251,9 @@ impl<T: Real> Network<T> {
         }
     }
 
-    /// Decoder, transform and likelihood: ws.z, ws.u → ws.logpx[..n].
-    /// `store` keeps p and the grid of every row for the backward; without
-    /// it they live in one scratch row that stays in L1.
-    pub fn decode(&self, params: &[T], ws: &mut Workspace<T>, b: usize, k: usize, store: bool, par: Par) {
+    /// Decoder, transform and likelihood: ws.z, ws.u → ws.logpx[..n]; what
+    /// else `mode` says (see `DecodeMode`).
+    pub fn decode(&self, params: &[T], ws: &mut Workspace<T>, b: usize, k: usize, mode: DecodeMode, par: Par) {
         let l = &self.layout;
         let n = b * k;
         let d = l.config.pixels();
@@ -270,47 +277,73 @@ impl<T: Real> Network<T> {
         for i in 0..b {
             ws.binary[i] = is_binary(&ws.x[i * d..(i + 1) * d]);
         }
+        let has_t = transform != Transform::None;
+        // Each row's scratch (p, grid, per-pixel terms, and in training the
+        // coordinate gradients) is either one row reused, so the rows run one
+        // after another and the scratch stays in L1, or, when rows run in
+        // parallel or p and the grid are kept, row r of the [N, D] buffers.
+        let keep = mode == DecodeMode::Keep;
+        let per_row = keep || (mode == DecodeMode::Train && par == Par::Rows);
+        let row_par = if per_row { par } else { Par::Seq };
+        // (per_row needs a workspace made with_backward: dp, p, gx, gy [N, D].)
+        let (tr, pr, xr, yr) = if per_row {
+            let terms = RowsMut::new(&mut ws.dp, d, n);
+            if has_t {
+                let (p, gx, gy) = (&mut ws.p, &mut ws.gx, &mut ws.gy);
+                (terms, RowsMut::new(p, d, n), RowsMut::new(gx, d, n), RowsMut::new(gy, d, n))
+            } else {
+                let (p, gx, gy) = (&mut ws.row_p, &mut ws.row_gx, &mut ws.row_gy);
+                (terms, RowsMut::new(p, d, 1), RowsMut::new(gx, d, 1), RowsMut::new(gy, d, 1))
+            }
+        } else {
+            let (tm, p, gx, gy) = (&mut ws.row_terms, &mut ws.row_p, &mut ws.row_gx, &mut ws.row_gy);
+            (RowsMut::new(tm, d, 1), RowsMut::new(p, d, 1), RowsMut::new(gx, d, 1), RowsMut::new(gy, d, 1))
+        };
+        let train = mode == DecodeMode::Train;
+        let (dgx_r, dgy_r) = if !train {
+            (RowsMut::new(&mut ws.row_dgx, d, 1), RowsMut::new(&mut ws.row_dgy, d, 1))
+        } else if per_row {
+            (RowsMut::new(&mut ws.dgx, d, n), RowsMut::new(&mut ws.dgy, d, n))
+        } else {
+            (RowsMut::new(&mut ws.row_dgx, d, 1), RowsMut::new(&mut ws.row_dgy, d, 1))
+        };
+        let dc_rows = if train { RowsMut::new(&mut ws.dc, d, n) } else { RowsMut::new(&mut ws.row_terms[..0], 0, 0) };
+        let dth_rows =
+            if train { RowsMut::new(&mut ws.dtheta, t, n) } else { RowsMut::new(&mut ws.row_terms[..0], 0, 0) };
         let (x, theta, binary) = (&ws.x, &ws.theta, &ws.binary);
         let c_rows = RowsMut::new(&mut ws.c, d, n);
         let logpx = RowsMut::new(&mut ws.logpx, 1, n);
-        let has_t = transform != Transform::None;
-        // Stored: p and the grid per row for the backward. Otherwise one
-        // scratch row, reused, so the rows run one after another (evaluation
-        // parallelises over images instead).
-        let row_par = if store { par } else { Par::Seq };
-        // With store, the backward's dp rows serve as the terms scratch.
-        let (p_rows, gx_rows, gy_rows, t_rows, per_row) = if store && has_t {
-            let (p, gx, gy, dp) = (&mut ws.p, &mut ws.gx, &mut ws.gy, &mut ws.dp);
-            (RowsMut::new(p, d, n), RowsMut::new(gx, d, n), RowsMut::new(gy, d, n), RowsMut::new(dp, d, n), true)
-        } else if store {
-            let (p, gx, gy) = (&mut ws.row_p, &mut ws.row_gx, &mut ws.row_gy);
-            (
-                RowsMut::new(p, d, 1),
-                RowsMut::new(gx, d, 1),
-                RowsMut::new(gy, d, 1),
-                RowsMut::new(&mut ws.dp, d, n),
-                true,
-            )
-        } else {
-            let (p, gx, gy, t) = (&mut ws.row_p, &mut ws.row_gx, &mut ws.row_gy, &mut ws.row_terms);
-            (RowsMut::new(p, d, 1), RowsMut::new(gx, d, 1), RowsMut::new(gy, d, 1), RowsMut::new(t, d, 1), false)
-        };
+        // Rows whose p and grid are their own when kept; the one scratch row otherwise.
+        let grid_own = per_row && has_t;
         for_each_row(row_par, n, |r| {
             let s = if per_row { r } else { 0 };
-            // SAFETY: for_each_row visits each row index exactly once; row s
-            // is r when stored, and the single scratch row is only used with
-            // row_par = Seq.
+            let sg = if grid_own { r } else { 0 };
+            // SAFETY: for_each_row visits each row index exactly once; a
+            // shared scratch row (index 0) is only used when row_par = Seq.
             let (c, grid) = unsafe {
-                let terms = t_rows.row(s);
+                let terms = tr.row(s);
                 if has_t {
-                    (c_rows.row(r), RowGrid { terms, p: p_rows.row(s), gx: gx_rows.row(s), gy: gy_rows.row(s) })
+                    (c_rows.row(r), RowGrid { terms, p: pr.row(sg), gx: xr.row(sg), gy: yr.row(sg) })
                 } else {
                     (c_rows.row(r), RowGrid { terms, p: &mut [], gx: &mut [], gy: &mut [] })
                 }
             };
-            let xr = &x[(r / k) * d..(r / k + 1) * d];
+            let xr_ = &x[(r / k) * d..(r / k + 1) * d];
             let th = if has_t { &theta[r * t..(r + 1) * t] } else { &[] };
-            let lp = decode_row(warp, c, th, xr, binary[r / k], grid);
+            let lp = if train {
+                let sd = if per_row { r } else { 0 };
+                // SAFETY: as above.
+                let out = unsafe {
+                    if has_t {
+                        RowTrain { dgx: dgx_r.row(sd), dgy: dgy_r.row(sd), da: dc_rows.row(r), dtheta: dth_rows.row(r) }
+                    } else {
+                        RowTrain { dgx: &mut [], dgy: &mut [], da: dc_rows.row(r), dtheta: &mut [] }
+                    }
+                };
+                decode_row_train(warp, c, th, xr_, binary[r / k], grid, out)
+            } else {
+                decode_row(warp, c, th, xr_, binary[r / k], grid)
+            };
             // SAFETY: as above.
             unsafe { logpx.row(r)[0] = lp };
         });
@@ -350,7 +383,7 @@ impl<T: Real> Network<T> {
     }
 
     /// Backward of the whole model into `grads` (accumulated; same layout as
-    /// params). Needs ws.coef_px[r] = ∂Loss/∂log p(x|z_r,u_r), ws.coef_w[r] =
+    /// params), after `decode(.., DecodeMode::Train, ..)`. Needs ws.coef_px[r] = ∂Loss/∂log p(x|z_r,u_r), ws.coef_w[r] =
     /// ∂Loss/∂(explicit latent terms of log w_r), and `kl_scale` = ∂Loss/∂KL_b
     /// (elbo-kl; 0 otherwise).
     #[allow(clippy::too_many_arguments)]
@@ -368,47 +401,14 @@ impl<T: Real> Network<T> {
         let cfg = &l.config;
         let n = b * k;
         let (d, t) = (cfg.pixels(), cfg.theta_dim());
-        let transform = cfg.transform;
 
-        // Likelihood, grid sampling, grid and sigmoid, fused per row:
-        // dc[N,D] = ∂Loss/∂logits, dtheta[N,T]. (dθ per row beat two GEMMs
-        // over all rows against the basis by 4.5% of a training step: the
-        // GEMM spent most of its time packing dgx, dgy for 9 outputs a row.)
-        {
-            let warp = &self.warp;
-            let (x, c, p, gx, gy, coef) = (&ws.x, &ws.c, &ws.p, &ws.gx, &ws.gy, &ws.coef_px);
-            let dc_rows = RowsMut::new(&mut ws.dc, d, n);
-            let dp_rows = RowsMut::new(&mut ws.dp, d, n);
-            let dgx_rows = RowsMut::new(&mut ws.dgx, d, n);
-            let dgy_rows = RowsMut::new(&mut ws.dgy, d, n);
-            let dtheta_rows = RowsMut::new(&mut ws.dtheta, t, n);
-            let none = transform == Transform::None;
-            for_each_row(par, n, |r| {
-                // SAFETY: for_each_row visits each row index exactly once.
-                let (da, dp, dgx, dgy, dtheta) = unsafe {
-                    if none {
-                        (dc_rows.row(r), &mut [][..], &mut [][..], &mut [][..], &mut [][..])
-                    } else {
-                        (dc_rows.row(r), dp_rows.row(r), dgx_rows.row(r), dgy_rows.row(r), dtheta_rows.row(r))
-                    }
-                };
-                decode_row_backward(
-                    warp,
-                    RowBackward {
-                        c: &c[r * d..(r + 1) * d],
-                        p: row_of(p, r, d, none),
-                        gx: row_of(gx, r, d, none),
-                        gy: row_of(gy, r, d, none),
-                        x: &x[(r / k) * d..(r / k + 1) * d],
-                        coef: coef[r],
-                        dp,
-                        dgx,
-                        dgy,
-                        da,
-                        dtheta,
-                    },
-                );
-            });
+        // Likelihood, grid sampling, grid and sigmoid: decode(Train) left each
+        // row's backward for coef = 1 in dc [N, D] and dθ [N, T]; it is linear
+        // in coef, so scaling by coef_px[r] gives ∂Loss/∂logits and ∂Loss/∂θ.
+        for r in 0..n {
+            let cr = ws.coef_px[r];
+            ws.dc[r * d..(r + 1) * d].iter_mut().for_each(|v| *v *= cr);
+            ws.dtheta[r * t..(r + 1) * t].iter_mut().for_each(|v| *v *= cr);
         }
 
         // Decoder GEMMs.
@@ -566,7 +566,7 @@ impl<T: Real> Network<T> {
         let mut ws = self.workspace(n, 1, true);
         ws.z[..n * c.z_dim].copy_from_slice(&z[..n * c.z_dim]);
         ws.u[..n * c.u_dim].copy_from_slice(&u[..n * c.u_dim]);
-        self.decode(params, &mut ws, n, 1, true, Par::Seq);
+        self.decode(params, &mut ws, n, 1, DecodeMode::Keep, Par::Seq);
         let canonical = ws.c[..n * d].to_vec();
         let transformed = if c.transform == Transform::None { canonical.clone() } else { ws.p[..n * d].to_vec() };
         Decoded { canonical, transformed, theta: ws.theta[..n * t].to_vec() }

@@ -8,7 +8,7 @@
 //! elbo-kl  L = mean_b [ log p(x|z,u) − KL_z − KL_u ]     k = 1, analytic KL
 //! ```
 use crate::error::{Error, Result};
-use crate::network::Workspace;
+use crate::network::{DecodeMode, Workspace};
 use crate::ops::logsumexp::{logsumexp, normalized_weights};
 use crate::Real;
 
@@ -110,7 +110,8 @@ pub fn loss_and_grad<T: Real>(
     net.encode(params, ws, b, par);
     net.fill_noise(ws, items, k, 0, keys.eps, keys.eta);
     net.sample_latents(ws, b, k, false);
-    net.decode(params, ws, b, k, grads.is_some(), par);
+    let mode = if grads.is_some() { DecodeMode::Train } else { DecodeMode::Score };
+    net.decode(params, ws, b, k, mode, par);
     net.log_weights(ws, b, k);
     if obj == Objective::ElboKl {
         for i in 0..b {

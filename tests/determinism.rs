@@ -99,7 +99,7 @@ fn an_images_estimate_does_not_depend_on_the_batch() {
     net.encode(&params, &mut big, 37, Par::Seq);
     net.fill_noise(&mut big, &items, k, 0, keys.eps, keys.eta);
     net.sample_latents(&mut big, 37, k, false);
-    net.decode(&params, &mut big, 37, k, false, Par::Seq);
+    net.decode(&params, &mut big, 37, k, iwtvae::network::DecodeMode::Score, Par::Seq);
     net.log_weights(&mut big, 37, k);
     let mut one = net.workspace(1, k, true);
     for (dst, &v) in one.x.iter_mut().zip(&x[5 * d..6 * d]) {

@@ -112,6 +112,101 @@ fn backward_row_avx512<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
     backward_row(warp, r)
 }
 
+/// Scratch and outputs of `decode_row_train`'s backward part.
+pub struct RowTrain<'a, T> {
+    pub dgx: &'a mut [T],
+    pub dgy: &'a mut [T],
+    /// Out: ∂log p(x|z,u)/∂logits [D] (the backward with coef = 1).
+    pub da: &'a mut [T],
+    /// Out: ∂log p(x|z,u)/∂θ [T] (empty for transform none).
+    pub dtheta: &'a mut [T],
+}
+
+/// Forward of one row and, while its data is in L1, its backward with
+/// coef = 1: the backward is linear in coef = ∂Loss/∂log p(x|z,u), which the
+/// objective knows only once every sample of the image is done, so the
+/// caller scales `da` and `dtheta` by it afterwards. `g.terms` doubles as
+/// the backward's ∂/∂p scratch. Returns log p(x|z,u).
+pub fn decode_row_train<T: Real>(
+    warp: &Warp<T>,
+    a: &mut [T],
+    theta: &[T],
+    x: &[T],
+    binary: bool,
+    g: RowGrid<T>,
+    out: RowTrain<T>,
+) -> T {
+    #[cfg(target_arch = "x86_64")]
+    match simd() {
+        // SAFETY: simd() reported that the CPU has these features.
+        Simd::Avx512 => return unsafe { train_row_avx512(warp, a, theta, x, binary, g, out) },
+        // SAFETY: as above.
+        Simd::Avx2 => return unsafe { train_row_avx2(warp, a, theta, x, binary, g, out) },
+        Simd::Baseline => {}
+    }
+    train_row(warp, a, theta, x, binary, g, out)
+}
+
+#[inline(always)]
+fn train_row<T: Real>(
+    warp: &Warp<T>,
+    a: &mut [T],
+    theta: &[T],
+    x: &[T],
+    binary: bool,
+    g: RowGrid<T>,
+    out: RowTrain<T>,
+) -> T {
+    let RowGrid { terms, p, gx, gy } = g;
+    let lp =
+        forward_row(warp, a, theta, x, binary, RowGrid { terms: &mut *terms, p: &mut *p, gx: &mut *gx, gy: &mut *gy });
+    backward_row(
+        warp,
+        RowBackward {
+            c: a,
+            p,
+            gx,
+            gy,
+            x,
+            coef: T::one(),
+            dp: terms,
+            dgx: out.dgx,
+            dgy: out.dgy,
+            da: out.da,
+            dtheta: out.dtheta,
+        },
+    );
+    lp
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn train_row_avx2<T: Real>(
+    warp: &Warp<T>,
+    a: &mut [T],
+    theta: &[T],
+    x: &[T],
+    binary: bool,
+    g: RowGrid<T>,
+    out: RowTrain<T>,
+) -> T {
+    train_row(warp, a, theta, x, binary, g, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn train_row_avx512<T: Real>(
+    warp: &Warp<T>,
+    a: &mut [T],
+    theta: &[T],
+    x: &[T],
+    binary: bool,
+    g: RowGrid<T>,
+    out: RowTrain<T>,
+) -> T {
+    train_row(warp, a, theta, x, binary, g, out)
+}
+
 /// Backward of `decode_row`.
 pub fn decode_row_backward<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
     #[cfg(target_arch = "x86_64")]
