@@ -8,7 +8,11 @@
 // 16 through shared memory). Every sum runs in a fixed order, so results are
 // deterministic. The evaluator's big layer (fc3) does not come here:
 // nll_fused.cu fuses it.
+#include <cuda_bf16.h>
+#include <mma.h>
+
 #include "common.cuh"
+using namespace nvcuda;
 
 #define TILE 64
 #define KSTEP 16
@@ -105,4 +109,83 @@ extern "C" __global__ void col_sum(const float* dy, float* out, int rows, int co
 extern "C" __global__ void relu_mask(const float* y, float* dy, int n) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n && !(y[i] > 0.0f)) dy[i] = 0.0f;
+}
+
+// Tensor-core forward for the evaluator's decoder layers (TF32 or BF16
+// inputs, fp32 sums): Y[M,N] = act(X[M,K] · Wᵀ + b) with W zero-padded to
+// [Np, Kp] (multiples of 16; fp32 for TF32, bf16 for BF16), i.e. the B
+// operand in column-major with ld = Kp. A block owns LT_ROWS = 16 rows and
+// every column: X's 16 rows are staged in shared memory (converted), each
+// of the 8 warps computes 16×16 output tiles, which go through shared memory
+// for the bias and ReLU. Shared memory: 16·Np·4 + 16·Kp·(4 or 2) bytes.
+#define LT_ROWS 16
+#define LT_WARPS 8
+
+template <bool BF16>
+__device__ __forceinline__ void linear_tc(const float* X, const void* Wp, const float* b, float* Y, int M, int N,
+                                          int K, int Np, int Kp, int relu) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  float* cs = reinterpret_cast<float*>(smem_raw);                          // [LT_ROWS][Np]
+  unsigned char* a_raw = smem_raw + (size_t)LT_ROWS * Np * sizeof(float);  // [LT_ROWS][Kp]
+  int r0 = blockIdx.x * LT_ROWS;
+  for (int t = threadIdx.x; t < LT_ROWS * Kp; t += blockDim.x) {
+    int s = t / Kp, k = t % Kp;
+    float v = (r0 + s < M && k < K) ? X[(size_t)(r0 + s) * K + k] : 0.0f;
+    if constexpr (BF16)
+      reinterpret_cast<__nv_bfloat16*>(a_raw)[t] = __float2bfloat16(v);
+    else
+      reinterpret_cast<float*>(a_raw)[t] = v;
+  }
+  __syncthreads();
+  int warp = threadIdx.x / 32;
+  for (int n0 = warp * 16; n0 < Np; n0 += LT_WARPS * 16) {
+    if constexpr (BF16) {
+      const __nv_bfloat16* A = reinterpret_cast<const __nv_bfloat16*>(a_raw);
+      const __nv_bfloat16* B = reinterpret_cast<const __nv_bfloat16*>(Wp);
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int k0 = 0; k0 < Kp; k0 += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+        wmma::load_matrix_sync(fa, A + k0, Kp);
+        wmma::load_matrix_sync(fb, B + (size_t)n0 * Kp + k0, Kp);
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
+      wmma::store_matrix_sync(cs + n0, acc, Np, wmma::mem_row_major);
+    } else {
+      const float* A = reinterpret_cast<const float*>(a_raw);
+      const float* B = reinterpret_cast<const float*>(Wp);
+      wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int k0 = 0; k0 < Kp; k0 += 8) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
+        wmma::load_matrix_sync(fa, A + k0, Kp);
+        wmma::load_matrix_sync(fb, B + (size_t)n0 * Kp + k0, Kp);
+#pragma unroll
+        for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+#pragma unroll
+        for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
+      wmma::store_matrix_sync(cs + n0, acc, Np, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  for (int t = threadIdx.x; t < LT_ROWS * N; t += blockDim.x) {
+    int s = t / N, c = t % N;
+    if (r0 + s >= M) break;  // rows are in order: every later t is past M too
+    float v = cs[s * Np + c] + b[c];
+    Y[(size_t)(r0 + s) * N + c] = relu ? fmaxf(v, 0.0f) : v;
+  }
+}
+
+extern "C" __global__ void linear_fwd_tf32(const float* X, const float* Wp, const float* b, float* Y, int M, int N,
+                                           int K, int Np, int Kp, int relu) {
+  linear_tc<false>(X, Wp, b, Y, M, N, K, Np, Kp, relu);
+}
+
+extern "C" __global__ void linear_fwd_bf16(const float* X, const __nv_bfloat16* Wp, const float* b, float* Y, int M,
+                                           int N, int K, int Np, int Kp, int relu) {
+  linear_tc<true>(X, Wp, b, Y, M, N, K, Np, Kp, relu);
 }

@@ -29,13 +29,14 @@ pub struct EvalOptions {
     pub chunk: usize,
     pub binarize: Binarize,
     pub seed: u64,
-    /// Arithmetic of the decoder's largest layer (fc3) in the GPU
-    /// evaluator; the CPU path is fp32 only.
+    /// Arithmetic of the decoder's layers (fc1, fc2, fc3) in the GPU
+    /// evaluator's k-sample loop; the CPU path is fp32 only.
     pub precision: Precision,
 }
 
-/// How the GPU evaluator computes fc3: fp32 SIMT, or on tensor cores with
-/// inputs rounded to TF32 (10-bit mantissa) or BF16 (8-bit), fp32 sums.
+/// How the GPU evaluator computes the decoder's layers: fp32 SIMT, or on
+/// tensor cores with inputs rounded to TF32 (10-bit mantissa) or BF16
+/// (8-bit), fp32 sums. The encoder and recon at the mean stay fp32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]

@@ -160,7 +160,8 @@ fn training_pass_is_the_same_sequential_and_parallel() {
         let (b, k) = (7, 4);
         let x: Vec<f32> = targets(b, cfg.pixels(), 2).iter().map(|&v| v as f32).collect();
         let items: Vec<u32> = (0..b as u32).map(|i| 3 * i + 1).collect();
-        let keys = LatentKeys { eps: NoiseKey::new(9, Stream::TrainEps, 1), eta: NoiseKey::new(9, Stream::TrainEta, 1) };
+        let keys =
+            LatentKeys { eps: NoiseKey::new(9, Stream::TrainEps, 1), eta: NoiseKey::new(9, Stream::TrainEta, 1) };
         let run = |par: Par| {
             let mut ws = net.workspace(b, k, true);
             ws.x[..x.len()].copy_from_slice(&x);

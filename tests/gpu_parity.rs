@@ -400,7 +400,7 @@ mod gpu {
     }
 
     /// The tensor-core evaluators against the CPU's fp32 on the same noise.
-    /// TF32 and BF16 round fc3's inputs to 10- and 8-bit mantissas (relative
+    /// TF32 and BF16 round the decoder layers' inputs to 10- and 8-bit mantissas (relative
     /// 2⁻¹¹, 2⁻⁹ per product; fp32 sums), which moves logits by ~1e-3 (TF32)
     /// and ~5e-3 (BF16) and each image's NLL by up to ~0.05 / ~0.5 nats on
     /// an untrained model with 784 pixels; the bounds below are those, the

@@ -179,8 +179,8 @@ struct EvalArgs {
     /// Samples per decoder pass (memory ∝ chunk × image size per thread).
     #[arg(long, default_value_t = DEFAULT_CHUNK)]
     chunk: usize,
-    /// Arithmetic of the GPU evaluator's fc3: fp32, or tensor cores with
-    /// tf32 or bf16 inputs (fp32 sums). The CPU path is fp32 only.
+    /// Arithmetic of the GPU evaluator's decoder layers: fp32, or tensor
+    /// cores with tf32 or bf16 inputs (fp32 sums). The CPU path is fp32 only.
     #[arg(long, default_value = "fp32")]
     precision: String,
     /// Print one JSON object on stdout instead of a table.

@@ -9,7 +9,7 @@ use super::{dev, Gpu};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EvalOptions, EvalReport, ImageEstimate, Precision};
-use crate::model::Transform;
+use crate::model::{LinearSlot, Transform};
 use crate::network::Network;
 use crate::rng::{NoiseKey, Stream};
 use cudarc::driver::sys::CUfunction_attribute;
@@ -22,19 +22,41 @@ const BATCH: usize = 128;
 const CHUNK: usize = 500;
 /// Must match SAMPLES in kernels/nll_fused.cu.
 const FUSED_SAMPLES: usize = 8;
-/// Must match TC_ROWS and TC_WARPS in kernels/nll_fused.cu.
+/// Must match TC_ROWS and TC_WARPS in kernels/nll_fused.cu (and LT_ROWS,
+/// LT_WARPS in kernels/linear.cu).
 const TC_ROWS: usize = 16;
 const TC_WARPS: u32 = 8;
+
+/// One layer's weight [out, in] zero-padded to [Np, Kp] (multiples of 16)
+/// for the tensor-core kernels: in fp32 (TF32 rounds it on the fly) and as
+/// bf16 bits (rounded to nearest even by `half`).
+struct PaddedWeights {
+    f32: CudaSlice<f32>,
+    bf16: CudaSlice<u16>,
+    np: usize,
+    kp: usize,
+}
+
+impl PaddedWeights {
+    fn new(gpu: &Gpu, w: &[f32], out: usize, inp: usize) -> Result<Self> {
+        let (np, kp) = (out.next_multiple_of(16), inp.next_multiple_of(16));
+        let mut p = vec![0f32; np * kp];
+        for o in 0..out {
+            p[o * kp..o * kp + inp].copy_from_slice(&w[o * inp..(o + 1) * inp]);
+        }
+        let bits: Vec<u16> = p.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+        let s = &gpu.stream;
+        Ok(PaddedWeights { f32: s.clone_htod(&p).map_err(dev)?, bf16: s.clone_htod(&bits).map_err(dev)?, np, kp })
+    }
+}
 
 struct DeviceModel {
     params: CudaSlice<f32>,
     w3t: CudaSlice<f32>,
-    /// fc3's weight zero-padded to [Dp, Hdp] (multiples of 16) for the
-    /// tensor-core kernels, in fp32 (TF32) and as bf16 bits (round to nearest even).
-    w3p: CudaSlice<f32>,
-    w3p_bf16: CudaSlice<u16>,
-    dp: usize,
-    hdp: usize,
+    /// The decoder's weights padded for the tensor-core kernels.
+    fc1: PaddedWeights,
+    fc2: PaddedWeights,
+    fc3: PaddedWeights,
     basis: CudaSlice<f32>,
     theta_id: CudaSlice<f32>,
 }
@@ -50,22 +72,16 @@ impl Gpu {
                 w3t[k * d + j] = w3[j * hd + k];
             }
         }
-        let (dp, hdp) = (d.next_multiple_of(16), hd.next_multiple_of(16));
-        let mut w3p = vec![0f32; dp * hdp];
-        for j in 0..d {
-            w3p[j * hdp..j * hdp + hd].copy_from_slice(&w3[j * hd..(j + 1) * hd]);
-        }
-        let w3p_bf16: Vec<u16> = w3p.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+        let pad = |s: &LinearSlot| PaddedWeights::new(self, &params[s.w_range()], s.out, s.inp);
         let s = &self.stream;
         let basis = if net.warp.nb > 0 { net.warp.basis.clone() } else { vec![0.0] };
         let theta_id = if net.theta_id.is_empty() { vec![0.0] } else { net.theta_id.clone() };
         Ok(DeviceModel {
             params: s.clone_htod(params).map_err(dev)?,
             w3t: s.clone_htod(&w3t).map_err(dev)?,
-            w3p: s.clone_htod(&w3p).map_err(dev)?,
-            w3p_bf16: s.clone_htod(&w3p_bf16).map_err(dev)?,
-            dp,
-            hdp,
+            fc1: pad(&l.dec_fc1)?,
+            fc2: pad(&l.dec_fc2)?,
+            fc3: pad(&l.dec_fc3)?,
             basis: s.clone_htod(&basis).map_err(dev)?,
             theta_id: s.clone_htod(&theta_id).map_err(dev)?,
         })
@@ -141,8 +157,8 @@ impl Gpu {
                 self.normals_into(keys.0, &items, b, kk, s0, zd, &mut eps)?;
                 self.normals_into(keys.1, &items, b, kk, s0, ud, &mut eta)?;
                 self.reparam(&enc, &eps, &eta, r, kk, (zd, ud), &mut z, &mut u, &mut lw_latent)?;
-                self.linear(&z, &model.params, &l.dec_fc1, r, true, &mut d1)?;
-                self.linear(&d1, &model.params, &l.dec_fc2, r, true, &mut d2)?;
+                self.decoder_layer(&z, &model, &l.dec_fc1, &model.fc1, r, opts.precision, &mut d1)?;
+                self.decoder_layer(&d1, &model, &l.dec_fc2, &model.fc2, r, opts.precision, &mut d2)?;
                 self.theta(l, &model.params, &u, r, &model.theta_id, &mut theta)?;
                 let ins = (&d2, &theta, &x, &lw_latent);
                 self.nll_fc3(net, &model, opts.precision, ins, r, kk, &mut logpx, &mut logw)?;
@@ -231,7 +247,7 @@ impl Gpu {
         // Tensor cores: 16 samples per block, the [16, Dp] logits and the
         // staged [16, Hdp] inputs in shared memory (past the 48 KiB default,
         // so the kernel opts in to what it needs).
-        let (dp, hdp) = (model.dp, model.hdp);
+        let (dp, hdp) = (model.fc3.np, model.fc3.kp);
         let a_bytes = if precision == Precision::Bf16 { 2 } else { 4 };
         let smem = TC_ROWS * dp * 4 + TC_ROWS * hdp * a_bytes;
         let name = if precision == Precision::Bf16 { "nll_fc3_bf16" } else { "nll_fc3_tf32" };
@@ -247,15 +263,65 @@ impl Gpu {
         let mut lb = self.stream.launch_builder(f);
         lb.arg(d2);
         if precision == Precision::Bf16 {
-            lb.arg(&model.w3p_bf16);
+            lb.arg(&model.fc3.bf16);
         } else {
-            lb.arg(&model.w3p);
+            lb.arg(&model.fc3.f32);
         }
         lb.arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent).arg(logpx).arg(logw);
         lb.arg(&r_i).arg(&kk_i).arg(&hd_i).arg(&hdp_i).arg(&d_i).arg(&dp_i).arg(&h_i).arg(&w_i).arg(&nb_i);
         // SAFETY: as the fp32 kernel, with W3p [Dp, Hdp] (padded, uploaded by
         // upload_model) read whole in 16×16 fragments; rows past `rows` are
         // staged as zeros and never written; shared memory as computed above.
+        unsafe { lb.launch(lc) }.map_err(dev)?;
+        Ok(())
+    }
+
+    /// One ReLU layer of the decoder in the k-sample loop: fp32 SIMT, or
+    /// tensor cores (16 rows per block, padded weights) for TF32 and BF16.
+    #[allow(clippy::too_many_arguments)]
+    fn decoder_layer(
+        &self,
+        x: &CudaSlice<f32>,
+        model: &DeviceModel,
+        slot: &LinearSlot,
+        padded: &PaddedWeights,
+        rows: usize,
+        precision: Precision,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if precision == Precision::Fp32 {
+            return self.linear(x, &model.params, slot, rows, true, y);
+        }
+        Self::check(
+            "linear_fwd_tc",
+            x.len() >= rows * slot.inp && y.len() >= rows * slot.out,
+            format!("x {} y {} rows {rows} [{}x{}]", x.len(), y.len(), slot.out, slot.inp),
+        )?;
+        let bf16 = precision == Precision::Bf16;
+        let smem = TC_ROWS * padded.np * 4 + TC_ROWS * padded.kp * if bf16 { 2 } else { 4 };
+        let name = if bf16 { "linear_fwd_bf16" } else { "linear_fwd_tf32" };
+        let f = self.f(name);
+        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+            .map_err(|e| Error::Device(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+        let lc = LaunchConfig {
+            grid_dim: (Self::blocks(rows, TC_ROWS), 1, 1),
+            block_dim: (32 * TC_WARPS, 1, 1),
+            shared_mem_bytes: smem as u32,
+        };
+        let b = model.params.slice(slot.b_range());
+        let (m, n, k, np, kp, relu) =
+            (rows as i32, slot.out as i32, slot.inp as i32, padded.np as i32, padded.kp as i32, 1i32);
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(x);
+        if bf16 {
+            lb.arg(&padded.bf16);
+        } else {
+            lb.arg(&padded.f32);
+        }
+        lb.arg(&b).arg(y).arg(&m).arg(&n).arg(&k).arg(&np).arg(&kp).arg(&relu);
+        // SAFETY: x holds rows·in and y rows·out f32 (checked), the padded
+        // weight Np·Kp values, b out; rows past `rows` are staged as zeros and
+        // never stored; shared memory as computed above.
         unsafe { lb.launch(lc) }.map_err(dev)?;
         Ok(())
     }

@@ -26,7 +26,11 @@ const MODULES: &[(&str, &[u8], &[&str])] = &[
     ("grid", fatbin!("grid"), &["grid_fwd"]),
     ("logsumexp", fatbin!("logsumexp"), &["iwae_weights", "lse_fold", "objective_terms", "mean_into"]),
     ("optim", fatbin!("optim"), &["adadelta_step", "adam_step", "adam_step_dev", "count_step", "flag_nonfinite"]),
-    ("linear", fatbin!("linear"), &["linear_fwd", "gemm_strided", "col_sum", "relu_mask"]),
+    (
+        "linear",
+        fatbin!("linear"),
+        &["linear_fwd", "linear_fwd_tf32", "linear_fwd_bf16", "gemm_strided", "col_sum", "relu_mask"],
+    ),
     ("decode_row", fatbin!("decode_row"), &["decode_row_fwd", "decode_row_bwd"]),
     ("latent", fatbin!("latent"), &["encoder_heads", "latent_bwd"]),
     (
