@@ -325,10 +325,10 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let binarize = parse_binarize(&a.common.binarize)?;
     anyhow::ensure!(a.k >= 1, "--k must be at least 1");
     anyhow::ensure!(a.chunk >= 1, "--chunk must be at least 1");
+    let precision = iwtvae::eval::Precision::parse(&a.precision)?;
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
     let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
-    let precision = iwtvae::eval::Precision::parse(&a.precision)?;
     let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed, precision };
     let (report, rows) = evaluate_on(device, &net, &ck.params, &data, &opts)?;
     if let Some(p) = &a.per_image {
