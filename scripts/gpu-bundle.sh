@@ -45,7 +45,7 @@ step "CLI: train 1 epoch on 6000 images on the GPU, eval k=500"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 if [ "${SKIP_KERNEL_BENCH:-0}" != 1 ]; then
   step "per-kernel benches"
-  "$here/benches/kernels" --bench 2>&1 | tee "$logs/kernels.txt"
+  "$here/benches/kernels" --bench --warm-up-time 1 --measurement-time 2 2>&1 | tee "$logs/kernels.txt"
 fi
 ck="$here/tps-iwae5.safetensors"
 if [ -f "$ck" ] && [ "${SKIP_PRECISION:-0}" != 1 ]; then
