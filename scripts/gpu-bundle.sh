@@ -26,50 +26,55 @@ strip --strip-debug gpu-bundle/iwtvae gpu-bundle/tests/* gpu-bundle/benches/*
 cat > gpu-bundle/run.sh <<'RUN'
 #!/usr/bin/env bash
 # Run from the repository root on the GPU machine: the GPU tests, an
-# end-to-end CLI run on the GPU, the per-kernel benches, and the speed
-# comparison with PyTorch on the same GPU in the same run. Logs and JSON go
-# to $LOGS (default gpu-bundle-out/).
+# end-to-end CLI run on the GPU, the per-kernel benches, the precision
+# measurement and the speed comparison with PyTorch on the same GPU in the
+# same run. Everything printed also goes to one file, $LOGS/run.log (default
+# LOGS=gpu-bundle-out); scratch files go to a temporary folder.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 logs=${LOGS:-gpu-bundle-out}
 mkdir -p "$logs"
+exec > >(tee -a "$logs/run.log") 2>&1
+work=$(mktemp -d)
 export IWTVAE_DATA=${IWTVAE_DATA:-data/mnist}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt" || true
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 status=0
-step() { echo "== $*" | tee -a "$logs/steps.txt"; }
+step() { echo "== $* ($(date +%T))"; }
 step "GPU tests"
-"$here/tests/gpu_parity" --test-threads=1 --nocapture 2>&1 | tee "$logs/gpu_parity.txt"
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
+"$here/tests/gpu_parity" --test-threads=1 --nocapture || status=1
 step "CLI: train 1 epoch on 6000 images on the GPU, eval k=500"
-"$here/iwtvae" train --device cuda --epochs 1 --limit-train 6000 --eval-k 500 --out "$logs/cli-run" 2>&1 | tail -20 | tee "$logs/cli.txt"
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
+"$here/iwtvae" train --device cuda --epochs 1 --limit-train 6000 --eval-k 500 --out "$work/cli-run" || status=1
 if [ "${SKIP_KERNEL_BENCH:-0}" != 1 ]; then
   step "per-kernel benches"
-  "$here/benches/kernels" --bench --warm-up-time 1 --measurement-time 2 2>&1 | tee "$logs/kernels.txt"
+  "$here/benches/kernels" --bench --warm-up-time 1 --measurement-time 2 || status=1
 fi
 ck="$here/tps-iwae5.safetensors"
 if [ -f "$ck" ] && [ "${SKIP_PRECISION:-0}" != 1 ]; then
-  step "precision: NLL k=5000 of the first ${PREC_IMAGES:-1000} test images, GPU fp32/tf32/bf16 vs CPU fp32"
-  "$here/iwtvae" eval --device cpu --checkpoint "$ck" --limit ${PREC_IMAGES:-1000} --per-image "$logs/cpu.csv" --json | tee "$logs/eval-cpu.json"
+  n=${PREC_IMAGES:-1000}
+  step "precision: NLL k=5000 of the first $n test images, GPU fp32/tf32/bf16 vs CPU fp32"
+  "$here/iwtvae" eval --device cpu --checkpoint "$ck" --limit "$n" --per-image "$work/cpu.csv" --json || status=1
   for p in fp32 tf32 bf16; do
-    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --limit ${PREC_IMAGES:-1000} --per-image "$logs/gpu-$p.csv" --json | tee "$logs/eval-gpu-$p-subset.json"
+    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --limit "$n" --per-image "$work/gpu-$p.csv" --json || status=1
   done
-  python3 benches/precision.py "$logs/cpu.csv" "$logs"/gpu-fp32.csv "$logs"/gpu-tf32.csv "$logs"/gpu-bf16.csv | tee "$logs/precision.txt"
+  python3 benches/precision.py "$work/cpu.csv" "$work"/gpu-fp32.csv "$work"/gpu-tf32.csv "$work"/gpu-bf16.csv
   step "NLL k=5000 over the whole test set on the GPU, each precision"
   for p in fp32 tf32 bf16; do
-    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --json | tee "$logs/eval-gpu-$p.json"
+    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --json || status=1
   done
 fi
 if [ "${SKIP_SPEED:-0}" != 1 ]; then
   step "speed: iwtvae (full epoch, NLL k=5000 over ${NLL_IMAGES:-10000} test images)"
-  ours=$(IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_TRAIN=60000 IWTVAE_BENCH_NLL=${NLL_IMAGES:-10000} "$here/benches/speed" | tail -1)
-  echo "$ours" | tee "$logs/iwtvae-speed.json"
+  ours=$(IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_TRAIN=60000 IWTVAE_BENCH_NLL=${NLL_IMAGES:-10000} \
+    IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-fp32} "$here/benches/speed" | tail -1)
+  echo "$ours"
   step "speed: PyTorch on the same GPU (TF32, batched)"
   theirs=$(python3 benches/pytorch/iwtvae_torch.py bench --device cuda --train-steps ${TORCH_TRAIN_STEPS:-600} \
     --nll-images ${TORCH_NLL_IMAGES:-1000} --nll-batch 20 | tail -1)
-  echo "$theirs" | tee "$logs/pytorch-speed.json"
-  python3 benches/pytorch/ratios.py "$ours" "$theirs" | tee "$logs/ratios.txt"
+  echo "$theirs"
+  python3 benches/pytorch/ratios.py "$ours" "$theirs" || status=1
 fi
+rm -rf "$work"
+step "done, status $status"
 exit $status
 RUN
 chmod +x gpu-bundle/run.sh
