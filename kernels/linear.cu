@@ -8,11 +8,9 @@
 // 16 through shared memory). Every sum runs in a fixed order, so results are
 // deterministic. The evaluator's big layer (fc3) does not come here:
 // nll_fused.cu fuses it.
-#include <cuda_bf16.h>
-#include <mma.h>
-
 #include "common.cuh"
-using namespace nvcuda;
+#include "wmma_tile.cuh"
+using namespace iwtvae;
 
 #define TILE 64
 #define KSTEP 16
@@ -111,14 +109,13 @@ extern "C" __global__ void relu_mask(const float* y, float* dy, int n) {
   if (i < n && !(y[i] > 0.0f)) dy[i] = 0.0f;
 }
 
-// Tensor-core forward for the evaluator's decoder layers (TF32 or BF16
-// inputs, fp32 sums): Y[M,N] = act(X[M,K] · Wᵀ + b) with W zero-padded to
-// [Np, Kp] (multiples of 16; fp32 for TF32, bf16 for BF16), i.e. the B
-// operand in column-major with ld = Kp. A block owns LT_ROWS = 16 rows and
-// every column: X's 16 rows are staged in shared memory (converted), each
-// of the 8 warps computes 16×16 output tiles, which go through shared memory
-// for the bias and ReLU. Shared memory: 16·Np·4 + 16·Kp·(4 or 2) bytes.
-#define LT_ROWS 16
+// Tensor-core forward for the evaluator's decoder layers (wmma_tile.cuh; TF32
+// or BF16 inputs, fp32 sums): Y[M,N] = act(X[M,K] · Wᵀ + b) with W padded to
+// Wp [Np, Kp]. A block owns LT_ROWS = 64 rows and every column; the product
+// goes through shared memory for the bias and ReLU. Shared memory:
+// 64·Np·4 + 64·Kp·(4 or 2) bytes (128 KB for 256 → 256 in TF32).
+#define LT_ROW_TILES 4
+#define LT_ROWS (16 * LT_ROW_TILES)
 #define LT_WARPS 8
 
 template <bool BF16>
@@ -128,49 +125,9 @@ __device__ __forceinline__ void linear_tc(const float* X, const void* Wp, const 
   float* cs = reinterpret_cast<float*>(smem_raw);                          // [LT_ROWS][Np]
   unsigned char* a_raw = smem_raw + (size_t)LT_ROWS * Np * sizeof(float);  // [LT_ROWS][Kp]
   int r0 = blockIdx.x * LT_ROWS;
-  for (int t = threadIdx.x; t < LT_ROWS * Kp; t += blockDim.x) {
-    int s = t / Kp, k = t % Kp;
-    float v = (r0 + s < M && k < K) ? X[(size_t)(r0 + s) * K + k] : 0.0f;
-    if constexpr (BF16)
-      reinterpret_cast<__nv_bfloat16*>(a_raw)[t] = __float2bfloat16(v);
-    else
-      reinterpret_cast<float*>(a_raw)[t] = v;
-  }
+  stage_rows<BF16>(X, r0, M, K, Kp, LT_ROWS, a_raw);
   __syncthreads();
-  int warp = threadIdx.x / 32;
-  for (int n0 = warp * 16; n0 < Np; n0 += LT_WARPS * 16) {
-    if constexpr (BF16) {
-      const __nv_bfloat16* A = reinterpret_cast<const __nv_bfloat16*>(a_raw);
-      const __nv_bfloat16* B = reinterpret_cast<const __nv_bfloat16*>(Wp);
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int k0 = 0; k0 < Kp; k0 += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-        wmma::load_matrix_sync(fa, A + k0, Kp);
-        wmma::load_matrix_sync(fb, B + (size_t)n0 * Kp + k0, Kp);
-        wmma::mma_sync(acc, fa, fb, acc);
-      }
-      wmma::store_matrix_sync(cs + n0, acc, Np, wmma::mem_row_major);
-    } else {
-      const float* A = reinterpret_cast<const float*>(a_raw);
-      const float* B = reinterpret_cast<const float*>(Wp);
-      wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int k0 = 0; k0 < Kp; k0 += 8) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
-        wmma::load_matrix_sync(fa, A + k0, Kp);
-        wmma::load_matrix_sync(fb, B + (size_t)n0 * Kp + k0, Kp);
-#pragma unroll
-        for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
-#pragma unroll
-        for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
-        wmma::mma_sync(acc, fa, fb, acc);
-      }
-      wmma::store_matrix_sync(cs + n0, acc, Np, wmma::mem_row_major);
-    }
-  }
+  rows_times_wt<BF16, LT_ROW_TILES, LT_WARPS>(a_raw, Wp, cs, Np, Kp);
   __syncthreads();
   for (int t = threadIdx.x; t < LT_ROWS * N; t += blockDim.x) {
     int s = t / N, c = t % N;

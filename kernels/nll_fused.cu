@@ -7,12 +7,9 @@
 // rows R = images · kk (row r belongs to local image r / kk). W3t is W3
 // transposed, [Hd, D], so that consecutive threads read consecutive pixels.
 // nb = 0 means no transform (p = c).
-#include <cuda_bf16.h>
-#include <mma.h>
-
 #include "common.cuh"
+#include "wmma_tile.cuh"
 using namespace iwtvae;
-using namespace nvcuda;
 
 #define SAMPLES 8  // samples per block = warps per block (256 threads)
 
@@ -60,15 +57,13 @@ extern "C" __global__ void nll_fc3_fused(const float* d2, const float* W3t, cons
   }
 }
 
-// The tensor-core variants: the same fused epilogue after fc3 computed by
-// WMMA on TC_ROWS = 16 samples per block, in TF32 (m16n16k8, fp32 inputs
-// rounded to 10-bit mantissas) or BF16 (m16n16k16, inputs rounded to 8-bit
-// mantissas), accumulating in fp32. Operands are zero-padded to multiples of
-// 16 so every fragment is whole: W3p is W3 [D, Hd] padded to [Dp, Hdp]
-// (row-major, i.e. fc3's B operand in column-major with ld = Hdp), in fp32
-// for TF32 and in bf16 for BF16. The 16×Dp logits live in shared memory
-// (16·Dp·4 bytes plus the staged A tile: past 48 KiB, so the launch opts in).
-#define TC_ROWS 16
+// The tensor-core variants: the same fused epilogue after fc3 computed on
+// the tensor cores (wmma_tile.cuh) in TF32 or BF16 with fp32 sums, for
+// TC_ROWS = 32 samples per block: the [32, Dp] logits live in shared memory
+// (plus the staged [32, Hdp] inputs: 133 KB for 28×28 and hidden 256, so the
+// launch opts in past 48 KiB).
+#define TC_ROW_TILES 2
+#define TC_ROWS (16 * TC_ROW_TILES)
 #define TC_WARPS 8
 
 template <bool BF16>
@@ -77,58 +72,19 @@ __device__ __forceinline__ void nll_fc3_tc(const float* d2, const void* W3p, con
                                            float* logw, int R, int kk, int Hd, int Hdp, int D, int Dp, int h, int w,
                                            int nb) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  float* cs = reinterpret_cast<float*>(smem_raw);                 // [TC_ROWS][Dp]
+  float* cs = reinterpret_cast<float*>(smem_raw);                          // [TC_ROWS][Dp]
   unsigned char* a_raw = smem_raw + (size_t)TC_ROWS * Dp * sizeof(float);  // [TC_ROWS][Hdp]
   int r0 = blockIdx.x * TC_ROWS;
-  for (int t = threadIdx.x; t < TC_ROWS * Hdp; t += blockDim.x) {
-    int s = t / Hdp, k = t % Hdp;
-    float v = (r0 + s < R && k < Hd) ? d2[(size_t)(r0 + s) * Hd + k] : 0.0f;
-    if constexpr (BF16)
-      reinterpret_cast<__nv_bfloat16*>(a_raw)[t] = __float2bfloat16(v);
-    else
-      reinterpret_cast<float*>(a_raw)[t] = v;
-  }
+  stage_rows<BF16>(d2, r0, R, Hd, Hdp, TC_ROWS, a_raw);
   __syncthreads();
-  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int n0 = warp * 16; n0 < Dp; n0 += TC_WARPS * 16) {
-    if constexpr (BF16) {
-      const __nv_bfloat16* B = reinterpret_cast<const __nv_bfloat16*>(W3p);
-      const __nv_bfloat16* A = reinterpret_cast<const __nv_bfloat16*>(a_raw);
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int k0 = 0; k0 < Hdp; k0 += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
-        wmma::load_matrix_sync(a, A + k0, Hdp);
-        wmma::load_matrix_sync(b, B + (size_t)n0 * Hdp + k0, Hdp);
-        wmma::mma_sync(acc, a, b, acc);
-      }
-      wmma::store_matrix_sync(cs + n0, acc, Dp, wmma::mem_row_major);
-    } else {
-      const float* B = reinterpret_cast<const float*>(W3p);
-      const float* A = reinterpret_cast<const float*>(a_raw);
-      wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int k0 = 0; k0 < Hdp; k0 += 8) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> b;
-        wmma::load_matrix_sync(a, A + k0, Hdp);
-        wmma::load_matrix_sync(b, B + (size_t)n0 * Hdp + k0, Hdp);
-#pragma unroll
-        for (int i = 0; i < a.num_elements; ++i) a.x[i] = wmma::__float_to_tf32(a.x[i]);
-#pragma unroll
-        for (int i = 0; i < b.num_elements; ++i) b.x[i] = wmma::__float_to_tf32(b.x[i]);
-        wmma::mma_sync(acc, a, b, acc);
-      }
-      wmma::store_matrix_sync(cs + n0, acc, Dp, wmma::mem_row_major);
-    }
-  }
+  rows_times_wt<BF16, TC_ROW_TILES, TC_WARPS>(a_raw, W3p, cs, Dp, Hdp);
   __syncthreads();
   for (int t = threadIdx.x; t < TC_ROWS * D; t += blockDim.x) {
     int s = t / D, j = t % D;
     cs[s * Dp + j] = sigmoidf_stable(cs[s * Dp + j] + b3[j]);
   }
   __syncthreads();
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int s = warp; s < TC_ROWS; s += TC_WARPS) {
     int r = r0 + s;
     if (r >= R) break;  // warp-uniform: later rows are past R too

@@ -22,9 +22,12 @@ const BATCH: usize = 128;
 const CHUNK: usize = 500;
 /// Must match SAMPLES in kernels/nll_fused.cu.
 const FUSED_SAMPLES: usize = 8;
-/// Must match TC_ROWS and TC_WARPS in kernels/nll_fused.cu (and LT_ROWS,
-/// LT_WARPS in kernels/linear.cu).
-const TC_ROWS: usize = 16;
+/// Rows per block and warps of the tensor-core kernels: must match TC_ROWS,
+/// TC_WARPS in kernels/nll_fused.cu and LT_ROWS, LT_WARPS in kernels/linear.cu.
+/// More rows per block means the weight is read from L2 fewer times (once
+/// per block): 32 rows × fp32 logits is what fits fc3 in shared memory.
+const TC_ROWS: usize = 32;
+const LT_ROWS: usize = 64;
 const TC_WARPS: u32 = 8;
 
 /// One layer's weight [out, in] zero-padded to [Np, Kp] (multiples of 16)
@@ -244,8 +247,8 @@ impl Gpu {
             unsafe { lb.launch(lc) }.map_err(dev)?;
             return Ok(());
         }
-        // Tensor cores: 16 samples per block, the [16, Dp] logits and the
-        // staged [16, Hdp] inputs in shared memory (past the 48 KiB default,
+        // Tensor cores: 32 samples per block, the [32, Dp] logits and the
+        // staged [32, Hdp] inputs in shared memory (past the 48 KiB default,
         // so the kernel opts in to what it needs).
         let (dp, hdp) = (model.fc3.np, model.fc3.kp);
         let a_bytes = if precision == Precision::Bf16 { 2 } else { 4 };
@@ -277,7 +280,7 @@ impl Gpu {
     }
 
     /// One ReLU layer of the decoder in the k-sample loop: fp32 SIMT, or
-    /// tensor cores (16 rows per block, padded weights) for TF32 and BF16.
+    /// tensor cores (64 rows per block, padded weights) for TF32 and BF16.
     #[allow(clippy::too_many_arguments)]
     fn decoder_layer(
         &self,
@@ -298,13 +301,13 @@ impl Gpu {
             format!("x {} y {} rows {rows} [{}x{}]", x.len(), y.len(), slot.out, slot.inp),
         )?;
         let bf16 = precision == Precision::Bf16;
-        let smem = TC_ROWS * padded.np * 4 + TC_ROWS * padded.kp * if bf16 { 2 } else { 4 };
+        let smem = LT_ROWS * padded.np * 4 + LT_ROWS * padded.kp * if bf16 { 2 } else { 4 };
         let name = if bf16 { "linear_fwd_bf16" } else { "linear_fwd_tf32" };
         let f = self.f(name);
         f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
             .map_err(|e| Error::Device(format!("{name}: {smem} bytes of shared memory: {e}")))?;
         let lc = LaunchConfig {
-            grid_dim: (Self::blocks(rows, TC_ROWS), 1, 1),
+            grid_dim: (Self::blocks(rows, LT_ROWS), 1, 1),
             block_dim: (32 * TC_WARPS, 1, 1),
             shared_mem_bytes: smem as u32,
         };

@@ -1,0 +1,84 @@
+// Tensor-core building blocks shared by the evaluator's TF32/BF16 kernels
+// (linear.cu, nll_fused.cu): stage a block of activation rows in shared
+// memory, then multiply it by a padded weight on the tensor cores (WMMA).
+//
+// Weights are zero-padded to Wp [Np, Kp] (multiples of 16), row-major, which
+// is the B operand in column-major with ld = Kp: fp32 for TF32 (rounded to
+// TF32 in the fragments), bf16 for BF16. Sums are fp32. A block owns
+// ROW_TILES·16 rows; each warp takes 16-wide column tiles and keeps
+// ROW_TILES accumulators, so every B fragment it loads serves all the
+// block's rows: the weight is read from L2 once per ROW_TILES·16 rows.
+#pragma once
+#include <cuda_bf16.h>
+#include <mma.h>
+
+namespace iwtvae {
+
+// a[r, k] for r < nrows, k < Kp: X[(r0 + r), k] (zero past `rows` or K),
+// as float (TF32) or bf16, row-major with ld = Kp.
+template <bool BF16>
+__device__ __forceinline__ void stage_rows(const float* X, int r0, int rows, int K, int Kp, int nrows,
+                                           unsigned char* a_raw) {
+  for (int t = threadIdx.x; t < nrows * Kp; t += blockDim.x) {
+    int s = t / Kp, k = t % Kp;
+    float v = (r0 + s < rows && k < K) ? X[(size_t)(r0 + s) * K + k] : 0.0f;
+    if constexpr (BF16)
+      reinterpret_cast<__nv_bfloat16*>(a_raw)[t] = __float2bfloat16(v);
+    else
+      reinterpret_cast<float*>(a_raw)[t] = v;
+  }
+}
+
+// cs[ROW_TILES·16, Np] (fp32, ld Np) = a · Wpᵀ, with `a` from stage_rows.
+template <bool BF16, int ROW_TILES, int WARPS>
+__device__ __forceinline__ void rows_times_wt(const unsigned char* a_raw, const void* Wp, float* cs, int Np, int Kp) {
+  using namespace nvcuda;
+  int warp = threadIdx.x / 32;
+  for (int n0 = warp * 16; n0 < Np; n0 += WARPS * 16) {
+    if constexpr (BF16) {
+      const __nv_bfloat16* A = reinterpret_cast<const __nv_bfloat16*>(a_raw);
+      const __nv_bfloat16* B = reinterpret_cast<const __nv_bfloat16*>(Wp) + (size_t)n0 * Kp;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[ROW_TILES];
+#pragma unroll
+      for (int rt = 0; rt < ROW_TILES; ++rt) wmma::fill_fragment(acc[rt], 0.0f);
+      for (int k0 = 0; k0 < Kp; k0 += 16) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+        wmma::load_matrix_sync(fb, B + k0, Kp);
+#pragma unroll
+        for (int rt = 0; rt < ROW_TILES; ++rt) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+          wmma::load_matrix_sync(fa, A + (size_t)rt * 16 * Kp + k0, Kp);
+          wmma::mma_sync(acc[rt], fa, fb, acc[rt]);
+        }
+      }
+#pragma unroll
+      for (int rt = 0; rt < ROW_TILES; ++rt)
+        wmma::store_matrix_sync(cs + (size_t)rt * 16 * Np + n0, acc[rt], Np, wmma::mem_row_major);
+    } else {
+      const float* A = reinterpret_cast<const float*>(a_raw);
+      const float* B = reinterpret_cast<const float*>(Wp) + (size_t)n0 * Kp;
+      wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[ROW_TILES];
+#pragma unroll
+      for (int rt = 0; rt < ROW_TILES; ++rt) wmma::fill_fragment(acc[rt], 0.0f);
+      for (int k0 = 0; k0 < Kp; k0 += 8) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
+        wmma::load_matrix_sync(fb, B + k0, Kp);
+#pragma unroll
+        for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+#pragma unroll
+        for (int rt = 0; rt < ROW_TILES; ++rt) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+          wmma::load_matrix_sync(fa, A + (size_t)rt * 16 * Kp + k0, Kp);
+#pragma unroll
+          for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+          wmma::mma_sync(acc[rt], fa, fb, acc[rt]);
+        }
+      }
+#pragma unroll
+      for (int rt = 0; rt < ROW_TILES; ++rt)
+        wmma::store_matrix_sync(cs + (size_t)rt * 16 * Np + n0, acc[rt], Np, wmma::mem_row_major);
+    }
+  }
+}
+
+}  // namespace iwtvae
