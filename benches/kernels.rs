@@ -17,6 +17,7 @@ mod gpu {
     use criterion::{Criterion, Throughput};
     use iwtvae::cuda::train::{GpuEngine, STEP_OPS};
     use iwtvae::data::{Dataset, Split};
+    use iwtvae::eval::Precision;
     use iwtvae::model::{init_params, Layout};
     use iwtvae::objective::LatentKeys;
     use iwtvae::optim::{Optimizer, OptimizerKind};
@@ -115,6 +116,25 @@ mod gpu {
             graph * 1e6,
             100.0 / graph
         );
+        // The evaluator's two big kernels, per precision, on one launch's
+        // worth of rows (128 images × 500 samples).
+        let layout = iwtvae::model::Layout::new(TrainConfig::seed_protocol().model_config(28, 28).expect("config"));
+        let params = iwtvae::model::init_params::<f32>(&layout, 1);
+        let net = iwtvae::network::Network::<f32>::new(layout);
+        let gpu = iwtvae::cuda::Gpu::new(0).expect("GPU");
+        println!("\nevaluator kernels, 64,000 rows (TFLOP/s of the GEMM part; peak {peak_tflops:?} fp32 SIMT)");
+        for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+            let timings = gpu.time_eval_kernels(&net, &params, 64_000, precision, 20).expect("eval kernels");
+            for (name, sec, flops) in timings {
+                println!(
+                    "{:<6} {:<24} {:>10.1} µs {:>10.1} TFLOP/s",
+                    precision.name(),
+                    name,
+                    sec * 1e6,
+                    flops as f64 / sec / 1e12
+                );
+            }
+        }
     }
 }
 

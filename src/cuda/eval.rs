@@ -356,4 +356,48 @@ impl Gpu {
         unsafe { lb.launch(lc) }.map_err(dev)?;
         Ok(())
     }
+
+    /// Kernel benchmark support (benches/kernels.rs): the wall time of `reps`
+    /// launches each of the k-sample loop's decoder fc2 and fused fc3 epilogue
+    /// in `precision`, on `rows` rows of one image's worth of synthetic
+    /// activations (values in [0, 1), θ at the identity); and their flops.
+    pub fn time_eval_kernels(
+        &self,
+        net: &Network<f32>,
+        params: &[f32],
+        rows: usize,
+        precision: Precision,
+        reps: u32,
+    ) -> Result<Vec<(&'static str, f64, u64)>> {
+        let cfg = net.layout.config;
+        let (d, hd, t) = (cfg.pixels(), cfg.hidden, cfg.theta_dim());
+        let model = self.upload_model(net, params)?;
+        let s = self.stream.clone();
+        let act: Vec<f32> = (0..rows * hd).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+        let d1 = s.clone_htod(&act).map_err(dev)?;
+        let mut d2 = s.alloc_zeros::<f32>(rows * hd).map_err(dev)?;
+        let theta_rows: Vec<f32> = (0..rows).flat_map(|_| net.theta_id.iter().copied()).collect();
+        let theta = s.clone_htod(if t == 0 { &[0.0][..] } else { &theta_rows }).map_err(dev)?;
+        let x = s.clone_htod(&vec![1f32; d]).map_err(dev)?;
+        let lw = s.alloc_zeros::<f32>(rows).map_err(dev)?;
+        let (mut logpx, mut logw) =
+            (s.alloc_zeros::<f32>(rows).map_err(dev)?, s.alloc_zeros::<f32>(rows).map_err(dev)?);
+        let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+            f()?;
+            s.synchronize().map_err(dev)?;
+            let t0 = Instant::now();
+            for _ in 0..reps {
+                f()?;
+            }
+            s.synchronize().map_err(dev)?;
+            Ok(t0.elapsed().as_secs_f64() / reps as f64)
+        };
+        let l = &net.layout;
+        let fc2 = time(&mut || self.decoder_layer(&d1, &model, &l.dec_fc2, &model.fc2, rows, precision, &mut d2))?;
+        let fc3 = time(&mut || {
+            self.nll_fc3(net, &model, precision, (&d1, &theta, &x, &lw), rows, rows, &mut logpx, &mut logw)
+        })?;
+        let flops = |s: &LinearSlot| (2 * rows * s.out * s.inp) as u64;
+        Ok(vec![("decoder fc2", fc2, flops(&l.dec_fc2)), ("fc3 + epilogue (fused)", fc3, flops(&l.dec_fc3))])
+    }
 }
