@@ -1,0 +1,54 @@
+//! The CUDA module registry checked without a GPU: every kernel the Rust
+//! side launches by name is registered in src/cuda/mod.rs, and every
+//! registered kernel is an `extern "C" __global__` function of the registered
+//! kernels/<module>.cu. A typo here would otherwise surface only on a GPU.
+use std::collections::BTreeSet;
+use std::path::Path;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The contents of every `"..."` string literal in `text`.
+fn literals(text: &str) -> Vec<String> {
+    text.split('"').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+#[test]
+fn every_launched_kernel_is_registered_and_defined() {
+    let registry = read("src/cuda/mod.rs");
+    let start = registry.find("const MODULES").expect("MODULES in src/cuda/mod.rs");
+    let end = start + registry[start..].find("];").expect("end of MODULES");
+    let mut registered = BTreeSet::new();
+    // Entries are ("module", fatbin!("module"), &["kernel", ...]), however rustfmt wraps them.
+    let block = &registry[start..end];
+    for piece in block.split("fatbin!(\"").skip(1) {
+        let module = &piece[..piece.find('"').unwrap()];
+        let list = &piece[piece.find("&[").expect("kernel list")..];
+        let list = &list[..list.find(']').expect("end of kernel list")];
+        let source = read(&format!("kernels/{module}.cu"));
+        for kernel in literals(list) {
+            assert!(
+                source.contains(&format!("__global__ void {kernel}(")),
+                "kernel {kernel} is registered for kernels/{module}.cu but not defined there"
+            );
+            assert!(registered.insert(kernel.clone()), "kernel {kernel} registered twice");
+        }
+    }
+    assert!(registered.len() > 20, "registry parsed: {registered:?}");
+    // Names passed to Gpu::f, directly or through a `let name = ...` choice.
+    for file in ["src/cuda/mod.rs", "src/cuda/eval.rs", "src/cuda/forward.rs", "src/cuda/train.rs"] {
+        let text = read(file);
+        for (i, piece) in text.split("f(\"").enumerate().skip(1) {
+            let name = &piece[..piece.find('"').unwrap()];
+            assert!(registered.contains(name), "{file}: launch #{i} names unregistered kernel {name}");
+        }
+        for line in text.lines().filter(|l| l.trim_start().starts_with("let name = if")) {
+            for name in literals(line) {
+                assert!(registered.contains(&name), "{file}: unregistered kernel {name}");
+            }
+        }
+    }
+}
