@@ -52,3 +52,54 @@ fn every_launched_kernel_is_registered_and_defined() {
         }
     }
 }
+
+/// Parameters of `__global__ void name(...)` in the kernels' sources.
+fn cuda_param_count(name: &str) -> Option<usize> {
+    for entry in std::fs::read_dir(Path::new(ROOT).join("kernels")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if let Some(at) = text.find(&format!("__global__ void {name}(")) {
+            let rest = &text[at..];
+            let params = &rest[rest.find('(').unwrap() + 1..rest.find(')').unwrap()];
+            return Some(if params.trim().is_empty() { 0 } else { params.split(',').count() });
+        }
+    }
+    None
+}
+
+/// cudarc does not check kernel arguments: a launch that pushes a different
+/// number of arguments than the kernel takes reads garbage on the GPU. Each
+/// launch (from `launch_builder(…f("name"))` to its `.launch(`) must push as
+/// many `.arg(…)` as the kernel has parameters; an `if … { arg } else { arg }`
+/// pair pushes one.
+#[test]
+fn every_launch_passes_as_many_arguments_as_its_kernel_takes() {
+    let mut checked = 0;
+    for file in ["src/cuda/mod.rs", "src/cuda/eval.rs", "src/cuda/forward.rs", "src/cuda/train.rs"] {
+        let text = read(file);
+        for piece in text.split("launch_builder(").skip(1) {
+            let span = &piece[..piece.find(".launch(").unwrap_or_else(|| panic!("{file}: launch without .launch("))];
+            // The kernel: f("name") right in the call, or the names on the
+            // nearest line before it that picks one (`let name = if …` or
+            // `self.f(if … { "a" } else { "b" })`).
+            let names: Vec<String> = if let Some(at) = span.find("f(\"") {
+                let rest = &span[at + 3..];
+                vec![rest[..rest.find('"').unwrap()].to_string()]
+            } else {
+                let before = &text[..text.find(span).unwrap()];
+                let line = before
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("let name = if") || l.contains(".f(if "))
+                    .expect("a kernel name choice before the launch");
+                literals(line)
+            };
+            let pushed = span.matches(".arg(").count() - span.matches("} else {").count();
+            for name in names {
+                let want = cuda_param_count(&name).unwrap_or_else(|| panic!("{file}: no kernel {name}"));
+                assert_eq!(pushed, want, "{file}: launch of {name} pushes {pushed} arguments, the kernel takes {want}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 25, "only {checked} launches found");
+}
