@@ -11,7 +11,14 @@
 #include "wmma_tile.cuh"
 using namespace iwtvae;
 
-#define SAMPLES 8  // samples per block = warps per block (256 threads)
+// fp32 SIMT variant: SAMPLES samples per block of 256 threads (8 warps). The
+// activations are staged transposed, [Hd][SAMPLES], so each k step reads the
+// 16 samples' values as 4 broadcast float4 loads (one 16-byte shared load
+// per 4 multiply-adds), and each thread runs one pixel's 16 sums, so W3t is
+// read from L2 once per 16 samples. Shared memory SAMPLES·(Hd + D)·4 bytes
+// (66.5 KB for hidden 256: the launch opts in past 48 KiB).
+#define SAMPLES 16
+#define FUSED_WARPS 8
 
 // Σ_j log p(x_j | p_j) of one sample, p = grid_sample(c, grid(θ)) (or c when
 // nb = 0), summed by one warp (lane-strided, then a warp reduction).
@@ -25,13 +32,13 @@ __device__ __forceinline__ float row_loglik(const float* c, const float* xr, con
 extern "C" __global__ void nll_fc3_fused(const float* d2, const float* W3t, const float* b3, const float* theta,
                                          const float* basis, const float* x, const float* lw_latent, float* logpx,
                                          float* logw, int R, int kk, int Hd, int D, int h, int w, int nb) {
-  extern __shared__ float smem[];
-  float* hs = smem;                  // [SAMPLES][Hd]
+  extern __shared__ __align__(16) float smem[];
+  float* hs = smem;                  // [Hd][SAMPLES]
   float* cs = smem + SAMPLES * Hd;   // [SAMPLES][D]
   int r0 = blockIdx.x * SAMPLES;
   for (int t = threadIdx.x; t < SAMPLES * Hd; t += blockDim.x) {
     int s = t / Hd, k = t % Hd;
-    hs[t] = (r0 + s < R) ? d2[(size_t)(r0 + s) * Hd + k] : 0.0f;
+    hs[k * SAMPLES + s] = (r0 + s < R) ? d2[(size_t)(r0 + s) * Hd + k] : 0.0f;
   }
   __syncthreads();
   for (int j = threadIdx.x; j < D; j += blockDim.x) {
@@ -40,20 +47,29 @@ extern "C" __global__ void nll_fc3_fused(const float* d2, const float* W3t, cons
     for (int s = 0; s < SAMPLES; ++s) acc[s] = b3[j];
     for (int k = 0; k < Hd; ++k) {
       float wv = W3t[(size_t)k * D + j];
+      const float4* hk = reinterpret_cast<const float4*>(hs + k * SAMPLES);
 #pragma unroll
-      for (int s = 0; s < SAMPLES; ++s) acc[s] += wv * hs[s * Hd + k];
+      for (int q = 0; q < SAMPLES / 4; ++q) {
+        float4 v = hk[q];
+        acc[4 * q + 0] += wv * v.x;
+        acc[4 * q + 1] += wv * v.y;
+        acc[4 * q + 2] += wv * v.z;
+        acc[4 * q + 3] += wv * v.w;
+      }
     }
 #pragma unroll
     for (int s = 0; s < SAMPLES; ++s) cs[s * D + j] = sigmoidf_stable(acc[s]);
   }
   __syncthreads();
-  int s = threadIdx.x / 32, lane = threadIdx.x % 32;
-  int r = r0 + s;
-  if (s >= SAMPLES || r >= R) return;
-  float lp = row_loglik(cs + s * D, x + (size_t)(r / kk) * D, theta + (size_t)r * 2 * nb, basis, D, h, w, nb, lane);
-  if (lane == 0) {
-    logpx[r] = lp;
-    logw[r] = lp + lw_latent[r];
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int s = warp; s < SAMPLES; s += FUSED_WARPS) {
+    int r = r0 + s;
+    if (r >= R) break;  // warp-uniform: later samples are past R too
+    float lp = row_loglik(cs + s * D, x + (size_t)(r / kk) * D, theta + (size_t)r * 2 * nb, basis, D, h, w, nb, lane);
+    if (lane == 0) {
+      logpx[r] = lp;
+      logw[r] = lp + lw_latent[r];
+    }
   }
 }
 
