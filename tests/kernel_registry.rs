@@ -79,8 +79,8 @@ fn every_launch_passes_as_many_arguments_as_its_kernel_takes() {
         for piece in text.split("launch_builder(").skip(1) {
             let span = &piece[..piece.find(".launch(").unwrap_or_else(|| panic!("{file}: launch without .launch("))];
             // The kernel: f("name") right in the call, or the names on the
-            // nearest line before it that picks one (`let name = if …` or
-            // `self.f(if … { "a" } else { "b" })`).
+            // nearest line before it that picks one (`let f = self.f("a")`,
+            // `let name = if …` or `self.f(if … { "a" } else { "b" })`).
             let names: Vec<String> = if let Some(at) = span.find("f(\"") {
                 let rest = &span[at + 3..];
                 vec![rest[..rest.find('"').unwrap()].to_string()]
@@ -89,7 +89,7 @@ fn every_launch_passes_as_many_arguments_as_its_kernel_takes() {
                 let line = before
                     .lines()
                     .rev()
-                    .find(|l| l.contains("let name = if") || l.contains(".f(if "))
+                    .find(|l| (l.contains("let name = if") || l.contains(".f(")) && l.contains('"'))
                     .expect("a kernel name choice before the launch");
                 literals(line)
             };
