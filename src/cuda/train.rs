@@ -528,8 +528,11 @@ impl Engine for GpuEngine {
         let lr = plan.lr as f32;
         let s = self.gpu.stream.clone();
         let batches: Vec<&[u32]> = plan.perm.chunks(self.batch_size).collect();
-        let graph =
-            if batches.iter().any(|b| b.len() == self.batch_size) { Some(self.capture(keys, lr)?) } else { None };
+        // IWTVAE_NO_CUDA_GRAPHS=1 launches every step directly (same results;
+        // for telling a graph problem from a kernel problem).
+        let graphs = std::env::var_os("IWTVAE_NO_CUDA_GRAPHS").is_none();
+        let full = batches.iter().any(|b| b.len() == self.batch_size);
+        let graph = if graphs && full { Some(self.capture(keys, lr)?) } else { None };
         s.memset_zeros(&mut self.buf.bad_hist).map_err(dev)?;
         let mut last_loss = f64::NAN;
         for (step, batch) in batches.iter().enumerate() {
