@@ -1,7 +1,7 @@
 //! Optimizers over the flat parameter vector, with torch semantics, and the
 //! learning-rate schedules of the seed and of the IWAE paper (SPEC §4).
 use crate::error::{Error, Result};
-use crate::ops::simd::{simd, Simd};
+use crate::ops::simd::simd_dispatch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerKind {
@@ -107,33 +107,23 @@ impl Optimizer {
             .par_chunks_mut(CHUNK)
             .zip(grads.par_chunks(CHUNK))
             .zip(self.s1.par_chunks_mut(CHUNK).zip(self.s2.par_chunks_mut(CHUNK)))
-            .for_each(|((p, g), (s1, s2))| {
-                #[cfg(target_arch = "x86_64")]
-                match simd() {
-                    // SAFETY: simd() reported that the CPU has these features.
-                    Simd::Avx512 => return unsafe { step_chunk_avx512(kind, steps, p, g, s1, s2, lr) },
-                    // SAFETY: as above.
-                    Simd::Avx2 => return unsafe { step_chunk_avx2(kind, steps, p, g, s1, s2, lr) },
-                    Simd::Baseline => {}
-                }
-                step_chunk(kind, steps, p, g, s1, s2, lr)
-            });
+            .for_each(|((p, g), (s1, s2))| step_chunk_wide(kind, steps, p, g, s1, s2, lr));
     }
 }
 
-// Wide clones of the elementwise step: its two square roots and division
-// per parameter are a few percent of a training step at SSE width.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn step_chunk_avx2(k: OptimizerKind, t: u64, p: &mut [f32], g: &[f32], s1: &mut [f32], s2: &mut [f32], lr: f32) {
-    step_chunk(k, t, p, g, s1, s2, lr)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn step_chunk_avx512(k: OptimizerKind, t: u64, p: &mut [f32], g: &[f32], s1: &mut [f32], s2: &mut [f32], lr: f32) {
-    step_chunk(k, t, p, g, s1, s2, lr)
-}
+simd_dispatch!(
+    // Wide clones of the elementwise step: its two square roots and division
+    // per parameter are a few percent of a training step at SSE width.
+    fn step_chunk_wide(
+        kind: OptimizerKind,
+        steps: u64,
+        params: &mut [f32],
+        grads: &[f32],
+        s1: &mut [f32],
+        s2: &mut [f32],
+        lr: f32,
+    ) => step_chunk
+);
 
 #[inline(always)]
 fn step_chunk(

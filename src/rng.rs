@@ -17,7 +17,7 @@
 //! Evaluation streams use epoch 0. The CUDA path (kernels/common.cuh) computes
 //! the same u32 words bit for bit.
 
-use crate::ops::simd::{simd, Simd};
+use crate::ops::simd::simd_dispatch;
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
@@ -106,28 +106,12 @@ impl NoiseKey {
 
     /// out[d] = uniform for dims 0..out.len().
     pub fn uniforms(&self, item: u32, sample: u32, out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        match simd() {
-            // SAFETY: simd() reported that the CPU has these features.
-            Simd::Avx512 => return unsafe { uniforms_avx512(self, item, sample, out) },
-            // SAFETY: as above.
-            Simd::Avx2 => return unsafe { uniforms_avx2(self, item, sample, out) },
-            Simd::Baseline => {}
-        }
-        uniforms_lanes(self, item, sample, out)
+        uniforms_wide(self, item, sample, out)
     }
 
     /// out[d] = standard normal for dims 0..out.len().
     pub fn normals<T: crate::Real>(&self, item: u32, sample: u32, out: &mut [T]) {
-        #[cfg(target_arch = "x86_64")]
-        match simd() {
-            // SAFETY: simd() reported that the CPU has these features.
-            Simd::Avx512 => return unsafe { normals_avx512(self, item, sample, out) },
-            // SAFETY: as above.
-            Simd::Avx2 => return unsafe { normals_avx2(self, item, sample, out) },
-            Simd::Baseline => {}
-        }
-        normals_lanes(self, item, sample, out)
+        normals_wide(self, item, sample, out)
     }
 
     /// A uniform integer in [0, n) for position `i` (multiply-shift, bias < n/2³²).
@@ -209,29 +193,8 @@ fn normals_lanes<T: crate::Real>(key: &NoiseKey, item: u32, sample: u32, out: &m
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn uniforms_avx2(key: &NoiseKey, item: u32, sample: u32, out: &mut [f32]) {
-    uniforms_lanes(key, item, sample, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn uniforms_avx512(key: &NoiseKey, item: u32, sample: u32, out: &mut [f32]) {
-    uniforms_lanes(key, item, sample, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn normals_avx2<T: crate::Real>(key: &NoiseKey, item: u32, sample: u32, out: &mut [T]) {
-    normals_lanes(key, item, sample, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn normals_avx512<T: crate::Real>(key: &NoiseKey, item: u32, sample: u32, out: &mut [T]) {
-    normals_lanes(key, item, sample, out)
-}
+simd_dispatch!(fn uniforms_wide(key: &NoiseKey, item: u32, sample: u32, out: &mut [f32]) => uniforms_lanes);
+simd_dispatch!(fn normals_wide<T: crate::Real>(key: &NoiseKey, item: u32, sample: u32, out: &mut [T]) => normals_lanes);
 
 /// The order in which an epoch visits the training images (Fisher–Yates).
 pub fn epoch_permutation(seed: u64, epoch: u32, n: usize) -> Vec<u32> {

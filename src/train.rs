@@ -10,7 +10,7 @@ use crate::model::checkpoint::{load_checkpoint, save_checkpoint, serialize_flat}
 use crate::model::{init_params, Layout, ModelConfig};
 use crate::network::Network;
 use crate::objective::{loss_and_grad, LatentKeys, Objective};
-use crate::ops::simd::{simd, Simd};
+use crate::ops::simd::simd_dispatch;
 use crate::ops::Par;
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
 use crate::rng::{epoch_permutation, NoiseKey, Stream};
@@ -424,32 +424,19 @@ struct Shard {
 /// Returns whether every combined gradient is finite.
 fn combine_gradients(grads: &mut [f32], shards: &[Shard], weights: &[f32]) -> bool {
     const CHUNK: usize = 1 << 14;
-    let parts: Vec<&[f32]> = shards.iter().map(|sh| &sh.grads[..]).collect();
-    grads.par_chunks_mut(CHUNK).enumerate().all(|(c, g)| {
-        let start = c * CHUNK;
-        #[cfg(target_arch = "x86_64")]
-        if simd() == Simd::Avx512 {
-            // SAFETY: simd() reported that the CPU has these features.
-            return unsafe { combine_chunk_avx512(g, &parts, start, weights) };
-        }
-        combine_chunk(g, &parts, start, weights)
-    })
+    grads.par_chunks_mut(CHUNK).enumerate().all(|(c, g)| combine_chunk_wide(g, shards, c * CHUNK, weights))
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn combine_chunk_avx512(g: &mut [f32], parts: &[&[f32]], start: usize, weights: &[f32]) -> bool {
-    combine_chunk(g, parts, start, weights)
-}
+simd_dispatch!(fn combine_chunk_wide(g: &mut [f32], shards: &[Shard], start: usize, weights: &[f32]) -> bool => combine_chunk);
 
 #[inline(always)]
-fn combine_chunk(g: &mut [f32], parts: &[&[f32]], start: usize, weights: &[f32]) -> bool {
+fn combine_chunk(g: &mut [f32], shards: &[Shard], start: usize, weights: &[f32]) -> bool {
     let range = start..start + g.len();
-    for (v, &s) in g.iter_mut().zip(&parts[0][range.clone()]) {
+    for (v, &s) in g.iter_mut().zip(&shards[0].grads[range.clone()]) {
         *v = s * weights[0];
     }
-    for (part, &w) in parts.iter().zip(weights).skip(1) {
-        for (v, &s) in g.iter_mut().zip(&part[range.clone()]) {
+    for (shard, &w) in shards.iter().zip(weights).skip(1) {
+        for (v, &s) in g.iter_mut().zip(&shard.grads[range.clone()]) {
             *v += s * w;
         }
     }

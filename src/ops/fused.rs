@@ -10,7 +10,7 @@
 use super::grid::Warp;
 use super::grid_sample::{grid_sample_row, grid_sample_row_backward};
 use super::likelihood::{bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary, sigmoid_inplace};
-use super::simd::{simd, Simd};
+use super::simd::simd_dispatch;
 use crate::model::Transform;
 use crate::Real;
 
@@ -36,30 +36,11 @@ fn forward_row<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binar
     loglik(g.p, g.terms)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn forward_row_avx2<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
-    forward_row(warp, a, theta, x, binary, g)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn forward_row_avx512<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
-    forward_row(warp, a, theta, x, binary, g)
-}
-
-/// Forward of one row: `a` holds the logits and becomes c; returns log p(x|z,u).
-pub fn decode_row<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T {
-    #[cfg(target_arch = "x86_64")]
-    match simd() {
-        // SAFETY: simd() reported that the CPU has these features.
-        Simd::Avx512 => return unsafe { forward_row_avx512(warp, a, theta, x, binary, g) },
-        // SAFETY: as above.
-        Simd::Avx2 => return unsafe { forward_row_avx2(warp, a, theta, x, binary, g) },
-        Simd::Baseline => {}
-    }
-    forward_row(warp, a, theta, x, binary, g)
-}
+simd_dispatch!(
+    /// Forward of one row: `a` holds the logits and becomes c; returns log p(x|z,u).
+    pub fn decode_row<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binary: bool, g: RowGrid<T>) -> T
+        => forward_row
+);
 
 /// Inputs of one row's backward (from the forward) and its outputs.
 pub struct RowBackward<'a, T> {
@@ -100,18 +81,6 @@ fn backward_row<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn backward_row_avx2<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
-    backward_row(warp, r)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn backward_row_avx512<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
-    backward_row(warp, r)
-}
-
 /// Scratch and outputs of `decode_row_train`'s backward part.
 pub struct RowTrain<'a, T> {
     pub dgx: &'a mut [T],
@@ -122,30 +91,22 @@ pub struct RowTrain<'a, T> {
     pub dtheta: &'a mut [T],
 }
 
-/// Forward of one row and, while its data is in L1, its backward with
-/// coef = 1: the backward is linear in coef = ∂Loss/∂log p(x|z,u), which the
-/// objective knows only once every sample of the image is done, so the
-/// caller scales `da` and `dtheta` by it afterwards. `g.terms` doubles as
-/// the backward's ∂/∂p scratch. Returns log p(x|z,u).
-pub fn decode_row_train<T: Real>(
-    warp: &Warp<T>,
-    a: &mut [T],
-    theta: &[T],
-    x: &[T],
-    binary: bool,
-    g: RowGrid<T>,
-    out: RowTrain<T>,
-) -> T {
-    #[cfg(target_arch = "x86_64")]
-    match simd() {
-        // SAFETY: simd() reported that the CPU has these features.
-        Simd::Avx512 => return unsafe { train_row_avx512(warp, a, theta, x, binary, g, out) },
-        // SAFETY: as above.
-        Simd::Avx2 => return unsafe { train_row_avx2(warp, a, theta, x, binary, g, out) },
-        Simd::Baseline => {}
-    }
-    train_row(warp, a, theta, x, binary, g, out)
-}
+simd_dispatch!(
+    /// Forward of one row and, while its data is in L1, its backward with
+    /// coef = 1: the backward is linear in coef = ∂Loss/∂log p(x|z,u), which
+    /// the objective knows only once every sample of the image is done, so
+    /// the caller scales `da` and `dtheta` by it afterwards. `g.terms` doubles
+    /// as the backward's ∂/∂p scratch. Returns log p(x|z,u).
+    pub fn decode_row_train<T: Real>(
+        warp: &Warp<T>,
+        a: &mut [T],
+        theta: &[T],
+        x: &[T],
+        binary: bool,
+        g: RowGrid<T>,
+        out: RowTrain<T>,
+    ) -> T => train_row
+);
 
 #[inline(always)]
 fn train_row<T: Real>(
@@ -179,43 +140,7 @@ fn train_row<T: Real>(
     lp
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn train_row_avx2<T: Real>(
-    warp: &Warp<T>,
-    a: &mut [T],
-    theta: &[T],
-    x: &[T],
-    binary: bool,
-    g: RowGrid<T>,
-    out: RowTrain<T>,
-) -> T {
-    train_row(warp, a, theta, x, binary, g, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn train_row_avx512<T: Real>(
-    warp: &Warp<T>,
-    a: &mut [T],
-    theta: &[T],
-    x: &[T],
-    binary: bool,
-    g: RowGrid<T>,
-    out: RowTrain<T>,
-) -> T {
-    train_row(warp, a, theta, x, binary, g, out)
-}
-
-/// Backward of `decode_row`.
-pub fn decode_row_backward<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
-    #[cfg(target_arch = "x86_64")]
-    match simd() {
-        // SAFETY: simd() reported that the CPU has these features.
-        Simd::Avx512 => return unsafe { backward_row_avx512(warp, r) },
-        // SAFETY: as above.
-        Simd::Avx2 => return unsafe { backward_row_avx2(warp, r) },
-        Simd::Baseline => {}
-    }
-    backward_row(warp, r)
-}
+simd_dispatch!(
+    /// Backward of `decode_row`.
+    pub fn decode_row_backward<T: Real>(warp: &Warp<T>, r: RowBackward<T>) => backward_row
+);

@@ -36,3 +36,38 @@ pub fn simd() -> Simd {
         Simd::Baseline
     })
 }
+
+/// `simd_dispatch!(pub fn name<T: Bound>(args) -> Ret => body);` defines
+/// `name`, which runs `body` (an `#[inline(always)]` fn with the same
+/// arguments) compiled with AVX-512 or AVX2 when `simd()` says the CPU has
+/// them, and as baseline x86-64 code otherwise.
+macro_rules! simd_dispatch {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident $(<$T:ident: $bound:path>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
+        $(#[$attr])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name $(<$T: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2 $(<$T: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx512 $(<$T: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                match $crate::ops::simd::simd() {
+                    // SAFETY: simd() reported that the CPU has these features.
+                    $crate::ops::simd::Simd::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::ops::simd::Simd::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::ops::simd::Simd::Baseline => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_dispatch;
