@@ -41,7 +41,7 @@ fn every_launched_kernel_is_registered_and_defined() {
     // Names passed to Gpu::f, directly or through a `let name = ...` choice.
     for file in ["src/cuda/mod.rs", "src/cuda/eval.rs", "src/cuda/forward.rs", "src/cuda/train.rs"] {
         let text = read(file);
-        for (i, piece) in text.split("f(\"").enumerate().skip(1) {
+        for (i, piece) in text.split("f(\"").chain(text.split("f_opt_in(\"").skip(1)).enumerate().skip(1) {
             let name = &piece[..piece.find('"').unwrap()];
             assert!(registered.contains(name), "{file}: launch #{i} names unregistered kernel {name}");
         }
@@ -80,6 +80,7 @@ fn every_launch_passes_as_many_arguments_as_its_kernel_takes() {
             let span = &piece[..piece.find(".launch(").unwrap_or_else(|| panic!("{file}: launch without .launch("))];
             // The kernel: f("name") right in the call, or the names on the
             // nearest line before it that picks one (`let f = self.f("a")`,
+            // `self.f_opt_in("a", …)`,
             // `let name = if …` or `self.f(if … { "a" } else { "b" })`).
             let names: Vec<String> = if let Some(at) = span.find("f(\"") {
                 let rest = &span[at + 3..];
@@ -89,7 +90,10 @@ fn every_launch_passes_as_many_arguments_as_its_kernel_takes() {
                 let line = before
                     .lines()
                     .rev()
-                    .find(|l| (l.contains("let name = if") || l.contains(".f(")) && l.contains('"'))
+                    .find(|l| {
+                        (l.contains("let name = if") || l.contains(".f(") || l.contains(".f_opt_in("))
+                            && l.contains('"')
+                    })
                     .expect("a kernel name choice before the launch");
                 literals(line)
             };

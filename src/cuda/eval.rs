@@ -13,7 +13,7 @@ use crate::model::{LinearSlot, Transform};
 use crate::network::Network;
 use crate::rng::{NoiseKey, Stream};
 use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use std::time::Instant;
 
 /// Images per batch on the device.
@@ -228,14 +228,7 @@ impl Gpu {
             // 16 samples' activations and canonical images in shared memory:
             // past the 48 KiB default, so the kernel opts in to what it needs.
             let smem = FUSED_SAMPLES * (hd + d) * 4;
-            let f = self.f("nll_fc3_fused");
-            f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-                .map_err(|e| Error::Device(format!("nll_fc3_fused: {smem} bytes of shared memory: {e}")))?;
-            let lc = LaunchConfig {
-                grid_dim: (Self::blocks(rows, FUSED_SAMPLES), 1, 1),
-                block_dim: (32 * TC_WARPS, 1, 1),
-                shared_mem_bytes: smem as u32,
-            };
+            let (f, lc) = self.f_opt_in("nll_fc3_fused", smem, rows, FUSED_SAMPLES)?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(d2).arg(&model.w3t).arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent);
             lb.arg(logpx).arg(logw).arg(&r_i).arg(&kk_i).arg(&hd_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
@@ -253,14 +246,7 @@ impl Gpu {
         let a_bytes = if precision == Precision::Bf16 { 2 } else { 4 };
         let smem = TC_ROWS * dp * 4 + TC_ROWS * hdp * a_bytes;
         let name = if precision == Precision::Bf16 { "nll_fc3_bf16" } else { "nll_fc3_tf32" };
-        let f = self.f(name);
-        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-            .map_err(|e| Error::Device(format!("{name}: {smem} bytes of shared memory: {e}")))?;
-        let lc = LaunchConfig {
-            grid_dim: (Self::blocks(rows, TC_ROWS), 1, 1),
-            block_dim: (32 * TC_WARPS, 1, 1),
-            shared_mem_bytes: smem as u32,
-        };
+        let (f, lc) = self.f_opt_in(name, smem, rows, TC_ROWS)?;
         let (hdp_i, dp_i) = (hdp as i32, dp as i32);
         let mut lb = self.stream.launch_builder(f);
         lb.arg(d2);
@@ -276,6 +262,28 @@ impl Gpu {
         // staged as zeros and never written; shared memory as computed above.
         unsafe { lb.launch(lc) }.map_err(dev)?;
         Ok(())
+    }
+
+    /// Kernel `name` and a launch of 8 warps per `rows_per_block` rows with
+    /// `smem` bytes of dynamic shared memory, which the kernel is opted in to
+    /// (past the 48 KiB default; an error names the kernel when the GPU has
+    /// less).
+    fn f_opt_in(
+        &self,
+        name: &'static str,
+        smem: usize,
+        rows: usize,
+        rows_per_block: usize,
+    ) -> Result<(&CudaFunction, LaunchConfig)> {
+        let f = self.f(name);
+        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+            .map_err(|e| Error::Device(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+        let lc = LaunchConfig {
+            grid_dim: (Self::blocks(rows, rows_per_block), 1, 1),
+            block_dim: (32 * TC_WARPS, 1, 1),
+            shared_mem_bytes: smem as u32,
+        };
+        Ok((f, lc))
     }
 
     /// One ReLU layer of the decoder in the k-sample loop: fp32 SIMT, or
@@ -302,14 +310,7 @@ impl Gpu {
         let bf16 = precision == Precision::Bf16;
         let smem = LT_ROWS * padded.np * 4 + LT_ROWS * padded.kp * if bf16 { 2 } else { 4 };
         let name = if bf16 { "linear_fwd_bf16" } else { "linear_fwd_tf32" };
-        let f = self.f(name);
-        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-            .map_err(|e| Error::Device(format!("{name}: {smem} bytes of shared memory: {e}")))?;
-        let lc = LaunchConfig {
-            grid_dim: (Self::blocks(rows, LT_ROWS), 1, 1),
-            block_dim: (32 * TC_WARPS, 1, 1),
-            shared_mem_bytes: smem as u32,
-        };
+        let (f, lc) = self.f_opt_in(name, smem, rows, LT_ROWS)?;
         let b = model.params.slice(slot.b_range());
         let (m, n, k, np, kp, relu) =
             (rows as i32, slot.out as i32, slot.inp as i32, padded.np as i32, padded.kp as i32, 1i32);
