@@ -53,11 +53,10 @@ __device__ __forceinline__ void tile_product(const float* A, long long rsa, long
   }
 }
 
-// Y[M,N] = act(X[M,K] · W[N,K]ᵀ + b[N]).
-extern "C" __global__ void linear_fwd(const float* X, const float* W, const float* b, float* Y, int M, int N, int K,
-                                      int relu) {
-  float acc[4][4] = {};
-  tile_product(X, K, 1, W, 1, K, M, N, K, acc);
+// Calls store(r, c, value) for every element of this thread's 4×4 micro-tile
+// that lies inside [M, N].
+template <typename Store>
+__device__ __forceinline__ void store_tile(const float acc[4][4], int M, int N, Store store) {
   int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -66,11 +65,20 @@ extern "C" __global__ void linear_fwd(const float* X, const float* W, const floa
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       int c = blockIdx.x * TILE + tx * 4 + j;
-      if (c >= N) continue;
-      float v = acc[i][j] + b[c];
-      Y[(size_t)r * N + c] = relu ? fmaxf(v, 0.0f) : v;
+      if (c < N) store(r, c, acc[i][j]);
     }
   }
+}
+
+// Y[M,N] = act(X[M,K] · W[N,K]ᵀ + b[N]).
+extern "C" __global__ void linear_fwd(const float* X, const float* W, const float* b, float* Y, int M, int N, int K,
+                                      int relu) {
+  float acc[4][4] = {};
+  tile_product(X, K, 1, W, 1, K, M, N, K, acc);
+  store_tile(acc, M, N, [&](int r, int c, float v) {
+    v += b[c];
+    Y[(size_t)r * N + c] = relu ? fmaxf(v, 0.0f) : v;
+  });
 }
 
 // C[M,N] (row-major, leading dimension ldc) = A[M,K] · B[K,N] (+ C when
@@ -79,19 +87,10 @@ extern "C" __global__ void gemm_strided(const float* A, long long rsa, long long
                                         long long csb, float* C, int ldc, int M, int N, int K, int accumulate) {
   float acc[4][4] = {};
   tile_product(A, rsa, csa, B, rsb, csb, M, N, K, acc);
-  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    int r = blockIdx.y * TILE + ty * 4 + i;
-    if (r >= M) continue;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      int c = blockIdx.x * TILE + tx * 4 + j;
-      if (c >= N) continue;
-      float* dst = C + (size_t)r * ldc + c;
-      *dst = accumulate ? *dst + acc[i][j] : acc[i][j];
-    }
-  }
+  store_tile(acc, M, N, [&](int r, int c, float v) {
+    float* dst = C + (size_t)r * ldc + c;
+    *dst = accumulate ? *dst + v : v;
+  });
 }
 
 // out[c] = Σ_r dy[r, c] (+ out[c] when accumulate), rows in order.

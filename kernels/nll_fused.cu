@@ -29,6 +29,26 @@ __device__ __forceinline__ float row_loglik(const float* c, const float* xr, con
   return warp_sum(lp);
 }
 
+// The epilogue of both fc3 variants: samples r0 .. r0 + nrows, canonical
+// images in cs (row s at cs + s·ld), one warp per sample in turn:
+// logpx[r] = log p(x|z_r, u_r), logw[r] = logpx[r] + the latent terms.
+__device__ __forceinline__ void samples_loglik(const float* cs, int ld, int r0, int nrows, int warps, int R, int kk,
+                                               const float* x, const float* theta, const float* basis,
+                                               const float* lw_latent, float* logpx, float* logw, int D, int h, int w,
+                                               int nb) {
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int s = warp; s < nrows; s += warps) {
+    int r = r0 + s;
+    if (r >= R) break;  // warp-uniform: later samples are past R too
+    float lp = row_loglik(cs + (size_t)s * ld, x + (size_t)(r / kk) * D, theta + (size_t)r * 2 * nb, basis, D, h, w,
+                          nb, lane);
+    if (lane == 0) {
+      logpx[r] = lp;
+      logw[r] = lp + lw_latent[r];
+    }
+  }
+}
+
 extern "C" __global__ void nll_fc3_fused(const float* d2, const float* W3t, const float* b3, const float* theta,
                                          const float* basis, const float* x, const float* lw_latent, float* logpx,
                                          float* logw, int R, int kk, int Hd, int D, int h, int w, int nb) {
@@ -61,16 +81,7 @@ extern "C" __global__ void nll_fc3_fused(const float* d2, const float* W3t, cons
     for (int s = 0; s < SAMPLES; ++s) cs[s * D + j] = sigmoidf_stable(acc[s]);
   }
   __syncthreads();
-  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int s = warp; s < SAMPLES; s += FUSED_WARPS) {
-    int r = r0 + s;
-    if (r >= R) break;  // warp-uniform: later samples are past R too
-    float lp = row_loglik(cs + s * D, x + (size_t)(r / kk) * D, theta + (size_t)r * 2 * nb, basis, D, h, w, nb, lane);
-    if (lane == 0) {
-      logpx[r] = lp;
-      logw[r] = lp + lw_latent[r];
-    }
-  }
+  samples_loglik(cs, D, r0, SAMPLES, FUSED_WARPS, R, kk, x, theta, basis, lw_latent, logpx, logw, D, h, w, nb);
 }
 
 // The tensor-core variants: the same fused epilogue after fc3 computed on
@@ -100,16 +111,7 @@ __device__ __forceinline__ void nll_fc3_tc(const float* d2, const void* W3p, con
     cs[s * Dp + j] = sigmoidf_stable(cs[s * Dp + j] + b3[j]);
   }
   __syncthreads();
-  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int s = warp; s < TC_ROWS; s += TC_WARPS) {
-    int r = r0 + s;
-    if (r >= R) break;  // warp-uniform: later rows are past R too
-    float lp = row_loglik(cs + s * Dp, x + (size_t)(r / kk) * D, theta + (size_t)r * 2 * nb, basis, D, h, w, nb, lane);
-    if (lane == 0) {
-      logpx[r] = lp;
-      logw[r] = lp + lw_latent[r];
-    }
-  }
+  samples_loglik(cs, Dp, r0, TC_ROWS, TC_WARPS, R, kk, x, theta, basis, lw_latent, logpx, logw, D, h, w, nb);
 }
 
 extern "C" __global__ void nll_fc3_tf32(const float* d2, const float* W3p, const float* b3, const float* theta,
