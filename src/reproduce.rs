@@ -173,24 +173,21 @@ fn one_run(
             return Ok(r);
         }
     }
+    // The seed's protocol (Adadelta + poly, hidden 256, 3×3 TPS grid) with
+    // this configuration's model, objective and data.
     let cfg = TrainConfig {
         transform: spec.transform.into(),
         z_dim: spec.z_dim,
         u_dim: spec.u_dim,
-        hidden: 256,
-        tps_grid: 3,
         objective: spec.objective.into(),
         k: spec.k,
         epochs: opts.epochs,
         batch_size: spec.batch_size,
-        optimizer: "adadelta".into(),
-        schedule: "poly".into(),
-        lr: 1.0,
         binarize: spec.binarize.into(),
         limit_train: opts.limit,
         seed: opts.seed,
         shards: threads.min(spec.batch_size).max(1),
-        theta_init: "torch".into(),
+        ..TrainConfig::seed_protocol()
     };
     let resume = dir.join("checkpoint.safetensors").exists();
     progress.run_start(index, total, spec, resume);

@@ -17,23 +17,16 @@ const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
 
 fn small_config() -> TrainConfig {
     TrainConfig {
-        transform: "tps".into(),
         z_dim: 8,
         u_dim: 6,
         hidden: 32,
-        tps_grid: 3,
-        objective: "iwae".into(),
         k: 3,
         epochs: 3,
         batch_size: 50,
-        optimizer: "adadelta".into(),
-        schedule: "poly".into(),
-        lr: 1.0,
-        binarize: "dynamic".into(),
         limit_train: Some(300),
         seed: 4,
         shards: 2,
-        theta_init: "torch".into(),
+        ..TrainConfig::seed_protocol()
     }
 }
 

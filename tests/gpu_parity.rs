@@ -300,19 +300,15 @@ mod gpu {
                 z_dim: 10,
                 u_dim: if transform == "none" { 0 } else { 6 },
                 hidden: 48,
-                tps_grid: 3,
                 objective: objective.into(),
                 k,
                 epochs: 1,
                 batch_size: 24,
-                optimizer: "adadelta".into(),
                 schedule: "constant".into(),
-                lr: 1.0,
                 binarize: binarize.into(),
                 limit_train: Some(64),
                 seed: 11,
-                shards: 1,
-                theta_init: "torch".into(),
+                ..TrainConfig::seed_protocol()
             };
             let layout = Layout::new(cfg.model_config(28, 28).unwrap());
             let params = init_params::<f32>(&layout, cfg.seed);
@@ -473,23 +469,15 @@ mod gpu {
             return;
         };
         let cfg = TrainConfig {
-            transform: "tps".into(),
             z_dim: 8,
             u_dim: 6,
             hidden: 32,
-            tps_grid: 3,
-            objective: "iwae".into(),
             k: 3,
             epochs: 1,
             batch_size: 24,
-            optimizer: "adadelta".into(),
-            schedule: "poly".into(),
-            lr: 1.0,
-            binarize: "dynamic".into(),
             limit_train: Some(130),
             seed: 7,
-            shards: 1,
-            theta_init: "torch".into(),
+            ..TrainConfig::seed_protocol()
         };
         let (dc, dg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let cpu = train_on(Device::Cpu, &cfg, &data, dc.path(), false, &mut Silent).unwrap();
