@@ -13,7 +13,7 @@ use crate::model::{LinearSlot, Transform};
 use crate::network::Network;
 use crate::rng::{NoiseKey, Stream};
 use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 use std::time::Instant;
 
 /// Images per batch on the device.
@@ -31,60 +31,108 @@ const LT_ROWS: usize = 64;
 const TC_WARPS: u32 = 8;
 
 /// One layer's weight [out, in] zero-padded to [Np, Kp] (multiples of 16)
-/// for the tensor-core kernels: in fp32 (TF32 rounds it on the fly) and as
+/// for the tensor-core kernels: fp32 for TF32 (rounded in the fragments) or
 /// bf16 bits (rounded to nearest even by `half`).
 struct PaddedWeights {
-    f32: CudaSlice<f32>,
-    bf16: CudaSlice<u16>,
+    data: Padded,
     np: usize,
     kp: usize,
 }
 
+enum Padded {
+    Tf32(CudaSlice<f32>),
+    Bf16(CudaSlice<u16>),
+}
+
 impl PaddedWeights {
-    fn new(gpu: &Gpu, w: &[f32], out: usize, inp: usize) -> Result<Self> {
+    fn new(gpu: &Gpu, w: &[f32], out: usize, inp: usize, bf16: bool) -> Result<Self> {
         let (np, kp) = (out.next_multiple_of(16), inp.next_multiple_of(16));
         let mut p = vec![0f32; np * kp];
         for o in 0..out {
             p[o * kp..o * kp + inp].copy_from_slice(&w[o * inp..(o + 1) * inp]);
         }
-        let bits: Vec<u16> = p.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
         let s = &gpu.stream;
-        Ok(PaddedWeights { f32: s.clone_htod(&p).map_err(dev)?, bf16: s.clone_htod(&bits).map_err(dev)?, np, kp })
+        let data = if bf16 {
+            let bits: Vec<u16> = p.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+            Padded::Bf16(s.clone_htod(&bits).map_err(dev)?)
+        } else {
+            Padded::Tf32(s.clone_htod(&p).map_err(dev)?)
+        };
+        Ok(PaddedWeights { data, np, kp })
     }
+
+    fn bf16(&self) -> bool {
+        matches!(self.data, Padded::Bf16(_))
+    }
+
+    /// Bytes per element of the staged activations (the kernels convert them
+    /// to the weight's type).
+    fn a_bytes(&self) -> usize {
+        if self.bf16() {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// Pushes the weight as one kernel argument.
+    fn push_to<'a>(&'a self, lb: &mut LaunchArgs<'a>) {
+        match &self.data {
+            Padded::Tf32(w) => lb.arg(w),
+            Padded::Bf16(w) => lb.arg(w),
+        };
+    }
+}
+
+/// The decoder's weights in the form the chosen precision's kernels read.
+enum DecoderWeights {
+    /// fp32 SIMT: fc1, fc2 from the flat parameters, fc3 transposed [Hd, D].
+    Simt { w3t: CudaSlice<f32> },
+    /// Tensor cores: all three layers padded.
+    Tensor { fc1: PaddedWeights, fc2: PaddedWeights, fc3: PaddedWeights },
 }
 
 struct DeviceModel {
     params: CudaSlice<f32>,
-    w3t: CudaSlice<f32>,
-    /// The decoder's weights padded for the tensor-core kernels.
-    fc1: PaddedWeights,
-    fc2: PaddedWeights,
-    fc3: PaddedWeights,
+    decoder: DecoderWeights,
     basis: CudaSlice<f32>,
     theta_id: CudaSlice<f32>,
 }
 
+impl DeviceModel {
+    /// The padded fc1 and fc2 (tensor cores), or None (fp32).
+    fn padded_hidden(&self) -> (Option<&PaddedWeights>, Option<&PaddedWeights>) {
+        match &self.decoder {
+            DecoderWeights::Simt { .. } => (None, None),
+            DecoderWeights::Tensor { fc1, fc2, .. } => (Some(fc1), Some(fc2)),
+        }
+    }
+}
+
 impl Gpu {
-    fn upload_model(&self, net: &Network<f32>, params: &[f32]) -> Result<DeviceModel> {
+    fn upload_model(&self, net: &Network<f32>, params: &[f32], precision: Precision) -> Result<DeviceModel> {
         let l = &net.layout;
         let (d, hd) = (l.config.pixels(), l.config.hidden);
-        let w3 = &params[l.dec_fc3.w_range()];
-        let mut w3t = vec![0f32; d * hd];
-        for j in 0..d {
-            for k in 0..hd {
-                w3t[k * d + j] = w3[j * hd + k];
+        let decoder = if precision == Precision::Fp32 {
+            let w3 = &params[l.dec_fc3.w_range()];
+            let mut w3t = vec![0f32; d * hd];
+            for j in 0..d {
+                for k in 0..hd {
+                    w3t[k * d + j] = w3[j * hd + k];
+                }
             }
-        }
-        let pad = |s: &LinearSlot| PaddedWeights::new(self, &params[s.w_range()], s.out, s.inp);
+            DecoderWeights::Simt { w3t: self.stream.clone_htod(&w3t).map_err(dev)? }
+        } else {
+            let bf16 = precision == Precision::Bf16;
+            let pad = |s: &LinearSlot| PaddedWeights::new(self, &params[s.w_range()], s.out, s.inp, bf16);
+            DecoderWeights::Tensor { fc1: pad(&l.dec_fc1)?, fc2: pad(&l.dec_fc2)?, fc3: pad(&l.dec_fc3)? }
+        };
         let s = &self.stream;
         let basis = if net.warp.nb > 0 { net.warp.basis.clone() } else { vec![0.0] };
         let theta_id = if net.theta_id.is_empty() { vec![0.0] } else { net.theta_id.clone() };
         Ok(DeviceModel {
             params: s.clone_htod(params).map_err(dev)?,
-            w3t: s.clone_htod(&w3t).map_err(dev)?,
-            fc1: pad(&l.dec_fc1)?,
-            fc2: pad(&l.dec_fc2)?,
-            fc3: pad(&l.dec_fc3)?,
+            decoder,
             basis: s.clone_htod(&basis).map_err(dev)?,
             theta_id: s.clone_htod(&theta_id).map_err(dev)?,
         })
@@ -109,7 +157,8 @@ impl Gpu {
         let l = &net.layout;
         let (d, hd, zd, ud, t) = (cfg.pixels(), cfg.hidden, cfg.z_dim, cfg.u_dim, cfg.theta_dim());
         let nb = if cfg.transform == Transform::None { 0 } else { net.warp.nb };
-        let model = self.upload_model(net, params)?;
+        let model = self.upload_model(net, params, opts.precision)?;
+        let (fc1, fc2) = model.padded_hidden();
         let s = self.stream.clone();
         let n = data.len();
         let chunk = CHUNK.min(opts.k);
@@ -154,11 +203,11 @@ impl Gpu {
                 self.normals_into(keys.0, &items, b, kk, s0, zd, &mut eps)?;
                 self.normals_into(keys.1, &items, b, kk, s0, ud, &mut eta)?;
                 self.reparam(&enc, &eps, &eta, r, kk, (zd, ud), &mut z, &mut u, &mut lw_latent)?;
-                self.decoder_layer(&z, &model, &l.dec_fc1, &model.fc1, r, opts.precision, &mut d1)?;
-                self.decoder_layer(&d1, &model, &l.dec_fc2, &model.fc2, r, opts.precision, &mut d2)?;
+                self.decoder_layer(&z, &model, &l.dec_fc1, fc1, r, &mut d1)?;
+                self.decoder_layer(&d1, &model, &l.dec_fc2, fc2, r, &mut d2)?;
                 self.theta(l, &model.params, &u, r, &model.theta_id, &mut theta)?;
                 let ins = (&d2, &theta, &x, &lw_latent);
-                self.nll_fc3(net, &model, opts.precision, ins, r, kk, &mut logpx, &mut logw)?;
+                self.nll_fc3(net, &model, ins, r, kk, &mut logpx, &mut logw)?;
                 // The first chunk's first sample of each image: the one-sample recon.
                 let first = (&logpx, &mut first_logpx, s0 == 0);
                 self.lse_fold(&logw, b, kk, (&mut acc_max, &mut acc_sum, &mut acc_mean), first)?;
@@ -202,7 +251,6 @@ impl Gpu {
         &self,
         net: &Network<f32>,
         model: &DeviceModel,
-        precision: Precision,
         (d2, theta, x, lw_latent): (&CudaSlice<f32>, &CudaSlice<f32>, &CudaSlice<f32>, &CudaSlice<f32>),
         rows: usize,
         kk: usize,
@@ -224,37 +272,35 @@ impl Gpu {
         let b3 = model.params.slice(net.layout.dec_fc3.b_range());
         let (r_i, kk_i, hd_i, d_i, h_i, w_i, nb_i) =
             (rows as i32, kk as i32, hd as i32, d as i32, cfg.height as i32, cfg.width as i32, nb as i32);
-        if precision == Precision::Fp32 {
-            // 16 samples' activations and canonical images in shared memory:
-            // past the 48 KiB default, so the kernel opts in to what it needs.
-            let smem = FUSED_SAMPLES * (hd + d) * 4;
-            let (f, lc) = self.f_opt_in("nll_fc3_fused", smem, rows, FUSED_SAMPLES)?;
-            let mut lb = self.stream.launch_builder(f);
-            lb.arg(d2).arg(&model.w3t).arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent);
-            lb.arg(logpx).arg(logw).arg(&r_i).arg(&kk_i).arg(&hd_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
-            // SAFETY: d2 [rows, Hd], W3t [Hd, D], b3 [D], θ [rows, 2nb], basis
-            // [D, nb], x [rows / kk, D], the row vectors [rows] (checked above);
-            // shared memory SAMPLES·(Hd + D) f32 as set above; footprint()
-            // clamps every read.
-            unsafe { lb.launch(lc) }.map_err(dev)?;
-            return Ok(());
-        }
+        let fc3 = match &model.decoder {
+            DecoderWeights::Simt { w3t } => {
+                // 16 samples' activations and canonical images in shared
+                // memory: past the 48 KiB default, so the kernel opts in.
+                let smem = FUSED_SAMPLES * (hd + d) * 4;
+                let (f, lc) = self.f_opt_in("nll_fc3_fused", smem, rows, FUSED_SAMPLES)?;
+                let mut lb = self.stream.launch_builder(f);
+                lb.arg(d2).arg(w3t).arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent);
+                lb.arg(logpx).arg(logw).arg(&r_i).arg(&kk_i).arg(&hd_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
+                // SAFETY: d2 [rows, Hd], W3t [Hd, D], b3 [D], θ [rows, 2nb],
+                // basis [D, nb], x [rows / kk, D], the row vectors [rows]
+                // (checked above); shared memory SAMPLES·(Hd + D) f32 as set
+                // above; footprint() clamps every read.
+                unsafe { lb.launch(lc) }.map_err(dev)?;
+                return Ok(());
+            }
+            DecoderWeights::Tensor { fc3, .. } => fc3,
+        };
         // Tensor cores: 32 samples per block, the [32, Dp] logits and the
         // staged [32, Hdp] inputs in shared memory (past the 48 KiB default,
         // so the kernel opts in to what it needs).
-        let (dp, hdp) = (model.fc3.np, model.fc3.kp);
-        let a_bytes = if precision == Precision::Bf16 { 2 } else { 4 };
-        let smem = TC_ROWS * dp * 4 + TC_ROWS * hdp * a_bytes;
-        let name = if precision == Precision::Bf16 { "nll_fc3_bf16" } else { "nll_fc3_tf32" };
+        let (dp, hdp) = (fc3.np, fc3.kp);
+        let smem = TC_ROWS * dp * 4 + TC_ROWS * hdp * fc3.a_bytes();
+        let name = if fc3.bf16() { "nll_fc3_bf16" } else { "nll_fc3_tf32" };
         let (f, lc) = self.f_opt_in(name, smem, rows, TC_ROWS)?;
         let (hdp_i, dp_i) = (hdp as i32, dp as i32);
         let mut lb = self.stream.launch_builder(f);
         lb.arg(d2);
-        if precision == Precision::Bf16 {
-            lb.arg(&model.fc3.bf16);
-        } else {
-            lb.arg(&model.fc3.f32);
-        }
+        fc3.push_to(&mut lb);
         lb.arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent).arg(logpx).arg(logw);
         lb.arg(&r_i).arg(&kk_i).arg(&hd_i).arg(&hdp_i).arg(&d_i).arg(&dp_i).arg(&h_i).arg(&w_i).arg(&nb_i);
         // SAFETY: as the fp32 kernel, with W3p [Dp, Hdp] (padded, uploaded by
@@ -286,41 +332,35 @@ impl Gpu {
         Ok((f, lc))
     }
 
-    /// One ReLU layer of the decoder in the k-sample loop: fp32 SIMT, or
-    /// tensor cores (64 rows per block, padded weights) for TF32 and BF16.
-    #[allow(clippy::too_many_arguments)]
+    /// One ReLU layer of the decoder in the k-sample loop: fp32 SIMT
+    /// (`padded` None), or tensor cores (64 rows per block) on the padded
+    /// weight in its precision.
     fn decoder_layer(
         &self,
         x: &CudaSlice<f32>,
         model: &DeviceModel,
         slot: &LinearSlot,
-        padded: &PaddedWeights,
+        padded: Option<&PaddedWeights>,
         rows: usize,
-        precision: Precision,
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        if precision == Precision::Fp32 {
+        let Some(padded) = padded else {
             return self.linear(x, &model.params, slot, rows, true, y);
-        }
+        };
         Self::check(
             "linear_fwd_tc",
             x.len() >= rows * slot.inp && y.len() >= rows * slot.out,
             format!("x {} y {} rows {rows} [{}x{}]", x.len(), y.len(), slot.out, slot.inp),
         )?;
-        let bf16 = precision == Precision::Bf16;
-        let smem = LT_ROWS * padded.np * 4 + LT_ROWS * padded.kp * if bf16 { 2 } else { 4 };
-        let name = if bf16 { "linear_fwd_bf16" } else { "linear_fwd_tf32" };
+        let smem = LT_ROWS * padded.np * 4 + LT_ROWS * padded.kp * padded.a_bytes();
+        let name = if padded.bf16() { "linear_fwd_bf16" } else { "linear_fwd_tf32" };
         let (f, lc) = self.f_opt_in(name, smem, rows, LT_ROWS)?;
         let b = model.params.slice(slot.b_range());
         let (m, n, k, np, kp, relu) =
             (rows as i32, slot.out as i32, slot.inp as i32, padded.np as i32, padded.kp as i32, 1i32);
         let mut lb = self.stream.launch_builder(f);
         lb.arg(x);
-        if bf16 {
-            lb.arg(&padded.bf16);
-        } else {
-            lb.arg(&padded.f32);
-        }
+        padded.push_to(&mut lb);
         lb.arg(&b).arg(y).arg(&m).arg(&n).arg(&k).arg(&np).arg(&kp).arg(&relu);
         // SAFETY: x holds rows·in and y rows·out f32 (checked), the padded
         // weight Np·Kp values, b out; rows past `rows` are staged as zeros and
@@ -371,7 +411,8 @@ impl Gpu {
     ) -> Result<Vec<(&'static str, f64, u64)>> {
         let cfg = net.layout.config;
         let (d, hd, t) = (cfg.pixels(), cfg.hidden, cfg.theta_dim());
-        let model = self.upload_model(net, params)?;
+        let model = self.upload_model(net, params, precision)?;
+        let (_, fc2_padded) = model.padded_hidden();
         let s = self.stream.clone();
         let act: Vec<f32> = (0..rows * hd).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
         let d1 = s.clone_htod(&act).map_err(dev)?;
@@ -393,10 +434,8 @@ impl Gpu {
             Ok(t0.elapsed().as_secs_f64() / reps as f64)
         };
         let l = &net.layout;
-        let fc2 = time(&mut || self.decoder_layer(&d1, &model, &l.dec_fc2, &model.fc2, rows, precision, &mut d2))?;
-        let fc3 = time(&mut || {
-            self.nll_fc3(net, &model, precision, (&d1, &theta, &x, &lw), rows, rows, &mut logpx, &mut logw)
-        })?;
+        let fc2 = time(&mut || self.decoder_layer(&d1, &model, &l.dec_fc2, fc2_padded, rows, &mut d2))?;
+        let fc3 = time(&mut || self.nll_fc3(net, &model, (&d1, &theta, &x, &lw), rows, rows, &mut logpx, &mut logw))?;
         let flops = |s: &LinearSlot| (2 * rows * s.out * s.inp) as u64;
         Ok(vec![("decoder fc2", fc2, flops(&l.dec_fc2)), ("fc3 + epilogue (fused)", fc3, flops(&l.dec_fc3))])
     }
