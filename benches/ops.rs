@@ -1,9 +1,9 @@
 //! Per-op CPU benchmarks on the model's shapes (criterion): the fused decoder
-//! epilogue forward and backward for one chunk of 500 rows, and the decoder's
-//! largest linear layer.
+//! epilogue forward, backward, and training row (forward + backward in one)
+//! for one chunk of 500 rows, and the decoder's largest linear layer.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use iwtvae::model::{ModelConfig, Transform};
-use iwtvae::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
+use iwtvae::ops::fused::{decode_row, decode_row_backward, decode_row_train, RowBackward, RowGrid, RowTrain};
 use iwtvae::ops::grid::Warp;
 use iwtvae::ops::linear::{linear_forward, Activation};
 use iwtvae::ops::Par;
@@ -53,6 +53,51 @@ fn bench(c: &mut Criterion) {
                 s
             })
         });
+        let (mut dgx, mut dgy, mut da, mut dth) =
+            (vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; theta.len()]);
+        let (mut cidx, mut cadd) = (vec![0u32; 4 * D], vec![0f32; 4 * D]);
+        let none = transform == Transform::None;
+        g.bench_function(format!("decode_row_train x{ROWS} {}", transform.name()), |b| {
+            b.iter(|| {
+                a.copy_from_slice(&logits);
+                let mut s = 0.0;
+                for r in 0..ROWS {
+                    let (c, pp, xx, yy) = (&mut a[r * D..(r + 1) * D], &mut p[..D], &mut gx[..D], &mut gy[..D]);
+                    let grid = RowGrid { terms: &mut t, p: pp, gx: xx, gy: yy };
+                    let out = RowTrain {
+                        dgx: if none { &mut [] } else { &mut dgx },
+                        dgy: if none { &mut [] } else { &mut dgy },
+                        corner_idx: if none { &mut [] } else { &mut cidx },
+                        corner_add: if none { &mut [] } else { &mut cadd },
+                        da: &mut da,
+                        dtheta: if none { &mut [] } else { &mut dth },
+                    };
+                    s += decode_row_train(&warp, c, &theta, &x, true, grid, out);
+                }
+                s
+            })
+        });
+        // decode_row_backward reads the forward's p and grid, row by row.
+        a.copy_from_slice(&logits);
+        for r in 0..ROWS {
+            let rows = |v: &mut Vec<f32>| v[r * D..(r + 1) * D].as_mut_ptr();
+            // SAFETY: each pointer covers row r of a distinct buffer.
+            let (pp, xx, yy) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(rows(&mut p), D),
+                    std::slice::from_raw_parts_mut(rows(&mut gx), D),
+                    std::slice::from_raw_parts_mut(rows(&mut gy), D),
+                )
+            };
+            decode_row(
+                &warp,
+                &mut a[r * D..(r + 1) * D],
+                &theta,
+                &x,
+                true,
+                RowGrid { terms: &mut t, p: pp, gx: xx, gy: yy },
+            );
+        }
         let (mut dp, mut dgx, mut dgy, mut da, mut dth) =
             (vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; theta.len()]);
         g.bench_function(format!("decode_row bwd x{ROWS} {}", transform.name()), |b| {

@@ -100,6 +100,11 @@ pub struct Workspace<T> {
     pub row_terms: Vec<T>,
     pub row_dgx: Vec<T>,
     pub row_dgy: Vec<T>,
+    /// Training's scatter plans ([4·D] per row, `ops::grid_sample::CornerPlan`):
+    /// row 0 serves rows decoded one after another; rows decoded in parallel
+    /// use their own.
+    pub corner_idx: Vec<u32>,
+    pub corner_add: Vec<T>,
     /// f64 scratch of the objective: [k] log-weights and weights, [B] KL.
     pub lse_lw: Vec<f64>,
     pub lse_w: Vec<f64>,
@@ -178,6 +183,8 @@ impl<T: Real> Network<T> {
             row_terms: v(d),
             row_dgx: v(d),
             row_dgy: v(d),
+            corner_idx: if with_backward && has_t { vec![0; n * 4 * d] } else { Vec::new() },
+            corner_add: if with_backward { tv(n * 4 * d) } else { Vec::new() },
             lse_lw: vec![0.0; k],
             lse_w: vec![0.0; k],
             kl: vec![0.0; b],
@@ -307,6 +314,11 @@ impl<T: Real> Network<T> {
         } else {
             (RowsMut::new(&mut ws.row_dgx, d, 1), RowsMut::new(&mut ws.row_dgy, d, 1))
         };
+        let (cidx_rows, cadd_rows) = if train && has_t {
+            (RowsMut::new(&mut ws.corner_idx, 4 * d, n), RowsMut::new(&mut ws.corner_add, 4 * d, n))
+        } else {
+            (RowsMut::new(&mut ws.corner_idx[..0], 0, 0), RowsMut::new(&mut ws.corner_add[..0], 0, 0))
+        };
         let dc_rows = if train { RowsMut::new(&mut ws.dc, d, n) } else { RowsMut::new(&mut ws.row_terms[..0], 0, 0) };
         let dth_rows =
             if train { RowsMut::new(&mut ws.dtheta, t, n) } else { RowsMut::new(&mut ws.row_terms[..0], 0, 0) };
@@ -335,9 +347,23 @@ impl<T: Real> Network<T> {
                 // SAFETY: as above.
                 let out = unsafe {
                     if has_t {
-                        RowTrain { dgx: dgx_r.row(sd), dgy: dgy_r.row(sd), da: dc_rows.row(r), dtheta: dth_rows.row(r) }
+                        RowTrain {
+                            dgx: dgx_r.row(sd),
+                            dgy: dgy_r.row(sd),
+                            corner_idx: cidx_rows.row(sd),
+                            corner_add: cadd_rows.row(sd),
+                            da: dc_rows.row(r),
+                            dtheta: dth_rows.row(r),
+                        }
                     } else {
-                        RowTrain { dgx: &mut [], dgy: &mut [], da: dc_rows.row(r), dtheta: &mut [] }
+                        RowTrain {
+                            dgx: &mut [],
+                            dgy: &mut [],
+                            corner_idx: &mut [],
+                            corner_add: &mut [],
+                            da: dc_rows.row(r),
+                            dtheta: &mut [],
+                        }
                     }
                 };
                 decode_row_train(warp, c, th, xr_, binary[r / k], grid, out)

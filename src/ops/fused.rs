@@ -8,8 +8,11 @@
 //! at AVX2). Rust never contracts a·b+c into an FMA, so every clone computes
 //! the same bits.
 use super::grid::Warp;
-use super::grid_sample::{grid_sample_row, grid_sample_row_backward};
-use super::likelihood::{bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary, sigmoid_inplace};
+use super::grid_sample::{clamped_footprint, grid_sample_row, grid_sample_row_backward, CornerPlan, Geometry};
+use super::likelihood::{
+    bernoulli_logp, bernoulli_logp_binary, bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary,
+    lane_sum, sigmoid_inplace,
+};
 use super::simd::simd_dispatch;
 use crate::model::Transform;
 use crate::Real;
@@ -85,6 +88,9 @@ fn backward_row<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
 pub struct RowTrain<'a, T> {
     pub dgx: &'a mut [T],
     pub dgy: &'a mut [T],
+    /// Scratch [4·D] each: the bilinear backward's scatter plan.
+    pub corner_idx: &'a mut [u32],
+    pub corner_add: &'a mut [T],
     /// Out: ∂log p(x|z,u)/∂logits [D] (the backward with coef = 1).
     pub da: &'a mut [T],
     /// Out: ∂log p(x|z,u)/∂θ [T] (empty for transform none).
@@ -92,11 +98,14 @@ pub struct RowTrain<'a, T> {
 }
 
 simd_dispatch!(
-    /// Forward of one row and, while its data is in L1, its backward with
-    /// coef = 1: the backward is linear in coef = ∂Loss/∂log p(x|z,u), which
-    /// the objective knows only once every sample of the image is done, so
-    /// the caller scales `da` and `dtheta` by it afterwards. `g.terms` doubles
-    /// as the backward's ∂/∂p scratch. Returns log p(x|z,u).
+    /// Forward of one row and its backward with coef = 1: the backward is
+    /// linear in coef = ∂Loss/∂log p(x|z,u), which the objective knows only
+    /// once every sample of the image is done, so the caller scales `da` and
+    /// `dtheta` by it afterwards. The same values as `decode_row` followed by
+    /// `decode_row_backward`, up to the rounding of the scatter's order, in
+    /// fewer passes: one pass samples p and differentiates it while the four
+    /// corners are in registers (`sample_and_differentiate`), so the
+    /// backward gathers nothing again. `g.p` is unused. Returns log p(x|z,u).
     pub fn decode_row_train<T: Real>(
         warp: &Warp<T>,
         a: &mut [T],
@@ -118,29 +127,172 @@ fn train_row<T: Real>(
     g: RowGrid<T>,
     out: RowTrain<T>,
 ) -> T {
-    let RowGrid { terms, p, gx, gy } = g;
-    let lp =
-        forward_row(warp, a, theta, x, binary, RowGrid { terms: &mut *terms, p: &mut *p, gx: &mut *gx, gy: &mut *gy });
-    backward_row(
-        warp,
-        RowBackward {
-            c: a,
-            p,
-            gx,
-            gy,
-            x,
-            coef: T::one(),
-            dp: terms,
-            dgx: out.dgx,
-            dgy: out.dgy,
-            da: out.da,
-            dtheta: out.dtheta,
-        },
-    );
+    let RowGrid { terms, p: _, gx, gy } = g;
+    let RowTrain { dgx, dgy, corner_idx, corner_add, da, dtheta } = out;
+    sigmoid_inplace(a);
+    let c = &*a;
+    let d = c.len();
+    let lp = if warp.transform == Transform::None {
+        let lp = if binary { bernoulli_logp_row_binary(x, c, terms) } else { bernoulli_logp_row(x, c, terms) };
+        for j in 0..d {
+            da[j] = bernoulli_logp_grad(x[j], c[j]);
+        }
+        lp
+    } else {
+        warp.grid_row(theta, gx, gy);
+        let mut plan = CornerPlan { idx: corner_idx, add: corner_add };
+        let lp = if binary {
+            sample_and_differentiate::<T, true>(warp, c, gx, gy, x, terms, dgx, dgy, &mut plan)
+        } else {
+            sample_and_differentiate::<T, false>(warp, c, gx, gy, x, terms, dgx, dgy, &mut plan)
+        };
+        da.iter_mut().for_each(|v| *v = T::zero());
+        plan.scatter(d, da);
+        warp.grid_row_backward(dgx, dgy, dtheta);
+        lp
+    };
+    for j in 0..d {
+        da[j] *= c[j] * (T::one() - c[j]);
+    }
     lp
+}
+
+/// One pass over a row's pixels: p = bilinear(c) at (xs, ys) exactly as
+/// `grid_sample_row` computes it, its log-likelihood term, ∂/∂p (coef = 1),
+/// ∂/∂(xs, ys) as `grid_sample_row_backward` computes them, and the scatter
+/// plan of ∂/∂c. Returns Σ terms (`lane_sum`, as `bernoulli_logp_row`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sample_and_differentiate<T: Real, const BINARY: bool>(
+    warp: &Warp<T>,
+    c: &[T],
+    xs: &[T],
+    ys: &[T],
+    x: &[T],
+    terms: &mut [T],
+    dxs: &mut [T],
+    dys: &mut [T],
+    plan: &mut CornerPlan<T>,
+) -> T {
+    let d = c.len();
+    assert!(d == warp.height * warp.width && plan.idx.len() >= 4 * d && plan.add.len() >= 4 * d);
+    let (xs, ys, x, terms, dxs, dys) = (&xs[..d], &ys[..d], &x[..d], &mut terms[..d], &mut dxs[..d], &mut dys[..d]);
+    let geo = Geometry::new(warp.height, warp.width);
+    for j in 0..d {
+        let (i, tx, ty, dix, diy, finite) = clamped_footprint(&geo, xs[j], ys[j]);
+        let (sx, sy) = (T::one() - tx, T::one() - ty);
+        // SAFETY: clamped_footprint's indices lie in [0, h·w) on every path
+        // (NaN included) and c.len() == h·w.
+        let (c00, c01, c10, c11) =
+            unsafe { (*c.get_unchecked(i[0]), *c.get_unchecked(i[1]), *c.get_unchecked(i[2]), *c.get_unchecked(i[3])) };
+        let p = c00 * sx * sy + c01 * tx * sy + c10 * sx * ty + c11 * tx * ty;
+        let p = if finite { p } else { T::nan() };
+        terms[j] = if BINARY { bernoulli_logp_binary(x[j], p) } else { bernoulli_logp(x[j], p) };
+        let g = bernoulli_logp_grad(x[j], p);
+        let gix = (c01 - c00) * sy + (c11 - c10) * ty;
+        let giy = (c10 - c00) * sx + (c11 - c01) * tx;
+        dxs[j] = if finite { g * gix * dix } else { T::nan() };
+        dys[j] = if finite { g * giy * diy } else { T::nan() };
+        plan.set(d, j, i, tx, ty, if finite { g } else { T::zero() });
+    }
+    lane_sum(d, |j| terms[j])
 }
 
 simd_dispatch!(
     /// Backward of `decode_row`.
     pub fn decode_row_backward<T: Real>(warp: &Warp<T>, r: RowBackward<T>) => backward_row
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+
+    /// The fused training row equals the forward followed by the backward with
+    /// coef = 1, value for value: the same log-likelihood bits, and gradients
+    /// that differ only by the scatter's order of additions (a few ulps).
+    #[test]
+    fn train_row_matches_forward_then_backward() {
+        for transform in [Transform::None, Transform::Affine, Transform::Tps] {
+            for binary in [true, false] {
+                let cfg = ModelConfig { transform, z_dim: 2, u_dim: 2, hidden: 4, tps_grid: 3, height: 9, width: 7 };
+                let warp = Warp::<f32>::new(&cfg);
+                let d = 63;
+                // A warp that zooms, shears and pushes part of the grid off the
+                // image, so corners collide and the border clamps.
+                let theta: Vec<f32> =
+                    warp.theta_identity().iter().enumerate().map(|(i, v)| 1.3 * v + 0.2 * (i as f32).sin()).collect();
+                let x: Vec<f32> = (0..d)
+                    .map(|j| if binary { (j % 3 == 0) as u8 as f32 } else { (j as f32 * 0.37).sin().abs() })
+                    .collect();
+                let logits: Vec<f32> = (0..d).map(|j| ((j * 7919) % 97) as f32 * 0.1 - 4.8).collect();
+                let z = |n: usize| vec![0f32; n];
+                let t = theta.len();
+
+                let mut c = logits.clone();
+                let (mut terms, mut p, mut gx, mut gy) = (z(d), z(d), z(d), z(d));
+                let lp = decode_row(
+                    &warp,
+                    &mut c,
+                    &theta,
+                    &x,
+                    binary,
+                    RowGrid { terms: &mut terms, p: &mut p, gx: &mut gx, gy: &mut gy },
+                );
+                let (mut dp, mut dgx, mut dgy, mut da, mut dth) = (z(d), z(d), z(d), z(d), z(t));
+                decode_row_backward(
+                    &warp,
+                    RowBackward {
+                        c: &c,
+                        p: &p,
+                        gx: &gx,
+                        gy: &gy,
+                        x: &x,
+                        coef: 1.0,
+                        dp: &mut dp,
+                        dgx: &mut dgx,
+                        dgy: &mut dgy,
+                        da: &mut da,
+                        dtheta: &mut dth,
+                    },
+                );
+
+                let mut c2 = logits.clone();
+                let (mut terms2, mut p2, mut gx2, mut gy2) = (z(d), z(d), z(d), z(d));
+                let (mut dgx2, mut dgy2, mut da2, mut dth2) = (z(d), z(d), z(d), z(t));
+                let (mut idx, mut add) = (vec![0u32; 4 * d], z(4 * d));
+                let lp2 = decode_row_train(
+                    &warp,
+                    &mut c2,
+                    &theta,
+                    &x,
+                    binary,
+                    RowGrid { terms: &mut terms2, p: &mut p2, gx: &mut gx2, gy: &mut gy2 },
+                    RowTrain {
+                        dgx: &mut dgx2,
+                        dgy: &mut dgy2,
+                        corner_idx: &mut idx,
+                        corner_add: &mut add,
+                        da: &mut da2,
+                        dtheta: &mut dth2,
+                    },
+                );
+                let what = format!("{transform:?} binary={binary}");
+                assert_eq!(lp.to_bits(), lp2.to_bits(), "{what}: log-likelihood");
+                assert_eq!(c, c2, "{what}: canonical image");
+                if transform != Transform::None {
+                    assert_eq!(dgx, dgx2, "{what}: ∂/∂xs");
+                    assert_eq!(dgy, dgy2, "{what}: ∂/∂ys");
+                }
+                // Reordered f32 sums of a handful of terms: a few ulps of the
+                // largest term, relative to the row's gradient scale.
+                let scale = da.iter().chain(&dth).fold(0f32, |m, v| m.max(v.abs()));
+                for (name, a, b) in [("∂/∂logits", &da, &da2), ("∂/∂θ", &dth, &dth2)] {
+                    for (j, (u, v)) in a.iter().zip(b.iter()).enumerate() {
+                        assert!((u - v).abs() <= 1e-5 * scale, "{what}: {name}[{j}] {u} vs {v}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -124,7 +124,7 @@ pub fn grid_sample_row<T: Real>(c: &[T], h: usize, w: usize, xs: &[T], ys: &[T],
 }
 
 /// Image constants for the branch-free footprint.
-struct Geometry<T> {
+pub struct Geometry<T> {
     half: T,
     wm1: T,
     hm1: T,
@@ -135,7 +135,7 @@ struct Geometry<T> {
 
 impl<T: Real> Geometry<T> {
     #[inline(always)]
-    fn new(h: usize, w: usize) -> Self {
+    pub fn new(h: usize, w: usize) -> Self {
         Geometry {
             half: T::of(0.5),
             wm1: T::of((w - 1) as f64),
@@ -151,7 +151,7 @@ impl<T: Real> Geometry<T> {
 /// included): the four indices, tx, ty, d ix/d x and d iy/d y ((W−1)/2
 /// strictly inside, 0 where clipped), and whether the point is finite.
 #[inline(always)]
-fn clamped_footprint<T: Real>(g: &Geometry<T>, x: T, y: T) -> ([usize; 4], T, T, T, T, bool) {
+pub fn clamped_footprint<T: Real>(g: &Geometry<T>, x: T, y: T) -> ([usize; 4], T, T, T, T, bool) {
     let rx = (x + T::one()) * g.half * g.wm1;
     let ry = (y + T::one()) * g.half * g.hm1;
     let ix = clamp_to_image(rx, g.wm1);
@@ -172,8 +172,8 @@ fn clamped_footprint<T: Real>(g: &Geometry<T>, x: T, y: T) -> ([usize; 4], T, T,
 /// Backward of `grid_sample_row`: dc += ∂/∂c (accumulated), dxs/dys overwritten.
 ///
 /// Two passes over the row: the coordinate gradients (gathers only, so the
-/// loop vectorizes), then the scatter into dc (scalar: neighbouring pixels
-/// collide). Same indices and weights as the forward.
+/// loop vectorizes), then the scatter into dc in `in_scatter_order`. Same
+/// indices and weights as the forward.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn grid_sample_row_backward<T: Real>(
@@ -204,10 +204,10 @@ pub fn grid_sample_row_backward<T: Real>(
         dxs[p] = if finite { dout[p] * gix * dix } else { T::nan() };
         dys[p] = if finite { dout[p] * giy * diy } else { T::nan() };
     }
-    for p in 0..n {
+    in_scatter_order(n, |p| {
         let (i, tx, ty, _, _, finite) = clamped_footprint(&geo, xs[p], ys[p]);
         if !finite {
-            continue;
+            return;
         }
         let g = dout[p];
         let (sx, sy) = (T::one() - tx, T::one() - ty);
@@ -218,5 +218,58 @@ pub fn grid_sample_row_backward<T: Real>(
             *dc.get_unchecked_mut(i[2]) += g * sx * ty;
             *dc.get_unchecked_mut(i[3]) += g * tx * ty;
         }
+    });
+}
+
+/// The order in which the bilinear backward adds pixels into dc: the even
+/// pixels, then the odd ones. Neighbouring pixels share corners (p's right
+/// corners are mostly p+1's left ones), so in plain order each addition waits
+/// for the previous pixel's store; two pixels apart they rarely collide and
+/// the additions overlap (≈ 13% faster on the scatter, benches/ops.rs).
+#[inline(always)]
+pub fn in_scatter_order(n: usize, mut f: impl FnMut(usize)) {
+    for first in 0..2 {
+        let mut p = first;
+        while p < n {
+            f(p);
+            p += 2;
+        }
+    }
+}
+
+/// The scatter half of the bilinear backward, planned by a vectorized pass:
+/// for every pixel p of a row of n, its four corners' indices into c and
+/// what each receives (∂/∂p times the bilinear weight; 0 for a non-finite
+/// pixel), corner-major: `idx[q·n + p]`, `add[q·n + p]`, q = 00, 01, 10, 11.
+pub struct CornerPlan<'a, T> {
+    pub idx: &'a mut [u32],
+    pub add: &'a mut [T],
+}
+
+impl<T: Real> CornerPlan<'_, T> {
+    /// Records pixel p's corners (from `clamped_footprint`) and ∂/∂p.
+    #[inline(always)]
+    pub fn set(&mut self, n: usize, p: usize, i: [usize; 4], tx: T, ty: T, dout: T) {
+        let (sx, sy) = (T::one() - tx, T::one() - ty);
+        let add = [dout * sx * sy, dout * tx * sy, dout * sx * ty, dout * tx * ty];
+        for q in 0..4 {
+            self.idx[q * n + p] = i[q] as u32;
+            self.add[q * n + p] = add[q];
+        }
+    }
+
+    /// dc += the planned additions, pixels in `in_scatter_order`.
+    #[inline(always)]
+    pub fn scatter(&self, n: usize, dc: &mut [T]) {
+        let (idx, add) = (&self.idx[..4 * n], &self.add[..4 * n]);
+        // A max, not `all`: it vectorizes.
+        let max_idx = idx.iter().fold(0u32, |m, &i| m.max(i));
+        assert!((max_idx as usize) < dc.len(), "corner index {max_idx} outside the image");
+        in_scatter_order(n, |p| {
+            for q in 0..4 {
+                // SAFETY: every index was checked against dc.len() above.
+                unsafe { *dc.get_unchecked_mut(idx[q * n + p] as usize) += add[q * n + p] };
+            }
+        });
     }
 }

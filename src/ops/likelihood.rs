@@ -32,6 +32,13 @@ pub fn bernoulli_logp<T: Real>(x: T, p: T) -> T {
     x * clamped_ln(p) + (T::one() - x) * clamped_ln(T::one() - p)
 }
 
+/// `bernoulli_logp` for a target known to be 0 or 1: x ln p + (1−x) ln(1−p)
+/// is then ln(x ? p : 1 − p), one logarithm instead of two, bit-identical.
+#[inline(always)]
+pub fn bernoulli_logp_binary<T: Real>(x: T, p: T) -> T {
+    clamped_ln(if x > T::of(0.5) { p } else { T::one() - p })
+}
+
 /// ∂ log p(x|p) / ∂p for one pixel.
 #[inline(always)]
 pub fn bernoulli_logp_grad<T: Real>(x: T, p: T) -> T {
@@ -70,15 +77,13 @@ pub fn bernoulli_logp_row<T: Real>(x: &[T], p: &[T], terms: &mut [T]) -> T {
     lane_sum(n, |j| terms[j])
 }
 
-/// The same for targets known to be 0 or 1: x ln p + (1−x) ln(1−p) is then
-/// ln(x ? p : 1 − p), one logarithm instead of two, bit-identical per pixel.
+/// The same for targets known to be 0 or 1 (`bernoulli_logp_binary`).
 #[inline(always)]
 pub fn bernoulli_logp_row_binary<T: Real>(x: &[T], p: &[T], terms: &mut [T]) -> T {
     let n = x.len();
     let (p, terms) = (&p[..n], &mut terms[..n]);
     for j in 0..n {
-        let q = if x[j] > T::of(0.5) { p[j] } else { T::one() - p[j] };
-        terms[j] = clamped_ln(q);
+        terms[j] = bernoulli_logp_binary(x[j], p[j]);
     }
     lane_sum(n, |j| terms[j])
 }
