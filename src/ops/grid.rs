@@ -111,15 +111,30 @@ impl<T: Real> Warp<T> {
                 }
             }
             Transform::Tps => {
-                xs.iter_mut().for_each(|v| *v = T::zero());
-                ys.iter_mut().for_each(|v| *v = T::zero());
+                // xs[p] = Σ_n M[p,n]·Qx[n] summed in n order, LANES pixels at a
+                // time so the partial sums stay in registers across n.
                 let (qx, qy) = theta.split_at(self.g2);
-                for n in 0..self.g2 {
-                    let m = &self.tps_mt[n * d..(n + 1) * d];
-                    for p in 0..d {
-                        xs[p] += m[p] * qx[n];
-                        ys[p] += m[p] * qy[n];
+                let full = d / LANES * LANES;
+                for j in (0..full).step_by(LANES) {
+                    let (mut ax, mut ay) = ([T::zero(); LANES], [T::zero(); LANES]);
+                    for n in 0..self.g2 {
+                        let m = &self.tps_mt[n * d + j..n * d + j + LANES];
+                        for l in 0..LANES {
+                            ax[l] += m[l] * qx[n];
+                            ay[l] += m[l] * qy[n];
+                        }
                     }
+                    xs[j..j + LANES].copy_from_slice(&ax);
+                    ys[j..j + LANES].copy_from_slice(&ay);
+                }
+                for p in full..d {
+                    let (mut sx, mut sy) = (T::zero(), T::zero());
+                    for n in 0..self.g2 {
+                        sx += self.tps_mt[n * d + p] * qx[n];
+                        sy += self.tps_mt[n * d + p] * qy[n];
+                    }
+                    xs[p] = sx;
+                    ys[p] = sy;
                 }
             }
         }
