@@ -15,6 +15,27 @@ fn cfg(transform: Transform) -> ModelConfig {
     ModelConfig { transform, z_dim: 42, u_dim: 18, hidden: 256, tps_grid: 3, height: 28, width: 28 }
 }
 
+/// decode_row over ROWS rows of logits into `a`, keeping each row's p and
+/// grid in row r of `kept` ([p, gx, gy], each [ROWS, D]).
+fn forward_rows(
+    warp: &Warp<f32>,
+    a: &mut [f32],
+    logits: &[f32],
+    theta: &[f32],
+    x: &[f32],
+    kept: [&mut [f32]; 3],
+    terms: &mut [f32],
+) -> f32 {
+    a.copy_from_slice(logits);
+    let [p, gx, gy] = kept;
+    let mut s = 0.0;
+    let rows = a.chunks_exact_mut(D).zip(p.chunks_exact_mut(D)).zip(gx.chunks_exact_mut(D)).zip(gy.chunks_exact_mut(D));
+    for (((c, p), gx), gy) in rows {
+        s += decode_row(warp, c, theta, x, true, RowGrid { terms: &mut *terms, p, gx, gy });
+    }
+    s
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("ops");
     g.throughput(Throughput::Elements((ROWS * D) as u64));
@@ -28,30 +49,7 @@ fn bench(c: &mut Criterion) {
         let (mut p, mut gx, mut gy, mut t) =
             (vec![0f32; ROWS * D], vec![0f32; ROWS * D], vec![0f32; ROWS * D], vec![0f32; D]);
         g.bench_function(format!("decode_row fwd x{ROWS} {}", transform.name()), |b| {
-            b.iter(|| {
-                a.copy_from_slice(&logits);
-                let mut s = 0.0;
-                for r in 0..ROWS {
-                    let rg = |v: &mut Vec<f32>| v[r * D..(r + 1) * D].as_mut_ptr();
-                    // SAFETY: each pointer covers row r of a distinct buffer.
-                    let (pp, xx, yy) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(rg(&mut p), D),
-                            std::slice::from_raw_parts_mut(rg(&mut gx), D),
-                            std::slice::from_raw_parts_mut(rg(&mut gy), D),
-                        )
-                    };
-                    s += decode_row(
-                        &warp,
-                        &mut a[r * D..(r + 1) * D],
-                        &theta,
-                        &x,
-                        true,
-                        RowGrid { terms: &mut t, p: pp, gx: xx, gy: yy },
-                    );
-                }
-                s
-            })
+            b.iter(|| forward_rows(&warp, &mut a, &logits, &theta, &x, [&mut p, &mut gx, &mut gy], &mut t))
         });
         let (mut dgx, mut dgy, mut da, mut dth) =
             (vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; theta.len()]);
@@ -78,26 +76,7 @@ fn bench(c: &mut Criterion) {
             })
         });
         // decode_row_backward reads the forward's p and grid, row by row.
-        a.copy_from_slice(&logits);
-        for r in 0..ROWS {
-            let rows = |v: &mut Vec<f32>| v[r * D..(r + 1) * D].as_mut_ptr();
-            // SAFETY: each pointer covers row r of a distinct buffer.
-            let (pp, xx, yy) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(rows(&mut p), D),
-                    std::slice::from_raw_parts_mut(rows(&mut gx), D),
-                    std::slice::from_raw_parts_mut(rows(&mut gy), D),
-                )
-            };
-            decode_row(
-                &warp,
-                &mut a[r * D..(r + 1) * D],
-                &theta,
-                &x,
-                true,
-                RowGrid { terms: &mut t, p: pp, gx: xx, gy: yy },
-            );
-        }
+        forward_rows(&warp, &mut a, &logits, &theta, &x, [&mut p, &mut gx, &mut gy], &mut t);
         let (mut dp, mut dgx, mut dgy, mut da, mut dth) =
             (vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; theta.len()]);
         g.bench_function(format!("decode_row bwd x{ROWS} {}", transform.name()), |b| {

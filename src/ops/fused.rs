@@ -8,7 +8,9 @@
 //! at AVX2). Rust never contracts a·b+c into an FMA, so every clone computes
 //! the same bits.
 use super::grid::Warp;
-use super::grid_sample::{clamped_footprint, grid_sample_row, grid_sample_row_backward, CornerPlan, Geometry};
+use super::grid_sample::{
+    clamped_footprint, corner_slopes, corner_values, grid_sample_row, grid_sample_row_backward, CornerPlan, Geometry,
+};
 use super::likelihood::{
     bernoulli_logp, bernoulli_logp_binary, bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary,
     lane_sum, sigmoid_inplace,
@@ -180,17 +182,16 @@ fn sample_and_differentiate<T: Real, const BINARY: bool>(
     let geo = Geometry::new(warp.height, warp.width);
     for j in 0..d {
         let (i, tx, ty, dix, diy, finite) = clamped_footprint(&geo, xs[j], ys[j]);
-        let (sx, sy) = (T::one() - tx, T::one() - ty);
         // SAFETY: clamped_footprint's indices lie in [0, h·w) on every path
         // (NaN included) and c.len() == h·w.
-        let (c00, c01, c10, c11) =
-            unsafe { (*c.get_unchecked(i[0]), *c.get_unchecked(i[1]), *c.get_unchecked(i[2]), *c.get_unchecked(i[3])) };
+        let corners = unsafe { corner_values(c, &i) };
+        let [c00, c01, c10, c11] = corners;
+        let (sx, sy) = (T::one() - tx, T::one() - ty);
         let p = c00 * sx * sy + c01 * tx * sy + c10 * sx * ty + c11 * tx * ty;
         let p = if finite { p } else { T::nan() };
         terms[j] = if BINARY { bernoulli_logp_binary(x[j], p) } else { bernoulli_logp(x[j], p) };
         let g = bernoulli_logp_grad(x[j], p);
-        let gix = (c01 - c00) * sy + (c11 - c10) * ty;
-        let giy = (c10 - c00) * sx + (c11 - c01) * tx;
+        let (gix, giy) = corner_slopes(corners, tx, ty);
         dxs[j] = if finite { g * gix * dix } else { T::nan() };
         dys[j] = if finite { g * giy * diy } else { T::nan() };
         plan.set(d, j, i, tx, ty, if finite { g } else { T::zero() });

@@ -169,6 +169,24 @@ pub fn clamped_footprint<T: Real>(g: &Geometry<T>, x: T, y: T) -> ([usize; 4], T
     (idx, tx, ty, dix, diy, finite)
 }
 
+/// c at the four corners of a footprint (00, 01, 10, 11).
+///
+/// # Safety
+/// Every index must be < c.len() (as `clamped_footprint`'s are for an image
+/// of its geometry). Unchecked reads let the callers' loops vectorize into gathers.
+#[inline(always)]
+pub unsafe fn corner_values<T: Real>(c: &[T], i: &[usize; 4]) -> [T; 4] {
+    // SAFETY: the caller's contract.
+    unsafe { [*c.get_unchecked(i[0]), *c.get_unchecked(i[1]), *c.get_unchecked(i[2]), *c.get_unchecked(i[3])] }
+}
+
+/// ∂ bilinear / ∂(ix, iy) at fractional offsets (tx, ty) between the corners.
+#[inline(always)]
+pub fn corner_slopes<T: Real>([c00, c01, c10, c11]: [T; 4], tx: T, ty: T) -> (T, T) {
+    let (sx, sy) = (T::one() - tx, T::one() - ty);
+    ((c01 - c00) * sy + (c11 - c10) * ty, (c10 - c00) * sx + (c11 - c01) * tx)
+}
+
 /// Backward of `grid_sample_row`: dc += ∂/∂c (accumulated), dxs/dys overwritten.
 ///
 /// Two passes over the row: the coordinate gradients (gathers only, so the
@@ -194,13 +212,9 @@ pub fn grid_sample_row_backward<T: Real>(
     let geo = Geometry::new(h, w);
     for p in 0..n {
         let (i, tx, ty, dix, diy, finite) = clamped_footprint(&geo, xs[p], ys[p]);
-        let (sx, sy) = (T::one() - tx, T::one() - ty);
-        // SAFETY: every index is built from x0, x1 ∈ [0, w−1] and y0, y1 ∈
-        // [0, h−1] (clamped above, NaN included) and c.len() == h·w.
-        let (c00, c01, c10, c11) =
-            unsafe { (*c.get_unchecked(i[0]), *c.get_unchecked(i[1]), *c.get_unchecked(i[2]), *c.get_unchecked(i[3])) };
-        let gix = (c01 - c00) * sy + (c11 - c10) * ty;
-        let giy = (c10 - c00) * sx + (c11 - c01) * tx;
+        // SAFETY: clamped_footprint's indices lie in [0, h·w) = c's range.
+        let corners = unsafe { corner_values(c, &i) };
+        let (gix, giy) = corner_slopes(corners, tx, ty);
         dxs[p] = if finite { dout[p] * gix * dix } else { T::nan() };
         dys[p] = if finite { dout[p] * giy * diy } else { T::nan() };
     }
