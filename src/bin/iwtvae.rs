@@ -481,12 +481,12 @@ fn run_show(a: ShowArgs) -> Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = iwtvae::ops::simd::simd_cap_from_env().map_err(anyhow::Error::msg).and_then(|_| match cli.command {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Reproduce(a) => run_reproduce(a),
         Command::Show(a) => run_show(a),
-    };
+    });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -1,40 +1,61 @@
 //! Run-time SIMD dispatch: hot elementwise loops are compiled a second and
 //! third time with AVX2 or AVX-512 enabled (`#[target_feature]` clones) and
 //! picked here, since the crate itself builds for baseline x86-64.
-//! `IWTVAE_NO_AVX512=1` caps the level at AVX2. Rust never contracts a·b+c
-//! into an FMA, so every clone computes the same bits.
+//! `IWTVAE_SIMD=baseline|avx2|avx512` caps the level (`IWTVAE_NO_AVX512=1`
+//! is the same as `avx2`). Rust never contracts a·b+c into an FMA, so every
+//! clone computes the same bits (tests/determinism.rs checks this end to end;
+//! matrixmultiply picks its GEMM kernel by itself and is not capped).
 
 /// The widest SIMD level this CPU offers, detected once.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Simd {
     Baseline,
     Avx2,
     Avx512,
 }
 
+/// The cap that `IWTVAE_SIMD` (or `IWTVAE_NO_AVX512`) sets, if any; an
+/// unknown value is an error naming the variable (the CLI checks it at start).
+pub fn simd_cap_from_env() -> Result<Option<Simd>, String> {
+    if let Some(v) = std::env::var_os("IWTVAE_SIMD") {
+        return match v.to_str() {
+            Some("baseline") => Ok(Some(Simd::Baseline)),
+            Some("avx2") => Ok(Some(Simd::Avx2)),
+            Some("avx512") => Ok(Some(Simd::Avx512)),
+            _ => Err(format!("IWTVAE_SIMD={}: expected baseline, avx2 or avx512", v.to_string_lossy())),
+        };
+    }
+    Ok(std::env::var_os("IWTVAE_NO_AVX512").map(|_| Simd::Avx2))
+}
+
 pub fn simd() -> Simd {
     static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let has = |f: &str| match f {
-                "avx512" => {
-                    std::is_x86_feature_detected!("avx512f")
-                        && std::is_x86_feature_detected!("avx512bw")
-                        && std::is_x86_feature_detected!("avx512dq")
-                        && std::is_x86_feature_detected!("avx512vl")
-                }
-                _ => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
-            };
-            if std::env::var_os("IWTVAE_NO_AVX512").is_none() && has("avx512") && has("avx2") {
-                return Simd::Avx512;
-            }
-            if has("avx2") {
-                return Simd::Avx2;
-            }
-        }
-        Simd::Baseline
+        let cap = simd_cap_from_env().ok().flatten().unwrap_or(Simd::Avx512);
+        detected().min(cap)
     })
+}
+
+fn detected() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = |f: &str| match f {
+            "avx512" => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512dq")
+                    && std::is_x86_feature_detected!("avx512vl")
+            }
+            _ => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+        };
+        if has("avx512") && has("avx2") {
+            return Simd::Avx512;
+        }
+        if has("avx2") {
+            return Simd::Avx2;
+        }
+    }
+    Simd::Baseline
 }
 
 /// `simd_dispatch!(pub fn name<T: Bound>(args) -> Ret => body);` defines
