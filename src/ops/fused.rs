@@ -9,7 +9,8 @@
 //! the same bits.
 use super::grid::Warp;
 use super::grid_sample::{
-    clamped_footprint, corner_slopes, corner_values, grid_sample_row, grid_sample_row_backward, CornerPlan, Geometry,
+    bilinear, clamped_footprint, corner_slopes, corner_values, grid_sample_row, grid_sample_row_backward, CornerPlan,
+    Geometry,
 };
 use super::likelihood::{
     bernoulli_logp, bernoulli_logp_binary, bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary,
@@ -185,10 +186,7 @@ fn sample_and_differentiate<T: Real, const BINARY: bool>(
         // SAFETY: clamped_footprint's indices lie in [0, h·w) on every path
         // (NaN included) and c.len() == h·w.
         let corners = unsafe { corner_values(c, &i) };
-        let [c00, c01, c10, c11] = corners;
-        let (sx, sy) = (T::one() - tx, T::one() - ty);
-        let p = c00 * sx * sy + c01 * tx * sy + c10 * sx * ty + c11 * tx * ty;
-        let p = if finite { p } else { T::nan() };
+        let p = if finite { bilinear(corners, tx, ty) } else { T::nan() };
         terms[j] = if BINARY { bernoulli_logp_binary(x[j], p) } else { bernoulli_logp(x[j], p) };
         let g = bernoulli_logp_grad(x[j], p);
         let (gix, giy) = corner_slopes(corners, tx, ty);

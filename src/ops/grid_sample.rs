@@ -57,9 +57,23 @@ pub fn footprint<T: Real>(xs: T, ys: T, h: usize, w: usize) -> Option<Footprint<
 
 #[inline(always)]
 pub fn sample<T: Real>(c: &[T], f: &Footprint<T>) -> T {
-    let (tx, ty) = (f.tx, f.ty);
+    bilinear([c[f.i00], c[f.i01], c[f.i10], c[f.i11]], f.tx, f.ty)
+}
+
+/// The four corners' bilinear weights times g: (1−tx)(1−ty), tx(1−ty),
+/// (1−tx)ty, tx·ty, each multiplied as g·sx·sy from the left (the order fixes
+/// the bits that the forward, the backward and the scatter plan share).
+#[inline(always)]
+pub fn corner_weights<T: Real>(g: T, tx: T, ty: T) -> [T; 4] {
     let (sx, sy) = (T::one() - tx, T::one() - ty);
-    c[f.i00] * sx * sy + c[f.i01] * tx * sy + c[f.i10] * sx * ty + c[f.i11] * tx * ty
+    [g * sx * sy, g * tx * sy, g * sx * ty, g * tx * ty]
+}
+
+/// Bilinear interpolation of the four corner values (00, 01, 10, 11).
+#[inline(always)]
+pub fn bilinear<T: Real>([c00, c01, c10, c11]: [T; 4], tx: T, ty: T) -> T {
+    let (sx, sy) = (T::one() - tx, T::one() - ty);
+    c00 * sx * sy + c01 * tx * sy + c10 * sx * ty + c11 * tx * ty
 }
 
 /// v clamped to [0, hi], with NaN mapped to 0. Written as comparisons so it
@@ -84,41 +98,20 @@ fn floor_in_image<T: Real>(v: T) -> i32 {
 
 /// out[p] = bilinear(c, xs[p], ys[p]).
 ///
-/// The same arithmetic as `footprint` + `sample`, written branch-free with
-/// i32 indices so that the loop vectorizes (gathers on AVX2); a non-finite
-/// coordinate is clamped to a valid index for the reads, and its output is
-/// replaced by NaN.
+/// The same arithmetic as `footprint` + `sample`, branch-free
+/// (`clamped_footprint`) so that the loop vectorizes (gathers on AVX2); a
+/// non-finite coordinate is clamped to a valid index for the reads, and its
+/// output is replaced by NaN.
 #[inline(always)]
 pub fn grid_sample_row<T: Real>(c: &[T], h: usize, w: usize, xs: &[T], ys: &[T], out: &mut [T]) {
     assert!(c.len() == h * w && xs.len() == out.len() && ys.len() == out.len());
-    let half = T::of(0.5);
-    let (wm1, hm1) = (T::of((w - 1) as f64), T::of((h - 1) as f64));
-    let (wi, wmax, hmax) = (w as i32, w as i32 - 1, h as i32 - 1);
+    let geo = Geometry::new(h, w);
     let n = out.len();
     let (xs, ys) = (&xs[..n], &ys[..n]);
     for p in 0..n {
-        let (x, y) = (xs[p], ys[p]);
-        let finite = x.is_finite() && y.is_finite();
-        // The clamps map NaN to 0, so the indices below stay in range.
-        let ix = clamp_to_image((x + T::one()) * half * wm1, wm1);
-        let iy = clamp_to_image((y + T::one()) * half * hm1, hm1);
-        let x0 = floor_in_image(ix).min(wmax);
-        let y0 = floor_in_image(iy).min(hmax);
-        let x1 = (x0 + 1).min(wmax);
-        let y1 = (y0 + 1).min(hmax);
-        let tx = ix - T::from_i32(x0);
-        let ty = iy - T::from_i32(y0);
-        let (sx, sy) = (T::one() - tx, T::one() - ty);
-        // SAFETY: x0, x1 ∈ [0, w−1] and y0, y1 ∈ [0, h−1] on every path (ix,
-        // iy are clamped into [0, w−1] × [0, h−1], NaN included, and the
-        // indices are clamped again), and c.len() == h·w is asserted above.
-        // Unchecked reads let the loop vectorize into gathers.
-        let v = unsafe {
-            *c.get_unchecked((y0 * wi + x0) as usize) * sx * sy
-                + *c.get_unchecked((y0 * wi + x1) as usize) * tx * sy
-                + *c.get_unchecked((y1 * wi + x0) as usize) * sx * ty
-                + *c.get_unchecked((y1 * wi + x1) as usize) * tx * ty
-        };
+        let (i, tx, ty, _, _, finite) = clamped_footprint(&geo, xs[p], ys[p]);
+        // SAFETY: clamped_footprint's indices lie in [0, h·w) = c's range.
+        let v = bilinear(unsafe { corner_values(c, &i) }, tx, ty);
         out[p] = if finite { v } else { T::nan() };
     }
 }
@@ -223,14 +216,10 @@ pub fn grid_sample_row_backward<T: Real>(
         if !finite {
             return;
         }
-        let g = dout[p];
-        let (sx, sy) = (T::one() - tx, T::one() - ty);
-        // SAFETY: as above; dc.len() == h·w.
-        unsafe {
-            *dc.get_unchecked_mut(i[0]) += g * sx * sy;
-            *dc.get_unchecked_mut(i[1]) += g * tx * sy;
-            *dc.get_unchecked_mut(i[2]) += g * sx * ty;
-            *dc.get_unchecked_mut(i[3]) += g * tx * ty;
+        let add = corner_weights(dout[p], tx, ty);
+        for q in 0..4 {
+            // SAFETY: as above; dc.len() == h·w.
+            unsafe { *dc.get_unchecked_mut(i[q]) += add[q] };
         }
     });
 }
@@ -265,8 +254,7 @@ impl<T: Real> CornerPlan<'_, T> {
     /// Records pixel p's corners (from `clamped_footprint`) and ∂/∂p.
     #[inline(always)]
     pub fn set(&mut self, n: usize, p: usize, i: [usize; 4], tx: T, ty: T, dout: T) {
-        let (sx, sy) = (T::one() - tx, T::one() - ty);
-        let add = [dout * sx * sy, dout * tx * sy, dout * sx * ty, dout * tx * ty];
+        let add = corner_weights(dout, tx, ty);
         for q in 0..4 {
             self.idx[q * n + p] = i[q] as u32;
             self.add[q * n + p] = add[q];
