@@ -101,6 +101,15 @@ impl Gpu {
         n.div_ceil(threads).max(1) as u32
     }
 
+    /// One thread per pixel (256 per block) along x, one row per blockIdx.y.
+    fn pixels_by_rows(d: usize, rows: usize, shared_bytes: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (Self::blocks(d, 256), rows as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: shared_bytes as u32,
+        }
+    }
+
     fn check(op: &'static str, ok: bool, detail: String) -> Result<()> {
         if ok {
             Ok(())
@@ -164,11 +173,7 @@ impl Gpu {
             (s.clone_htod(c).map_err(dev)?, s.clone_htod(xs).map_err(dev)?, s.clone_htod(ys).map_err(dev)?);
         let mut out = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
         let (rows_i, h_i, w_i) = (rows as i32, h as i32, w as i32);
-        let cfg = LaunchConfig {
-            grid_dim: (Self::blocks(d, 256), rows as u32, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = Self::pixels_by_rows(d, rows, 0);
         let mut b = s.launch_builder(self.f("grid_sample_fwd"));
         b.arg(&dc).arg(&dx).arg(&dy).arg(&mut out).arg(&rows_i).arg(&h_i).arg(&w_i);
         // SAFETY: every buffer holds rows·h·w f32; the kernel indexes row
@@ -210,11 +215,7 @@ impl Gpu {
         let mut dxs = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
         let mut dys = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
         let (rows_i, h_i, w_i) = (rows as i32, h as i32, w as i32);
-        let cfg = LaunchConfig {
-            grid_dim: (Self::blocks(d, 256), rows as u32, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = Self::pixels_by_rows(d, rows, 0);
         let mut b = s.launch_builder(self.f("grid_sample_bwd"));
         b.arg(&dcin)
             .arg(&dx)
@@ -244,11 +245,7 @@ impl Gpu {
         let mut xs = s.alloc_zeros::<f32>(rows * d).map_err(dev)?;
         let mut ys = s.alloc_zeros::<f32>(rows * d).map_err(dev)?;
         let (rows_i, d_i, nb_i) = (rows as i32, d as i32, nb as i32);
-        let cfg = LaunchConfig {
-            grid_dim: (Self::blocks(d, 256), rows as u32, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: (2 * nb * 4) as u32,
-        };
+        let cfg = Self::pixels_by_rows(d, rows, 2 * nb * 4);
         let mut b = s.launch_builder(self.f("grid_fwd"));
         b.arg(&db).arg(&dt).arg(&mut xs).arg(&mut ys).arg(&rows_i).arg(&d_i).arg(&nb_i);
         // SAFETY: basis [d, nb], theta [rows, 2nb], xs/ys [rows, d]; shared
