@@ -8,6 +8,12 @@
 #pragma once
 #include <stdint.h>
 
+// A kernel's dynamic shared memory. The CPU emulator (crates/cuda-emu),
+// which runs these kernels in CI, defines its own spelling first.
+#ifndef IWTVAE_DYNAMIC_SHARED
+#define IWTVAE_DYNAMIC_SHARED(type, name, align) extern __shared__ __align__(align) type name[]
+#endif
+
 namespace iwtvae {
 
 __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 k) {

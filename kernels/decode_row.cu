@@ -29,7 +29,7 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 extern "C" __global__ void decode_row_fwd(float* a, const float* theta, const float* basis, const float* x,
                                           const float* lw_latent, float* logpx, float* logw, int R, int k, int D,
                                           int h, int w, int nb) {
-  extern __shared__ float smem[];
+  IWTVAE_DYNAMIC_SHARED(float, smem, 16);
   float* cs = smem;       // [D]
   float* th = cs + D;     // [2 nb]
   float* red = th + 2 * nb;  // [THREADS / 32]
@@ -58,7 +58,7 @@ extern "C" __global__ void decode_row_fwd(float* a, const float* theta, const fl
 extern "C" __global__ void decode_row_bwd(const float* c, const float* theta, const float* basis, const float* x,
                                           const float* coef, float* da, float* dtheta, int R, int k, int D, int h,
                                           int w, int nb) {
-  extern __shared__ float smem[];
+  IWTVAE_DYNAMIC_SHARED(float, smem, 16);
   float* cs = smem;           // [D]
   float* dcs = cs + D;        // [D]
   float* dgx = dcs + D;       // [D]

@@ -6,7 +6,7 @@ using namespace iwtvae;
 
 extern "C" __global__ void grid_fwd(const float* basis, const float* theta, float* xs, float* ys, int rows, int d,
                                     int nb) {
-  extern __shared__ float th[];
+  IWTVAE_DYNAMIC_SHARED(float, th, 16);
   int r = blockIdx.y;
   for (int j = threadIdx.x; j < 2 * nb; j += blockDim.x) th[j] = theta[(size_t)r * 2 * nb + j];
   __syncthreads();

@@ -120,7 +120,7 @@ extern "C" __global__ void relu_mask(const float* y, float* dy, int n) {
 template <bool BF16>
 __device__ __forceinline__ void linear_tc(const float* X, const void* Wp, const float* b, float* Y, int M, int N,
                                           int K, int Np, int Kp, int relu) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
+  IWTVAE_DYNAMIC_SHARED(unsigned char, smem_raw, 128);
   float* cs = reinterpret_cast<float*>(smem_raw);                          // [LT_ROWS][Np]
   unsigned char* a_raw = smem_raw + (size_t)LT_ROWS * Np * sizeof(float);  // [LT_ROWS][Kp]
   int r0 = blockIdx.x * LT_ROWS;

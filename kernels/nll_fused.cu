@@ -52,7 +52,7 @@ __device__ __forceinline__ void samples_loglik(const float* cs, int ld, int r0, 
 extern "C" __global__ void nll_fc3_fused(const float* d2, const float* W3t, const float* b3, const float* theta,
                                          const float* basis, const float* x, const float* lw_latent, float* logpx,
                                          float* logw, int R, int kk, int Hd, int D, int h, int w, int nb) {
-  extern __shared__ __align__(16) float smem[];
+  IWTVAE_DYNAMIC_SHARED(float, smem, 16);
   float* hs = smem;                  // [Hd][SAMPLES]
   float* cs = smem + SAMPLES * Hd;   // [SAMPLES][D]
   int r0 = blockIdx.x * SAMPLES;
@@ -98,7 +98,7 @@ __device__ __forceinline__ void nll_fc3_tc(const float* d2, const void* W3p, con
                                            const float* basis, const float* x, const float* lw_latent, float* logpx,
                                            float* logw, int R, int kk, int Hd, int Hdp, int D, int Dp, int h, int w,
                                            int nb) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
+  IWTVAE_DYNAMIC_SHARED(unsigned char, smem_raw, 128);
   float* cs = reinterpret_cast<float*>(smem_raw);                          // [TC_ROWS][Dp]
   unsigned char* a_raw = smem_raw + (size_t)TC_ROWS * Dp * sizeof(float);  // [TC_ROWS][Hdp]
   int r0 = blockIdx.x * TC_ROWS;

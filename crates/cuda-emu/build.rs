@@ -1,0 +1,89 @@
+//! Compiles every ../../kernels/*.cu as C++ against include/ (the CUDA
+//! dialect, bfloat16 and WMMA for the CPU) plus src/runtime.cpp (the
+//! scheduler), and generates the registry: one table per module of its
+//! `extern "C" __global__` kernels, found in the source text.
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+fn kernel_names(source: &str) -> Vec<String> {
+    let marker = "extern \"C\" __global__ void ";
+    source
+        .match_indices(marker)
+        .filter_map(|(at, _)| {
+            let rest = &source[at + marker.len()..];
+            let end = rest.find('(')?;
+            Some(rest[..end].trim().to_string())
+        })
+        .collect()
+}
+
+fn main() {
+    let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let kernels_dir = here.join("../../kernels").canonicalize().expect("the iwtvae repository's kernels/ folder");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    println!("cargo::rerun-if-changed={}", kernels_dir.display());
+    println!("cargo::rerun-if-changed=include");
+    println!("cargo::rerun-if-changed=src/runtime.cpp");
+
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&kernels_dir)
+        .expect("reading kernels/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .collect();
+    sources.sort();
+
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++20")
+        .opt_level(2)
+        .include(here.join("include"))
+        .include(&kernels_dir)
+        .flag("-include")
+        .flag(here.join("include/cuda_emu.h").to_str().expect("utf-8 path"))
+        .flag_if_supported("-Wno-unknown-pragmas")
+        .flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-ffp-contract=off")
+        .file(here.join("src/runtime.cpp"));
+    let mut registry = String::from("#include \"emu_registry.h\"\n#include <string.h>\n");
+    let mut modules = Vec::new();
+    for cu in &sources {
+        let stem = cu.file_stem().expect("file name").to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(cu).expect("reading a kernel source");
+        let names = kernel_names(&text);
+        if names.is_empty() {
+            continue;
+        }
+        let mut unit = format!(
+            "#include \"{}\"\n#include \"emu_registry.h\"\nstatic const emu::Entry entries[] = {{\n",
+            cu.display()
+        );
+        for n in &names {
+            writeln!(unit, "  emu::entry(\"{n}\", &{n}),").expect("write to String");
+        }
+        writeln!(
+            unit,
+            "}};\nextern \"C\" const emu::Entry* emu_module_{stem}(size_t* n) {{\n  *n = sizeof(entries) / sizeof(entries[0]);\n  return entries;\n}}"
+        )
+        .expect("write to String");
+        let path = out.join(format!("emu_{stem}.cpp"));
+        std::fs::write(&path, unit).expect("writing a generated unit");
+        build.file(path);
+        writeln!(registry, "extern \"C\" const emu::Entry* emu_module_{stem}(size_t* n);").expect("write to String");
+        modules.push(stem);
+    }
+    registry
+        .push_str("namespace emu {\nconst Entry* find_kernel(const char* name) {\n  size_t n;\n  const Entry* e;\n");
+    for m in &modules {
+        writeln!(
+            registry,
+            "  e = emu_module_{m}(&n);\n  for (size_t i = 0; i < n; ++i)\n    if (strcmp(e[i].name, name) == 0) return &e[i];"
+        )
+        .expect("write to String");
+    }
+    registry.push_str("  return nullptr;\n}\n}  // namespace emu\n");
+    let path = out.join("emu_registry.cpp");
+    std::fs::write(&path, registry).expect("writing the registry");
+    build.file(path);
+    build.compile("iwtvae_cuda_emu");
+}

@@ -1,0 +1,211 @@
+//! Runs iwtvae's CUDA kernels (`kernels/*.cu`) on the CPU, so their logic
+//! is tested in CI, where there is no GPU.
+//!
+//! build.rs compiles the kernel sources as C++ against `include/`, a small
+//! rendering of the CUDA dialect they use (thread indices, `__shared__`,
+//! `__syncthreads`, warp shuffles, atomics, bfloat16, WMMA), and registers
+//! every `extern "C" __global__` function. A launch runs its blocks in turn;
+//! a block runs one fiber per thread, each until its next barrier, so
+//! barriers and shuffles mean what they mean on the GPU and a barrier that
+//! not every thread reaches is reported as a deadlock instead of hanging.
+//!
+//! What it checks beyond values: argument kinds against the kernel's
+//! parameters (cudarc cannot), block and grid limits, dynamic shared memory
+//! against the 48 KiB default or the launch's opt-in, reads of shared memory
+//! that nothing wrote (it starts as NaN), full-mask shuffles with exited
+//! lanes, and, through [`Buffer`]'s guard zones, writes past either end of
+//! a buffer.
+//!
+//! What it does not model: timing, warp-synchronous code without a
+//! barrier, the order of atomics (they run in thread order), the GPU's
+//! transcendental functions (the host's libm stands in) and FMA contraction.
+use std::ffi::{c_char, c_void, CString};
+
+extern "C" {
+    fn emu_launch(
+        name: *const c_char,
+        grid: *const u32,
+        block: *const u32,
+        shared_bytes: u32,
+        shared_limit: u32,
+        args: *mut *mut c_void,
+        kinds: *const c_char,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> i32;
+}
+
+/// The dynamic shared memory a kernel may use without opting in.
+pub const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
+/// A launch's geometry, as cudarc's `LaunchConfig`, plus the kernel's
+/// dynamic shared-memory limit (48 KiB unless the host code raises it with
+/// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`).
+#[derive(Clone, Copy, Debug)]
+pub struct LaunchConfig {
+    pub grid_dim: (u32, u32, u32),
+    pub block_dim: (u32, u32, u32),
+    pub shared_mem_bytes: u32,
+    pub shared_limit: u32,
+}
+
+impl LaunchConfig {
+    pub fn new(grid_dim: (u32, u32, u32), block_dim: (u32, u32, u32), shared_mem_bytes: u32) -> Self {
+        LaunchConfig { grid_dim, block_dim, shared_mem_bytes, shared_limit: DEFAULT_SHARED_LIMIT }
+    }
+
+    /// The launch has opted in to `bytes` of dynamic shared memory.
+    pub fn opt_in_shared(mut self, bytes: u32) -> Self {
+        self.shared_limit = bytes;
+        self
+    }
+}
+
+/// One kernel argument, typed as the kernel's parameter must be.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    Ptr(*mut c_void),
+    I32(i32),
+    U32(u32),
+    I64(i64),
+    F32(f32),
+}
+
+impl Arg {
+    fn kind(&self) -> u8 {
+        match self {
+            Arg::Ptr(_) => b'p',
+            Arg::I32(_) => b'i',
+            Arg::U32(_) => b'u',
+            Arg::I64(_) => b'l',
+            Arg::F32(_) => b'f',
+        }
+    }
+}
+
+/// Launch `kernel` and run it to the end.
+///
+/// # Safety
+/// Every pointer argument must point at memory that holds what the kernel
+/// reads and writes through it, as for a real launch.
+pub unsafe fn launch(kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<(), String> {
+    // cuLaunchKernel's convention: params[i] points at the i-th value.
+    let mut values: Vec<[u8; 8]> = args
+        .iter()
+        .map(|a| {
+            let mut v = [0u8; 8];
+            match *a {
+                Arg::Ptr(p) => v.copy_from_slice(&(p as usize as u64).to_ne_bytes()),
+                Arg::I32(x) => v[..4].copy_from_slice(&x.to_ne_bytes()),
+                Arg::U32(x) => v[..4].copy_from_slice(&x.to_ne_bytes()),
+                Arg::I64(x) => v.copy_from_slice(&x.to_ne_bytes()),
+                Arg::F32(x) => v[..4].copy_from_slice(&x.to_ne_bytes()),
+            }
+            v
+        })
+        .collect();
+    let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v.as_mut_ptr().cast()).collect();
+    let kinds = CString::new(args.iter().map(Arg::kind).collect::<Vec<u8>>()).map_err(|e| e.to_string())?;
+    let name = CString::new(kernel).map_err(|e| format!("kernel name {kernel:?}: {e}"))?;
+    let grid = [cfg.grid_dim.0, cfg.grid_dim.1, cfg.grid_dim.2];
+    let block = [cfg.block_dim.0, cfg.block_dim.1, cfg.block_dim.2];
+    let mut err = vec![0u8; 1024];
+    // SAFETY: every pointer handed over lives until the call returns; the
+    // values are 8-byte slots, at least as large and as aligned as any
+    // parameter kind; the caller vouches for the kernel's own pointers.
+    let rc = unsafe {
+        emu_launch(
+            name.as_ptr(),
+            grid.as_ptr(),
+            block.as_ptr(),
+            cfg.shared_mem_bytes,
+            cfg.shared_limit,
+            params.as_mut_ptr(),
+            kinds.as_ptr(),
+            err.as_mut_ptr().cast(),
+            err.len(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+        Err(String::from_utf8_lossy(&err[..end]).into_owned())
+    }
+}
+
+/// Element types a [`Buffer`] may hold: every bit pattern is a value.
+pub trait Element: Copy + Default + 'static {}
+impl Element for f32 {}
+impl Element for u32 {}
+impl Element for i32 {}
+impl Element for i64 {}
+impl Element for u8 {}
+impl Element for u16 {}
+
+const GUARD_BYTES: usize = 256;
+const GUARD_BYTE: u8 = 0xA5;
+
+/// "Device" memory: the values between two guard zones that a kernel must
+/// not touch; [`Buffer::read`] fails when it did.
+pub struct Buffer<T: Element> {
+    raw: Vec<T>,
+    guard: usize,
+    len: usize,
+}
+
+impl<T: Element> Buffer<T> {
+    fn with_len(len: usize) -> Self {
+        let guard = GUARD_BYTES.div_ceil(std::mem::size_of::<T>().max(1));
+        let mut raw = vec![T::default(); len + 2 * guard];
+        // SAFETY: raw holds len + 2·guard values of an Element type, for
+        // which any byte pattern is a valid value.
+        unsafe { std::ptr::write_bytes(raw.as_mut_ptr(), GUARD_BYTE, raw.len()) };
+        Buffer { raw, guard, len }
+    }
+
+    pub fn from_slice(values: &[T]) -> Self {
+        let mut b = Self::with_len(values.len());
+        b.raw[b.guard..b.guard + b.len].copy_from_slice(values);
+        b
+    }
+
+    /// `len` values of all-ones bytes (NaN as f32), so that anything a
+    /// kernel should write and does not shows.
+    pub fn poisoned(len: usize) -> Self {
+        let mut b = Self::with_len(len);
+        let start = b.guard;
+        // SAFETY: as in with_len, within the payload.
+        unsafe { std::ptr::write_bytes(b.raw.as_mut_ptr().add(start), 0xFF, len) };
+        b
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn arg(&mut self) -> Arg {
+        // SAFETY: guard + len ≤ raw.len().
+        Arg::Ptr(unsafe { self.raw.as_mut_ptr().add(self.guard) }.cast())
+    }
+
+    /// The values, after checking that no kernel wrote into the guard zones.
+    pub fn read(&self) -> Result<Vec<T>, String> {
+        let bytes_of = |vals: &[T]| -> bool {
+            // SAFETY: a slice of Element values viewed as its bytes.
+            let b = unsafe { std::slice::from_raw_parts(vals.as_ptr().cast::<u8>(), std::mem::size_of_val(vals)) };
+            b.iter().all(|&x| x == GUARD_BYTE)
+        };
+        if !bytes_of(&self.raw[..self.guard]) {
+            return Err(format!("a kernel wrote before the start of a buffer of {} values", self.len));
+        }
+        if !bytes_of(&self.raw[self.guard + self.len..]) {
+            return Err(format!("a kernel wrote past the end of a buffer of {} values", self.len));
+        }
+        Ok(self.raw[self.guard..self.guard + self.len].to_vec())
+    }
+}

@@ -1,0 +1,395 @@
+//! The elementwise and per-row kernels (noise, grids, bilinear sampling,
+//! importance weighting, objectives, optimizers) run on the CPU emulator
+//! (crates/cuda-emu) against the CPU spec. This is the kernels' logic,
+//! tested in CI where there is no GPU; tests/gpu_parity.rs repeats the
+//! comparison on a real GPU. Tolerances say why they are what they are; the
+//! emulator evaluates expf/logf/sqrtf with the host's libm.
+mod emu;
+use emu::*;
+use iwtvae::model::{ModelConfig, Transform};
+use iwtvae::ops::grid::Warp;
+use iwtvae::ops::grid_sample::{grid_sample_row, grid_sample_row_backward};
+use iwtvae::ops::logsumexp::{logsumexp, normalized_weights};
+use iwtvae::optim::{Optimizer, OptimizerKind};
+use iwtvae::rng::{NoiseKey, Stream};
+
+/// SPEC §3: the uniforms are the CPU's, bit for bit.
+#[test]
+fn philox_uniforms_are_bit_identical() {
+    let key = NoiseKey::new(0xDEAD_BEEF_1234, Stream::EvalEps, 3);
+    let items = [0u32, 7, 123_456];
+    let (k, s0, dims) = (3, 11, 37);
+    let rows = items.len() * k;
+    let (mut out, mut it) = (output(rows * dims), input(&items));
+    let (k0, k1, hi) = key.words();
+    let args =
+        [out.arg(), it.arg(), i32_(rows), i32_(k), i32_(s0), i32_(dims), Arg::U32(k0), Arg::U32(k1), Arg::U32(hi)];
+    run("philox_uniforms", cfg1(rows * dims.div_ceil(4), 256), &args);
+    let mut want = vec![0f32; rows * dims];
+    for (b, &item) in items.iter().enumerate() {
+        for s in 0..k {
+            let r = b * k + s;
+            key.uniforms(item, (s0 + s) as u32, &mut want[r * dims..(r + 1) * dims]);
+        }
+    }
+    assert_eq!(read(&out), want);
+}
+
+/// Normals go through each side's ln/sin/cos (the CPU's own ≤ 3-ulp
+/// versions, the host libm here): |n| ≤ 6 agrees to ~5e-6.
+#[test]
+fn philox_normals_agree() {
+    let key = NoiseKey::new(5, Stream::TrainEps, 9);
+    let items = [2u32, 3];
+    let (k, dims) = (4, 42);
+    let (mut out, mut it) = (output(2 * k * dims), input(&items));
+    let (k0, k1, hi) = key.words();
+    let args = [out.arg(), it.arg(), i32_(8), i32_(k), i32_(0), i32_(dims), Arg::U32(k0), Arg::U32(k1), Arg::U32(hi)];
+    run("philox_normals", cfg1(8 * dims.div_ceil(4), 256), &args);
+    let mut want = vec![0f32; 2 * k * dims];
+    for (b, &item) in items.iter().enumerate() {
+        for s in 0..k {
+            let r = b * k + s;
+            key.normals(item, s as u32, &mut want[r * dims..(r + 1) * dims]);
+        }
+    }
+    close("normals", &read(&out), &want, 1e-5);
+}
+
+/// Training targets: byte/255, or the dynamic binarization of
+/// Dataset::targets (the same uniforms, so the same bits).
+#[test]
+fn philox_targets_match_the_dataset() {
+    let data = iwtvae::data::Dataset::load(std::path::Path::new("data/mnist"), iwtvae::data::Split::Train, Some(64))
+        .expect("the bundled MNIST");
+    let d = data.pixels();
+    let bytes: Vec<u8> = (0..data.len()).flat_map(|i| data.image(i).to_vec()).collect();
+    let items = [5u32, 0, 63, 17];
+    let key = NoiseKey::new(77, Stream::TrainBinarize, 2);
+    for binarize in [iwtvae::data::Binarize::None, iwtvae::data::Binarize::Dynamic] {
+        let (mut img, mut it, mut x) = (input(&bytes), input(&items), output(items.len() * d));
+        let (k0, k1, hi) = key.words();
+        let bin = Arg::I32((binarize == iwtvae::data::Binarize::Dynamic) as i32);
+        let args =
+            [img.arg(), it.arg(), x.arg(), i32_(items.len()), i32_(d), bin, Arg::U32(k0), Arg::U32(k1), Arg::U32(hi)];
+        run("philox_targets", cfg1(items.len() * d, 256), &args);
+        let mut want = vec![0f32; items.len() * d];
+        let mut scratch = vec![0f32; d];
+        for (b, &item) in items.iter().enumerate() {
+            data.targets(item as usize, binarize, key, &mut scratch, &mut want[b * d..(b + 1) * d]);
+        }
+        assert_eq!(read(&x), want, "{binarize:?}");
+    }
+}
+
+/// Coordinates that reach every border case: inside, outside both ways,
+/// exactly on the edge, NaN and ∞.
+fn sample_inputs(rows: usize, h: usize, w: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = h * w;
+    let c = values(rows * d, 1, 0.0, 1.0);
+    let mut xs: Vec<f32> = (0..rows * d).map(|i| ((i as f32) * 0.37).sin() * 1.3).collect();
+    let mut ys: Vec<f32> = (0..rows * d).map(|i| ((i as f32) * 0.11).cos() * 1.2).collect();
+    xs[5] = f32::NAN;
+    ys[9] = f32::INFINITY;
+    xs[11] = f32::NEG_INFINITY;
+    xs[d + 3] = 1.0;
+    ys[d + 4] = -1.0;
+    (c, xs, ys)
+}
+
+/// Four products and three sums per pixel in the CPU's order: the emulator
+/// does not contract FMAs, so 1e-6 covers libm-free arithmetic differences
+/// of operand order only.
+#[test]
+fn grid_sample_forward_matches_cpu() {
+    let (rows, h, w) = (3, 5, 6);
+    let d = h * w;
+    let (c, xs, ys) = sample_inputs(rows, h, w);
+    let (mut dc, mut dx, mut dy, mut out) = (input(&c), input(&xs), input(&ys), output(c.len()));
+    let args = [dc.arg(), dx.arg(), dy.arg(), out.arg(), i32_(rows), i32_(h), i32_(w)];
+    run("grid_sample_fwd", pixels_by_rows(d, rows, 0), &args);
+    let mut want = vec![0f32; c.len()];
+    for r in 0..rows {
+        let s = r * d..(r + 1) * d;
+        grid_sample_row(&c[s.clone()], h, w, &xs[s.clone()], &ys[s.clone()], &mut want[s]);
+    }
+    close("grid_sample_fwd", &read(&out), &want, 1e-6);
+}
+
+/// dc sums up to 4·D contributions per source pixel in another order
+/// (atomics here in thread order, the CPU's even/odd scatter): 1e-5.
+#[test]
+fn grid_sample_backward_matches_cpu() {
+    let (rows, h, w) = (2, 28, 28);
+    let d = h * w;
+    let (c, xs, ys) = sample_inputs(rows, h, w);
+    let dout = values(c.len(), 2, -1.0, 1.0);
+    let (mut bc, mut bx, mut by, mut bg) = (input(&c), input(&xs), input(&ys), input(&dout));
+    let (mut dc, mut dxs, mut dys) = (zeros(c.len()), output(c.len()), output(c.len()));
+    let args = [bc.arg(), bx.arg(), by.arg(), bg.arg(), dc.arg(), dxs.arg(), dys.arg(), i32_(rows), i32_(h), i32_(w)];
+    run("grid_sample_bwd", pixels_by_rows(d, rows, 0), &args);
+    let (mut wdc, mut wdx, mut wdy) = (vec![0f32; c.len()], vec![0f32; c.len()], vec![0f32; c.len()]);
+    for r in 0..rows {
+        let s = r * d..(r + 1) * d;
+        let (dcr, dxr, dyr) = (&mut wdc[s.clone()], &mut wdx[s.clone()], &mut wdy[s.clone()]);
+        grid_sample_row_backward(&c[s.clone()], h, w, &xs[s.clone()], &ys[s.clone()], &dout[s], dcr, dxr, dyr);
+    }
+    close("dc", &read(&dc), &wdc, 1e-5);
+    close("dxs", &read(&dxs), &wdx, 1e-6);
+    close("dys", &read(&dys), &wdy, 1e-6);
+}
+
+pub fn small_config(transform: Transform) -> ModelConfig {
+    ModelConfig {
+        transform,
+        z_dim: 6,
+        u_dim: if transform == Transform::None { 0 } else { 4 },
+        hidden: 40,
+        tps_grid: 3,
+        height: 28,
+        width: 28,
+    }
+}
+
+/// θ rows near the identity, a few far from it (sampling past the border).
+pub fn thetas(warp: &Warp<f32>, rows: usize) -> Vec<f32> {
+    let id = warp.theta_identity();
+    (0..rows)
+        .flat_map(|r| {
+            let scale = if r % 3 == 2 { 1.5 } else { 0.1 };
+            id.iter().enumerate().map(move |(i, &v)| v + scale * ((r * 7 + i) as f32).sin()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Sums of nb ≤ 9 products in the CPU's order: 1e-6.
+#[test]
+fn grid_generation_matches_cpu() {
+    for transform in [Transform::Affine, Transform::Tps] {
+        let warp = Warp::<f32>::new(&small_config(transform));
+        let (rows, d, nb) = (5, 784, warp.nb);
+        let theta = thetas(&warp, rows);
+        let (mut b, mut t, mut xs, mut ys) = (input(&warp.basis), input(&theta), output(rows * d), output(rows * d));
+        let args = [b.arg(), t.arg(), xs.arg(), ys.arg(), i32_(rows), i32_(d), i32_(nb)];
+        run("grid_fwd", pixels_by_rows(d, rows, 2 * nb * 4), &args);
+        let (xs, ys) = (read(&xs), read(&ys));
+        for r in 0..rows {
+            let (mut wx, mut wy) = (vec![0f32; d], vec![0f32; d]);
+            warp.grid_row(&theta[r * 2 * nb..(r + 1) * 2 * nb], &mut wx, &mut wy);
+            close("grid xs", &xs[r * d..(r + 1) * d], &wx, 1e-6);
+            close("grid ys", &ys[r * d..(r + 1) * d], &wy, 1e-6);
+        }
+    }
+}
+
+/// f32 with lane-strided partial sums against f64 over k ≤ 5000 terms:
+/// 1e-5 relative. Rows that are all −∞ give −∞ and NaN coefficients.
+#[test]
+fn iwae_weights_match_cpu() {
+    for k in [1usize, 5, 37, 5000] {
+        let images = 3;
+        let mut logw: Vec<f32> = (0..images * k).map(|i| -90.0 + 15.0 * ((i as f32) * 0.31).sin()).collect();
+        logw[2 * k..].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+        let (mut lw, mut lse, mut coef) = (input(&logw), output(images), output(images * k));
+        let args = [lw.arg(), lse.arg(), coef.arg(), i32_(images), i32_(k), Arg::F32(0.5)];
+        run("iwae_weights", LaunchConfig::new((blocks(images, 8), 1, 1), (256, 1, 1), 0), &args);
+        let (lse, coef) = (read(&lse), read(&coef));
+        for b in 0..2 {
+            let v: Vec<f64> = logw[b * k..(b + 1) * k].iter().map(|&x| x as f64).collect();
+            let want = logsumexp(&v);
+            assert!((lse[b] as f64 - want).abs() < 1e-5 * want.abs(), "k {k}: {} vs {want}", lse[b]);
+            let mut wt = vec![0f64; k];
+            normalized_weights(&v, &mut wt);
+            let want: Vec<f32> = wt.iter().map(|w| (-w * 0.5) as f32).collect();
+            close("coef", &coef[b * k..(b + 1) * k], &want, 1e-5);
+        }
+        assert_eq!(lse[2], f32::NEG_INFINITY);
+        assert!(coef[2 * k..].iter().all(|c| c.is_nan()));
+    }
+}
+
+/// The streaming logsumexp over chunks equals the logsumexp of all the
+/// log-weights (f32 accumulators vs f64: 1e-6 relative), the mean of
+/// log w is their sum, and the first chunk's first log p(x|·) is recorded.
+#[test]
+fn lse_fold_streams_to_the_full_logsumexp() {
+    let (images, kk, chunks) = (9, 70, 4);
+    let all: Vec<Vec<f32>> = (0..chunks).map(|c| values(images * kk, 10 + c as u32, -130.0, -80.0)).collect();
+    let logpx = values(images * kk, 99, -120.0, -60.0);
+    let (mut m, mut s, mut mean) = (input(&vec![f32::NEG_INFINITY; images]), zeros(images), zeros(images));
+    let (mut first, mut lpx) = (output(images), input(&logpx));
+    for (c, chunk) in all.iter().enumerate() {
+        let mut lw = input(chunk);
+        let args = [
+            lw.arg(),
+            m.arg(),
+            s.arg(),
+            mean.arg(),
+            i32_(images),
+            i32_(kk),
+            lpx.arg(),
+            first.arg(),
+            Arg::I32((c == 0) as i32),
+        ];
+        run("lse_fold", LaunchConfig::new((blocks(images, 8), 1, 1), (256, 1, 1), 0), &args);
+    }
+    let (m, s, mean, first) = (read(&m), read(&s), read(&mean), read(&first));
+    for b in 0..images {
+        let v: Vec<f64> = all.iter().flat_map(|c| c[b * kk..(b + 1) * kk].iter().map(|&x| x as f64)).collect();
+        let want = logsumexp(&v);
+        let got = m[b] as f64 + (s[b] as f64).ln();
+        assert!((got - want).abs() < 1e-6 * want.abs(), "image {b}: {got} vs {want}");
+        let total: f64 = v.iter().sum();
+        assert!((mean[b] as f64 - total).abs() < 1e-5 * total.abs(), "image {b}: sum {} vs {total}", mean[b]);
+        assert_eq!(first[b], logpx[b * kk]);
+    }
+}
+
+/// src/objective.rs in f64 from the same inputs: iwae (logsumexp and the
+/// normalized weights), elbo (the mean) and elbo-kl (analytic KL); f32 sums
+/// of ≤ 32 lane partials: 1e-5 relative.
+#[test]
+fn objective_terms_match_the_objectives() {
+    let (images, z, u) = (5, 6, 4);
+    for (mode, k) in [(0, 7), (1, 7), (2, 1)] {
+        let n = images * k;
+        let logw = values(n, 1, -120.0, -80.0);
+        let logpx = values(n, 2, -110.0, -70.0);
+        let (mu_z, ls_z) = (values(images * z, 3, -1.0, 1.0), values(images * z, 4, -2.0, 0.5));
+        let (mu_u, ls_u) = (values(images * u, 5, -1.0, 1.0), values(images * u, 6, -2.0, 0.5));
+        let mut ins = [input(&logw), input(&logpx), input(&mu_z), input(&ls_z), input(&mu_u), input(&ls_u)];
+        let (mut loss, mut cpx, mut cw) = (output(images), output(n), output(n));
+        let mut args: Vec<Arg> = ins.iter_mut().map(|b| b.arg()).collect();
+        args.extend([loss.arg(), cpx.arg(), cw.arg(), i32_(images), i32_(k), i32_(z), i32_(u), Arg::I32(mode)]);
+        run("objective_terms", cfg1(32 * images, 256), &args);
+        let (loss, cpx, cw) = (read(&loss), read(&cpx), read(&cw));
+        let inv_b = 1.0 / images as f64;
+        for b in 0..images {
+            let v: Vec<f64> = logw[b * k..(b + 1) * k].iter().map(|&x| x as f64).collect();
+            let (want_loss, want_px, want_w): (f64, Vec<f64>, Vec<f64>) = match mode {
+                0 => {
+                    let mut wt = vec![0f64; k];
+                    normalized_weights(&v, &mut wt);
+                    let c: Vec<f64> = wt.iter().map(|w| -w * inv_b).collect();
+                    (-(logsumexp(&v) - (k as f64).ln()), c.clone(), c)
+                }
+                1 => (-v.iter().sum::<f64>() / k as f64, vec![-inv_b / k as f64; k], vec![-inv_b / k as f64; k]),
+                _ => {
+                    let kl: f64 = (0..z)
+                        .map(|d| (mu_z[b * z + d] as f64, ls_z[b * z + d] as f64))
+                        .chain((0..u).map(|d| (mu_u[b * u + d] as f64, ls_u[b * u + d] as f64)))
+                        .map(|(m, l)| 0.5 * ((2.0 * l).exp() + m * m - 1.0 - 2.0 * l))
+                        .sum();
+                    (-(logpx[b] as f64 - kl), vec![-inv_b], vec![0.0])
+                }
+            };
+            let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            close(&format!("mode {mode} loss"), &loss[b..b + 1], &[want_loss as f32], 1e-5);
+            close(&format!("mode {mode} coef_px"), &cpx[b * k..(b + 1) * k], &f(&want_px), 1e-5);
+            close(&format!("mode {mode} coef_w"), &cw[b * k..(b + 1) * k], &f(&want_w), 1e-5);
+        }
+    }
+}
+
+/// The batch loss: the mean of the images' losses over one warp.
+#[test]
+fn mean_into_is_the_mean() {
+    for n in [1usize, 31, 100] {
+        let v = values(n, 7, 80.0, 120.0);
+        let (mut bv, mut out) = (input(&v), output(1));
+        run("mean_into", cfg1(32, 32), &[bv.arg(), out.arg(), i32_(n)]);
+        let want = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+        close("mean", &read(&out), &[want as f32], 1e-6);
+    }
+}
+
+fn optimizer_inputs(n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    (values(n, 1, -1.0, 1.0), values(n, 2, -1.0, 1.0), values(n, 3, 0.0, 0.1), values(n, 4, 0.0, 0.01))
+}
+
+fn optimizer_grid(n: usize) -> LaunchConfig {
+    LaunchConfig::new((blocks(n, 256).min(4096), 1, 1), (256, 1, 1), 0)
+}
+
+/// The CPU's expression order; sqrtf and division correctly rounded on both
+/// sides: 1e-6. n is past one grid-stride pass (4096 blocks of 256).
+#[test]
+fn adadelta_matches_cpu() {
+    let n = 4096 * 256 + 1000;
+    let (p0, g, s1, s2) = optimizer_inputs(n);
+    let mut opt = Optimizer::new(OptimizerKind::Adadelta, n);
+    opt.s1.copy_from_slice(&s1);
+    opt.s2.copy_from_slice(&s2);
+    let mut want = p0.clone();
+    opt.step(&mut want, &g, 0.7);
+    let (mut p, mut bg, mut bs1, mut bs2) = (input(&p0), input(&g), input(&s1), input(&s2));
+    let args = [p.arg(), bg.arg(), bs1.arg(), bs2.arg(), Arg::I64(n as i64), Arg::F32(0.7)];
+    run("adadelta_step", optimizer_grid(n), &args);
+    close("params", &read(&p), &want, 1e-6);
+    close("square_avg", &read(&bs1), &opt.s1, 1e-6);
+    close("acc_delta", &read(&bs2), &opt.s2, 1e-6);
+}
+
+/// Three Adam steps with the step count kept on the device (count_step, then
+/// adam_step_dev, as the captured training graph runs them), and one with
+/// the host's bias corrections (adam_step): powf vs powi differ by an ulp,
+/// so 1e-6.
+#[test]
+fn adam_matches_cpu() {
+    let n = 5000;
+    let (p0, g, _, _) = optimizer_inputs(n);
+    let mut opt = Optimizer::new(OptimizerKind::Adam, n);
+    let mut want = p0.clone();
+    let (mut p, mut bg, mut m, mut v) = (input(&p0), input(&g), zeros(n), zeros(n));
+    let mut t = Buffer::from_slice(&[0i64]);
+    for _ in 0..3 {
+        opt.step(&mut want, &g, 1e-3);
+        run("count_step", cfg1(1, 1), &[t.arg()]);
+        let args = [p.arg(), bg.arg(), m.arg(), v.arg(), Arg::I64(n as i64), Arg::F32(1e-3), t.arg()];
+        run("adam_step_dev", optimizer_grid(n), &args);
+    }
+    assert_eq!(read(&t), [3]);
+    close("params", &read(&p), &want, 1e-6);
+    close("exp_avg", &read(&m), &opt.s1, 1e-6);
+    close("exp_avg_sq", &read(&v), &opt.s2, 1e-6);
+
+    opt.step(&mut want, &g, 1e-3);
+    let (bc1, bc2) = (1.0 - 0.9f32.powi(4), 1.0 - 0.999f32.powi(4));
+    let args = [p.arg(), bg.arg(), m.arg(), v.arg(), Arg::I64(n as i64), Arg::F32(1e-3 / bc1), Arg::F32(bc2.sqrt())];
+    run("adam_step", optimizer_grid(n), &args);
+    close("params after a host-counted step", &read(&p), &want, 1e-6);
+}
+
+/// The training loop's gradient check: set exactly when a value is not finite.
+#[test]
+fn flag_nonfinite_flags_nan_and_infinity() {
+    for bad_value in [None, Some(f32::NAN), Some(f32::INFINITY), Some(f32::NEG_INFINITY)] {
+        let mut g = values(3000, 1, -1.0, 1.0);
+        if let Some(v) = bad_value {
+            g[2999] = v;
+        }
+        let (mut bg, mut flag) = (input(&g), Buffer::from_slice(&[0i32]));
+        run("flag_nonfinite", optimizer_grid(3000), &[bg.arg(), Arg::I64(3000), flag.arg()]);
+        assert_eq!(read(&flag), [bad_value.is_some() as i32], "{bad_value:?}");
+    }
+}
+
+/// The emulator checks what cudarc cannot: a launch whose arguments do not
+/// match the kernel's parameter types (here an i32 count where the kernel
+/// takes a long long) or that asks for more shared memory than it opted
+/// into is refused with the kernel's name.
+#[test]
+fn the_emulator_refuses_mistyped_and_oversized_launches() {
+    let (mut p, mut g, mut s1, mut s2) = (zeros(10), zeros(10), zeros(10), zeros(10));
+    let args = [p.arg(), g.arg(), s1.arg(), s2.arg(), Arg::I32(10), Arg::F32(0.1)];
+    // SAFETY: the launch is refused before anything runs.
+    let err = unsafe { cuda_emu::launch("adadelta_step", cfg1(10, 256), &args) }.unwrap_err();
+    assert!(err.contains("adadelta_step") && err.contains("argument kinds"), "{err}");
+
+    let warp = Warp::<f32>::new(&small_config(Transform::Tps));
+    let (mut b, mut t, mut xs, mut ys) = (input(&warp.basis), input(&thetas(&warp, 1)), output(784), output(784));
+    let args = [b.arg(), t.arg(), xs.arg(), ys.arg(), i32_(1), i32_(784), i32_(warp.nb)];
+    // SAFETY: as above.
+    let err = unsafe { cuda_emu::launch("grid_fwd", pixels_by_rows(784, 1, 64 * 1024), &args) }.unwrap_err();
+    assert!(err.contains("grid_fwd") && err.contains("shared memory"), "{err}");
+}
