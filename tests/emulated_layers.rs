@@ -1,0 +1,503 @@
+//! The layer kernels (fully connected layers fp32/TF32/BF16, their
+//! backward, the encoder heads and latent backward, the fused training row,
+//! the fused evaluator epilogue) run on the CPU emulator (crates/cuda-emu)
+//! against the CPU spec, in CI where there is no GPU. tests/gpu_parity.rs
+//! repeats the comparison, and whole training steps, on a real GPU.
+mod emu;
+use emu::*;
+use iwtvae::model::{ModelConfig, Transform};
+use iwtvae::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
+use iwtvae::ops::grid::Warp;
+use iwtvae::ops::linear::{linear_backward_input, linear_backward_params, linear_forward, relu_backward, Activation};
+use iwtvae::ops::rows::Par;
+
+/// A GEMM's error bound: fp32 sums of K products in different orders differ
+/// by ≲ K·ε·Σ|a·b|; 1e-5·(1 + Σ|a·b|) holds that for K ≤ 800.
+fn close_gemm(name: &str, got: &[f32], want: &[f32], scale: &[f32]) {
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * (1.0 + s), "{name}[{i}]: emulated kernel {g} vs cpu {w} (Σ|ab| {s})");
+    }
+}
+
+/// Σ_k |a[r, k]·b[c, k]| for the bound above: a [m, k], b [n, k].
+fn abs_products(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut s = vec![0f32; m * n];
+    for r in 0..m {
+        for c in 0..n {
+            s[r * n + c] = (0..k).map(|q| (a[r * k + q] * b[c * k + q]).abs()).sum();
+        }
+    }
+    s
+}
+
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; a.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = a[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Shapes that leave partial 64-row, 64-column and 16-deep tiles.
+const M: usize = 70;
+const N: usize = 90;
+const K: usize = 37;
+
+#[test]
+fn linear_forward_matches_cpu() {
+    let (x, w, b) = (values(M * K, 1, -1.0, 1.0), values(N * K, 2, -1.0, 1.0), values(N, 3, -1.0, 1.0));
+    for relu in [false, true] {
+        let mut want = vec![0f32; M * N];
+        let act = if relu { Activation::Relu } else { Activation::Identity };
+        linear_forward(&x, M, &w, &b, N, K, act, &mut want, Par::Seq);
+        let (mut bx, mut bw, mut bb, mut y) = (input(&x), input(&w), input(&b), output(M * N));
+        let args = [bx.arg(), bw.arg(), bb.arg(), y.arg(), i32_(M), i32_(N), i32_(K), Arg::I32(relu as i32)];
+        run("linear_fwd", gemm_grid(M, N), &args);
+        close_gemm("linear_fwd", &read(&y), &want, &abs_products(&x, &w, M, N, K));
+    }
+}
+
+/// dX = dY·W and dW = dYᵀ·X through gemm_strided's strided views, db by
+/// col_sum, the ReLU mask, each with the arguments src/cuda/train.rs passes.
+#[test]
+fn linear_backward_matches_cpu() {
+    let (x, w, dy) = (values(M * K, 1, -1.0, 1.0), values(N * K, 2, -1.0, 1.0), values(M * N, 4, -1.0, 1.0));
+    let (mut bx, mut bw, mut bdy) = (input(&x), input(&w), input(&dy));
+
+    // dx[M, K] = dy[M, N] · W[N, K], accumulated onto a previous dx.
+    let dx0 = values(M * K, 5, -1.0, 1.0);
+    let mut want_dx = dx0.clone();
+    linear_backward_input(&dy, M, &w, N, K, &mut want_dx, true, Par::Seq);
+    let mut dx = input(&dx0);
+    let (rsa, csa, rsb, csb) = (N as i64, 1i64, K as i64, 1i64);
+    let args = [
+        bdy.arg(),
+        Arg::I64(rsa),
+        Arg::I64(csa),
+        bw.arg(),
+        Arg::I64(rsb),
+        Arg::I64(csb),
+        dx.arg(),
+        i32_(K),
+        i32_(M),
+        i32_(K),
+        i32_(N),
+        Arg::I32(1),
+    ];
+    run("gemm_strided", gemm_grid(M, K), &args);
+    let scale: Vec<f32> = abs_products(&dy, &transpose(&w, N, K), M, K, N).iter().map(|s| s + 1.0).collect();
+    close_gemm("dx", &read(&dx), &want_dx, &scale);
+
+    // dW[N, K] = dyᵀ[N, M] · x[M, K]; db[N] = Σ_rows dy.
+    let (mut want_dw, mut want_db) = (vec![0f32; N * K], vec![0f32; N]);
+    linear_backward_params(&x, &dy, M, N, K, &mut want_dw, &mut want_db, Par::Seq);
+    let mut dw = output(N * K);
+    let (rsa, csa, rsb, csb) = (1i64, N as i64, K as i64, 1i64);
+    let args = [
+        bdy.arg(),
+        Arg::I64(rsa),
+        Arg::I64(csa),
+        bx.arg(),
+        Arg::I64(rsb),
+        Arg::I64(csb),
+        dw.arg(),
+        i32_(K),
+        i32_(N),
+        i32_(K),
+        i32_(M),
+        Arg::I32(0),
+    ];
+    run("gemm_strided", gemm_grid(N, K), &args);
+    let scale = abs_products(&transpose(&dy, M, N), &transpose(&x, M, K), N, K, M);
+    close_gemm("dW", &read(&dw), &want_dw, &scale);
+    let mut db = output(N);
+    run("col_sum", cfg1(N, 128), &[bdy.arg(), db.arg(), i32_(M), i32_(N), Arg::I32(0)]);
+    close("db", &read(&db), &want_db, 1e-5);
+
+    let y: Vec<f32> = values(M * N, 6, -1.0, 1.0).iter().map(|v| v.max(0.0)).collect();
+    let mut want = dy.clone();
+    relu_backward(&y, &mut want);
+    let (mut by, mut g) = (input(&y), input(&dy));
+    run("relu_mask", cfg1(M * N, 256), &[by.arg(), g.arg(), i32_(M * N)]);
+    assert_eq!(read(&g), want);
+}
+
+/// cvt.rna.tf32.f32, as the kernels round both operands.
+fn tf32(v: f32) -> f32 {
+    f32::from_bits((v.to_bits() + 0x1000) & 0xffff_e000)
+}
+
+fn bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
+}
+
+/// Weight [out, inp] zero-padded to [Np, Kp], as src/cuda/eval.rs uploads it.
+fn padded(w: &[f32], out: usize, inp: usize) -> (Vec<f32>, usize, usize) {
+    let (np, kp) = (out.next_multiple_of(16), inp.next_multiple_of(16));
+    let mut p = vec![0f32; np * kp];
+    for o in 0..out {
+        p[o * kp..o * kp + inp].copy_from_slice(&w[o * inp..(o + 1) * inp]);
+    }
+    (p, np, kp)
+}
+
+/// Y = act(X·Wᵀ + b) from operands already rounded, summed in f64.
+fn reference_linear(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize, relu: bool) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    for r in 0..m {
+        for c in 0..n {
+            let s: f64 = (0..k).map(|q| x[r * k + q] as f64 * w[c * k + q] as f64).sum::<f64>() + b[c] as f64;
+            y[r * n + c] = if relu { s.max(0.0) as f32 } else { s as f32 };
+        }
+    }
+    y
+}
+
+/// The tensor-core layers compute exactly the products of the rounded
+/// operands (TF32: 10-bit mantissas; BF16: 7) with fp32 sums: against the
+/// f64 sums of the same rounded operands, 1e-5·(1 + Σ|ab|).
+#[test]
+fn tensor_core_linear_layers_round_only_their_operands() {
+    let (m, n, k) = (70, 40, 37);
+    let (x, w, b) = (values(m * k, 1, -1.0, 1.0), values(n * k, 2, -1.0, 1.0), values(n, 3, -1.0, 1.0));
+    let (wp, np, kp) = padded(&w, n, k);
+    for (name, round) in [("linear_fwd_tf32", tf32 as fn(f32) -> f32), ("linear_fwd_bf16", bf16)] {
+        let (xr, wr): (Vec<f32>, Vec<f32>) =
+            (x.iter().map(|&v| round(v)).collect(), w.iter().map(|&v| round(v)).collect());
+        let want = reference_linear(&xr, &wr, &b, m, n, k, true);
+        let a_bytes = if name.ends_with("bf16") { 2 } else { 4 };
+        let smem = 64 * np * 4 + 64 * kp * a_bytes;
+        let cfg = LaunchConfig::new((blocks(m, 64), 1, 1), (256, 1, 1), smem as u32).opt_in_shared(smem as u32);
+        let (mut bx, mut bb, mut y) = (input(&x), input(&b), output(m * n));
+        let mut w_tf32 = input(&wp);
+        let mut w_bf16 = input(&wp.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect::<Vec<u16>>());
+        let warg = if a_bytes == 2 { w_bf16.arg() } else { w_tf32.arg() };
+        let args = [bx.arg(), warg, bb.arg(), y.arg(), i32_(m), i32_(n), i32_(k), i32_(np), i32_(kp), Arg::I32(1)];
+        run(name, cfg, &args);
+        close_gemm(name, &read(&y), &want, &abs_products(&xr, &wr, m, n, k));
+    }
+}
+
+/// log σ clamped to ±6 for z and u, μu = tanh (src/network.rs encode).
+#[test]
+fn encoder_heads_clamp_and_squash() {
+    let (nz, nu) = (60, 40);
+    let ls_z_raw = values(nz, 1, -9.0, 9.0);
+    let (mu_u_pre, ls_u_raw) = (values(nu, 2, -3.0, 3.0), values(nu, 3, -9.0, 9.0));
+    let (mut a, mut b, mut c) = (input(&ls_z_raw), input(&mu_u_pre), input(&ls_u_raw));
+    let (mut ls_z, mut mu_u, mut ls_u) = (output(nz), output(nu), output(nu));
+    let args = [a.arg(), ls_z.arg(), i32_(nz), b.arg(), mu_u.arg(), c.arg(), ls_u.arg(), i32_(nu)];
+    run("encoder_heads", cfg1(nz.max(nu), 256), &args);
+    let clamp = |v: &[f32]| v.iter().map(|x| x.clamp(-6.0, 6.0)).collect::<Vec<f32>>();
+    assert_eq!(read(&ls_z), clamp(&ls_z_raw));
+    assert_eq!(read(&ls_u), clamp(&ls_u_raw));
+    close("tanh", &read(&mu_u), &mu_u_pre.iter().map(|x| x.tanh()).collect::<Vec<f32>>(), 1e-6);
+}
+
+/// The latent part of src/network.rs backward, written out in f64 from the
+/// same inputs, with and without the KL term and the tanh of μu; raw log σ
+/// past the clamp gets no gradient. Sums of k ≤ 5 terms: 1e-5.
+#[test]
+fn latent_backward_matches_the_network() {
+    let (b, k, dim) = (4, 5, 6);
+    let (mu, ls, raw) = (values(b * dim, 1, -0.9, 0.9), values(b * dim, 2, -2.0, 1.0), values(b * dim, 3, -8.0, 8.0));
+    let (lat, noise, dlat) =
+        (values(b * k * dim, 4, -2.0, 2.0), values(b * k * dim, 5, -2.0, 2.0), values(b * k * dim, 6, -1.0, 1.0));
+    let coef_w = values(b * k, 7, -0.3, 0.0);
+    for (kl_scale, tanh_mu) in [(0.0f32, false), (0.25, true)] {
+        let mut ins = [input(&mu), input(&ls), input(&raw), input(&lat), input(&noise), input(&dlat), input(&coef_w)];
+        let (mut dmu, mut dls) = (output(b * dim), output(b * dim));
+        let mut args: Vec<Arg> = ins.iter_mut().map(|x| x.arg()).collect();
+        args.extend([dmu.arg(), dls.arg(), i32_(b), i32_(k), i32_(dim), Arg::F32(kl_scale), Arg::I32(tanh_mu as i32)]);
+        run("latent_bwd", cfg1(b * dim, 128), &args);
+        let (mut want_mu, mut want_ls) = (vec![0f32; b * dim], vec![0f32; b * dim]);
+        for t in 0..b * dim {
+            let (i, d) = (t / dim, t % dim);
+            let (mut gm, mut gl) = (0f64, 0f64);
+            for s in 0..k {
+                let r = i * k + s;
+                let cw = coef_w[r] as f64;
+                let g = dlat[r * dim + d] as f64 - cw * lat[r * dim + d] as f64;
+                gm += g;
+                gl += g * (ls[t] as f64).exp() * noise[r * dim + d] as f64 + cw;
+            }
+            let kl = kl_scale as f64;
+            gm += kl * mu[t] as f64;
+            gl += kl * ((2.0 * ls[t] as f64).exp() - 1.0);
+            if raw[t].abs() > 6.0 {
+                gl = 0.0;
+            }
+            if tanh_mu {
+                gm *= 1.0 - (mu[t] as f64).powi(2);
+            }
+            (want_mu[t], want_ls[t]) = (gm as f32, gl as f32);
+        }
+        close("dmu", &read(&dmu), &want_mu, 1e-5);
+        close("dlog_sigma", &read(&dls), &want_ls, 1e-5);
+    }
+}
+
+fn config(transform: Transform) -> ModelConfig {
+    ModelConfig {
+        transform,
+        z_dim: 6,
+        u_dim: if transform == Transform::None { 0 } else { 4 },
+        hidden: 40,
+        tps_grid: 3,
+        height: 28,
+        width: 28,
+    }
+}
+
+/// θ rows near the identity, every third far from it (sampling past the border).
+fn thetas(warp: &Warp<f32>, rows: usize) -> Vec<f32> {
+    let id = warp.theta_identity();
+    (0..rows)
+        .flat_map(|r| {
+            let scale = if r % 3 == 2 { 1.5 } else { 0.1 };
+            id.iter().enumerate().map(move |(i, &v)| v + scale * ((r * 7 + i) as f32).sin()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Binary targets for `images` images.
+fn targets(images: usize, d: usize) -> Vec<f32> {
+    values(images * d, 11, 0.0, 1.0).iter().map(|&u| if u < 0.3 { 1.0 } else { 0.0 }).collect()
+}
+
+/// One CPU forward row: (log p(x|z,u), c, p, gx, gy).
+fn cpu_row(warp: &Warp<f32>, logits: &[f32], theta: &[f32], x: &[f32]) -> (f32, Vec<f32>, [Vec<f32>; 3]) {
+    let d = logits.len();
+    let mut c = logits.to_vec();
+    let (mut terms, mut p, mut gx, mut gy) = (vec![0f32; d], vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+    let lp =
+        decode_row(warp, &mut c, theta, x, false, RowGrid { terms: &mut terms, p: &mut p, gx: &mut gx, gy: &mut gy });
+    (lp, c, [p, gx, gy])
+}
+
+/// The training row, forward and backward, per transform, against
+/// src/ops/fused.rs: c exact up to expf (1e-6), log p(x|·) a block sum of
+/// 784 terms in another order (2e-6 relative, ~1e-3 nats), ∂/∂logits with
+/// the scatter's atomics in thread order (1e-5), ∂θ sums of 784 products
+/// (1e-4 relative to their scale).
+#[test]
+fn decode_row_matches_the_fused_cpu_row() {
+    let (images, k) = (3, 4);
+    let rows = images * k;
+    let d = 784;
+    for transform in [Transform::None, Transform::Affine, Transform::Tps] {
+        let warp = Warp::<f32>::new(&config(transform));
+        let nb = warp.nb;
+        let theta = if nb == 0 { vec![0f32] } else { thetas(&warp, rows) };
+        let (logits, x) = (values(rows * d, 1, -6.0, 6.0), targets(images, d));
+        let lw_latent = values(rows, 2, -20.0, 0.0);
+        let basis = if nb == 0 { vec![0f32] } else { warp.basis.clone() };
+
+        let (mut a, mut bt, mut bb, mut bx, mut bl) =
+            (input(&logits), input(&theta), input(&basis), input(&x), input(&lw_latent));
+        let (mut logpx, mut logw) = (output(rows), output(rows));
+        let args = [
+            a.arg(),
+            bt.arg(),
+            bb.arg(),
+            bx.arg(),
+            bl.arg(),
+            logpx.arg(),
+            logw.arg(),
+            i32_(rows),
+            i32_(k),
+            i32_(d),
+            i32_(28),
+            i32_(28),
+            i32_(nb),
+        ];
+        run(
+            "decode_row_fwd",
+            LaunchConfig::new((rows as u32, 1, 1), (256, 1, 1), ((d + 2 * nb + 8) * 4) as u32),
+            &args,
+        );
+        let (c, logpx, logw) = (read(&a), read(&logpx), read(&logw));
+
+        let coef = values(rows, 3, -0.5, 0.0);
+        let (mut bc, mut bcoef, mut da, mut dtheta) =
+            (input(&c), input(&coef), output(rows * d), output(rows * 2 * nb));
+        let args = [
+            bc.arg(),
+            bt.arg(),
+            bb.arg(),
+            bx.arg(),
+            bcoef.arg(),
+            da.arg(),
+            dtheta.arg(),
+            i32_(rows),
+            i32_(k),
+            i32_(d),
+            i32_(28),
+            i32_(28),
+            i32_(nb),
+        ];
+        run(
+            "decode_row_bwd",
+            LaunchConfig::new((rows as u32, 1, 1), (256, 1, 1), ((4 * d + 2 * nb) * 4) as u32),
+            &args,
+        );
+        let (da, dtheta) = (read(&da), read(&dtheta));
+
+        let name = transform.name();
+        for r in 0..rows {
+            let th = if nb == 0 { &[][..] } else { &theta[r * 2 * nb..(r + 1) * 2 * nb] };
+            let xr = &x[(r / k) * d..(r / k + 1) * d];
+            let (lp, want_c, [p, gx, gy]) = cpu_row(&warp, &logits[r * d..(r + 1) * d], th, xr);
+            close(&format!("{name} c"), &c[r * d..(r + 1) * d], &want_c, 1e-6);
+            close(&format!("{name} log p(x|z,u)"), &logpx[r..r + 1], &[lp], 2e-6);
+            close(&format!("{name} log w"), &logw[r..r + 1], &[lp + lw_latent[r]], 2e-6);
+
+            let (mut dp, mut dgx, mut dgy) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+            let (mut want_da, mut want_dt) = (vec![0f32; d], vec![0f32; 2 * nb]);
+            let rb = RowBackward {
+                c: &want_c,
+                p: &p,
+                gx: &gx,
+                gy: &gy,
+                x: xr,
+                coef: coef[r],
+                dp: &mut dp,
+                dgx: &mut dgx,
+                dgy: &mut dgy,
+                da: &mut want_da,
+                dtheta: &mut want_dt,
+            };
+            decode_row_backward(&warp, rb);
+            close(&format!("{name} dlogits"), &da[r * d..(r + 1) * d], &want_da, 1e-5);
+            let scale = want_dt.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (q, (&g, &w)) in dtheta[r * 2 * nb..(r + 1) * 2 * nb].iter().zip(&want_dt).enumerate() {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + scale), "{name} dθ[{r}, {q}]: emulated kernel {g} vs cpu {w}");
+            }
+        }
+    }
+}
+
+/// z = μ + σ·ε, u likewise, and the latent terms of log w (src/network.rs
+/// sample_latents and log_weights) in f64 from the same inputs: 1e-5.
+#[test]
+fn reparam_latents_match_the_network() {
+    let (images, kk, z, u) = (3, 7, 6, 4);
+    let rows = images * kk;
+    let (mu_z, ls_z, eps) =
+        (values(images * z, 1, -1.0, 1.0), values(images * z, 2, -2.0, 0.5), values(rows * z, 3, -2.0, 2.0));
+    let (mu_u, ls_u, eta) =
+        (values(images * u, 4, -1.0, 1.0), values(images * u, 5, -2.0, 0.5), values(rows * u, 6, -2.0, 2.0));
+    let mut ins = [input(&mu_z), input(&ls_z), input(&eps), input(&mu_u), input(&ls_u), input(&eta)];
+    let (mut bz, mut bu, mut lw) = (output(rows * z), output(rows * u), output(rows));
+    let mut args: Vec<Arg> = ins.iter_mut().map(|b| b.arg()).collect();
+    args.extend([bz.arg(), bu.arg(), lw.arg(), i32_(rows), i32_(kk), i32_(z), i32_(u)]);
+    run("reparam_latents", cfg1(rows, 128), &args);
+    let (got_z, got_u, got_lw) = (read(&bz), read(&bu), read(&lw));
+    for r in 0..rows {
+        let i = r / kk;
+        let mut want_lw = 0f64;
+        for (mu, ls, noise, got, dim) in [(&mu_z, &ls_z, &eps, &got_z, z), (&mu_u, &ls_u, &eta, &got_u, u)] {
+            for d in 0..dim {
+                let (m, l, e) = (mu[i * dim + d] as f64, ls[i * dim + d] as f64, noise[r * dim + d] as f64);
+                let v = m + l.exp() * e;
+                close("latent", &got[r * dim + d..r * dim + d + 1], &[v as f32], 1e-6);
+                want_lw += 0.5 * (e * e - v * v) + l;
+            }
+        }
+        close("latent terms of log w", &got_lw[r..r + 1], &[want_lw as f32], 1e-5);
+    }
+}
+
+#[test]
+fn add_theta_id_adds_the_identity_to_every_row() {
+    let (rows, t) = (9, 18);
+    let (theta, id) = (values(rows * t, 1, -1.0, 1.0), values(t, 2, -1.0, 1.0));
+    let (mut bt, mut bi) = (input(&theta), input(&id));
+    run("add_theta_id", cfg1(rows * t, 256), &[bt.arg(), bi.arg(), i32_(rows), i32_(t)]);
+    let want: Vec<f32> = theta.iter().enumerate().map(|(q, &v)| v + id[q % t]).collect();
+    assert_eq!(read(&bt), want);
+}
+
+/// The evaluator's fused fc3 epilogue (logits, sigmoid, warp, sampling,
+/// Bernoulli sum per sample), each precision, against the CPU's fc3 and
+/// fused row on the same operands (rounded as the precision rounds them):
+/// logits differ by the order of Hd fp32 sums (~1e-6) and log p(x|·) sums
+/// 784 terms in another order, so 1e-5 relative (~5e-3 nats on ~−500).
+/// 39 rows leave partial 16- and 32-sample blocks.
+#[test]
+fn fused_evaluator_epilogue_matches_the_cpu() {
+    let (images, kk) = (3, 13);
+    let rows = images * kk;
+    let (d, hd) = (784, 40);
+    for transform in [Transform::None, Transform::Affine, Transform::Tps] {
+        let warp = Warp::<f32>::new(&config(transform));
+        let nb = warp.nb;
+        let theta = if nb == 0 { vec![0f32] } else { thetas(&warp, rows) };
+        let basis = if nb == 0 { vec![0f32] } else { warp.basis.clone() };
+        let (d2, w3, b3) = (values(rows * hd, 1, 0.0, 1.0), values(d * hd, 2, -0.5, 0.5), values(d, 3, -1.0, 1.0));
+        let (x, lw_latent) = (targets(images, d), values(rows, 4, -20.0, 0.0));
+        for kernel in ["nll_fc3_fused", "nll_fc3_tf32", "nll_fc3_bf16"] {
+            let round: fn(f32) -> f32 = match kernel {
+                "nll_fc3_tf32" => tf32,
+                "nll_fc3_bf16" => bf16,
+                _ => |v| v,
+            };
+            let (d2r, w3r): (Vec<f32>, Vec<f32>) =
+                (d2.iter().map(|&v| round(v)).collect(), w3.iter().map(|&v| round(v)).collect());
+            let logits = if kernel == "nll_fc3_fused" {
+                let mut y = vec![0f32; rows * d];
+                linear_forward(&d2, rows, &w3, &b3, d, hd, Activation::Identity, &mut y, Par::Seq);
+                y
+            } else {
+                reference_linear(&d2r, &w3r, &b3, rows, d, hd, false)
+            };
+
+            let mut ins = [input(&d2), input(&b3), input(&theta), input(&basis), input(&x), input(&lw_latent)];
+            let [bd2, bb3, bt, bb, bx, bl] = &mut ins;
+            let (mut logpx, mut logw) = (output(rows), output(rows));
+            let (wp, dp, hdp) = padded(&w3, d, hd);
+            let mut w3t = input(&transpose(&w3, d, hd));
+            let mut w_tf32 = input(&wp);
+            let mut w_bf16 = input(&wp.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect::<Vec<u16>>());
+            let mut args = vec![bd2.arg()];
+            let (smem, per_block) = match kernel {
+                "nll_fc3_fused" => {
+                    args.push(w3t.arg());
+                    (16 * (hd + d) * 4, 16)
+                }
+                "nll_fc3_tf32" => {
+                    args.push(w_tf32.arg());
+                    (32 * dp * 4 + 32 * hdp * 4, 32)
+                }
+                _ => {
+                    args.push(w_bf16.arg());
+                    (32 * dp * 4 + 32 * hdp * 2, 32)
+                }
+            };
+            args.extend([bb3.arg(), bt.arg(), bb.arg(), bx.arg(), bl.arg(), logpx.arg(), logw.arg()]);
+            args.extend([i32_(rows), i32_(kk), i32_(hd)]);
+            if kernel != "nll_fc3_fused" {
+                args.push(i32_(hdp));
+            }
+            args.push(i32_(d));
+            if kernel != "nll_fc3_fused" {
+                args.push(i32_(dp));
+            }
+            args.extend([i32_(28), i32_(28), i32_(nb)]);
+            let cfg =
+                LaunchConfig::new((blocks(rows, per_block), 1, 1), (256, 1, 1), smem as u32).opt_in_shared(smem as u32);
+            run(kernel, cfg, &args);
+            let (logpx, logw) = (read(&logpx), read(&logw));
+            for r in 0..rows {
+                let th = if nb == 0 { &[][..] } else { &theta[r * 2 * nb..(r + 1) * 2 * nb] };
+                let xr = &x[(r / kk) * d..(r / kk + 1) * d];
+                let (lp, _, _) = cpu_row(&warp, &logits[r * d..(r + 1) * d], th, xr);
+                let what = format!("{kernel} {} row {r}", transform.name());
+                close(&format!("{what} log p(x|z,u)"), &logpx[r..r + 1], &[lp], 1e-5);
+                close(&format!("{what} log w"), &logw[r..r + 1], &[lp + lw_latent[r]], 1e-5);
+            }
+        }
+    }
+}
