@@ -103,7 +103,10 @@ void fiber_main() {
   // uc_link returns to the scheduler.
 }
 
-bool run_block(unsigned nthreads) {
+// Odd-numbered blocks resume their fibers in reverse order: a read of
+// another thread's write without a barrier between them then sees the
+// poison (or a stale value) whichever of the two threads comes first.
+bool run_block(unsigned nthreads, bool reverse) {
   block.fibers.assign(nthreads, Fiber{});
   block.warps.assign((nthreads + 31) / 32, Warp{});
   for (unsigned w = 0; w < block.warps.size(); ++w) {
@@ -127,7 +130,8 @@ bool run_block(unsigned nthreads) {
   memset(dynamic_shared_memory, 0xff, sizeof dynamic_shared_memory);
   for (;;) {
     bool moved = false, all_done = true;
-    for (unsigned t = 0; t < nthreads; ++t) {
+    for (unsigned q = 0; q < nthreads; ++q) {
+      unsigned t = reverse ? nthreads - 1 - q : q;
       Fiber& f = block.fibers[t];
       if (f.state != State::Runnable) {
         all_done &= f.state == State::Done;
@@ -228,7 +232,8 @@ extern "C" int emu_launch(const char* name, const unsigned* grid, const unsigned
     for (unsigned y = 0; y < grid[1]; ++y)
       for (unsigned x = 0; x < grid[0]; ++x) {
         blockIdx = {x, y, z};
-        if (!run_block(nthreads)) return report(block.error);
+        bool odd = (x + grid[0] * (y + grid[1] * z)) % 2 == 1;
+        if (!run_block(nthreads, odd)) return report(block.error);
       }
   return 0;
 }
