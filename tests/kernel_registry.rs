@@ -107,3 +107,31 @@ fn every_launch_passes_as_many_arguments_as_its_kernel_takes() {
     }
     assert!(checked > 25, "only {checked} launches found");
 }
+
+/// Every `extern "C" __global__` kernel in kernels/*.cu is launched by a
+/// test on the CPU emulator (tests/emulated_*.rs), so a new kernel cannot
+/// land without one.
+#[test]
+fn every_kernel_has_an_emulated_test() {
+    let tests = read("tests/emulated_kernels.rs") + &read("tests/emulated_layers.rs");
+    let launched: BTreeSet<String> = literals(&tests).into_iter().collect();
+    let marker = "extern \"C\" __global__ void ";
+    let mut missing = Vec::new();
+    let mut kernels = 0;
+    for entry in std::fs::read_dir(Path::new(ROOT).join("kernels")).expect("kernels/") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_none_or(|x| x != "cu") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).expect("a kernel source");
+        for piece in source.split(marker).skip(1) {
+            let name = piece[..piece.find('(').expect("a parameter list")].trim().to_string();
+            kernels += 1;
+            if !launched.contains(&name) {
+                missing.push(name);
+            }
+        }
+    }
+    assert!(kernels >= 30, "parsed {kernels} kernels");
+    assert!(missing.is_empty(), "kernels without a test in tests/emulated_*.rs: {missing:?}");
+}
