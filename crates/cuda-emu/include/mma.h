@@ -6,6 +6,8 @@
 // products are summed in fp32 in k order (the hardware's order is
 // unspecified, so tests of these paths carry a TF32/BF16 tolerance anyway).
 #pragma once
+#include <type_traits>
+
 #include "cuda_bf16.h"
 
 namespace nvcuda {
@@ -79,7 +81,7 @@ inline float tensor_core_input(float v, bool tf32) {
 template <typename Use, int M, int N, int K, typename T, typename Layout, typename P>
 inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned ld) {
   using F = fragment<Use, M, N, K, T, Layout>;
-  constexpr bool col = __is_same(Layout, col_major);
+  constexpr bool col = std::is_same_v<Layout, col_major>;
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = col ? p[(size_t)c * ld + r] : p[(size_t)r * ld + c];
 }
@@ -99,7 +101,7 @@ inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, typename storage
 template <int M, int N, int K, typename TA, typename LA, typename LB>
 inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
                      const fragment<matrix_b, M, N, K, TA, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
-  constexpr bool tf32 = __is_same(TA, precision::tf32);
+  constexpr bool tf32 = std::is_same_v<TA, precision::tf32>;
   float out[M * N];
   for (int r = 0; r < M; ++r)
     for (int n = 0; n < N; ++n) {
