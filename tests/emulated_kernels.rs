@@ -6,7 +6,7 @@
 //! emulator evaluates expf/logf/sqrtf with the host's libm.
 mod emu;
 use emu::*;
-use iwtvae::model::{ModelConfig, Transform};
+use iwtvae::model::Transform;
 use iwtvae::ops::grid::Warp;
 use iwtvae::ops::grid_sample::{grid_sample_row, grid_sample_row_backward};
 use iwtvae::ops::logsumexp::{logsumexp, normalized_weights};
@@ -137,29 +137,6 @@ fn grid_sample_backward_matches_cpu() {
     close("dc", &read(&dc), &wdc, 1e-5);
     close("dxs", &read(&dxs), &wdx, 1e-6);
     close("dys", &read(&dys), &wdy, 1e-6);
-}
-
-pub fn small_config(transform: Transform) -> ModelConfig {
-    ModelConfig {
-        transform,
-        z_dim: 6,
-        u_dim: if transform == Transform::None { 0 } else { 4 },
-        hidden: 40,
-        tps_grid: 3,
-        height: 28,
-        width: 28,
-    }
-}
-
-/// θ rows near the identity, a few far from it (sampling past the border).
-pub fn thetas(warp: &Warp<f32>, rows: usize) -> Vec<f32> {
-    let id = warp.theta_identity();
-    (0..rows)
-        .flat_map(|r| {
-            let scale = if r % 3 == 2 { 1.5 } else { 0.1 };
-            id.iter().enumerate().map(move |(i, &v)| v + scale * ((r * 7 + i) as f32).sin()).collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// Sums of nb ≤ 9 products in the CPU's order: 1e-6.

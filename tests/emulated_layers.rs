@@ -5,7 +5,7 @@
 //! repeats the comparison, and whole training steps, on a real GPU.
 mod emu;
 use emu::*;
-use iwtvae::model::{ModelConfig, Transform};
+use iwtvae::model::Transform;
 use iwtvae::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
 use iwtvae::ops::grid::Warp;
 use iwtvae::ops::linear::{linear_backward_input, linear_backward_params, linear_forward, relu_backward, Activation};
@@ -59,6 +59,33 @@ fn linear_forward_matches_cpu() {
     }
 }
 
+/// C[m, n] = A[m, k]·B[k, n] (+ C when `accumulate`) through gemm_strided,
+/// A and B given by (row, column) strides, with train.rs's arguments.
+fn gemm_strided(
+    (a, (rsa, csa)): (&mut Buffer<f32>, (usize, usize)),
+    (b, (rsb, csb)): (&mut Buffer<f32>, (usize, usize)),
+    c: &mut Buffer<f32>,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+) {
+    let stride = |v: usize| Arg::I64(v as i64);
+    let args = [
+        a.arg(),
+        stride(rsa),
+        stride(csa),
+        b.arg(),
+        stride(rsb),
+        stride(csb),
+        c.arg(),
+        i32_(n),
+        i32_(m),
+        i32_(n),
+        i32_(k),
+        Arg::I32(accumulate as i32),
+    ];
+    run("gemm_strided", gemm_grid(m, n), &args);
+}
+
 /// dX = dY·W and dW = dYᵀ·X through gemm_strided's strided views, db by
 /// col_sum, the ReLU mask, each with the arguments src/cuda/train.rs passes.
 #[test]
@@ -71,22 +98,7 @@ fn linear_backward_matches_cpu() {
     let mut want_dx = dx0.clone();
     linear_backward_input(&dy, M, &w, N, K, &mut want_dx, true, Par::Seq);
     let mut dx = input(&dx0);
-    let (rsa, csa, rsb, csb) = (N as i64, 1i64, K as i64, 1i64);
-    let args = [
-        bdy.arg(),
-        Arg::I64(rsa),
-        Arg::I64(csa),
-        bw.arg(),
-        Arg::I64(rsb),
-        Arg::I64(csb),
-        dx.arg(),
-        i32_(K),
-        i32_(M),
-        i32_(K),
-        i32_(N),
-        Arg::I32(1),
-    ];
-    run("gemm_strided", gemm_grid(M, K), &args);
+    gemm_strided((&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut dx, (M, K, N), true);
     let scale: Vec<f32> = abs_products(&dy, &transpose(&w, N, K), M, K, N).iter().map(|s| s + 1.0).collect();
     close_gemm("dx", &read(&dx), &want_dx, &scale);
 
@@ -94,22 +106,7 @@ fn linear_backward_matches_cpu() {
     let (mut want_dw, mut want_db) = (vec![0f32; N * K], vec![0f32; N]);
     linear_backward_params(&x, &dy, M, N, K, &mut want_dw, &mut want_db, Par::Seq);
     let mut dw = output(N * K);
-    let (rsa, csa, rsb, csb) = (1i64, N as i64, K as i64, 1i64);
-    let args = [
-        bdy.arg(),
-        Arg::I64(rsa),
-        Arg::I64(csa),
-        bx.arg(),
-        Arg::I64(rsb),
-        Arg::I64(csb),
-        dw.arg(),
-        i32_(K),
-        i32_(N),
-        i32_(K),
-        i32_(M),
-        Arg::I32(0),
-    ];
-    run("gemm_strided", gemm_grid(N, K), &args);
+    gemm_strided((&mut bdy, (1, N)), (&mut bx, (K, 1)), &mut dw, (N, K, M), false);
     let scale = abs_products(&transpose(&dy, M, N), &transpose(&x, M, K), N, K, M);
     close_gemm("dW", &read(&dw), &want_dw, &scale);
     let mut db = output(N);
@@ -239,29 +236,6 @@ fn latent_backward_matches_the_network() {
     }
 }
 
-fn config(transform: Transform) -> ModelConfig {
-    ModelConfig {
-        transform,
-        z_dim: 6,
-        u_dim: if transform == Transform::None { 0 } else { 4 },
-        hidden: 40,
-        tps_grid: 3,
-        height: 28,
-        width: 28,
-    }
-}
-
-/// θ rows near the identity, every third far from it (sampling past the border).
-fn thetas(warp: &Warp<f32>, rows: usize) -> Vec<f32> {
-    let id = warp.theta_identity();
-    (0..rows)
-        .flat_map(|r| {
-            let scale = if r % 3 == 2 { 1.5 } else { 0.1 };
-            id.iter().enumerate().map(move |(i, &v)| v + scale * ((r * 7 + i) as f32).sin()).collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 /// Binary targets for `images` images.
 fn targets(images: usize, d: usize) -> Vec<f32> {
     values(images * d, 11, 0.0, 1.0).iter().map(|&u| if u < 0.3 { 1.0 } else { 0.0 }).collect()
@@ -288,7 +262,7 @@ fn decode_row_matches_the_fused_cpu_row() {
     let rows = images * k;
     let d = 784;
     for transform in [Transform::None, Transform::Affine, Transform::Tps] {
-        let warp = Warp::<f32>::new(&config(transform));
+        let warp = Warp::<f32>::new(&small_config(transform));
         let nb = warp.nb;
         let theta = if nb == 0 { vec![0f32] } else { thetas(&warp, rows) };
         let (logits, x) = (values(rows * d, 1, -6.0, 6.0), targets(images, d));
@@ -432,7 +406,7 @@ fn fused_evaluator_epilogue_matches_the_cpu() {
     let rows = images * kk;
     let (d, hd) = (784, 40);
     for transform in [Transform::None, Transform::Affine, Transform::Tps] {
-        let warp = Warp::<f32>::new(&config(transform));
+        let warp = Warp::<f32>::new(&small_config(transform));
         let nb = warp.nb;
         let theta = if nb == 0 { vec![0f32] } else { thetas(&warp, rows) };
         let basis = if nb == 0 { vec![0f32] } else { warp.basis.clone() };

@@ -3,6 +3,8 @@
 //! src/cuda, guarded buffers, and the comparison with the CPU spec.
 #![allow(dead_code)]
 pub use cuda_emu::{Arg, Buffer, LaunchConfig};
+use iwtvae::model::{ModelConfig, Transform};
+use iwtvae::ops::grid::Warp;
 
 /// Launch and run `kernel`; a failed launch (argument kinds, limits, a
 /// deadlock) fails the test with the emulator's message.
@@ -67,6 +69,30 @@ pub fn values(n: usize, seed: u32, lo: f32, hi: f32) -> Vec<f32> {
         .map(|i| {
             let w = iwtvae::rng::philox4x32_10([i as u32, seed, 0, 0], [0x1234_5678, 0x9abc_def0])[0];
             lo + (hi - lo) * iwtvae::rng::uniform_from_u32(w)
+        })
+        .collect()
+}
+
+/// A small model on 28×28 images (u = 4 with a transform, 0 without).
+pub fn small_config(transform: Transform) -> ModelConfig {
+    ModelConfig {
+        transform,
+        z_dim: 6,
+        u_dim: if transform == Transform::None { 0 } else { 4 },
+        hidden: 40,
+        tps_grid: 3,
+        height: 28,
+        width: 28,
+    }
+}
+
+/// θ rows near the identity, a few far from it (sampling past the border).
+pub fn thetas(warp: &Warp<f32>, rows: usize) -> Vec<f32> {
+    let id = warp.theta_identity();
+    (0..rows)
+        .flat_map(|r| {
+            let scale = if r % 3 == 2 { 1.5 } else { 0.1 };
+            id.iter().enumerate().map(move |(i, &v)| v + scale * ((r * 7 + i) as f32).sin()).collect::<Vec<_>>()
         })
         .collect()
 }
