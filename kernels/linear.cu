@@ -121,13 +121,8 @@ template <bool BF16>
 __device__ __forceinline__ void linear_tc(const float* X, const void* Wp, const float* b, float* Y, int M, int N,
                                           int K, int Np, int Kp, int relu) {
   IWTVAE_DYNAMIC_SHARED(unsigned char, smem_raw, 128);
-  float* cs = reinterpret_cast<float*>(smem_raw);                          // [LT_ROWS][Np]
-  unsigned char* a_raw = smem_raw + (size_t)LT_ROWS * Np * sizeof(float);  // [LT_ROWS][Kp]
   int r0 = blockIdx.x * LT_ROWS;
-  stage_rows<BF16>(X, r0, M, K, Kp, LT_ROWS, a_raw);
-  __syncthreads();
-  rows_times_wt<BF16, LT_ROW_TILES, LT_WARPS>(a_raw, Wp, cs, Np, Kp);
-  __syncthreads();
+  float* cs = stage_and_multiply<BF16, LT_ROW_TILES, LT_WARPS>(smem_raw, X, r0, M, K, Kp, Wp, Np);  // [LT_ROWS][Np]
   for (int t = threadIdx.x; t < LT_ROWS * N; t += blockDim.x) {
     int s = t / N, c = t % N;
     if (r0 + s >= M) break;  // rows are in order: every later t is past M too

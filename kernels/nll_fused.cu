@@ -99,13 +99,8 @@ __device__ __forceinline__ void nll_fc3_tc(const float* d2, const void* W3p, con
                                            float* logw, int R, int kk, int Hd, int Hdp, int D, int Dp, int h, int w,
                                            int nb) {
   IWTVAE_DYNAMIC_SHARED(unsigned char, smem_raw, 128);
-  float* cs = reinterpret_cast<float*>(smem_raw);                          // [TC_ROWS][Dp]
-  unsigned char* a_raw = smem_raw + (size_t)TC_ROWS * Dp * sizeof(float);  // [TC_ROWS][Hdp]
   int r0 = blockIdx.x * TC_ROWS;
-  stage_rows<BF16>(d2, r0, R, Hd, Hdp, TC_ROWS, a_raw);
-  __syncthreads();
-  rows_times_wt<BF16, TC_ROW_TILES, TC_WARPS>(a_raw, W3p, cs, Dp, Hdp);
-  __syncthreads();
+  float* cs = stage_and_multiply<BF16, TC_ROW_TILES, TC_WARPS>(smem_raw, d2, r0, R, Hd, Hdp, W3p, Dp);  // [TC_ROWS][Dp]
   for (int t = threadIdx.x; t < TC_ROWS * D; t += blockDim.x) {
     int s = t / D, j = t % D;
     cs[s * Dp + j] = sigmoidf_stable(cs[s * Dp + j] + b3[j]);

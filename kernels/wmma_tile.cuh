@@ -81,4 +81,21 @@ __device__ __forceinline__ void rows_times_wt(const unsigned char* a_raw, const 
   }
 }
 
+// The tensor-core front of a kernel: stage rows r0 .. r0 + ROW_TILES·16 of
+// X [rows, K] (stage_rows) behind the product in the block's shared memory
+// and multiply by Wpᵀ (rows_times_wt). Returns cs [ROW_TILES·16, Np] (fp32,
+// ld Np) at the start of smem_raw, which needs ROW_TILES·16·(Np·4 + Kp·(4 or
+// 2)) bytes; ends with a barrier, so cs is ready for every thread.
+template <bool BF16, int ROW_TILES, int WARPS>
+__device__ __forceinline__ float* stage_and_multiply(unsigned char* smem_raw, const float* X, int r0, int rows, int K,
+                                                     int Kp, const void* Wp, int Np) {
+  float* cs = reinterpret_cast<float*>(smem_raw);
+  unsigned char* a_raw = smem_raw + (size_t)ROW_TILES * 16 * Np * sizeof(float);
+  stage_rows<BF16>(X, r0, rows, K, Kp, ROW_TILES * 16, a_raw);
+  __syncthreads();
+  rows_times_wt<BF16, ROW_TILES, WARPS>(a_raw, Wp, cs, Np, Kp);
+  __syncthreads();
+  return cs;
+}
+
 }  // namespace iwtvae
