@@ -2,6 +2,10 @@
 //! one (CI never has one) or without kernels in the build they print SKIPPED
 //! and pass. The tolerances say why they are what they are.
 
+// Test fixtures shared with the emulated kernel tests (small_config).
+#[allow(unused)]
+mod emu;
+
 /// Written straight to the process's stderr: the test harness captures
 /// `eprintln!`, and a skip must be seen.
 fn skip(why: &str) {
@@ -405,7 +409,7 @@ mod gpu {
     #[test]
     fn tensor_core_evaluators_are_close_to_fp32() {
         use iwtvae::eval::Precision;
-        use iwtvae::model::{ModelConfig, Transform};
+        use iwtvae::model::Transform;
         let Some(g) = gpu() else { return };
         let Some(data) = mnist(iwtvae::data::Split::Test, 24) else {
             super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
@@ -413,16 +417,7 @@ mod gpu {
         };
         for transform in [Transform::None, Transform::Tps] {
             // hidden 40 and 28×28 are not multiples of 16: the padding is exercised.
-            let cfg = ModelConfig {
-                transform,
-                z_dim: 6,
-                u_dim: if transform == Transform::None { 0 } else { 4 },
-                hidden: 40,
-                tps_grid: 3,
-                height: 28,
-                width: 28,
-            };
-            let layout = iwtvae::model::Layout::new(cfg);
+            let layout = iwtvae::model::Layout::new(super::emu::small_config(transform));
             let params = iwtvae::model::init_params::<f32>(&layout, 5);
             let net = iwtvae::network::Network::<f32>::new(layout);
             let mut opts = iwtvae::eval::EvalOptions {
