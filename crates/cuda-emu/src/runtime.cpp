@@ -106,7 +106,7 @@ void fiber_main() {
 // Odd-numbered blocks resume their fibers in reverse order: a read of
 // another thread's write without a barrier between them then sees the
 // poison (or a stale value) whichever of the two threads comes first.
-bool run_block(unsigned nthreads, bool reverse) {
+bool run_block(unsigned nthreads, bool reverse, unsigned shared_bytes) {
   block.fibers.assign(nthreads, Fiber{});
   block.warps.assign((nthreads + 31) / 32, Warp{});
   for (unsigned w = 0; w < block.warps.size(); ++w) {
@@ -126,8 +126,9 @@ bool run_block(unsigned nthreads, bool reverse) {
     f.ctx.uc_link = &block.scheduler;
     makecontext(&f.ctx, fiber_main, 0);
   }
-  // Uninitialised shared memory reads as NaN, so a missing barrier shows.
-  memset(dynamic_shared_memory, 0xff, sizeof dynamic_shared_memory);
+  // Uninitialised shared memory reads as NaN, so a missing barrier shows
+  // (past the launch's bytes it stays poisoned from the launch's start).
+  memset(dynamic_shared_memory, 0xff, shared_bytes);
   for (;;) {
     bool moved = false, all_done = true;
     for (unsigned q = 0; q < nthreads; ++q) {
@@ -226,6 +227,7 @@ extern "C" int emu_launch(const char* name, const unsigned* grid, const unsigned
   block = Block{};
   block.entry = entry;
   block.args = args;
+  memset(dynamic_shared_memory, 0xff, sizeof dynamic_shared_memory);
   blockDim = {block_dim[0], block_dim[1], block_dim[2]};
   gridDim = {grid[0], grid[1], grid[2]};
   for (unsigned z = 0; z < grid[2]; ++z)
@@ -233,7 +235,7 @@ extern "C" int emu_launch(const char* name, const unsigned* grid, const unsigned
       for (unsigned x = 0; x < grid[0]; ++x) {
         blockIdx = {x, y, z};
         bool odd = (x + grid[0] * (y + grid[1] * z)) % 2 == 1;
-        if (!run_block(nthreads, odd)) return report(block.error);
+        if (!run_block(nthreads, odd, shared_bytes)) return report(block.error);
       }
   return 0;
 }
