@@ -57,7 +57,8 @@ mod gpu {
         let layout = Layout::new(cfg.model_config(28, 28).expect("config"));
         let params = init_params::<f32>(&layout, 1);
         let opt = Optimizer::new(OptimizerKind::Adadelta, layout.total);
-        let mut engine = GpuEngine::new(0, &layout, &cfg, &data, &params, &opt).expect("GPU engine");
+        let mut engine = GpuEngine::new(iwtvae::cuda::Gpu::new(0).expect("GPU"), &layout, &cfg, &data, &params, &opt)
+            .expect("GPU engine");
         let items: Vec<u32> = (0..100).collect();
         engine.set_batch(&items).expect("batch");
         let plan = EpochPlan {

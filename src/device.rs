@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 pub enum Device {
     Cpu,
     Cuda(usize),
+    /// The CUDA backend with its kernels run by the CPU emulator
+    /// (crates/cuda-emu): slow, for checking the GPU path without a GPU.
+    Emulated,
 }
 
 impl Device {
@@ -17,6 +20,7 @@ impl Device {
         match self {
             Device::Cpu => "cpu".into(),
             Device::Cuda(i) => format!("cuda:{i}"),
+            Device::Emulated => "emulated".into(),
         }
     }
 }
@@ -39,7 +43,7 @@ pub struct Selection {
     pub note: Option<String>,
 }
 
-/// Resolve `--device` (`cpu`, `auto`, or `cuda[:i]`).
+/// Resolve `--device` (`cpu`, `auto`, `cuda[:i]`, or `emulated`).
 pub fn select(spec: &str) -> Result<Selection> {
     let cuda_index = |s: &str| -> Result<usize> {
         match s.strip_prefix("cuda") {
@@ -48,11 +52,16 @@ pub fn select(spec: &str) -> Result<Selection> {
                 .strip_prefix(':')
                 .and_then(|i| i.parse().ok())
                 .ok_or_else(|| Error::Device(format!("--device {s:?}: expected cuda or cuda:<index>"))),
-            None => Err(Error::Device(format!("--device {s:?}: expected auto, cpu or cuda[:i]"))),
+            None => Err(Error::Device(format!("--device {s:?}: expected auto, cpu, cuda[:i] or emulated"))),
         }
     };
     match spec {
         "cpu" => Ok(Selection { device: Device::Cpu, note: None }),
+        "emulated" => {
+            crate::cuda::Gpu::emulated()?;
+            let note = "running the CUDA kernels in the CPU emulator (slow: for checking the GPU path without a GPU)";
+            Ok(Selection { device: Device::Emulated, note: Some(note.into()) })
+        }
         "auto" => {
             let gpus = if CUDA_KERNELS { cuda_device_count() } else { 0 };
             if gpus > 0 {

@@ -274,9 +274,6 @@ pub fn evaluate_on(
             opts.precision.name()
         ))),
         Device::Cpu => evaluate(net, params, data, opts),
-        #[cfg(iwtvae_cuda)]
-        Device::Cuda(i) => crate::cuda::Gpu::new(i)?.evaluate(net, params, data, opts),
-        #[cfg(not(iwtvae_cuda))]
-        Device::Cuda(_) => Err(Error::Device("this build has no CUDA kernels".into())),
+        Device::Cuda(_) | Device::Emulated => crate::cuda::Gpu::open(device)?.evaluate(net, params, data, opts),
     }
 }

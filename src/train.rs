@@ -510,10 +510,10 @@ pub fn train_on(
 
     let mut engine: Box<dyn Engine + '_> = match device {
         Device::Cpu => Box::new(CpuEngine::new(&layout, cfg, data, obj, binarize)),
-        #[cfg(iwtvae_cuda)]
-        Device::Cuda(i) => Box::new(crate::cuda::train::GpuEngine::new(i, &layout, cfg, data, &params, &opt)?),
-        #[cfg(not(iwtvae_cuda))]
-        Device::Cuda(_) => return Err(Error::Device("this build has no CUDA kernels".into())),
+        Device::Cuda(_) | Device::Emulated => {
+            let gpu = crate::cuda::Gpu::open(device)?;
+            Box::new(crate::cuda::train::GpuEngine::new(gpu, &layout, cfg, data, &params, &opt)?)
+        }
     };
     let n = data.len();
     let steps = n.div_ceil(cfg.batch_size);

@@ -20,7 +20,7 @@ fn philox_uniforms_are_bit_identical() {
     let items = [0u32, 7, 123_456];
     let (k, s0, dims) = (3, 11, 37);
     let rows = items.len() * k;
-    let (mut out, mut it) = (output(rows * dims), input(&items));
+    let (out, it) = (output(rows * dims), input(&items));
     let (k0, k1, hi) = key.words();
     let args =
         [out.arg(), it.arg(), i32_(rows), i32_(k), i32_(s0), i32_(dims), Arg::U32(k0), Arg::U32(k1), Arg::U32(hi)];
@@ -42,7 +42,7 @@ fn philox_normals_agree() {
     let key = NoiseKey::new(5, Stream::TrainEps, 9);
     let items = [2u32, 3];
     let (k, dims) = (4, 42);
-    let (mut out, mut it) = (output(2 * k * dims), input(&items));
+    let (out, it) = (output(2 * k * dims), input(&items));
     let (k0, k1, hi) = key.words();
     let args = [out.arg(), it.arg(), i32_(8), i32_(k), i32_(0), i32_(dims), Arg::U32(k0), Arg::U32(k1), Arg::U32(hi)];
     run("philox_normals", cfg1(8 * dims.div_ceil(4), 256), &args);
@@ -67,7 +67,7 @@ fn philox_targets_match_the_dataset() {
     let items = [5u32, 0, 63, 17];
     let key = NoiseKey::new(77, Stream::TrainBinarize, 2);
     for binarize in [iwtvae::data::Binarize::None, iwtvae::data::Binarize::Dynamic] {
-        let (mut img, mut it, mut x) = (input(&bytes), input(&items), output(items.len() * d));
+        let (img, it, x) = (input(&bytes), input(&items), output(items.len() * d));
         let (k0, k1, hi) = key.words();
         let bin = Arg::I32((binarize == iwtvae::data::Binarize::Dynamic) as i32);
         let args =
@@ -105,7 +105,7 @@ fn grid_sample_forward_matches_cpu() {
     let (rows, h, w) = (3, 5, 6);
     let d = h * w;
     let (c, xs, ys) = sample_inputs(rows, h, w);
-    let (mut dc, mut dx, mut dy, mut out) = (input(&c), input(&xs), input(&ys), output(c.len()));
+    let (dc, dx, dy, out) = (input(&c), input(&xs), input(&ys), output(c.len()));
     let args = [dc.arg(), dx.arg(), dy.arg(), out.arg(), i32_(rows), i32_(h), i32_(w)];
     run("grid_sample_fwd", pixels_by_rows(d, rows, 0), &args);
     let mut want = vec![0f32; c.len()];
@@ -124,8 +124,8 @@ fn grid_sample_backward_matches_cpu() {
     let d = h * w;
     let (c, xs, ys) = sample_inputs(rows, h, w);
     let dout = values(c.len(), 2, -1.0, 1.0);
-    let (mut bc, mut bx, mut by, mut bg) = (input(&c), input(&xs), input(&ys), input(&dout));
-    let (mut dc, mut dxs, mut dys) = (zeros(c.len()), output(c.len()), output(c.len()));
+    let (bc, bx, by, bg) = (input(&c), input(&xs), input(&ys), input(&dout));
+    let (dc, dxs, dys) = (zeros(c.len()), output(c.len()), output(c.len()));
     let args = [bc.arg(), bx.arg(), by.arg(), bg.arg(), dc.arg(), dxs.arg(), dys.arg(), i32_(rows), i32_(h), i32_(w)];
     run("grid_sample_bwd", pixels_by_rows(d, rows, 0), &args);
     let (mut wdc, mut wdx, mut wdy) = (vec![0f32; c.len()], vec![0f32; c.len()], vec![0f32; c.len()]);
@@ -146,7 +146,7 @@ fn grid_generation_matches_cpu() {
         let warp = Warp::<f32>::new(&small_config(transform));
         let (rows, d, nb) = (5, 784, warp.nb);
         let theta = thetas(&warp, rows);
-        let (mut b, mut t, mut xs, mut ys) = (input(&warp.basis), input(&theta), output(rows * d), output(rows * d));
+        let (b, t, xs, ys) = (input(&warp.basis), input(&theta), output(rows * d), output(rows * d));
         let args = [b.arg(), t.arg(), xs.arg(), ys.arg(), i32_(rows), i32_(d), i32_(nb)];
         run("grid_fwd", pixels_by_rows(d, rows, 2 * nb * 4), &args);
         let (xs, ys) = (read(&xs), read(&ys));
@@ -167,7 +167,7 @@ fn iwae_weights_match_cpu() {
         let images = 3;
         let mut logw: Vec<f32> = (0..images * k).map(|i| -90.0 + 15.0 * ((i as f32) * 0.31).sin()).collect();
         logw[2 * k..].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
-        let (mut lw, mut lse, mut coef) = (input(&logw), output(images), output(images * k));
+        let (lw, lse, coef) = (input(&logw), output(images), output(images * k));
         let args = [lw.arg(), lse.arg(), coef.arg(), i32_(images), i32_(k), Arg::F32(0.5)];
         run("iwae_weights", LaunchConfig::new((blocks(images, 8), 1, 1), (256, 1, 1), 0), &args);
         let (lse, coef) = (read(&lse), read(&coef));
@@ -193,10 +193,10 @@ fn lse_fold_streams_to_the_full_logsumexp() {
     let (images, kk, chunks) = (9, 70, 4);
     let all: Vec<Vec<f32>> = (0..chunks).map(|c| values(images * kk, 10 + c as u32, -130.0, -80.0)).collect();
     let logpx = values(images * kk, 99, -120.0, -60.0);
-    let (mut m, mut s, mut mean) = (input(&vec![f32::NEG_INFINITY; images]), zeros(images), zeros(images));
-    let (mut first, mut lpx) = (output(images), input(&logpx));
+    let (m, s, mean) = (input(&vec![f32::NEG_INFINITY; images]), zeros(images), zeros(images));
+    let (first, lpx) = (output(images), input(&logpx));
     for (c, chunk) in all.iter().enumerate() {
-        let mut lw = input(chunk);
+        let lw = input(chunk);
         let args = [
             lw.arg(),
             m.arg(),
@@ -235,7 +235,7 @@ fn objective_terms_match_the_objectives() {
         let (mu_z, ls_z) = (values(images * z, 3, -1.0, 1.0), values(images * z, 4, -2.0, 0.5));
         let (mu_u, ls_u) = (values(images * u, 5, -1.0, 1.0), values(images * u, 6, -2.0, 0.5));
         let mut ins = [input(&logw), input(&logpx), input(&mu_z), input(&ls_z), input(&mu_u), input(&ls_u)];
-        let (mut loss, mut cpx, mut cw) = (output(images), output(n), output(n));
+        let (loss, cpx, cw) = (output(images), output(n), output(n));
         let mut args: Vec<Arg> = ins.iter_mut().map(|b| b.arg()).collect();
         args.extend([loss.arg(), cpx.arg(), cw.arg(), i32_(images), i32_(k), i32_(z), i32_(u), Arg::I32(mode)]);
         run("objective_terms", cfg1(32 * images, 256), &args);
@@ -273,7 +273,7 @@ fn objective_terms_match_the_objectives() {
 fn mean_into_is_the_mean() {
     for n in [1usize, 31, 100] {
         let v = values(n, 7, 80.0, 120.0);
-        let (mut bv, mut out) = (input(&v), output(1));
+        let (bv, out) = (input(&v), output(1));
         run("mean_into", cfg1(32, 32), &[bv.arg(), out.arg(), i32_(n)]);
         let want = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
         close("mean", &read(&out), &[want as f32], 1e-6);
@@ -299,7 +299,7 @@ fn adadelta_matches_cpu() {
     opt.s2.copy_from_slice(&s2);
     let mut want = p0.clone();
     opt.step(&mut want, &g, 0.7);
-    let (mut p, mut bg, mut bs1, mut bs2) = (input(&p0), input(&g), input(&s1), input(&s2));
+    let (p, bg, bs1, bs2) = (input(&p0), input(&g), input(&s1), input(&s2));
     let args = [p.arg(), bg.arg(), bs1.arg(), bs2.arg(), Arg::I64(n as i64), Arg::F32(0.7)];
     run("adadelta_step", optimizer_grid(n), &args);
     close("params", &read(&p), &want, 1e-6);
@@ -317,8 +317,8 @@ fn adam_matches_cpu() {
     let (p0, g, _, _) = optimizer_inputs(n);
     let mut opt = Optimizer::new(OptimizerKind::Adam, n);
     let mut want = p0.clone();
-    let (mut p, mut bg, mut m, mut v) = (input(&p0), input(&g), zeros(n), zeros(n));
-    let mut t = Buffer::from_slice(&[0i64]);
+    let (p, bg, m, v) = (input(&p0), input(&g), zeros(n), zeros(n));
+    let t = Buffer::from_slice(&[0i64]);
     for _ in 0..3 {
         opt.step(&mut want, &g, 1e-3);
         run("count_step", cfg1(1, 1), &[t.arg()]);
@@ -345,7 +345,7 @@ fn flag_nonfinite_flags_nan_and_infinity() {
         if let Some(v) = bad_value {
             g[2999] = v;
         }
-        let (mut bg, mut flag) = (input(&g), Buffer::from_slice(&[0i32]));
+        let (bg, flag) = (input(&g), Buffer::from_slice(&[0i32]));
         run("flag_nonfinite", optimizer_grid(3000), &[bg.arg(), Arg::I64(3000), flag.arg()]);
         assert_eq!(read(&flag), [bad_value.is_some() as i32], "{bad_value:?}");
     }
@@ -357,14 +357,14 @@ fn flag_nonfinite_flags_nan_and_infinity() {
 /// into is refused with the kernel's name.
 #[test]
 fn the_emulator_refuses_mistyped_and_oversized_launches() {
-    let (mut p, mut g, mut s1, mut s2) = (zeros(10), zeros(10), zeros(10), zeros(10));
+    let (p, g, s1, s2) = (zeros(10), zeros(10), zeros(10), zeros(10));
     let args = [p.arg(), g.arg(), s1.arg(), s2.arg(), Arg::I32(10), Arg::F32(0.1)];
     // SAFETY: the launch is refused before anything runs.
     let err = unsafe { cuda_emu::launch("adadelta_step", cfg1(10, 256), &args) }.unwrap_err();
     assert!(err.contains("adadelta_step") && err.contains("argument kinds"), "{err}");
 
     let warp = Warp::<f32>::new(&small_config(Transform::Tps));
-    let (mut b, mut t, mut xs, mut ys) = (input(&warp.basis), input(&thetas(&warp, 1)), output(784), output(784));
+    let (b, t, xs, ys) = (input(&warp.basis), input(&thetas(&warp, 1)), output(784), output(784));
     let args = [b.arg(), t.arg(), xs.arg(), ys.arg(), i32_(1), i32_(784), i32_(warp.nb)];
     // SAFETY: as above.
     let err = unsafe { cuda_emu::launch("grid_fwd", pixels_by_rows(784, 1, 64 * 1024), &args) }.unwrap_err();

@@ -52,7 +52,7 @@ fn linear_forward_matches_cpu() {
         let mut want = vec![0f32; M * N];
         let act = if relu { Activation::Relu } else { Activation::Identity };
         linear_forward(&x, M, &w, &b, N, K, act, &mut want, Par::Seq);
-        let (mut bx, mut bw, mut bb, mut y) = (input(&x), input(&w), input(&b), output(M * N));
+        let (bx, bw, bb, y) = (input(&x), input(&w), input(&b), output(M * N));
         let args = [bx.arg(), bw.arg(), bb.arg(), y.arg(), i32_(M), i32_(N), i32_(K), Arg::I32(relu as i32)];
         run("linear_fwd", gemm_grid(M, N), &args);
         close_gemm("linear_fwd", &read(&y), &want, &abs_products(&x, &w, M, N, K));
@@ -109,14 +109,14 @@ fn linear_backward_matches_cpu() {
     gemm_strided((&mut bdy, (1, N)), (&mut bx, (K, 1)), &mut dw, (N, K, M), false);
     let scale = abs_products(&transpose(&dy, M, N), &transpose(&x, M, K), N, K, M);
     close_gemm("dW", &read(&dw), &want_dw, &scale);
-    let mut db = output(N);
+    let db = output(N);
     run("col_sum", cfg1(N, 128), &[bdy.arg(), db.arg(), i32_(M), i32_(N), Arg::I32(0)]);
     close("db", &read(&db), &want_db, 1e-5);
 
     let y: Vec<f32> = values(M * N, 6, -1.0, 1.0).iter().map(|v| v.max(0.0)).collect();
     let mut want = dy.clone();
     relu_backward(&y, &mut want);
-    let (mut by, mut g) = (input(&y), input(&dy));
+    let (by, g) = (input(&y), input(&dy));
     run("relu_mask", cfg1(M * N, 256), &[by.arg(), g.arg(), i32_(M * N)]);
     assert_eq!(read(&g), want);
 }
@@ -167,9 +167,9 @@ fn tensor_core_linear_layers_round_only_their_operands() {
         let a_bytes = if name.ends_with("bf16") { 2 } else { 4 };
         let smem = 64 * np * 4 + 64 * kp * a_bytes;
         let cfg = LaunchConfig::new((blocks(m, 64), 1, 1), (256, 1, 1), smem as u32).opt_in_shared(smem as u32);
-        let (mut bx, mut bb, mut y) = (input(&x), input(&b), output(m * n));
-        let mut w_tf32 = input(&wp);
-        let mut w_bf16 = input(&wp.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect::<Vec<u16>>());
+        let (bx, bb, y) = (input(&x), input(&b), output(m * n));
+        let w_tf32 = input(&wp);
+        let w_bf16 = input(&wp.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect::<Vec<u16>>());
         let warg = if a_bytes == 2 { w_bf16.arg() } else { w_tf32.arg() };
         let args = [bx.arg(), warg, bb.arg(), y.arg(), i32_(m), i32_(n), i32_(k), i32_(np), i32_(kp), Arg::I32(1)];
         run(name, cfg, &args);
@@ -183,8 +183,8 @@ fn encoder_heads_clamp_and_squash() {
     let (nz, nu) = (60, 40);
     let ls_z_raw = values(nz, 1, -9.0, 9.0);
     let (mu_u_pre, ls_u_raw) = (values(nu, 2, -3.0, 3.0), values(nu, 3, -9.0, 9.0));
-    let (mut a, mut b, mut c) = (input(&ls_z_raw), input(&mu_u_pre), input(&ls_u_raw));
-    let (mut ls_z, mut mu_u, mut ls_u) = (output(nz), output(nu), output(nu));
+    let (a, b, c) = (input(&ls_z_raw), input(&mu_u_pre), input(&ls_u_raw));
+    let (ls_z, mu_u, ls_u) = (output(nz), output(nu), output(nu));
     let args = [a.arg(), ls_z.arg(), i32_(nz), b.arg(), mu_u.arg(), c.arg(), ls_u.arg(), i32_(nu)];
     run("encoder_heads", cfg1(nz.max(nu), 256), &args);
     let clamp = |v: &[f32]| v.iter().map(|x| x.clamp(-6.0, 6.0)).collect::<Vec<f32>>();
@@ -205,7 +205,7 @@ fn latent_backward_matches_the_network() {
     let coef_w = values(b * k, 7, -0.3, 0.0);
     for (kl_scale, tanh_mu) in [(0.0f32, false), (0.25, true)] {
         let mut ins = [input(&mu), input(&ls), input(&raw), input(&lat), input(&noise), input(&dlat), input(&coef_w)];
-        let (mut dmu, mut dls) = (output(b * dim), output(b * dim));
+        let (dmu, dls) = (output(b * dim), output(b * dim));
         let mut args: Vec<Arg> = ins.iter_mut().map(|x| x.arg()).collect();
         args.extend([dmu.arg(), dls.arg(), i32_(b), i32_(k), i32_(dim), Arg::F32(kl_scale), Arg::I32(tanh_mu as i32)]);
         run("latent_bwd", cfg1(b * dim, 128), &args);
@@ -269,9 +269,8 @@ fn decode_row_matches_the_fused_cpu_row() {
         let lw_latent = values(rows, 2, -20.0, 0.0);
         let basis = if nb == 0 { vec![0f32] } else { warp.basis.clone() };
 
-        let (mut a, mut bt, mut bb, mut bx, mut bl) =
-            (input(&logits), input(&theta), input(&basis), input(&x), input(&lw_latent));
-        let (mut logpx, mut logw) = (output(rows), output(rows));
+        let (a, bt, bb, bx, bl) = (input(&logits), input(&theta), input(&basis), input(&x), input(&lw_latent));
+        let (logpx, logw) = (output(rows), output(rows));
         let args = [
             a.arg(),
             bt.arg(),
@@ -295,8 +294,7 @@ fn decode_row_matches_the_fused_cpu_row() {
         let (c, logpx, logw) = (read(&a), read(&logpx), read(&logw));
 
         let coef = values(rows, 3, -0.5, 0.0);
-        let (mut bc, mut bcoef, mut da, mut dtheta) =
-            (input(&c), input(&coef), output(rows * d), output(rows * 2 * nb));
+        let (bc, bcoef, da, dtheta) = (input(&c), input(&coef), output(rows * d), output(rows * 2 * nb));
         let args = [
             bc.arg(),
             bt.arg(),
@@ -364,7 +362,7 @@ fn reparam_latents_match_the_network() {
     let (mu_u, ls_u, eta) =
         (values(images * u, 4, -1.0, 1.0), values(images * u, 5, -2.0, 0.5), values(rows * u, 6, -2.0, 2.0));
     let mut ins = [input(&mu_z), input(&ls_z), input(&eps), input(&mu_u), input(&ls_u), input(&eta)];
-    let (mut bz, mut bu, mut lw) = (output(rows * z), output(rows * u), output(rows));
+    let (bz, bu, lw) = (output(rows * z), output(rows * u), output(rows));
     let mut args: Vec<Arg> = ins.iter_mut().map(|b| b.arg()).collect();
     args.extend([bz.arg(), bu.arg(), lw.arg(), i32_(rows), i32_(kk), i32_(z), i32_(u)]);
     run("reparam_latents", cfg1(rows, 128), &args);
@@ -388,7 +386,7 @@ fn reparam_latents_match_the_network() {
 fn add_theta_id_adds_the_identity_to_every_row() {
     let (rows, t) = (9, 18);
     let (theta, id) = (values(rows * t, 1, -1.0, 1.0), values(t, 2, -1.0, 1.0));
-    let (mut bt, mut bi) = (input(&theta), input(&id));
+    let (bt, bi) = (input(&theta), input(&id));
     run("add_theta_id", cfg1(rows * t, 256), &[bt.arg(), bi.arg(), i32_(rows), i32_(t)]);
     let want: Vec<f32> = theta.iter().enumerate().map(|(q, &v)| v + id[q % t]).collect();
     assert_eq!(read(&bt), want);
@@ -430,11 +428,11 @@ fn fused_evaluator_epilogue_matches_the_cpu() {
 
             let mut ins = [input(&d2), input(&b3), input(&theta), input(&basis), input(&x), input(&lw_latent)];
             let [bd2, bb3, bt, bb, bx, bl] = &mut ins;
-            let (mut logpx, mut logw) = (output(rows), output(rows));
+            let (logpx, logw) = (output(rows), output(rows));
             let (wp, dp, hdp) = padded(&w3, d, hd);
-            let mut w3t = input(&transpose(&w3, d, hd));
-            let mut w_tf32 = input(&wp);
-            let mut w_bf16 = input(&wp.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect::<Vec<u16>>());
+            let w3t = input(&transpose(&w3, d, hd));
+            let w_tf32 = input(&wp);
+            let w_bf16 = input(&wp.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect::<Vec<u16>>());
             let mut args = vec![bd2.arg()];
             let (smem, per_block) = match kernel {
                 "nll_fc3_fused" => {

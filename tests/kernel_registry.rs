@@ -38,10 +38,10 @@ fn every_launched_kernel_is_registered_and_defined() {
         }
     }
     assert!(registered.len() > 20, "registry parsed: {registered:?}");
-    // Names passed to Gpu::f, directly or through a `let name = ...` choice.
+    // Names passed to `launcher`, directly or through a `let name = ...` choice.
     for file in ["src/cuda/mod.rs", "src/cuda/eval.rs", "src/cuda/forward.rs", "src/cuda/train.rs"] {
         let text = read(file);
-        for (i, piece) in text.split("f(\"").chain(text.split("f_opt_in(\"").skip(1)).enumerate().skip(1) {
+        for (i, piece) in text.split("launcher(\"").chain(text.split("f_opt_in(\"").skip(1)).enumerate().skip(1) {
             let name = &piece[..piece.find('"').unwrap()];
             assert!(registered.contains(name), "{file}: launch #{i} names unregistered kernel {name}");
         }
@@ -68,32 +68,29 @@ fn cuda_param_count(name: &str) -> Option<usize> {
 
 /// cudarc does not check kernel arguments: a launch that pushes a different
 /// number of arguments than the kernel takes reads garbage on the GPU. Each
-/// launch (from `launch_builder(…f("name"))` to its `.launch(`) must push as
-/// many `.arg(…)` as the kernel has parameters; a padded weight's
-/// `.push_to(…)` pushes one.
+/// launch (from `launcher(…)` to its `.launch(`) must push as many
+/// `.arg(…)` as the kernel has parameters; a padded weight's `.push_to(…)`
+/// pushes one. (The emulator checks the kinds too, but only of the launches
+/// a test makes; this covers every launch in the source.)
 #[test]
 fn every_launch_passes_as_many_arguments_as_its_kernel_takes() {
     let mut checked = 0;
     for file in ["src/cuda/mod.rs", "src/cuda/eval.rs", "src/cuda/forward.rs", "src/cuda/train.rs"] {
         let text = read(file);
-        for piece in text.split("launch_builder(").skip(1) {
+        for piece in text.split("launcher(").skip(1) {
             let span = &piece[..piece.find(".launch(").unwrap_or_else(|| panic!("{file}: launch without .launch("))];
-            // The kernel: f("name") right in the call, or the names on the
-            // nearest line before it that picks one (`let f = self.f("a")`,
-            // `self.f_opt_in("a", …)`,
-            // `let name = if …` or `self.f(if … { "a" } else { "b" })`).
-            let names: Vec<String> = if let Some(at) = span.find("f(\"") {
-                let rest = &span[at + 3..];
-                vec![rest[..rest.find('"').unwrap()].to_string()]
+            // The kernel: named in the call (`launcher("name")`, `launcher(if
+            // … { "a" } else { "b" })`), or a variable chosen on the nearest
+            // line before it (`self.f_opt_in("a", …)`, `let name = if …`).
+            let first_line = span.lines().next().unwrap_or("");
+            let names: Vec<String> = if first_line.contains('"') {
+                literals(first_line)
             } else {
                 let before = &text[..text.find(span).unwrap()];
                 let line = before
                     .lines()
                     .rev()
-                    .find(|l| {
-                        (l.contains("let name = if") || l.contains(".f(") || l.contains(".f_opt_in("))
-                            && l.contains('"')
-                    })
+                    .find(|l| (l.contains("let name = if") || l.contains(".f_opt_in(")) && l.contains('"'))
                     .expect("a kernel name choice before the launch");
                 literals(line)
             };

@@ -93,7 +93,8 @@ struct Common {
     /// Directory with train-/t10k- images and labels in IDX format (raw or .gz).
     #[arg(long, default_value = "data/mnist")]
     data: PathBuf,
-    /// Where to run: auto, cpu, or cuda[:i].
+    /// Where to run: auto, cpu, cuda[:i], or emulated (the CUDA kernels on
+    /// the CPU emulator: slow, for checking the GPU path without a GPU).
     #[arg(long, default_value = "auto")]
     device: String,
     /// Worker threads (default: all cores).

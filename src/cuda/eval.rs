@@ -4,16 +4,16 @@
 //! sampling + BCE, fused: the 784-wide decoder output stays in shared
 //! memory) → streaming logsumexp. Mirrors crate::eval on the same noise keys,
 //! so per-image estimates agree with the CPU path to f32 rounding.
+use super::driver::{DevBuf, Launch};
 use super::forward::EncoderBufs;
-use super::{dev, Gpu};
+use super::Gpu;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EvalOptions, EvalReport, ImageEstimate, Precision};
 use crate::model::{LinearSlot, Transform};
 use crate::network::Network;
 use crate::rng::{NoiseKey, Stream};
-use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 use std::time::Instant;
 
 /// Images per batch on the device.
@@ -40,8 +40,8 @@ struct PaddedWeights {
 }
 
 enum Padded {
-    Tf32(CudaSlice<f32>),
-    Bf16(CudaSlice<u16>),
+    Tf32(DevBuf<f32>),
+    Bf16(DevBuf<u16>),
 }
 
 impl PaddedWeights {
@@ -51,12 +51,12 @@ impl PaddedWeights {
         for o in 0..out {
             p[o * kp..o * kp + inp].copy_from_slice(&w[o * inp..(o + 1) * inp]);
         }
-        let s = &gpu.stream;
+        let s = &gpu.device;
         let data = if bf16 {
             let bits: Vec<u16> = p.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
-            Padded::Bf16(s.clone_htod(&bits).map_err(dev)?)
+            Padded::Bf16(s.htod(&bits)?)
         } else {
-            Padded::Tf32(s.clone_htod(&p).map_err(dev)?)
+            Padded::Tf32(s.htod(&p)?)
         };
         Ok(PaddedWeights { data, np, kp })
     }
@@ -76,7 +76,7 @@ impl PaddedWeights {
     }
 
     /// Pushes the weight as one kernel argument.
-    fn push_to<'a>(&'a self, lb: &mut LaunchArgs<'a>) {
+    fn push_to(&self, lb: &mut Launch<'_>) {
         match &self.data {
             Padded::Tf32(w) => lb.arg(w),
             Padded::Bf16(w) => lb.arg(w),
@@ -87,16 +87,16 @@ impl PaddedWeights {
 /// The decoder's weights in the form the chosen precision's kernels read.
 enum DecoderWeights {
     /// fp32 SIMT: fc1, fc2 from the flat parameters, fc3 transposed [Hd, D].
-    Simt { w3t: CudaSlice<f32> },
+    Simt { w3t: DevBuf<f32> },
     /// Tensor cores: all three layers padded.
     Tensor { fc1: PaddedWeights, fc2: PaddedWeights, fc3: PaddedWeights },
 }
 
 struct DeviceModel {
-    params: CudaSlice<f32>,
+    params: DevBuf<f32>,
     decoder: DecoderWeights,
-    basis: CudaSlice<f32>,
-    theta_id: CudaSlice<f32>,
+    basis: DevBuf<f32>,
+    theta_id: DevBuf<f32>,
 }
 
 impl DeviceModel {
@@ -121,21 +121,16 @@ impl Gpu {
                     w3t[k * d + j] = w3[j * hd + k];
                 }
             }
-            DecoderWeights::Simt { w3t: self.stream.clone_htod(&w3t).map_err(dev)? }
+            DecoderWeights::Simt { w3t: self.device.htod(&w3t)? }
         } else {
             let bf16 = precision == Precision::Bf16;
             let pad = |s: &LinearSlot| PaddedWeights::new(self, &params[s.w_range()], s.out, s.inp, bf16);
             DecoderWeights::Tensor { fc1: pad(&l.dec_fc1)?, fc2: pad(&l.dec_fc2)?, fc3: pad(&l.dec_fc3)? }
         };
-        let s = &self.stream;
+        let s = &self.device;
         let basis = if net.warp.nb > 0 { net.warp.basis.clone() } else { vec![0.0] };
         let theta_id = if net.theta_id.is_empty() { vec![0.0] } else { net.theta_id.clone() };
-        Ok(DeviceModel {
-            params: s.clone_htod(params).map_err(dev)?,
-            decoder,
-            basis: s.clone_htod(&basis).map_err(dev)?,
-            theta_id: s.clone_htod(&theta_id).map_err(dev)?,
-        })
+        Ok(DeviceModel { params: s.htod(params)?, decoder, basis: s.htod(&basis)?, theta_id: s.htod(&theta_id)? })
     }
 
     /// NLL (k samples), k-sample ELBO, one-sample recon and recon_at_mean
@@ -159,13 +154,13 @@ impl Gpu {
         let nb = if cfg.transform == Transform::None { 0 } else { net.warp.nb };
         let model = self.upload_model(net, params, opts.precision)?;
         let (fc1, fc2) = model.padded_hidden();
-        let s = self.stream.clone();
+        let s = &self.device;
         let n = data.len();
         let chunk = CHUNK.min(opts.k);
         let rows_cap = BATCH * chunk;
-        let buf = |len: usize| s.alloc_zeros::<f32>(len.max(1)).map_err(dev);
-        let images = s.clone_htod(&data.images).map_err(dev)?;
-        let mut items = s.alloc_zeros::<u32>(BATCH).map_err(dev)?;
+        let buf = |len: usize| s.alloc_zeros::<f32>(len.max(1));
+        let images = s.htod(&data.images)?;
+        let mut items = s.alloc_zeros::<u32>(BATCH)?;
         let mut x = buf(BATCH * d)?;
         let mut enc = EncoderBufs::new(self, l, BATCH)?;
         let (mut eps, mut eta, mut z, mut u) =
@@ -183,7 +178,7 @@ impl Gpu {
         for start in (0..n).step_by(BATCH) {
             let b = BATCH.min(n - start);
             let idx: Vec<u32> = (start..start + b).map(|i| i as u32).collect();
-            s.memcpy_htod(&idx, &mut items.slice_mut(0..b)).map_err(dev)?;
+            s.memcpy_htod(&idx, &mut items.slice_mut(0..b))?;
             self.targets(&images, &items, b, d, opts.binarize, bin_key, &mut x)?;
             self.encode(l, &model.params, &x, b, &mut enc)?;
             // recon_at_mean: decode z = μz, u = μu, one row per image.
@@ -193,9 +188,9 @@ impl Gpu {
             self.theta(l, &model.params, &enc.mu_u, b, &model.theta_id, &mut theta)?;
             let (lpm, lwm) = (&mut at_mean_logpx, &mut at_mean_logw);
             self.decode_rows(l, nb, &mut logits_at_mean, &theta, &model.basis, &x, &zeros, b, 1, lpm, lwm)?;
-            s.memcpy_htod(&neg_inf, &mut acc_max).map_err(dev)?;
-            s.memset_zeros(&mut acc_sum).map_err(dev)?;
-            s.memset_zeros(&mut acc_mean).map_err(dev)?;
+            s.memcpy_htod(&neg_inf, &mut acc_max)?;
+            s.memset_zeros(&mut acc_sum)?;
+            s.memset_zeros(&mut acc_mean)?;
             let mut s0 = 0;
             while s0 < opts.k {
                 let kk = chunk.min(opts.k - s0);
@@ -213,15 +208,15 @@ impl Gpu {
                 self.lse_fold(&logw, b, kk, (&mut acc_max, &mut acc_sum, &mut acc_mean), first)?;
                 s0 += kk;
             }
-            let down = |v: &CudaSlice<f32>, len: usize| -> Result<Vec<f32>> {
+            let down = |v: &DevBuf<f32>, len: usize| -> Result<Vec<f32>> {
                 let mut h = vec![0f32; len];
-                s.memcpy_dtoh(&v.slice(0..len), &mut h[..]).map_err(dev)?;
+                s.memcpy_dtoh(&v.slice(0..len), &mut h[..])?;
                 Ok(h)
             };
             let (mx, sm, mn) = (down(&acc_max, b)?, down(&acc_sum, b)?, down(&acc_mean, b)?);
             let (recon, ram) = (down(&first_logpx, b)?, down(&at_mean_logpx, b)?);
             let (mu_z, mu_u) = (down(&enc.mu_z, b * zd)?, down(&enc.mu_u, b * ud)?);
-            s.synchronize().map_err(dev)?;
+            s.synchronize()?;
             for i in 0..b {
                 let kf = opts.k as f64;
                 let lse = mx[i] as f64 + (sm[i] as f64).ln();
@@ -239,8 +234,14 @@ impl Gpu {
             }
         }
         let seconds = t0.elapsed().as_secs_f64();
-        let report =
-            crate::eval::summarize(&rows_out, &means_all, zd, opts, seconds, format!("cuda ({})", self.device_name()));
+        let report = crate::eval::summarize(
+            &rows_out,
+            &means_all,
+            zd,
+            opts,
+            seconds,
+            format!("{} ({})", self.kind(), self.device_name()),
+        );
         Ok((report, rows_out))
     }
 
@@ -251,11 +252,11 @@ impl Gpu {
         &self,
         net: &Network<f32>,
         model: &DeviceModel,
-        (d2, theta, x, lw_latent): (&CudaSlice<f32>, &CudaSlice<f32>, &CudaSlice<f32>, &CudaSlice<f32>),
+        (d2, theta, x, lw_latent): (&DevBuf<f32>, &DevBuf<f32>, &DevBuf<f32>, &DevBuf<f32>),
         rows: usize,
         kk: usize,
-        logpx: &mut CudaSlice<f32>,
-        logw: &mut CudaSlice<f32>,
+        logpx: &mut DevBuf<f32>,
+        logw: &mut DevBuf<f32>,
     ) -> Result<()> {
         let cfg = net.layout.config;
         let (d, hd) = (cfg.pixels(), cfg.hidden);
@@ -277,15 +278,15 @@ impl Gpu {
                 // 16 samples' activations and canonical images in shared
                 // memory: past the 48 KiB default, so the kernel opts in.
                 let smem = FUSED_SAMPLES * (hd + d) * 4;
-                let (f, lc) = self.f_opt_in("nll_fc3_fused", smem, rows, FUSED_SAMPLES)?;
-                let mut lb = self.stream.launch_builder(f);
+                let (kernel, lc) = self.f_opt_in("nll_fc3_fused", smem, rows, FUSED_SAMPLES)?;
+                let mut lb = self.device.launcher(kernel);
                 lb.arg(d2).arg(w3t).arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent);
                 lb.arg(logpx).arg(logw).arg(&r_i).arg(&kk_i).arg(&hd_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
                 // SAFETY: d2 [rows, Hd], W3t [Hd, D], b3 [D], θ [rows, 2nb],
                 // basis [D, nb], x [rows / kk, D], the row vectors [rows]
                 // (checked above); shared memory SAMPLES·(Hd + D) f32 as set
                 // above; footprint() clamps every read.
-                unsafe { lb.launch(lc) }.map_err(dev)?;
+                unsafe { lb.launch(lc) }?;
                 return Ok(());
             }
             DecoderWeights::Tensor { fc3, .. } => fc3,
@@ -296,9 +297,9 @@ impl Gpu {
         let (dp, hdp) = (fc3.np, fc3.kp);
         let smem = TC_ROWS * dp * 4 + TC_ROWS * hdp * fc3.a_bytes();
         let name = if fc3.bf16() { "nll_fc3_bf16" } else { "nll_fc3_tf32" };
-        let (f, lc) = self.f_opt_in(name, smem, rows, TC_ROWS)?;
+        let (kernel, lc) = self.f_opt_in(name, smem, rows, TC_ROWS)?;
         let (hdp_i, dp_i) = (hdp as i32, dp as i32);
-        let mut lb = self.stream.launch_builder(f);
+        let mut lb = self.device.launcher(kernel);
         lb.arg(d2);
         fc3.push_to(&mut lb);
         lb.arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent).arg(logpx).arg(logw);
@@ -306,7 +307,7 @@ impl Gpu {
         // SAFETY: as the fp32 kernel, with W3p [Dp, Hdp] (padded, uploaded by
         // upload_model) read whole in 16×16 fragments; rows past `rows` are
         // staged as zeros and never written; shared memory as computed above.
-        unsafe { lb.launch(lc) }.map_err(dev)?;
+        unsafe { lb.launch(lc) }?;
         Ok(())
     }
 
@@ -320,16 +321,14 @@ impl Gpu {
         smem: usize,
         rows: usize,
         rows_per_block: usize,
-    ) -> Result<(&CudaFunction, LaunchConfig)> {
-        let f = self.f(name);
-        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-            .map_err(|e| Error::Device(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+    ) -> Result<(&'static str, LaunchConfig)> {
+        self.device.opt_in_shared(name, smem)?;
         let lc = LaunchConfig {
             grid_dim: (Self::blocks(rows, rows_per_block), 1, 1),
             block_dim: (32 * TC_WARPS, 1, 1),
             shared_mem_bytes: smem as u32,
         };
-        Ok((f, lc))
+        Ok((name, lc))
     }
 
     /// One ReLU layer of the decoder in the k-sample loop: fp32 SIMT
@@ -337,12 +336,12 @@ impl Gpu {
     /// weight in its precision.
     fn decoder_layer(
         &self,
-        x: &CudaSlice<f32>,
+        x: &DevBuf<f32>,
         model: &DeviceModel,
         slot: &LinearSlot,
         padded: Option<&PaddedWeights>,
         rows: usize,
-        y: &mut CudaSlice<f32>,
+        y: &mut DevBuf<f32>,
     ) -> Result<()> {
         let Some(padded) = padded else {
             return self.linear(x, &model.params, slot, rows, true, y);
@@ -354,18 +353,18 @@ impl Gpu {
         )?;
         let smem = LT_ROWS * padded.np * 4 + LT_ROWS * padded.kp * padded.a_bytes();
         let name = if padded.bf16() { "linear_fwd_bf16" } else { "linear_fwd_tf32" };
-        let (f, lc) = self.f_opt_in(name, smem, rows, LT_ROWS)?;
+        let (kernel, lc) = self.f_opt_in(name, smem, rows, LT_ROWS)?;
         let b = model.params.slice(slot.b_range());
         let (m, n, k, np, kp, relu) =
             (rows as i32, slot.out as i32, slot.inp as i32, padded.np as i32, padded.kp as i32, 1i32);
-        let mut lb = self.stream.launch_builder(f);
+        let mut lb = self.device.launcher(kernel);
         lb.arg(x);
         padded.push_to(&mut lb);
         lb.arg(&b).arg(y).arg(&m).arg(&n).arg(&k).arg(&np).arg(&kp).arg(&relu);
         // SAFETY: x holds rows·in and y rows·out f32 (checked), the padded
         // weight Np·Kp values, b out; rows past `rows` are staged as zeros and
         // never stored; shared memory as computed above.
-        unsafe { lb.launch(lc) }.map_err(dev)?;
+        unsafe { lb.launch(lc) }?;
         Ok(())
     }
 
@@ -374,11 +373,11 @@ impl Gpu {
     #[allow(clippy::type_complexity)]
     fn lse_fold(
         &self,
-        logw: &CudaSlice<f32>,
+        logw: &DevBuf<f32>,
         b: usize,
         kk: usize,
-        (acc_max, acc_sum, acc_mean): (&mut CudaSlice<f32>, &mut CudaSlice<f32>, &mut CudaSlice<f32>),
-        (logpx, first, record): (&CudaSlice<f32>, &mut CudaSlice<f32>, bool),
+        (acc_max, acc_sum, acc_mean): (&mut DevBuf<f32>, &mut DevBuf<f32>, &mut DevBuf<f32>),
+        (logpx, first, record): (&DevBuf<f32>, &mut DevBuf<f32>, bool),
     ) -> Result<()> {
         Self::check(
             "lse_fold",
@@ -389,11 +388,11 @@ impl Gpu {
         )?;
         let (b_i, kk_i, rec_i) = (b as i32, kk as i32, record as i32);
         let lc = LaunchConfig { grid_dim: (Self::blocks(b, 8), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        let mut lb = self.stream.launch_builder(self.f("lse_fold"));
+        let mut lb = self.device.launcher("lse_fold");
         lb.arg(logw).arg(acc_max).arg(acc_sum).arg(acc_mean).arg(&b_i).arg(&kk_i).arg(logpx).arg(first).arg(&rec_i);
         // SAFETY: logw and logpx hold b·kk values, the accumulators and
         // `first` b each (checked); one warp per image.
-        unsafe { lb.launch(lc) }.map_err(dev)?;
+        unsafe { lb.launch(lc) }?;
         Ok(())
     }
 
@@ -413,24 +412,23 @@ impl Gpu {
         let (d, hd, t) = (cfg.pixels(), cfg.hidden, cfg.theta_dim());
         let model = self.upload_model(net, params, precision)?;
         let (_, fc2_padded) = model.padded_hidden();
-        let s = self.stream.clone();
+        let s = &self.device;
         let act: Vec<f32> = (0..rows * hd).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
-        let d1 = s.clone_htod(&act).map_err(dev)?;
-        let mut d2 = s.alloc_zeros::<f32>(rows * hd).map_err(dev)?;
+        let d1 = s.htod(&act)?;
+        let mut d2 = s.alloc_zeros::<f32>(rows * hd)?;
         let theta_rows: Vec<f32> = (0..rows).flat_map(|_| net.theta_id.iter().copied()).collect();
-        let theta = s.clone_htod(if t == 0 { &[0.0][..] } else { &theta_rows }).map_err(dev)?;
-        let x = s.clone_htod(&vec![1f32; d]).map_err(dev)?;
-        let lw = s.alloc_zeros::<f32>(rows).map_err(dev)?;
-        let (mut logpx, mut logw) =
-            (s.alloc_zeros::<f32>(rows).map_err(dev)?, s.alloc_zeros::<f32>(rows).map_err(dev)?);
+        let theta = s.htod(if t == 0 { &[0.0][..] } else { &theta_rows })?;
+        let x = s.htod(&vec![1f32; d])?;
+        let lw = s.alloc_zeros::<f32>(rows)?;
+        let (mut logpx, mut logw) = (s.alloc_zeros::<f32>(rows)?, s.alloc_zeros::<f32>(rows)?);
         let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
             f()?;
-            s.synchronize().map_err(dev)?;
+            s.synchronize()?;
             let t0 = Instant::now();
             for _ in 0..reps {
                 f()?;
             }
-            s.synchronize().map_err(dev)?;
+            s.synchronize()?;
             Ok(t0.elapsed().as_secs_f64() / reps as f64)
         };
         let l = &net.layout;

@@ -2,12 +2,13 @@
 //! and the GPU evaluator: targets, encoder, reparameterisation, decoder
 //! layers, θ, and the fused row epilogue. Each method is one typed wrapper
 //! that checks sizes before its unsafe launches.
-use super::{dev, Gpu};
+use super::driver::DevBuf;
+use super::Gpu;
 use crate::data::Binarize;
 use crate::error::Result;
 use crate::model::{Layout, LinearSlot};
 use crate::rng::NoiseKey;
-use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
 pub(super) fn cfg1(n: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (Gpu::blocks(n, threads as usize), 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
@@ -16,21 +17,21 @@ pub(super) fn cfg1(n: usize, threads: u32) -> LaunchConfig {
 /// The encoder's outputs for up to `cap` images (u buffers hold ≥ 1 value
 /// when U = 0, so every buffer is a valid kernel argument).
 pub(super) struct EncoderBufs {
-    pub h1: CudaSlice<f32>,
-    pub h2: CudaSlice<f32>,
-    pub mu_z: CudaSlice<f32>,
-    pub ls_z_raw: CudaSlice<f32>,
-    pub ls_z: CudaSlice<f32>,
-    pub mu_u_pre: CudaSlice<f32>,
-    pub mu_u: CudaSlice<f32>,
-    pub ls_u_raw: CudaSlice<f32>,
-    pub ls_u: CudaSlice<f32>,
+    pub h1: DevBuf<f32>,
+    pub h2: DevBuf<f32>,
+    pub mu_z: DevBuf<f32>,
+    pub ls_z_raw: DevBuf<f32>,
+    pub ls_z: DevBuf<f32>,
+    pub mu_u_pre: DevBuf<f32>,
+    pub mu_u: DevBuf<f32>,
+    pub ls_u_raw: DevBuf<f32>,
+    pub ls_u: DevBuf<f32>,
 }
 
 impl EncoderBufs {
     pub fn new(gpu: &Gpu, layout: &Layout, cap: usize) -> Result<Self> {
         let c = &layout.config;
-        let f = |len: usize| gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(dev);
+        let f = |len: usize| gpu.device.alloc_zeros::<f32>(len.max(1));
         let (hd, z, u) = (c.hidden, c.z_dim, c.u_dim);
         Ok(EncoderBufs {
             h1: f(cap * hd)?,
@@ -52,13 +53,13 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn targets(
         &self,
-        images: &CudaSlice<u8>,
-        items: &CudaSlice<u32>,
+        images: &DevBuf<u8>,
+        items: &DevBuf<u32>,
         b: usize,
         d: usize,
         binarize: Binarize,
         key: NoiseKey,
-        x: &mut CudaSlice<f32>,
+        x: &mut DevBuf<f32>,
     ) -> Result<()> {
         Self::check(
             "philox_targets",
@@ -67,11 +68,11 @@ impl Gpu {
         )?;
         let (k0, k1, hi) = key.words();
         let (b_i, d_i, bin_i) = (b as i32, d as i32, (binarize == Binarize::Dynamic) as i32);
-        let mut lb = self.stream.launch_builder(self.f("philox_targets"));
+        let mut lb = self.device.launcher("philox_targets");
         lb.arg(images).arg(items).arg(x).arg(&b_i).arg(&d_i).arg(&bin_i).arg(&k0).arg(&k1).arg(&hi);
         // SAFETY: x holds ≥ b·D f32 and items ≥ b (checked); every item indexes
         // an image of `images` (callers pass indices into the same split).
-        unsafe { lb.launch(cfg1(b * d, 256)) }.map_err(dev)?;
+        unsafe { lb.launch(cfg1(b * d, 256)) }?;
         Ok(())
     }
 
@@ -79,8 +80,8 @@ impl Gpu {
     pub(super) fn encode(
         &self,
         l: &Layout,
-        params: &CudaSlice<f32>,
-        x: &CudaSlice<f32>,
+        params: &DevBuf<f32>,
+        x: &DevBuf<f32>,
         b: usize,
         e: &mut EncoderBufs,
     ) -> Result<()> {
@@ -94,13 +95,13 @@ impl Gpu {
             self.linear(&e.h2, params, ls, b, false, &mut e.ls_u_raw)?;
         }
         let (nz, nu) = ((b * z) as i32, (b * u) as i32);
-        let mut lb = self.stream.launch_builder(self.f("encoder_heads"));
+        let mut lb = self.device.launcher("encoder_heads");
         lb.arg(&e.ls_z_raw).arg(&mut e.ls_z).arg(&nz);
         lb.arg(&e.mu_u_pre).arg(&mut e.mu_u).arg(&e.ls_u_raw).arg(&mut e.ls_u).arg(&nu);
         // SAFETY: the linear layers above checked that the z buffers hold
         // b·Z and the u buffers b·U values (or were skipped when U = 0, when
         // nu = 0 and nothing of u is touched).
-        unsafe { lb.launch(cfg1(b * z.max(u), 256)) }.map_err(dev)?;
+        unsafe { lb.launch(cfg1(b * z.max(u), 256)) }?;
         Ok(())
     }
 
@@ -110,14 +111,14 @@ impl Gpu {
     pub(super) fn reparam(
         &self,
         e: &EncoderBufs,
-        eps: &CudaSlice<f32>,
-        eta: &CudaSlice<f32>,
+        eps: &DevBuf<f32>,
+        eta: &DevBuf<f32>,
         rows: usize,
         k: usize,
         (zd, ud): (usize, usize),
-        z: &mut CudaSlice<f32>,
-        u: &mut CudaSlice<f32>,
-        lw_latent: &mut CudaSlice<f32>,
+        z: &mut DevBuf<f32>,
+        u: &mut DevBuf<f32>,
+        lw_latent: &mut DevBuf<f32>,
     ) -> Result<()> {
         let images = rows.div_ceil(k.max(1));
         Self::check(
@@ -133,11 +134,11 @@ impl Gpu {
             format!("rows {rows} k {k} Z {zd} U {ud}"),
         )?;
         let (r_i, k_i, z_i, u_i) = (rows as i32, k as i32, zd as i32, ud as i32);
-        let mut lb = self.stream.launch_builder(self.f("reparam_latents"));
+        let mut lb = self.device.launcher("reparam_latents");
         lb.arg(&e.mu_z).arg(&e.ls_z).arg(eps).arg(&e.mu_u).arg(&e.ls_u).arg(eta);
         lb.arg(z).arg(u).arg(lw_latent).arg(&r_i).arg(&k_i).arg(&z_i).arg(&u_i);
         // SAFETY: sizes checked above; row r reads image r / k < images.
-        unsafe { lb.launch(cfg1(rows, 128)) }.map_err(dev)?;
+        unsafe { lb.launch(cfg1(rows, 128)) }?;
         Ok(())
     }
 
@@ -145,21 +146,21 @@ impl Gpu {
     pub(super) fn theta(
         &self,
         l: &Layout,
-        params: &CudaSlice<f32>,
-        u: &CudaSlice<f32>,
+        params: &DevBuf<f32>,
+        u: &DevBuf<f32>,
         rows: usize,
-        theta_id: &CudaSlice<f32>,
-        theta: &mut CudaSlice<f32>,
+        theta_id: &DevBuf<f32>,
+        theta: &mut DevBuf<f32>,
     ) -> Result<()> {
         let Some(slot) = &l.u2theta else { return Ok(()) };
         let t = slot.out;
         Self::check("add_theta_id", theta_id.len() >= t, format!("θ_id {} < {t}", theta_id.len()))?;
         self.linear(u, params, slot, rows, false, theta)?;
         let (r_i, t_i) = (rows as i32, t as i32);
-        let mut lb = self.stream.launch_builder(self.f("add_theta_id"));
+        let mut lb = self.device.launcher("add_theta_id");
         lb.arg(theta).arg(theta_id).arg(&r_i).arg(&t_i);
         // SAFETY: theta holds rows·T values (checked by linear), theta_id T.
-        unsafe { lb.launch(cfg1(rows * t, 256)) }.map_err(dev)?;
+        unsafe { lb.launch(cfg1(rows * t, 256)) }?;
         Ok(())
     }
 
@@ -170,15 +171,15 @@ impl Gpu {
         &self,
         l: &Layout,
         nb: usize,
-        logits: &mut CudaSlice<f32>,
-        theta: &CudaSlice<f32>,
-        basis: &CudaSlice<f32>,
-        x: &CudaSlice<f32>,
-        lw_latent: &CudaSlice<f32>,
+        logits: &mut DevBuf<f32>,
+        theta: &DevBuf<f32>,
+        basis: &DevBuf<f32>,
+        x: &DevBuf<f32>,
+        lw_latent: &DevBuf<f32>,
         rows: usize,
         k: usize,
-        logpx: &mut CudaSlice<f32>,
-        logw: &mut CudaSlice<f32>,
+        logpx: &mut DevBuf<f32>,
+        logw: &mut DevBuf<f32>,
     ) -> Result<()> {
         let c = &l.config;
         let d = c.pixels();
@@ -195,42 +196,42 @@ impl Gpu {
             (rows as i32, k as i32, d as i32, c.height as i32, c.width as i32, nb as i32);
         let smem = ((d + 2 * nb + 8) * 4) as u32;
         let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
-        let mut lb = self.stream.launch_builder(self.f("decode_row_fwd"));
+        let mut lb = self.device.launcher("decode_row_fwd");
         lb.arg(logits).arg(theta).arg(basis).arg(x).arg(lw_latent).arg(logpx).arg(logw);
         lb.arg(&r_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
         // SAFETY: sizes checked above; one block per row; shared memory holds
         // D + 2nb + 8 f32; footprint() keeps every read inside the row.
-        unsafe { lb.launch(cfg) }.map_err(dev)?;
+        unsafe { lb.launch(cfg) }?;
         Ok(())
     }
 
     /// y [rows, out] = act(x · Wᵀ + b) for one layer of the flat parameters.
     pub(super) fn linear(
         &self,
-        x: &CudaSlice<f32>,
-        params: &CudaSlice<f32>,
+        x: &DevBuf<f32>,
+        params: &DevBuf<f32>,
         s: &LinearSlot,
         rows: usize,
         relu: bool,
-        y: &mut CudaSlice<f32>,
+        y: &mut DevBuf<f32>,
     ) -> Result<()> {
         Self::check(
             "linear_fwd",
             x.len() >= rows * s.inp && y.len() >= rows * s.out && params.len() >= s.b + s.out,
             format!("x {} y {} rows {rows} [{}x{}]", x.len(), y.len(), s.out, s.inp),
         )?;
-        let (w, b): (CudaView<f32>, CudaView<f32>) = (params.slice(s.w_range()), params.slice(s.b_range()));
+        let (w, b) = (params.slice(s.w_range()), params.slice(s.b_range()));
         let (m, n, k, act) = (rows as i32, s.out as i32, s.inp as i32, relu as i32);
         let cfg = LaunchConfig {
             grid_dim: (Self::blocks(s.out, 64), Self::blocks(rows, 64), 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = self.stream.launch_builder(self.f("linear_fwd"));
+        let mut l = self.device.launcher("linear_fwd");
         l.arg(x).arg(&w).arg(&b).arg(y).arg(&m).arg(&n).arg(&k).arg(&act);
         // SAFETY: x holds rows·in, w out·in, b out, y rows·out f32 (checked
         // above); the kernel guards every index against M, N, K.
-        unsafe { l.launch(cfg) }.map_err(dev)?;
+        unsafe { l.launch(cfg) }?;
         Ok(())
     }
 
@@ -239,12 +240,12 @@ impl Gpu {
     pub(super) fn normals_into(
         &self,
         key: NoiseKey,
-        items: &CudaSlice<u32>,
+        items: &DevBuf<u32>,
         images: usize,
         k: usize,
         sample0: usize,
         dims: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut DevBuf<f32>,
     ) -> Result<()> {
         let rows = images * k;
         Self::check("philox_normals", items.len() >= images && out.len() >= rows * dims, format!("{rows}×{dims}"))?;
@@ -258,10 +259,10 @@ impl Gpu {
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = self.stream.launch_builder(self.f("philox_normals"));
+        let mut l = self.device.launcher("philox_normals");
         l.arg(out).arg(items).arg(&rows_i).arg(&k_i).arg(&s0_i).arg(&dims_i).arg(&k0).arg(&k1).arg(&hi);
         // SAFETY: out holds rows·dims f32, items ≥ rows / k u32 (checked above).
-        unsafe { l.launch(cfg) }.map_err(dev)?;
+        unsafe { l.launch(cfg) }?;
         Ok(())
     }
 }

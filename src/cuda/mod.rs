@@ -1,26 +1,31 @@
-//! The CUDA backend (compiled when build.rs found nvcc: `cfg(iwtvae_cuda)`).
+//! The CUDA backend: kernels/*.cu on a GPU (compiled by build.rs into
+//! fatbins when it found nvcc: `cfg(iwtvae_cuda)`; sm_80, sm_90 SASS and
+//! compute_90 PTX, loaded once per context), or the same kernel sources on
+//! the CPU emulator (crates/cuda-emu, the default `emulator` feature).
+//! `driver` hides which; everything here is written once for both, so the
+//! emulator runs this code in CI exactly as a GPU would.
 //!
-//! One module per kernels/<op>.cu, embedded as a fatbin (sm_80, sm_90 SASS and
-//! compute_90 PTX) and loaded once per context. Every kernel has one typed
-//! wrapper here that checks shapes before the unsafe launch and passes
-//! explicit u32/i32/f32 arguments (cudarc does not check argument types).
-//! These wrappers take and return host slices: they are the units the GPU
-//! tests compare with the CPU spec; the device-resident pipeline (training
-//! loop, fused evaluator) builds on the same kernels.
+//! Every kernel has one typed wrapper that checks shapes before the unsafe
+//! launch and passes explicit i32/u32/i64/f32 arguments (cudarc does not
+//! check argument types; the emulator does). The wrappers in this file take
+//! and return host slices: they are the units the parity tests compare with
+//! the CPU spec; the device-resident pipeline (training engine, fused
+//! evaluator) builds on the same kernels.
 use crate::error::{Error, Result};
 use crate::rng::NoiseKey;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
-use cudarc::nvrtc::Ptx;
-use std::sync::Arc;
+use cudarc::driver::LaunchConfig;
+pub use driver::Device;
 
+/// (module, fatbin, kernels).
+#[cfg(iwtvae_cuda)]
 macro_rules! fatbin {
     ($name:literal) => {
         include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".fatbin"))
     };
 }
 
-/// (module, fatbin, kernels).
-const MODULES: &[(&str, &[u8], &[&str])] = &[
+#[cfg(iwtvae_cuda)]
+const MODULES: driver::ModuleTable = &[
     ("philox", fatbin!("philox"), &["philox_uniforms", "philox_normals", "philox_targets"]),
     ("grid_sample", fatbin!("grid_sample"), &["grid_sample_fwd", "grid_sample_bwd"]),
     ("grid", fatbin!("grid"), &["grid_fwd"]),
@@ -40,61 +45,47 @@ const MODULES: &[(&str, &[u8], &[&str])] = &[
     ),
 ];
 
+pub mod driver;
 mod eval;
 mod forward;
 pub mod train;
 
-fn dev(e: impl std::fmt::Display) -> Error {
-    Error::Device(e.to_string())
-}
-
-/// A context on one GPU with every kernel loaded.
+/// The backend's kernels on one device: a GPU, or the kernel emulator.
 pub struct Gpu {
-    pub ctx: Arc<CudaContext>,
-    pub stream: Arc<CudaStream>,
-    modules: Vec<Arc<CudaModule>>,
-    functions: std::collections::HashMap<&'static str, CudaFunction>,
+    device: Device,
 }
 
 impl Gpu {
-    /// Open GPU `ordinal`; an error (never a panic) when there is none.
+    /// Open GPU `ordinal`; an error (never a panic) when there is none or
+    /// the build has no kernels.
     pub fn new(ordinal: usize) -> Result<Self> {
-        let n = crate::device::cuda_device_count();
-        if ordinal >= n {
-            return Err(Error::Device(format!("no usable CUDA GPU at index {ordinal} ({n} found)")));
+        #[cfg(iwtvae_cuda)]
+        return Ok(Gpu { device: Device::cuda(ordinal, MODULES)? });
+        #[cfg(not(iwtvae_cuda))]
+        Err(Error::Device(format!("cuda:{ordinal}: this build has no CUDA kernels (nvcc was not found at build time)")))
+    }
+
+    /// The same kernels run by the CPU emulator (crates/cuda-emu).
+    pub fn emulated() -> Result<Self> {
+        Ok(Gpu { device: Device::emulated()? })
+    }
+
+    /// The GPU for `Device::Cuda(i)`, or the emulator for `Device::Emulated`.
+    pub fn open(device: crate::device::Device) -> Result<Self> {
+        match device {
+            crate::device::Device::Cuda(i) => Self::new(i),
+            crate::device::Device::Emulated => Self::emulated(),
+            crate::device::Device::Cpu => Err(Error::Device("the CPU path does not run kernels".into())),
         }
-        let ctx = CudaContext::new(ordinal).map_err(dev)?;
-        // SAFETY: each Gpu uses one stream of its own, so cudarc's
-        // cross-stream events are not needed; they would also be recorded
-        // into captured CUDA graphs. A non-default stream, since the legacy
-        // default stream cannot be captured.
-        unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.new_stream().map_err(dev)?;
-        let mut modules = Vec::new();
-        let mut functions = std::collections::HashMap::new();
-        for (name, image, kernels) in MODULES {
-            let module = ctx
-                .load_module(Ptx::from_binary(image.to_vec()))
-                .map_err(|e| Error::Device(format!("loading kernels/{name}.cu: {e}")))?;
-            for k in *kernels {
-                let f = module.load_function(k).map_err(|e| Error::Device(format!("kernel {k}: {e}")))?;
-                functions.insert(*k, f);
-            }
-            modules.push(module);
-        }
-        Ok(Gpu { ctx, stream, modules, functions })
     }
 
     pub fn device_name(&self) -> String {
-        self.ctx.name().unwrap_or_else(|_| "unknown GPU".into())
+        self.device.name()
     }
 
-    pub fn module_count(&self) -> usize {
-        self.modules.len()
-    }
-
-    fn f(&self, name: &str) -> &CudaFunction {
-        &self.functions[name]
+    /// "cuda" or "emulated".
+    pub fn kind(&self) -> &'static str {
+        self.device.kind()
     }
 
     fn blocks(n: usize, threads: usize) -> u32 {
@@ -134,9 +125,9 @@ impl Gpu {
             rows > 0 && dims > 0 && rows * dims < i32::MAX as usize,
             format!("{rows} rows × {dims}"),
         )?;
-        let s = &self.stream;
-        let d_items = s.clone_htod(items).map_err(dev)?;
-        let mut out = s.alloc_zeros::<f32>(rows * dims).map_err(dev)?;
+        let s = &self.device;
+        let d_items = s.htod(items)?;
+        let mut out = s.alloc_zeros::<f32>(rows * dims)?;
         let (k0, k1, hi) = key.words();
         let (rows_i, k_i, s0_i, dims_i) = (rows as i32, k as i32, sample0 as i32, dims as i32);
         let threads = 256;
@@ -145,13 +136,12 @@ impl Gpu {
             block_dim: (threads as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let f = self.f(if normals { "philox_normals" } else { "philox_uniforms" });
-        let mut b = s.launch_builder(f);
+        let mut b = s.launcher(if normals { "philox_normals" } else { "philox_uniforms" });
         b.arg(&mut out).arg(&d_items).arg(&rows_i).arg(&k_i).arg(&s0_i).arg(&dims_i).arg(&k0).arg(&k1).arg(&hi);
         // SAFETY: out holds rows·dims f32, items holds rows / k u32; the kernel
         // writes out[r·dims + d] for r < rows, d < dims and reads items[r / k].
-        unsafe { b.launch(cfg) }.map_err(dev)?;
-        s.clone_dtoh(&out).map_err(dev)
+        unsafe { b.launch(cfg) }?;
+        s.dtoh(&out)
     }
 
     /// out[r, p] = bilinear(c[r], xs[r, p], ys[r, p]) for rows of [h·w].
@@ -168,18 +158,17 @@ impl Gpu {
             format!("c {} xs {} ys {} for {h}x{w}", c.len(), xs.len(), ys.len()),
         )?;
         let rows = c.len() / d;
-        let s = &self.stream;
-        let (dc, dx, dy) =
-            (s.clone_htod(c).map_err(dev)?, s.clone_htod(xs).map_err(dev)?, s.clone_htod(ys).map_err(dev)?);
-        let mut out = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
+        let s = &self.device;
+        let (dc, dx, dy) = (s.htod(c)?, s.htod(xs)?, s.htod(ys)?);
+        let mut out = s.alloc_zeros::<f32>(c.len())?;
         let (rows_i, h_i, w_i) = (rows as i32, h as i32, w as i32);
         let cfg = Self::pixels_by_rows(d, rows, 0);
-        let mut b = s.launch_builder(self.f("grid_sample_fwd"));
+        let mut b = s.launcher("grid_sample_fwd");
         b.arg(&dc).arg(&dx).arg(&dy).arg(&mut out).arg(&rows_i).arg(&h_i).arg(&w_i);
         // SAFETY: every buffer holds rows·h·w f32; the kernel indexes row
         // blockIdx.y < rows and pixels < h·w, and footprint() clamps reads.
-        unsafe { b.launch(cfg) }.map_err(dev)?;
-        s.clone_dtoh(&out).map_err(dev)
+        unsafe { b.launch(cfg) }?;
+        s.dtoh(&out)
     }
 
     /// Backward of `grid_sample_fwd`: (dc, dxs, dys).
@@ -204,19 +193,14 @@ impl Gpu {
             format!("c {} xs {} ys {} dout {} for {h}x{w}", c.len(), xs.len(), ys.len(), dout.len()),
         )?;
         let rows = c.len() / d;
-        let s = &self.stream;
-        let (dcin, dx, dy, dg) = (
-            s.clone_htod(c).map_err(dev)?,
-            s.clone_htod(xs).map_err(dev)?,
-            s.clone_htod(ys).map_err(dev)?,
-            s.clone_htod(dout).map_err(dev)?,
-        );
-        let mut dc = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
-        let mut dxs = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
-        let mut dys = s.alloc_zeros::<f32>(c.len()).map_err(dev)?;
+        let s = &self.device;
+        let (dcin, dx, dy, dg) = (s.htod(c)?, s.htod(xs)?, s.htod(ys)?, s.htod(dout)?);
+        let mut dc = s.alloc_zeros::<f32>(c.len())?;
+        let mut dxs = s.alloc_zeros::<f32>(c.len())?;
+        let mut dys = s.alloc_zeros::<f32>(c.len())?;
         let (rows_i, h_i, w_i) = (rows as i32, h as i32, w as i32);
         let cfg = Self::pixels_by_rows(d, rows, 0);
-        let mut b = s.launch_builder(self.f("grid_sample_bwd"));
+        let mut b = s.launcher("grid_sample_bwd");
         b.arg(&dcin)
             .arg(&dx)
             .arg(&dy)
@@ -228,8 +212,8 @@ impl Gpu {
             .arg(&h_i)
             .arg(&w_i);
         // SAFETY: as grid_sample_fwd; dc, dxs, dys hold rows·h·w f32.
-        unsafe { b.launch(cfg) }.map_err(dev)?;
-        Ok((s.clone_dtoh(&dc).map_err(dev)?, s.clone_dtoh(&dxs).map_err(dev)?, s.clone_dtoh(&dys).map_err(dev)?))
+        unsafe { b.launch(cfg) }?;
+        Ok((s.dtoh(&dc)?, s.dtoh(&dxs)?, s.dtoh(&dys)?))
     }
 
     /// Grids for rows of θ [rows, 2·nb] against a basis [d, nb].
@@ -240,18 +224,18 @@ impl Gpu {
             format!("basis {} theta {} for d {d}, nb {nb}", basis.len(), theta.len()),
         )?;
         let rows = theta.len() / (2 * nb);
-        let s = &self.stream;
-        let (db, dt) = (s.clone_htod(basis).map_err(dev)?, s.clone_htod(theta).map_err(dev)?);
-        let mut xs = s.alloc_zeros::<f32>(rows * d).map_err(dev)?;
-        let mut ys = s.alloc_zeros::<f32>(rows * d).map_err(dev)?;
+        let s = &self.device;
+        let (db, dt) = (s.htod(basis)?, s.htod(theta)?);
+        let mut xs = s.alloc_zeros::<f32>(rows * d)?;
+        let mut ys = s.alloc_zeros::<f32>(rows * d)?;
         let (rows_i, d_i, nb_i) = (rows as i32, d as i32, nb as i32);
         let cfg = Self::pixels_by_rows(d, rows, 2 * nb * 4);
-        let mut b = s.launch_builder(self.f("grid_fwd"));
+        let mut b = s.launcher("grid_fwd");
         b.arg(&db).arg(&dt).arg(&mut xs).arg(&mut ys).arg(&rows_i).arg(&d_i).arg(&nb_i);
         // SAFETY: basis [d, nb], theta [rows, 2nb], xs/ys [rows, d]; shared
         // memory holds the row's 2nb θ values.
-        unsafe { b.launch(cfg) }.map_err(dev)?;
-        Ok((s.clone_dtoh(&xs).map_err(dev)?, s.clone_dtoh(&ys).map_err(dev)?))
+        unsafe { b.launch(cfg) }?;
+        Ok((s.dtoh(&xs)?, s.dtoh(&ys)?))
     }
 
     /// Per image: logsumexp of its k log-weights and −w̃·scale (the IWAE coefficients).
@@ -262,10 +246,10 @@ impl Gpu {
             format!("{} values, k {k}", logw.len()),
         )?;
         let images = logw.len() / k;
-        let s = &self.stream;
-        let dl = s.clone_htod(logw).map_err(dev)?;
-        let mut lse = s.alloc_zeros::<f32>(images).map_err(dev)?;
-        let mut coef = s.alloc_zeros::<f32>(logw.len()).map_err(dev)?;
+        let s = &self.device;
+        let dl = s.htod(logw)?;
+        let mut lse = s.alloc_zeros::<f32>(images)?;
+        let mut coef = s.alloc_zeros::<f32>(logw.len())?;
         let (im_i, k_i) = (images as i32, k as i32);
         let warps_per_block = 8;
         let cfg = LaunchConfig {
@@ -273,11 +257,11 @@ impl Gpu {
             block_dim: (32 * warps_per_block as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = s.launch_builder(self.f("iwae_weights"));
+        let mut b = s.launcher("iwae_weights");
         b.arg(&dl).arg(&mut lse).arg(&mut coef).arg(&im_i).arg(&k_i).arg(&scale);
         // SAFETY: logw and coef hold images·k f32, lse images f32; one warp per image.
-        unsafe { b.launch(cfg) }.map_err(dev)?;
-        Ok((s.clone_dtoh(&lse).map_err(dev)?, s.clone_dtoh(&coef).map_err(dev)?))
+        unsafe { b.launch(cfg) }?;
+        Ok((s.dtoh(&lse)?, s.dtoh(&coef)?))
     }
 
     /// One Adadelta step (torch semantics) on host buffers.
@@ -295,23 +279,23 @@ impl Gpu {
             grads.len() == n && sq.len() == n && acc.len() == n,
             format!("lengths {n}/{}/{}/{}", grads.len(), sq.len(), acc.len()),
         )?;
-        let s = &self.stream;
-        let mut dp = s.clone_htod(params).map_err(dev)?;
-        let dg = s.clone_htod(grads).map_err(dev)?;
-        let mut dsq = s.clone_htod(sq).map_err(dev)?;
-        let mut dacc = s.clone_htod(acc).map_err(dev)?;
+        let s = &self.device;
+        let mut dp = s.htod(params)?;
+        let dg = s.htod(grads)?;
+        let mut dsq = s.htod(sq)?;
+        let mut dacc = s.htod(acc)?;
         let n_i = n as i64;
         let cfg = LaunchConfig {
             grid_dim: (Self::blocks(n, 256).min(4096), 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = s.launch_builder(self.f("adadelta_step"));
+        let mut b = s.launcher("adadelta_step");
         b.arg(&mut dp).arg(&dg).arg(&mut dsq).arg(&mut dacc).arg(&n_i).arg(&lr);
         // SAFETY: all four buffers hold n f32; the kernel grid-strides over n.
-        unsafe { b.launch(cfg) }.map_err(dev)?;
-        s.memcpy_dtoh(&dp, params).map_err(dev)?;
-        s.memcpy_dtoh(&dsq, sq).map_err(dev)?;
-        s.memcpy_dtoh(&dacc, acc).map_err(dev)
+        unsafe { b.launch(cfg) }?;
+        s.memcpy_dtoh(&dp, params)?;
+        s.memcpy_dtoh(&dsq, sq)?;
+        s.memcpy_dtoh(&dacc, acc)
     }
 }

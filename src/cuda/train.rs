@@ -8,8 +8,10 @@
 //! 100 is not bound by ~40 kernel launches per step; a smaller last batch
 //! runs the same launches directly. Step losses go to a device array read
 //! back every few steps for the progress bar and in full at the epoch's end.
+use super::driver::DevBuf;
+use super::driver::Graph;
 use super::forward::{cfg1, EncoderBufs};
-use super::{dev, Gpu};
+use super::Gpu;
 use crate::data::{Binarize, Dataset};
 use crate::error::{Error, Result};
 use crate::model::{Layout, LinearSlot, Transform};
@@ -18,8 +20,7 @@ use crate::objective::Objective;
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::rng::NoiseKey;
 use crate::train::{Engine, EpochPlan, Progress, TrainConfig};
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
 /// Steps between progress read-backs (each one waits for the GPU).
 const PROGRESS_EVERY: usize = 25;
@@ -40,51 +41,51 @@ struct Dims {
 
 /// Every device buffer of one step, sized for the full batch.
 struct Buffers {
-    images: CudaSlice<u8>,
-    items: CudaSlice<u32>,
-    x: CudaSlice<f32>,
+    images: DevBuf<u8>,
+    items: DevBuf<u32>,
+    x: DevBuf<f32>,
     enc: EncoderBufs,
-    eps: CudaSlice<f32>,
-    eta: CudaSlice<f32>,
-    z: CudaSlice<f32>,
-    u: CudaSlice<f32>,
-    lw_latent: CudaSlice<f32>,
-    theta: CudaSlice<f32>,
-    d1: CudaSlice<f32>,
-    d2: CudaSlice<f32>,
+    eps: DevBuf<f32>,
+    eta: DevBuf<f32>,
+    z: DevBuf<f32>,
+    u: DevBuf<f32>,
+    lw_latent: DevBuf<f32>,
+    theta: DevBuf<f32>,
+    d1: DevBuf<f32>,
+    d2: DevBuf<f32>,
     /// Decoder logits, then c (sigmoid in place).
-    c: CudaSlice<f32>,
-    logpx: CudaSlice<f32>,
-    logw: CudaSlice<f32>,
-    img_loss: CudaSlice<f32>,
-    coef_px: CudaSlice<f32>,
-    coef_w: CudaSlice<f32>,
-    dc: CudaSlice<f32>,
-    dtheta: CudaSlice<f32>,
-    dd1: CudaSlice<f32>,
-    dd2: CudaSlice<f32>,
-    dz: CudaSlice<f32>,
-    du: CudaSlice<f32>,
-    dmu_z: CudaSlice<f32>,
-    dls_z: CudaSlice<f32>,
-    dmu_u: CudaSlice<f32>,
-    dls_u: CudaSlice<f32>,
-    dh1: CudaSlice<f32>,
-    dh2: CudaSlice<f32>,
-    basis: CudaSlice<f32>,
-    theta_id: CudaSlice<f32>,
-    params: CudaSlice<f32>,
-    grads: CudaSlice<f32>,
-    s1: CudaSlice<f32>,
-    s2: CudaSlice<f32>,
+    c: DevBuf<f32>,
+    logpx: DevBuf<f32>,
+    logw: DevBuf<f32>,
+    img_loss: DevBuf<f32>,
+    coef_px: DevBuf<f32>,
+    coef_w: DevBuf<f32>,
+    dc: DevBuf<f32>,
+    dtheta: DevBuf<f32>,
+    dd1: DevBuf<f32>,
+    dd2: DevBuf<f32>,
+    dz: DevBuf<f32>,
+    du: DevBuf<f32>,
+    dmu_z: DevBuf<f32>,
+    dls_z: DevBuf<f32>,
+    dmu_u: DevBuf<f32>,
+    dls_u: DevBuf<f32>,
+    dh1: DevBuf<f32>,
+    dh2: DevBuf<f32>,
+    basis: DevBuf<f32>,
+    theta_id: DevBuf<f32>,
+    params: DevBuf<f32>,
+    grads: DevBuf<f32>,
+    s1: DevBuf<f32>,
+    s2: DevBuf<f32>,
     /// Adam's step count (read by adam_step_dev).
-    opt_steps: CudaSlice<i64>,
+    opt_steps: DevBuf<i64>,
     /// The step's loss, and 1 when a gradient was not finite.
-    loss: CudaSlice<f32>,
-    bad: CudaSlice<i32>,
+    loss: DevBuf<f32>,
+    bad: DevBuf<i32>,
     /// Per step of the epoch: loss and the non-finite flag.
-    loss_hist: CudaSlice<f32>,
-    bad_hist: CudaSlice<i32>,
+    loss_hist: DevBuf<f32>,
+    bad_hist: DevBuf<i32>,
 }
 
 /// The ops of one training step, in order; each is one unit of the kernel
@@ -143,14 +144,13 @@ pub struct GpuEngine {
 
 impl GpuEngine {
     pub fn new(
-        ordinal: usize,
+        gpu: Gpu,
         layout: &Layout,
         cfg: &TrainConfig,
         data: &Dataset,
         params: &[f32],
         opt: &Optimizer,
     ) -> Result<Self> {
-        let gpu = Gpu::new(ordinal)?;
         let mc = layout.config;
         let net = Network::<f32>::new(layout.clone());
         let nb = if mc.transform == Transform::None { 0 } else { net.warp.nb };
@@ -171,15 +171,15 @@ impl GpuEngine {
             smem <= 48 * 1024 && dims.t == 2 * nb,
             format!("{smem} bytes of shared memory for {} pixels, θ {} vs basis {nb}", dims.d, dims.t),
         )?;
-        let s = gpu.stream.clone();
+        let s = &gpu.device;
         let (b, n) = (cfg.batch_size, cfg.batch_size * cfg.k);
-        let f = |len: usize| s.alloc_zeros::<f32>(len.max(1)).map_err(dev);
+        let f = |len: usize| s.alloc_zeros::<f32>(len.max(1));
         let steps = data.len().div_ceil(cfg.batch_size);
-        let up = |v: &[f32]| s.clone_htod(if v.is_empty() { &[0.0][..] } else { v }).map_err(dev);
+        let up = |v: &[f32]| s.htod(if v.is_empty() { &[0.0][..] } else { v });
         let (d, hd, z, u, t) = (dims.d, dims.hd, dims.z, dims.u, dims.t);
         let buf = Buffers {
-            images: s.clone_htod(&data.images).map_err(dev)?,
-            items: s.alloc_zeros::<u32>(b).map_err(dev)?,
+            images: s.htod(&data.images)?,
+            items: s.alloc_zeros::<u32>(b)?,
             x: f(b * d)?,
             enc: EncoderBufs::new(&gpu, layout, b)?,
             eps: f(n * z)?,
@@ -208,17 +208,17 @@ impl GpuEngine {
             dls_u: f(b * u)?,
             dh1: f(b * hd)?,
             dh2: f(b * hd)?,
-            basis: up(if nb > 0 { &net.warp.basis } else { &[] })?,
+            basis: up(if nb > 0 { &net.warp.basis[..] } else { &[] })?,
             theta_id: up(&net.theta_id)?,
-            params: s.clone_htod(params).map_err(dev)?,
+            params: s.htod(params)?,
             grads: f(layout.total)?,
-            s1: s.clone_htod(&opt.s1).map_err(dev)?,
-            s2: s.clone_htod(&opt.s2).map_err(dev)?,
-            opt_steps: s.clone_htod(&[opt.steps as i64]).map_err(dev)?,
+            s1: s.htod(&opt.s1)?,
+            s2: s.htod(&opt.s2)?,
+            opt_steps: s.htod(&[opt.steps as i64])?,
             loss: f(1)?,
-            bad: s.alloc_zeros::<i32>(1).map_err(dev)?,
+            bad: s.alloc_zeros::<i32>(1)?,
             loss_hist: f(steps)?,
-            bad_hist: s.alloc_zeros::<i32>(steps.max(1)).map_err(dev)?,
+            bad_hist: s.alloc_zeros::<i32>(steps.max(1))?,
         };
         Ok(GpuEngine {
             gpu,
@@ -252,7 +252,7 @@ impl GpuEngine {
         let n = b * k;
         let l = &self.layout;
         let g = &self.gpu;
-        let s = g.stream.clone();
+        let s = &g.device;
         let bf = &mut self.buf;
         let (n_i, k_i, d_i, h_i, w_i, nb_i) = (n as i32, k as i32, d as i32, h as i32, w as i32, nb as i32);
         match op {
@@ -281,7 +281,7 @@ impl GpuEngine {
                         Objective::ElboKl => 2,
                     };
                     let (b_i, z_i, u_i) = (b as i32, z as i32, u as i32);
-                    let mut lb = s.launch_builder(g.f("objective_terms"));
+                    let mut lb = s.launcher("objective_terms");
                     lb.arg(&bf.logw)
                         .arg(&bf.logpx)
                         .arg(&bf.enc.mu_z)
@@ -292,11 +292,11 @@ impl GpuEngine {
                     lb.arg(&b_i).arg(&k_i).arg(&z_i).arg(&u_i).arg(&mode);
                     // SAFETY: logw, logpx, coefs hold n = b·k values, img_loss b, the
                     // posteriors b·Z and b·U; one warp per image.
-                    unsafe { lb.launch(cfg1(32 * b, 256)) }.map_err(dev)?;
-                    let mut lb = s.launch_builder(g.f("mean_into"));
+                    unsafe { lb.launch(cfg1(32 * b, 256)) }?;
+                    let mut lb = s.launcher("mean_into");
                     lb.arg(&bf.img_loss).arg(&mut bf.loss).arg(&b_i);
                     // SAFETY: img_loss holds b values, loss 1; one warp.
-                    unsafe { lb.launch(cfg1(32, 32)) }.map_err(dev)?;
+                    unsafe { lb.launch(cfg1(32, 32)) }?;
                 }
             }
             StepOp::DecodeRowBwd => {
@@ -304,12 +304,12 @@ impl GpuEngine {
                     let smem = ((4 * d + 2 * nb) * 4) as u32;
                     let cfg =
                         LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
-                    let mut lb = s.launch_builder(g.f("decode_row_bwd"));
+                    let mut lb = s.launcher("decode_row_bwd");
                     lb.arg(&bf.c).arg(&bf.theta).arg(&bf.basis).arg(&bf.x).arg(&bf.coef_px);
                     lb.arg(&mut bf.dc).arg(&mut bf.dtheta).arg(&n_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
                     // SAFETY: as decode_row_fwd; dc [n, D], dθ [n, 2nb]; shared memory
                     // 4D + 2nb f32 (checked ≤ 48 KiB in new()).
-                    unsafe { lb.launch(cfg) }.map_err(dev)?;
+                    unsafe { lb.launch(cfg) }?;
                 }
             }
             StepOp::DecoderBackward => {
@@ -344,7 +344,7 @@ impl GpuEngine {
                 }
             }
             StepOp::EncoderBackward => {
-                let mut heads: Vec<(&LinearSlot, &CudaSlice<f32>)> =
+                let mut heads: Vec<(&LinearSlot, &DevBuf<f32>)> =
                     vec![(&l.z_mu, &bf.dmu_z), (&l.z_logsigma, &bf.dls_z)];
                 if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
                     heads.push((mu, &bf.dmu_u));
@@ -375,28 +375,28 @@ impl GpuEngine {
                     shared_mem_bytes: 0,
                 };
                 {
-                    let mut lb = s.launch_builder(g.f("flag_nonfinite"));
+                    let mut lb = s.launcher("flag_nonfinite");
                     lb.arg(&bf.grads).arg(&total).arg(&mut bf.bad);
                     // SAFETY: grads holds total f32, bad one i32; grid-stride loop.
-                    unsafe { lb.launch(grid) }.map_err(dev)?;
+                    unsafe { lb.launch(grid) }?;
                 }
                 match self.opt_kind {
                     OptimizerKind::Adadelta => {
-                        let mut lb = s.launch_builder(g.f("adadelta_step"));
+                        let mut lb = s.launcher("adadelta_step");
                         lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
                         // SAFETY: the four vectors hold total f32; grid-stride loop.
-                        unsafe { lb.launch(grid) }.map_err(dev)?;
+                        unsafe { lb.launch(grid) }?;
                     }
                     OptimizerKind::Adam => {
-                        let mut lb = s.launch_builder(g.f("count_step"));
+                        let mut lb = s.launcher("count_step");
                         lb.arg(&mut bf.opt_steps);
                         // SAFETY: opt_steps holds one i64.
-                        unsafe { lb.launch(cfg1(1, 1)) }.map_err(dev)?;
-                        let mut lb = s.launch_builder(g.f("adam_step_dev"));
+                        unsafe { lb.launch(cfg1(1, 1)) }?;
+                        let mut lb = s.launcher("adam_step_dev");
                         lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
                         lb.arg(&bf.opt_steps);
                         // SAFETY: as adadelta_step; opt_steps holds one i64.
-                        unsafe { lb.launch(grid) }.map_err(dev)?;
+                        unsafe { lb.launch(grid) }?;
                     }
                 }
             }
@@ -405,38 +405,36 @@ impl GpuEngine {
     }
 
     /// Captures one full-batch step as a graph.
-    fn capture(&mut self, keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<CudaGraph> {
-        let s = self.gpu.stream.clone();
-        s.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(dev)?;
+    fn capture(&mut self, keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<Graph> {
+        self.gpu.device.begin_capture()?;
         let launched = self.step(self.batch_size, keys, lr);
         // End the capture whatever happened, so the stream is usable again.
-        let graph = s.end_capture(CUgraphInstantiate_flags(0)).map_err(dev);
+        let graph = self.gpu.device.end_capture();
         launched?;
-        graph?.ok_or_else(|| Error::Device("CUDA graph capture produced no graph".into()))
+        graph
     }
 
     /// Parameters and optimizer state back to the host.
     fn download(&self, params: &mut [f32], opt: &mut Optimizer) -> Result<()> {
-        let s = &self.gpu.stream;
-        s.memcpy_dtoh(&self.buf.params, params).map_err(dev)?;
-        s.memcpy_dtoh(&self.buf.s1, &mut opt.s1[..]).map_err(dev)?;
-        s.memcpy_dtoh(&self.buf.s2, &mut opt.s2[..]).map_err(dev)?;
-        s.synchronize().map_err(dev)
+        let s = &self.gpu.device;
+        s.memcpy_dtoh(&self.buf.params, params)?;
+        s.memcpy_dtoh(&self.buf.s1, &mut opt.s1[..])?;
+        s.memcpy_dtoh(&self.buf.s2, &mut opt.s2[..])?;
+        s.synchronize()
     }
 
     /// One step run directly (no graph), for tests: the batch `items`.
     pub fn single_step(&mut self, items: &[u32], plan: &EpochPlan) -> Result<f32> {
         Gpu::check("train step", !items.is_empty() && items.len() <= self.batch_size, format!("{}", items.len()))?;
-        let s = self.gpu.stream.clone();
-        s.memcpy_htod(items, &mut self.buf.items.slice_mut(0..items.len())).map_err(dev)?;
+        self.gpu.device.memcpy_htod(items, &mut self.buf.items.slice_mut(0..items.len()))?;
         self.step(items.len(), (plan.bin_key, plan.keys.eps, plan.keys.eta), plan.lr as f32)?;
-        let loss = s.clone_dtoh(&self.buf.loss).map_err(dev)?;
+        let loss = self.gpu.device.dtoh(&self.buf.loss)?;
         Ok(loss[0])
     }
 
     /// The last step's gradient (for tests).
     pub fn gradients(&self) -> Result<Vec<f32>> {
-        self.gpu.stream.clone_dtoh(&self.buf.grads).map_err(dev)
+        self.gpu.device.dtoh(&self.buf.grads)
     }
 
     /// Parameters and optimizer state now (for tests and checkpoints).
@@ -459,31 +457,31 @@ impl GpuEngine {
     /// Upload a full batch of item indices for `time_op`.
     pub fn set_batch(&mut self, items: &[u32]) -> Result<()> {
         Gpu::check("set_batch", items.len() == self.batch_size, format!("{} items", items.len()))?;
-        self.gpu.stream.memcpy_htod(items, &mut self.buf.items).map_err(dev)
+        self.gpu.device.memcpy_htod(items, &mut self.buf.items)
     }
 
     /// Wall time of `reps` launches of `op` on the current batch (synchronized).
     pub fn time_op(&mut self, op: StepOp, plan: &EpochPlan, reps: u64) -> Result<std::time::Duration> {
         let keys = (plan.bin_key, plan.keys.eps, plan.keys.eta);
-        self.gpu.stream.synchronize().map_err(dev)?;
+        self.gpu.device.synchronize()?;
         let t0 = std::time::Instant::now();
         for _ in 0..reps {
             self.run_op(op, self.batch_size, keys, plan.lr as f32)?;
         }
-        self.gpu.stream.synchronize().map_err(dev)?;
+        self.gpu.device.synchronize()?;
         Ok(t0.elapsed())
     }
 
     /// Wall time of `reps` whole steps replayed from one captured graph.
     pub fn time_graph_steps(&mut self, plan: &EpochPlan, reps: u64) -> Result<std::time::Duration> {
         let graph = self.capture((plan.bin_key, plan.keys.eps, plan.keys.eta), plan.lr as f32)?;
-        graph.upload().map_err(dev)?;
-        self.gpu.stream.synchronize().map_err(dev)?;
+        self.gpu.device.upload(&graph)?;
+        self.gpu.device.synchronize()?;
         let t0 = std::time::Instant::now();
         for _ in 0..reps {
-            graph.launch().map_err(dev)?;
+            self.gpu.device.replay(&graph)?;
         }
-        self.gpu.stream.synchronize().map_err(dev)?;
+        self.gpu.device.synchronize()?;
         Ok(t0.elapsed())
     }
 
@@ -526,33 +524,34 @@ impl Engine for GpuEngine {
     ) -> Result<Vec<f64>> {
         let keys = (plan.bin_key, plan.keys.eps, plan.keys.eta);
         let lr = plan.lr as f32;
-        let s = self.gpu.stream.clone();
         let batches: Vec<&[u32]> = plan.perm.chunks(self.batch_size).collect();
         // IWTVAE_NO_CUDA_GRAPHS=1 launches every step directly (same results;
         // for telling a graph problem from a kernel problem).
         let graphs = std::env::var_os("IWTVAE_NO_CUDA_GRAPHS").is_none();
         let full = batches.iter().any(|b| b.len() == self.batch_size);
         let graph = if graphs && full { Some(self.capture(keys, lr)?) } else { None };
-        s.memset_zeros(&mut self.buf.bad_hist).map_err(dev)?;
+        self.gpu.device.memset_zeros(&mut self.buf.bad_hist)?;
         let mut last_loss = f64::NAN;
         for (step, batch) in batches.iter().enumerate() {
-            s.memcpy_htod(*batch, &mut self.buf.items.slice_mut(0..batch.len())).map_err(dev)?;
-            s.memset_zeros(&mut self.buf.bad).map_err(dev)?;
+            self.gpu.device.memcpy_htod(batch, &mut self.buf.items.slice_mut(0..batch.len()))?;
+            self.gpu.device.memset_zeros(&mut self.buf.bad)?;
             match &graph {
-                Some(gr) if batch.len() == self.batch_size => gr.launch().map_err(dev)?,
+                Some(gr) if batch.len() == self.batch_size => self.gpu.device.replay(gr)?,
                 _ => self.step(batch.len(), keys, lr)?,
             }
-            s.memcpy_dtod(&self.buf.loss, &mut self.buf.loss_hist.slice_mut(step..step + 1)).map_err(dev)?;
-            s.memcpy_dtod(&self.buf.bad, &mut self.buf.bad_hist.slice_mut(step..step + 1)).map_err(dev)?;
+            let s = &self.gpu.device;
+            s.memcpy_dtod(&self.buf.loss, &mut self.buf.loss_hist.slice_mut(step..step + 1))?;
+            s.memcpy_dtod(&self.buf.bad, &mut self.buf.bad_hist.slice_mut(step..step + 1))?;
             if step % PROGRESS_EVERY == 0 || step + 1 == batches.len() {
                 let mut v = [0f32];
-                s.memcpy_dtoh(&self.buf.loss_hist.slice(step..step + 1), &mut v[..]).map_err(dev)?;
+                s.memcpy_dtoh(&self.buf.loss_hist.slice(step..step + 1), &mut v[..])?;
                 last_loss = v[0] as f64;
             }
             progress.step(last_loss, batch.len());
         }
-        let losses = s.clone_dtoh(&self.buf.loss_hist).map_err(dev)?;
-        let bad = s.clone_dtoh(&self.buf.bad_hist).map_err(dev)?;
+        let s = &self.gpu.device;
+        let losses = s.dtoh(&self.buf.loss_hist)?;
+        let bad = s.dtoh(&self.buf.bad_hist)?;
         for step in 0..batches.len() {
             if !losses[step].is_finite() || bad[step] != 0 {
                 return Err(Error::NonFinite { epoch: plan.epoch + 1, step: step + 1, loss: losses[step] as f64 });
@@ -571,13 +570,13 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &self,
-        x: &CudaSlice<f32>,
-        dy: &CudaSlice<f32>,
+        x: &DevBuf<f32>,
+        dy: &DevBuf<f32>,
         rows: usize,
         s: &LinearSlot,
-        params: &CudaSlice<f32>,
-        grads: &mut CudaSlice<f32>,
-        dx: Option<&mut CudaSlice<f32>>,
+        params: &DevBuf<f32>,
+        grads: &mut DevBuf<f32>,
+        dx: Option<&mut DevBuf<f32>>,
         accumulate_dx: bool,
     ) -> Result<()> {
         let (out, inp) = (s.out, s.inp);
@@ -590,57 +589,57 @@ impl Gpu {
                 && dx.as_ref().is_none_or(|v| v.len() >= rows * inp),
             format!("x {} dy {} rows {rows} [{out}x{inp}]", x.len(), dy.len()),
         )?;
-        let st = &self.stream;
+        let st = &self.device;
         // dW[out, inp] = dyᵀ[out, rows] · x[rows, inp]
         {
             let mut dw = grads.slice_mut(s.w_range());
             let (m, n, k, ldc, acc) = (out as i32, inp as i32, rows as i32, inp as i32, 0i32);
             let (rsa, csa, rsb, csb) = (1i64, out as i64, inp as i64, 1i64);
-            let mut lb = st.launch_builder(self.f("gemm_strided"));
+            let mut lb = st.launcher("gemm_strided");
             lb.arg(dy).arg(&rsa).arg(&csa).arg(x).arg(&rsb).arg(&csb).arg(&mut dw);
             lb.arg(&ldc).arg(&m).arg(&n).arg(&k).arg(&acc);
             // SAFETY: A = dyᵀ reads dy[r·out + o] for r < rows, o < out; B = x
             // reads x[r·inp + i]; C = dW [out, inp]; sizes checked above.
-            unsafe { lb.launch(gemm_grid(out, inp)) }.map_err(dev)?;
+            unsafe { lb.launch(gemm_grid(out, inp)) }?;
         }
         {
             let mut db = grads.slice_mut(s.b_range());
             let (rows_i, cols_i, acc) = (rows as i32, out as i32, 0i32);
-            let mut lb = st.launch_builder(self.f("col_sum"));
+            let mut lb = st.launcher("col_sum");
             lb.arg(dy).arg(&mut db).arg(&rows_i).arg(&cols_i).arg(&acc);
             // SAFETY: dy holds rows·out values, db out.
-            unsafe { lb.launch(cfg1(out, 128)) }.map_err(dev)?;
+            unsafe { lb.launch(cfg1(out, 128)) }?;
         }
         if let Some(dx) = dx {
             // dx[rows, inp] = dy[rows, out] · W[out, inp]
             let w = params.slice(s.w_range());
             let (m, n, k, ldc, acc) = (rows as i32, inp as i32, out as i32, inp as i32, accumulate_dx as i32);
             let (rsa, csa, rsb, csb) = (out as i64, 1i64, inp as i64, 1i64);
-            let mut lb = st.launch_builder(self.f("gemm_strided"));
+            let mut lb = st.launcher("gemm_strided");
             lb.arg(dy).arg(&rsa).arg(&csa).arg(&w).arg(&rsb).arg(&csb).arg(dx);
             lb.arg(&ldc).arg(&m).arg(&n).arg(&k).arg(&acc);
             // SAFETY: dy [rows, out], W [out, inp], dx [rows, inp]; sizes checked above.
-            unsafe { lb.launch(gemm_grid(rows, inp)) }.map_err(dev)?;
+            unsafe { lb.launch(gemm_grid(rows, inp)) }?;
         }
         Ok(())
     }
 
-    fn relu_mask(&self, y: &CudaSlice<f32>, dy: &mut CudaSlice<f32>, len: usize) -> Result<()> {
+    fn relu_mask(&self, y: &DevBuf<f32>, dy: &mut DevBuf<f32>, len: usize) -> Result<()> {
         Self::check("relu_mask", y.len() >= len && dy.len() >= len, format!("{} {} < {len}", y.len(), dy.len()))?;
         let n = len as i32;
-        let mut lb = self.stream.launch_builder(self.f("relu_mask"));
+        let mut lb = self.device.launcher("relu_mask");
         lb.arg(y).arg(dy).arg(&n);
         // SAFETY: y and dy hold ≥ len f32.
-        unsafe { lb.launch(cfg1(len, 256)) }.map_err(dev)?;
+        unsafe { lb.launch(cfg1(len, 256)) }?;
         Ok(())
     }
 
     /// `ins` = [μ, log σ, raw log σ, latent, noise, d latent, coef_w].
     fn latent_bwd(
         &self,
-        ins: [&CudaSlice<f32>; 7],
-        dmu: &mut CudaSlice<f32>,
-        dls: &mut CudaSlice<f32>,
+        ins: [&DevBuf<f32>; 7],
+        dmu: &mut DevBuf<f32>,
+        dls: &mut DevBuf<f32>,
         (b, k, dim): (usize, usize, usize),
         kl_scale: f32,
         tanh_mu: bool,
@@ -654,11 +653,11 @@ impl Gpu {
             format!("b {b} k {k} dim {dim}"),
         )?;
         let (b_i, k_i, dim_i, tanh_i) = (b as i32, k as i32, dim as i32, tanh_mu as i32);
-        let mut lb = self.stream.launch_builder(self.f("latent_bwd"));
+        let mut lb = self.device.launcher("latent_bwd");
         lb.arg(mu).arg(ls).arg(raw).arg(lat).arg(noise).arg(dlat).arg(coef_w).arg(dmu).arg(dls);
         lb.arg(&b_i).arg(&k_i).arg(&dim_i).arg(&kl_scale).arg(&tanh_i);
         // SAFETY: per-image buffers hold b·dim, per-row buffers b·k·dim, coef_w b·k (checked).
-        unsafe { lb.launch(cfg1(b * dim, 128)) }.map_err(dev)?;
+        unsafe { lb.launch(cfg1(b * dim, 128)) }?;
         Ok(())
     }
 }

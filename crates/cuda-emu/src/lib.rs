@@ -148,35 +148,49 @@ const GUARD_BYTE: u8 = 0xA5;
 
 /// "Device" memory: the values between two guard zones that a kernel must
 /// not touch; [`Buffer::read`] fails when it did.
+///
+/// Kernels write through the pointer that [`Buffer::arg`] and
+/// [`Buffer::ptr`] hand out while the host holds only shared references (as
+/// with device memory), so every access goes through one raw pointer taken
+/// when the buffer was made, never through a reference to the vector.
 pub struct Buffer<T: Element> {
-    raw: Vec<T>,
+    _storage: Vec<T>,
+    /// The first of the payload's values; the guard zones lie either side.
+    base: *mut T,
     guard: usize,
     len: usize,
 }
 
+// SAFETY: a Buffer owns its storage; the raw pointer only aliases it.
+unsafe impl<T: Element + Send> Send for Buffer<T> {}
+
 impl<T: Element> Buffer<T> {
     fn with_len(len: usize) -> Self {
         let guard = GUARD_BYTES.div_ceil(std::mem::size_of::<T>().max(1));
-        let mut raw = vec![T::default(); len + 2 * guard];
-        // SAFETY: raw holds len + 2·guard values of an Element type, for
-        // which any byte pattern is a valid value.
-        unsafe { std::ptr::write_bytes(raw.as_mut_ptr(), GUARD_BYTE, raw.len()) };
-        Buffer { raw, guard, len }
+        let mut storage = vec![T::default(); len + 2 * guard];
+        let whole = storage.as_mut_ptr();
+        // SAFETY: storage holds len + 2·guard values of an Element type, for
+        // which any byte pattern is a valid value; base stays inside it.
+        let base = unsafe {
+            std::ptr::write_bytes(whole, GUARD_BYTE, len + 2 * guard);
+            whole.add(guard)
+        };
+        Buffer { _storage: storage, base, guard, len }
     }
 
     pub fn from_slice(values: &[T]) -> Self {
-        let mut b = Self::with_len(values.len());
-        b.raw[b.guard..b.guard + b.len].copy_from_slice(values);
+        let b = Self::with_len(values.len());
+        // SAFETY: the payload holds exactly values.len() values.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), b.base, values.len()) };
         b
     }
 
     /// `len` values of all-ones bytes (NaN as f32), so that anything a
     /// kernel should write and does not shows.
     pub fn poisoned(len: usize) -> Self {
-        let mut b = Self::with_len(len);
-        let start = b.guard;
+        let b = Self::with_len(len);
         // SAFETY: as in with_len, within the payload.
-        unsafe { std::ptr::write_bytes(b.raw.as_mut_ptr().add(start), 0xFF, len) };
+        unsafe { std::ptr::write_bytes(b.base, 0xFF, len) };
         b
     }
 
@@ -188,24 +202,56 @@ impl<T: Element> Buffer<T> {
         self.len == 0
     }
 
-    pub fn arg(&mut self) -> Arg {
-        // SAFETY: guard + len ≤ raw.len().
-        Arg::Ptr(unsafe { self.raw.as_mut_ptr().add(self.guard) }.cast())
+    /// The payload's address, as a kernel argument.
+    pub fn arg(&self) -> Arg {
+        Arg::Ptr(self.ptr())
+    }
+
+    /// The payload's address.
+    pub fn ptr(&self) -> *mut c_void {
+        self.base.cast()
+    }
+
+    /// Copies `values` into the payload from `offset`.
+    pub fn write(&mut self, offset: usize, values: &[T]) -> Result<(), String> {
+        if offset + values.len() > self.len {
+            return Err(format!("writing {} values at {offset} into a buffer of {}", values.len(), self.len));
+        }
+        // SAFETY: inside the payload (checked above).
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.base.add(offset), values.len()) };
+        Ok(())
     }
 
     /// The values, after checking that no kernel wrote into the guard zones.
     pub fn read(&self) -> Result<Vec<T>, String> {
-        let bytes_of = |vals: &[T]| -> bool {
-            // SAFETY: a slice of Element values viewed as its bytes.
-            let b = unsafe { std::slice::from_raw_parts(vals.as_ptr().cast::<u8>(), std::mem::size_of_val(vals)) };
+        self.read_range(0..self.len)
+    }
+
+    /// Values `range` of the payload, after the guard-zone check.
+    pub fn read_range(&self, range: std::ops::Range<usize>) -> Result<Vec<T>, String> {
+        self.check_guards()?;
+        if range.start > range.end || range.end > self.len {
+            return Err(format!("reading {range:?} of a buffer of {} values", self.len));
+        }
+        // SAFETY: inside the payload (checked above).
+        Ok(unsafe { std::slice::from_raw_parts(self.base.add(range.start), range.len()) }.to_vec())
+    }
+
+    /// An error when a kernel wrote into either guard zone.
+    pub fn check_guards(&self) -> Result<(), String> {
+        let untouched = |first: *const T, count: usize| -> bool {
+            // SAFETY: a guard zone of `count` Element values viewed as bytes.
+            let b = unsafe { std::slice::from_raw_parts(first.cast::<u8>(), count * std::mem::size_of::<T>()) };
             b.iter().all(|&x| x == GUARD_BYTE)
         };
-        if !bytes_of(&self.raw[..self.guard]) {
+        // SAFETY: the zones are the guard values either side of the payload.
+        let (before, after) = unsafe { (self.base.sub(self.guard), self.base.add(self.len)) };
+        if !untouched(before, self.guard) {
             return Err(format!("a kernel wrote before the start of a buffer of {} values", self.len));
         }
-        if !bytes_of(&self.raw[self.guard + self.len..]) {
+        if !untouched(after, self.guard) {
             return Err(format!("a kernel wrote past the end of a buffer of {} values", self.len));
         }
-        Ok(self.raw[self.guard..self.guard + self.len].to_vec())
+        Ok(())
     }
 }
