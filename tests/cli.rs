@@ -185,3 +185,72 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), b"precious");
     assert!(Path::new(&run).join("checkpoint.safetensors").exists());
 }
+
+/// `--device emulated` runs the CUDA path (engine, graphs, fused evaluator)
+/// with its kernels on the CPU emulator and agrees with `--device cpu`: the
+/// same epoch's loss to 1e-4 relative, and the same checkpoint's NLL to 1e-3
+/// nats (the kernels sum in other orders, so not bit for bit).
+#[test]
+fn emulated_device_trains_and_evaluates_like_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut losses = Vec::new();
+    for device in ["cpu", "emulated"] {
+        let out = dir.path().join(device);
+        let o = iwtvae(&[
+            "train",
+            "--data",
+            MNIST,
+            "--device",
+            device,
+            "--hidden",
+            "32",
+            "--z-dim",
+            "6",
+            "--u-dim",
+            "4",
+            "--limit-train",
+            "48",
+            "--batch-size",
+            "24",
+            "--k",
+            "2",
+            "--epochs",
+            "1",
+            "--eval-k",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{device} train failed: {}", stderr(&o));
+        if device == "emulated" {
+            assert!(stderr(&o).contains("CPU emulator"), "says where it runs: {}", stderr(&o));
+        }
+        let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        losses.push(line["loss"].as_f64().unwrap());
+    }
+    assert!((losses[0] - losses[1]).abs() <= 1e-4 * losses[0].abs(), "epoch loss cpu vs emulated: {losses:?}");
+    let ck = dir.path().join("cpu/checkpoint.safetensors");
+    let mut nll = Vec::new();
+    for device in ["cpu", "emulated"] {
+        let o = iwtvae(&[
+            "eval",
+            "--data",
+            MNIST,
+            "--device",
+            device,
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--k",
+            "20",
+            "--limit",
+            "10",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{device} eval failed: {}", stderr(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        assert!(report["device"].as_str().unwrap().starts_with(device), "{report}");
+        nll.push(report["nll"].as_f64().unwrap());
+    }
+    assert!((nll[0] - nll[1]).abs() < 1e-3, "NLL cpu {} vs emulated {}", nll[0], nll[1]);
+}
