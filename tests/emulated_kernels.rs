@@ -370,3 +370,26 @@ fn the_emulator_refuses_mistyped_and_oversized_launches() {
     let err = unsafe { cuda_emu::launch("grid_fwd", pixels_by_rows(784, 1, 64 * 1024), &args) }.unwrap_err();
     assert!(err.contains("grid_fwd") && err.contains("shared memory"), "{err}");
 }
+
+/// The emulator's own checks, which every other test relies on: a write
+/// past a buffer's end is reported right after the launch, naming the
+/// argument; a pointer into no live buffer is refused before it runs.
+#[test]
+fn emulator_reports_out_of_bounds_writes_and_stray_pointers() {
+    // y < 0: the mask writes zeros, which the guard bytes are not.
+    let (y, dy) = (input(&[-1f32; 8]), input(&[1f32; 8]));
+    let short = input(&[1f32; 6]);
+    // relu_mask(y, dy, n) writes dy[i] for i < n: 8 into a buffer of 6.
+    // SAFETY: the overrun lands in the buffer's guard zone (256 bytes).
+    let err = unsafe { cuda_emu::launch("relu_mask", cfg1(8, 256), &[y.arg(), short.arg(), i32_(8)]) }
+        .expect_err("a write past the end of argument 1");
+    assert!(err.contains("argument 1") && err.contains("past the end"), "{err}");
+    let stray = [0f32; 8];
+    // SAFETY: refused before the kernel runs.
+    let err =
+        unsafe { cuda_emu::launch("relu_mask", cfg1(8, 256), &[y.arg(), Arg::Ptr(stray.as_ptr() as *mut _), i32_(8)]) }
+            .expect_err("a pointer that is not a buffer's");
+    assert!(err.contains("argument 1") && err.contains("no live buffer"), "{err}");
+    // In bounds, the same launch is fine.
+    run("relu_mask", cfg1(8, 256), &[y.arg(), dy.arg(), i32_(8)]);
+}

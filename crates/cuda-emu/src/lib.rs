@@ -13,8 +13,10 @@
 //! parameters (cudarc cannot), block and grid limits, dynamic shared memory
 //! against the 48 KiB default or the launch's opt-in, reads of shared memory
 //! that nothing wrote (it starts as NaN), full-mask shuffles with exited
-//! lanes, and, through [`Buffer`]'s guard zones, writes past either end of
-//! a buffer.
+//! lanes, that every pointer argument points into a live [`Buffer`], and,
+//! right after each launch, through the guard zones of the buffers its
+//! pointers point into, writes past either end of a buffer (named by the
+//! argument).
 //!
 //! What it does not model: timing, warp-synchronous code without a
 //! barrier, the order of atomics (they run in thread order), the GPU's
@@ -89,6 +91,30 @@ impl Arg {
 /// Every pointer argument must point at memory that holds what the kernel
 /// reads and writes through it, as for a real launch.
 pub unsafe fn launch(kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<(), String> {
+    let buffers = args
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match *a {
+            Arg::Ptr(p) => Some(
+                live::containing(p as usize)
+                    .map(|b| (i, b))
+                    .ok_or_else(|| format!("{kernel}: argument {i} ({p:p}) points into no live buffer")),
+            ),
+            _ => None,
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    // SAFETY: forwarded from the caller.
+    unsafe { launch_unchecked(kernel, cfg, args) }?;
+    for (i, b) in buffers {
+        // SAFETY: the buffer is live: the caller holds it for the launch.
+        unsafe { b.check() }.map_err(|e| format!("{kernel}: argument {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// # Safety
+/// As [`launch`].
+unsafe fn launch_unchecked(kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<(), String> {
     // cuLaunchKernel's convention: params[i] points at the i-th value.
     let mut values: Vec<[u8; 8]> = args
         .iter()
@@ -146,6 +172,65 @@ impl Element for u16 {}
 const GUARD_BYTES: usize = 256;
 const GUARD_BYTE: u8 = 0xA5;
 
+/// Every live [`Buffer`]'s payload and guard zones, by address, so a launch
+/// can check its pointer arguments and the guards they lead to.
+mod live {
+    use super::GUARD_BYTE;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// A payload of `len` bytes at `start` with `guard` bytes either side.
+    #[derive(Clone, Copy)]
+    pub struct Extent {
+        pub start: usize,
+        pub len: usize,
+        pub guard: usize,
+    }
+
+    static LIVE: Mutex<BTreeMap<usize, Extent>> = Mutex::new(BTreeMap::new());
+
+    fn table() -> std::sync::MutexGuard<'static, BTreeMap<usize, Extent>> {
+        LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn add(e: Extent) {
+        table().insert(e.start, e);
+    }
+
+    pub fn remove(start: usize) {
+        table().remove(&start);
+    }
+
+    /// The buffer whose payload holds `addr` (its one-past-the-end address
+    /// included: an empty view at the end of a buffer is a valid argument).
+    pub fn containing(addr: usize) -> Option<Extent> {
+        let t = table();
+        let (_, e) = t.range(..=addr).next_back()?;
+        (addr <= e.start + e.len).then_some(*e)
+    }
+
+    impl Extent {
+        /// An error when a kernel wrote into either guard zone.
+        ///
+        /// # Safety
+        /// The buffer must be live.
+        pub unsafe fn check(&self) -> Result<(), String> {
+            let untouched = |first: usize| -> bool {
+                // SAFETY: a guard zone of the live buffer, viewed as bytes.
+                let b = unsafe { std::slice::from_raw_parts(first as *const u8, self.guard) };
+                b.iter().all(|&x| x == GUARD_BYTE)
+            };
+            if !untouched(self.start - self.guard) {
+                return Err(format!("a kernel wrote before the start of a buffer of {} bytes", self.len));
+            }
+            if !untouched(self.start + self.len) {
+                return Err(format!("a kernel wrote past the end of a buffer of {} bytes", self.len));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// "Device" memory: the values between two guard zones that a kernel must
 /// not touch; [`Buffer::read`] fails when it did.
 ///
@@ -175,6 +260,8 @@ impl<T: Element> Buffer<T> {
             std::ptr::write_bytes(whole, GUARD_BYTE, len + 2 * guard);
             whole.add(guard)
         };
+        let size = std::mem::size_of::<T>();
+        live::add(live::Extent { start: base as usize, len: len * size, guard: guard * size });
         Buffer { _storage: storage, base, guard, len }
     }
 
@@ -239,19 +326,15 @@ impl<T: Element> Buffer<T> {
 
     /// An error when a kernel wrote into either guard zone.
     pub fn check_guards(&self) -> Result<(), String> {
-        let untouched = |first: *const T, count: usize| -> bool {
-            // SAFETY: a guard zone of `count` Element values viewed as bytes.
-            let b = unsafe { std::slice::from_raw_parts(first.cast::<u8>(), count * std::mem::size_of::<T>()) };
-            b.iter().all(|&x| x == GUARD_BYTE)
-        };
-        // SAFETY: the zones are the guard values either side of the payload.
-        let (before, after) = unsafe { (self.base.sub(self.guard), self.base.add(self.len)) };
-        if !untouched(before, self.guard) {
-            return Err(format!("a kernel wrote before the start of a buffer of {} values", self.len));
-        }
-        if !untouched(after, self.guard) {
-            return Err(format!("a kernel wrote past the end of a buffer of {} values", self.len));
-        }
-        Ok(())
+        let size = std::mem::size_of::<T>();
+        let extent = live::Extent { start: self.base as usize, len: self.len * size, guard: self.guard * size };
+        // SAFETY: this buffer is live.
+        unsafe { extent.check() }
+    }
+}
+
+impl<T: Element> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        live::remove(self.base as usize);
     }
 }
