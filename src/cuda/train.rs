@@ -139,6 +139,10 @@ pub struct GpuEngine {
     binarize: Binarize,
     opt_kind: OptimizerKind,
     batch_size: usize,
+    /// Replay full batches from a captured graph (IWTVAE_NO_CUDA_GRAPHS=1
+    /// turns it off: same results, for telling a graph problem from a
+    /// kernel problem).
+    graphs: bool,
     buf: Buffers,
 }
 
@@ -228,6 +232,7 @@ impl GpuEngine {
             binarize: cfg.binarize()?,
             opt_kind: OptimizerKind::parse(&cfg.optimizer)?,
             batch_size: cfg.batch_size,
+            graphs: std::env::var_os("IWTVAE_NO_CUDA_GRAPHS").is_none(),
             buf,
         })
     }
@@ -432,6 +437,11 @@ impl GpuEngine {
         Ok(loss[0])
     }
 
+    /// Whether `run_epoch` replays full batches from a captured graph.
+    pub fn use_graphs(&mut self, on: bool) {
+        self.graphs = on;
+    }
+
     /// The last step's gradient (for tests).
     pub fn gradients(&self) -> Result<Vec<f32>> {
         self.gpu.device.dtoh(&self.buf.grads)
@@ -525,11 +535,8 @@ impl Engine for GpuEngine {
         let keys = (plan.bin_key, plan.keys.eps, plan.keys.eta);
         let lr = plan.lr as f32;
         let batches: Vec<&[u32]> = plan.perm.chunks(self.batch_size).collect();
-        // IWTVAE_NO_CUDA_GRAPHS=1 launches every step directly (same results;
-        // for telling a graph problem from a kernel problem).
-        let graphs = std::env::var_os("IWTVAE_NO_CUDA_GRAPHS").is_none();
         let full = batches.iter().any(|b| b.len() == self.batch_size);
-        let graph = if graphs && full { Some(self.capture(keys, lr)?) } else { None };
+        let graph = if self.graphs && full { Some(self.capture(keys, lr)?) } else { None };
         self.gpu.device.memset_zeros(&mut self.buf.bad_hist)?;
         let mut last_loss = f64::NAN;
         for (step, batch) in batches.iter().enumerate() {
