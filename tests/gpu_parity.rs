@@ -616,4 +616,52 @@ mod gpu {
             assert_eq!(o1.steps, 3);
         }
     }
+
+    /// The kernel benches' entry points (benches/kernels.rs) on a small
+    /// model: every step op on its own, a graph-replayed step and the
+    /// evaluator's kernels in each precision run without error, so a bench
+    /// run on a GPU machine does not die on a host-side mistake.
+    #[test]
+    fn kernel_bench_entry_points_run() {
+        use iwtvae::cuda::train::{GpuEngine, STEP_OPS};
+        use iwtvae::eval::Precision;
+        use iwtvae::model::{init_params, Layout};
+        use iwtvae::objective::LatentKeys;
+        use iwtvae::train::{EpochPlan, TrainConfig};
+        let Some(data) = mnist(iwtvae::data::Split::Train, 16) else {
+            super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
+            return;
+        };
+        let cfg = TrainConfig { z_dim: 6, u_dim: 4, hidden: 40, batch_size: 8, ..TrainConfig::seed_protocol() };
+        let layout = Layout::new(cfg.model_config(28, 28).unwrap());
+        let params = init_params::<f32>(&layout, 1);
+        let items: Vec<u32> = (0..8).collect();
+        let plan = EpochPlan {
+            epoch: 0,
+            lr: 1e-3,
+            perm: &items,
+            bin_key: NoiseKey::new(1, Stream::TrainBinarize, 0),
+            keys: LatentKeys { eps: NoiseKey::new(1, Stream::TrainEps, 0), eta: NoiseKey::new(1, Stream::TrainEta, 0) },
+        };
+        for device in device_kinds() {
+            let opt = Optimizer::new(OptimizerKind::Adadelta, layout.total);
+            let mut engine = GpuEngine::new(Gpu::open(device).unwrap(), &layout, &cfg, &data, &params, &opt).unwrap();
+            engine.set_batch(&items).unwrap();
+            for op in STEP_OPS {
+                engine.time_op(op, &plan, 1).unwrap();
+                assert!(engine.op_cost(op).bytes > 0, "{op:?}");
+            }
+            engine.time_graph_steps(&plan, 2).unwrap();
+            // The evaluator's kernels on the model the bench times: the seed
+            // protocol's, whose shared-memory needs are the largest.
+            let seed_layout = Layout::new(TrainConfig::seed_protocol().model_config(28, 28).unwrap());
+            let seed_params = init_params::<f32>(&seed_layout, 1);
+            let net = iwtvae::network::Network::<f32>::new(seed_layout);
+            let g = Gpu::open(device).unwrap();
+            for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+                let timings = g.time_eval_kernels(&net, &seed_params, 64, precision, 1).unwrap();
+                assert_eq!(timings.len(), 2);
+            }
+        }
+    }
 }
