@@ -53,7 +53,7 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "impl": format!("iwtvae-{}", if device == iwtvae::device::Device::Cpu { "cpu" } else { "cuda" }),
+            "impl": format!("iwtvae-{}", device.name()),
             "device": report.device,
             "threads": rayon::current_num_threads(),
             "shards": cfg.shards,
