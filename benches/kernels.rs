@@ -19,9 +19,7 @@ mod gpu {
     use iwtvae::data::{Dataset, Split};
     use iwtvae::eval::Precision;
     use iwtvae::model::{init_params, Layout};
-    use iwtvae::objective::LatentKeys;
     use iwtvae::optim::{Optimizer, OptimizerKind};
-    use iwtvae::rng::{NoiseKey, Stream};
     use iwtvae::train::{EpochPlan, TrainConfig};
 
     fn peaks(name: &str) -> (Option<f64>, Option<f64>) {
@@ -61,13 +59,7 @@ mod gpu {
             .expect("GPU engine");
         let items: Vec<u32> = (0..100).collect();
         engine.set_batch(&items).expect("batch");
-        let plan = EpochPlan {
-            epoch: 0,
-            lr: 1e-3,
-            perm: &items,
-            bin_key: NoiseKey::new(1, Stream::TrainBinarize, 0),
-            keys: LatentKeys { eps: NoiseKey::new(1, Stream::TrainEps, 0), eta: NoiseKey::new(1, Stream::TrainEta, 0) },
-        };
+        let plan = EpochPlan::new(1, 0, 1e-3, &items);
         // Every op once, in order, so each later one sees real inputs.
         for op in STEP_OPS {
             engine.time_op(op, &plan, 1).expect("warm-up");

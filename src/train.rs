@@ -290,6 +290,24 @@ pub struct EpochPlan<'a> {
     pub keys: LatentKeys,
 }
 
+impl<'a> EpochPlan<'a> {
+    /// Epoch `epoch` of a run seeded `seed`: binarization and latent noise
+    /// keyed by (seed, stream, epoch) as SPEC §3 says.
+    pub fn new(seed: u64, epoch: usize, lr: f64, perm: &'a [u32]) -> Self {
+        let e = epoch as u32;
+        EpochPlan {
+            epoch,
+            lr,
+            perm,
+            bin_key: NoiseKey::new(seed, Stream::TrainBinarize, e),
+            keys: LatentKeys {
+                eps: NoiseKey::new(seed, Stream::TrainEps, e),
+                eta: NoiseKey::new(seed, Stream::TrainEta, e),
+            },
+        }
+    }
+}
+
 /// What runs an epoch's optimizer steps: the CPU shards below, or the GPU
 /// (crate::cuda::train). The loop around it (logs, checkpoints, resume)
 /// is shared. `params` and `opt` hold the state at the end of the epoch.
@@ -523,16 +541,7 @@ pub fn train_on(
         let lr = schedule.lr(cfg.lr, epoch, cfg.epochs);
         let e32 = epoch as u32;
         let perm = epoch_permutation(cfg.seed, e32, n);
-        let plan = EpochPlan {
-            epoch,
-            lr,
-            perm: &perm,
-            bin_key: NoiseKey::new(cfg.seed, Stream::TrainBinarize, e32),
-            keys: LatentKeys {
-                eps: NoiseKey::new(cfg.seed, Stream::TrainEps, e32),
-                eta: NoiseKey::new(cfg.seed, Stream::TrainEta, e32),
-            },
-        };
+        let plan = EpochPlan::new(cfg.seed, epoch, lr, &perm);
         progress.epoch_start(epoch, cfg.epochs, steps);
         let step_losses = engine.run_epoch(&plan, &mut params, &mut opt, progress)?;
         let loss_sum: f64 =

@@ -59,17 +59,6 @@ mod gpu {
         device_kinds().into_iter().map(|d| Gpu::open(d).expect("every listed device opens")).collect()
     }
 
-    /// A smaller workload on the emulator, which runs each GPU thread as a
-    /// CPU fiber (~100× slower than the CPU path): `full` on a GPU.
-    #[allow(dead_code)]
-    fn scaled(g: &Gpu, full: usize, emulated: usize) -> usize {
-        if g.kind() == "emulated" {
-            emulated
-        } else {
-            full
-        }
-    }
-
     fn close(name: &str, a: &[f32], b: &[f32], tol: f32) {
         assert_eq!(a.len(), b.len(), "{name}: lengths");
         for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
@@ -218,17 +207,7 @@ mod gpu {
     #[test]
     fn nll_evaluator_matches_cpu() {
         for g in devices() {
-            // The GPU bundle runs from the repository root on another machine,
-            // where the build tree's path does not exist.
-            let dirs = [
-                std::env::var("IWTVAE_DATA").unwrap_or_default(),
-                "data/mnist".into(),
-                concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist").into(),
-            ];
-            let data = dirs.iter().filter(|d| !d.is_empty()).find_map(|d| {
-                iwtvae::data::Dataset::load(std::path::Path::new(d), iwtvae::data::Split::Test, Some(20)).ok()
-            });
-            let Some(data) = data else {
+            let Some(data) = mnist(iwtvae::data::Split::Test, 20) else {
                 super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
                 return;
             };
@@ -293,7 +272,9 @@ mod gpu {
         }
     }
 
-    /// MNIST from IWTVAE_DATA, ./data/mnist or the build tree.
+    /// MNIST from IWTVAE_DATA, ./data/mnist (the GPU bundle runs from the
+    /// repository root on another machine, where the build tree is not) or
+    /// the build tree.
     fn mnist(split: iwtvae::data::Split, limit: usize) -> Option<iwtvae::data::Dataset> {
         let dirs = [
             std::env::var("IWTVAE_DATA").unwrap_or_default(),
@@ -319,7 +300,7 @@ mod gpu {
     fn training_step_matches_cpu() {
         use iwtvae::model::{init_params, Layout};
         use iwtvae::network::Network;
-        use iwtvae::objective::{loss_and_grad, LatentKeys, Objective};
+        use iwtvae::objective::{loss_and_grad, Objective};
         use iwtvae::train::{EpochPlan, TrainConfig};
         for device in device_kinds() {
             let Some(data) = mnist(iwtvae::data::Split::Train, 64) else {
@@ -351,16 +332,7 @@ mod gpu {
                 let params = init_params::<f32>(&layout, cfg.seed);
                 let opt = Optimizer::new(OptimizerKind::Adadelta, layout.total);
                 let items: Vec<u32> = (0..24u32).map(|i| (i * 37) % 64).collect();
-                let plan = EpochPlan {
-                    epoch: 2,
-                    lr: 1.0,
-                    perm: &items,
-                    bin_key: NoiseKey::new(cfg.seed, Stream::TrainBinarize, 2),
-                    keys: LatentKeys {
-                        eps: NoiseKey::new(cfg.seed, Stream::TrainEps, 2),
-                        eta: NoiseKey::new(cfg.seed, Stream::TrainEta, 2),
-                    },
-                };
+                let plan = EpochPlan::new(cfg.seed, 2, 1.0, &items);
                 // CPU: the spec.
                 let net = Network::<f32>::new(layout.clone());
                 let mut ws = net.workspace(items.len(), k, true);
@@ -563,7 +535,6 @@ mod gpu {
     fn graph_replay_matches_direct_launches() {
         use iwtvae::cuda::train::GpuEngine;
         use iwtvae::model::{init_params, Layout};
-        use iwtvae::objective::LatentKeys;
         use iwtvae::train::{Engine, EpochPlan, Silent, TrainConfig};
         let Some(data) = mnist(iwtvae::data::Split::Train, 58) else {
             super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
@@ -582,16 +553,7 @@ mod gpu {
         let layout = Layout::new(cfg.model_config(28, 28).unwrap());
         let params0 = init_params::<f32>(&layout, cfg.seed);
         let perm = iwtvae::rng::epoch_permutation(cfg.seed, 0, data.len());
-        let plan = EpochPlan {
-            epoch: 0,
-            lr: 1.0,
-            perm: &perm,
-            bin_key: NoiseKey::new(cfg.seed, Stream::TrainBinarize, 0),
-            keys: LatentKeys {
-                eps: NoiseKey::new(cfg.seed, Stream::TrainEps, 0),
-                eta: NoiseKey::new(cfg.seed, Stream::TrainEta, 0),
-            },
-        };
+        let plan = EpochPlan::new(cfg.seed, 0, 1.0, &perm);
         for device in device_kinds() {
             let mut runs = Vec::new();
             for graphs in [true, false] {
@@ -626,7 +588,6 @@ mod gpu {
         use iwtvae::cuda::train::{GpuEngine, STEP_OPS};
         use iwtvae::eval::Precision;
         use iwtvae::model::{init_params, Layout};
-        use iwtvae::objective::LatentKeys;
         use iwtvae::train::{EpochPlan, TrainConfig};
         let Some(data) = mnist(iwtvae::data::Split::Train, 16) else {
             super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
@@ -636,13 +597,7 @@ mod gpu {
         let layout = Layout::new(cfg.model_config(28, 28).unwrap());
         let params = init_params::<f32>(&layout, 1);
         let items: Vec<u32> = (0..8).collect();
-        let plan = EpochPlan {
-            epoch: 0,
-            lr: 1e-3,
-            perm: &items,
-            bin_key: NoiseKey::new(1, Stream::TrainBinarize, 0),
-            keys: LatentKeys { eps: NoiseKey::new(1, Stream::TrainEps, 0), eta: NoiseKey::new(1, Stream::TrainEta, 0) },
-        };
+        let plan = EpochPlan::new(1, 0, 1e-3, &items);
         for device in device_kinds() {
             let opt = Optimizer::new(OptimizerKind::Adadelta, layout.total);
             let mut engine = GpuEngine::new(Gpu::open(device).unwrap(), &layout, &cfg, &data, &params, &opt).unwrap();
