@@ -177,6 +177,31 @@ fn tensor_core_linear_layers_round_only_their_operands() {
     }
 }
 
+/// A tensor-core tile needs a 32-byte aligned pointer and a leading dimension
+/// of a multiple of 16 bytes; a GPU faults or misreads otherwise, so the
+/// emulator refuses both (the wrappers pad and own their weights, so this is
+/// a test of the emulator's check, not of a wrapper).
+#[test]
+fn tensor_core_tiles_refuse_misaligned_memory() {
+    let (m, n, k) = (16, 16, 16);
+    let (wp, np, kp) = padded(&values(n * k, 2, -1.0, 1.0), n, k);
+    let (x, b, y, w) = (input(&values(m * k, 1, -1.0, 1.0)), input(&vec![0f32; n]), output(m * n), input(&wp));
+    let launch = |w_arg: Arg, kp: usize| {
+        let smem = 64 * np * 4 + 64 * kp * 4;
+        let cfg = LaunchConfig::new((1, 1, 1), (256, 1, 1), smem as u32).opt_in_shared(smem as u32);
+        let args = [x.arg(), w_arg, b.arg(), y.arg(), i32_(m), i32_(n), i32_(k), i32_(np), i32_(kp), Arg::I32(0)];
+        // SAFETY: both faults are caught before the first tile is read.
+        unsafe { cuda_emu::launch("linear_fwd_tf32", cfg, &args) }
+    };
+    // SAFETY: one float into the weight's buffer, inside it.
+    let shifted = Arg::Ptr(unsafe { w.ptr().cast::<f32>().add(1) }.cast());
+    let err = launch(shifted, kp).expect_err("a weight pointer 4 bytes off");
+    assert!(err.contains("load_matrix_sync") && err.contains("not 32-byte aligned"), "{err}");
+    let err = launch(w.arg(), kp + 2).expect_err("a row stride of 8 bytes past a multiple of 16");
+    assert!(err.contains("leading dimension") && err.contains("16 bytes"), "{err}");
+    launch(w.arg(), kp).expect("the same launch, aligned");
+}
+
 /// log σ clamped to ±6 for z and u, μu = tanh (src/network.rs encode).
 #[test]
 fn encoder_heads_clamp_and_squash() {

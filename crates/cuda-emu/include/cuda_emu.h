@@ -52,6 +52,8 @@ void syncthreads();
 uint32_t shfl_xor(uint32_t mask, uint32_t bits, int lane_mask);
 // The launch's dynamic shared memory (poisoned with NaN bytes per block).
 unsigned char* dynamic_shared();
+// Ends the launch with an error (what a GPU would fault on, or do wrong).
+[[noreturn]] void trap(const char* why);
 }  // namespace emu
 
 inline void __syncthreads() { emu::syncthreads(); }

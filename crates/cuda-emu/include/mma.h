@@ -6,6 +6,8 @@
 // products are summed in fp32 in k order (the hardware's order is
 // unspecified, so tests of these paths carry a TF32/BF16 tolerance anyway).
 #pragma once
+#include <stdio.h>
+
 #include <type_traits>
 
 #include "cuda_bf16.h"
@@ -78,9 +80,27 @@ inline float tensor_core_input(float v, bool tf32) {
   return v;
 }
 
+// What the hardware requires of a tile's memory (CUDA C++ Programming Guide,
+// "Warp Matrix Functions"): a 256-bit aligned pointer and a leading dimension
+// that is a multiple of 16 bytes. A GPU faults or reads the wrong elements
+// otherwise; the host would not notice, so the emulator refuses.
+inline void check_tile_memory(const void* p, unsigned ld, size_t element_bytes, const char* call) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) {
+    static thread_local char why[160];
+    snprintf(why, sizeof why, "wmma::%s: pointer %p is not 32-byte aligned", call, p);
+    emu::trap(why);
+  }
+  if ((size_t)ld * element_bytes % 16 != 0) {
+    static thread_local char why[160];
+    snprintf(why, sizeof why, "wmma::%s: leading dimension %u is not a multiple of 16 bytes", call, ld);
+    emu::trap(why);
+  }
+}
+
 template <typename Use, int M, int N, int K, typename T, typename Layout, typename P>
 inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned ld) {
   using F = fragment<Use, M, N, K, T, Layout>;
+  check_tile_memory(p, ld, sizeof(P), "load_matrix_sync");
   constexpr bool col = std::is_same_v<Layout, col_major>;
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = col ? p[(size_t)c * ld + r] : p[(size_t)r * ld + c];
@@ -88,6 +108,7 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, u
 
 template <int M, int N, int K, typename T>
 inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, T>& f, unsigned ld, layout_t layout) {
+  check_tile_memory(p, ld, sizeof(float), "store_matrix_sync");
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c)
       (layout == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r]) = f.x[r * N + c];

@@ -171,6 +171,7 @@ impl Element for u16 {}
 
 const GUARD_BYTES: usize = 256;
 const GUARD_BYTE: u8 = 0xA5;
+const ALIGN_BYTES: usize = 256;
 
 /// Every live [`Buffer`]'s payload and guard zones, by address, so a launch
 /// can check its pointer arguments and the guards they lead to.
@@ -251,16 +252,22 @@ unsafe impl<T: Element + Send> Send for Buffer<T> {}
 
 impl<T: Element> Buffer<T> {
     fn with_len(len: usize) -> Self {
-        let guard = GUARD_BYTES.div_ceil(std::mem::size_of::<T>().max(1));
-        let mut storage = vec![T::default(); len + 2 * guard];
+        let size = std::mem::size_of::<T>().max(1);
+        let guard = GUARD_BYTES.div_ceil(size);
+        // cudaMalloc returns 256-byte aligned memory, and kernels rely on it
+        // (a tensor-core tile wants 32 bytes): the payload starts at the
+        // first 256-byte boundary past the front guard.
+        let total = len + 2 * guard + ALIGN_BYTES.div_ceil(size);
+        let mut storage = vec![T::default(); total];
         let whole = storage.as_mut_ptr();
-        // SAFETY: storage holds len + 2·guard values of an Element type, for
-        // which any byte pattern is a valid value; base stays inside it.
+        let lead = ((whole as usize + guard * size).next_multiple_of(ALIGN_BYTES) - whole as usize) / size;
+        // SAFETY: storage holds `total` values of an Element type, for which
+        // any byte pattern is a valid value; guard ≤ lead < guard +
+        // ALIGN_BYTES/size, so base ± its guard zones stay inside it.
         let base = unsafe {
-            std::ptr::write_bytes(whole, GUARD_BYTE, len + 2 * guard);
-            whole.add(guard)
+            std::ptr::write_bytes(whole, GUARD_BYTE, total);
+            whole.add(lead)
         };
-        let size = std::mem::size_of::<T>();
         live::add(live::Extent { start: base as usize, len: len * size, guard: guard * size });
         Buffer { _storage: storage, base, guard, len }
     }

@@ -189,6 +189,11 @@ uint32_t shfl_xor(uint32_t mask, uint32_t bits, int lane_mask) {
 
 unsigned char* dynamic_shared() { return dynamic_shared_memory; }
 
+void trap(const char* why) {
+  fail(why);
+  __builtin_unreachable();
+}
+
 }  // namespace emu
 
 extern "C" int emu_launch(const char* name, const unsigned* grid, const unsigned* block_dim, unsigned shared_bytes,
