@@ -6,7 +6,10 @@
 //! nvcc is looked for in $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, $PATH, then
 //! the project's .cuda/ (scripts/install-cuda.sh). Architectures come from
 //! $IWTVAE_CUDA_ARCHS (default "80 90": sm_80 and sm_90 SASS plus compute_90
-//! PTX). No fast-math: the kernels are tested against the CPU path.
+//! PTX). No fast-math: the kernels are tested against the CPU path. ptxas
+//! warns when a kernel spills registers to local memory (none does today);
+//! nvcc's warnings become cargo warnings, since cargo hides a build script's
+//! output unless it fails.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -54,7 +57,8 @@ fn main() {
         let stem = cu.file_stem().expect("file name").to_string_lossy().into_owned();
         let fatbin = out.join(format!("{stem}.fatbin"));
         let mut cmd = Command::new(&nvcc);
-        cmd.arg("--fatbin").arg("-O3").arg("-std=c++17").arg("-I").arg(root.join("kernels"));
+        cmd.arg("--fatbin").arg("-O3").arg("-std=c++17").arg("-Xptxas=--warn-on-spills");
+        cmd.arg("-I").arg(root.join("kernels"));
         for a in &archs {
             cmd.arg(format!("-gencode=arch=compute_{a},code=sm_{a}"));
         }
@@ -62,8 +66,12 @@ fn main() {
             cmd.arg(format!("-gencode=arch=compute_{last},code=compute_{last}"));
         }
         cmd.arg("-o").arg(&fatbin).arg(cu);
-        let status = cmd.status().unwrap_or_else(|e| panic!("running {}: {e}", nvcc.display()));
-        assert!(status.success(), "nvcc failed on {}", cu.display());
+        let run = cmd.output().unwrap_or_else(|e| panic!("running {}: {e}", nvcc.display()));
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "nvcc failed on {}:\n{stderr}", cu.display());
+        for line in stderr.lines().filter(|l| l.contains("warning")) {
+            println!("cargo::warning={stem}.cu: {line}");
+        }
     }
     println!("cargo::rustc-cfg=iwtvae_cuda");
 }
