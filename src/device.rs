@@ -64,13 +64,15 @@ pub fn select(spec: &str) -> Result<Selection> {
         }
         "auto" => {
             let gpus = if CUDA_KERNELS { cuda_device_count() } else { 0 };
-            if gpus > 0 {
-                return Ok(Selection { device: Device::Cuda(0), note: None });
-            }
             let why = if !CUDA_KERNELS {
-                "this build has no CUDA kernels (nvcc was not found at build time)"
+                "this build has no CUDA kernels (nvcc was not found at build time)".to_string()
+            } else if gpus == 0 {
+                "no CUDA GPU found".to_string()
             } else {
-                "no CUDA GPU found"
+                match try_open(0) {
+                    Ok(()) => return Ok(Selection { device: Device::Cuda(0), note: None }),
+                    Err(e) => format!("{e} (--device cuda would stop here)"),
+                }
             };
             Ok(Selection { device: Device::Cpu, note: Some(format!("running on the CPU: {why}")) })
         }
@@ -85,7 +87,23 @@ pub fn select(spec: &str) -> Result<Selection> {
             if i >= n {
                 return Err(Error::Device(format!("--device {s}: no usable CUDA GPU at index {i} ({n} found)")));
             }
+            try_open(i).map_err(|e| Error::Device(format!("--device {s}: {e}")))?;
             Ok(Selection { device: Device::Cuda(i), note: None })
+        }
+    }
+}
+
+/// Opens GPU `i` (context, stream, every kernel module) and lets it go, so
+/// that a GPU the driver lists but cannot run our kernels on (a driver older
+/// than the PTX, a busy exclusive-mode GPU, a driver library without a
+/// function cudarc expects, on which cudarc panics) is found here, before
+/// any work, with the reason.
+fn try_open(i: usize) -> Result<()> {
+    match std::panic::catch_unwind(|| crate::cuda::Gpu::new(i)) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::Device(format!("GPU {i} could not be opened: {e}"))),
+        Err(_) => {
+            Err(Error::Device(format!("GPU {i} could not be opened: the CUDA driver library failed (cudarc panicked)")))
         }
     }
 }
