@@ -1,8 +1,18 @@
 """Compare per-image NLL estimates (CSV from `iwtvae eval --per-image`) of
-GPU precisions against the CPU's fp32 on the same noise.
-Usage: python precision.py cpu.csv gpu-fp32.csv gpu-tf32.csv gpu-bf16.csv"""
+GPU precisions against the CPU's fp32 on the same noise, and name the
+precision that `--precision auto` should pick on a GPU: the fastest whose NLL
+(the mean over the images) is within 0.01 nats of the CPU's.
+
+Usage: python precision.py cpu.csv gpu-fp32.csv gpu-tf32.csv gpu-bf16.csv \
+           [--timing full-fp32.json full-tf32.json full-bf16.json]
+Each GPU file's precision is read from its name (fp32, tf32 or bf16); the
+timings are `iwtvae eval --json` reports (their "precision" and "seconds")."""
 import csv
+import json
+import re
 import sys
+
+TOLERANCE = 0.01
 
 
 def nll(path):
@@ -10,11 +20,49 @@ def nll(path):
         return {int(r["index"]): float(r["nll"]) for r in csv.DictReader(f)}
 
 
-ref = nll(sys.argv[1])
-print(f"reference {sys.argv[1]}: {len(ref)} images, mean NLL {sum(ref.values()) / len(ref):.4f}")
-for path in sys.argv[2:]:
+def precision_of(path):
+    m = re.search(r"(fp32|tf32|bf16)", path.rsplit("/", 1)[-1])
+    if not m:
+        sys.exit(f"{path}: no precision (fp32, tf32 or bf16) in the file name")
+    return m.group(1)
+
+
+args = sys.argv[1:]
+timing_files = []
+if "--timing" in args:
+    i = args.index("--timing")
+    args, timing_files = args[:i], args[i + 1:]
+if len(args) < 2:
+    sys.exit(__doc__)
+
+ref = nll(args[0])
+print(f"reference {args[0]}: {len(ref)} images, mean NLL {sum(ref.values()) / len(ref):.4f}")
+within = {}
+for path in args[1:]:
     got = nll(path)
+    missing = set(ref) - set(got)
+    if missing:
+        sys.exit(f"{path}: {len(missing)} of the reference's images are missing")
     d = [got[i] - ref[i] for i in ref]
+    mean = sum(d) / len(d)
     mean_abs = sum(abs(v) for v in d) / len(d)
-    print(f"{path:40s} mean NLL diff {sum(d) / len(d):+.5f}  mean |diff| {mean_abs:.5f}  max |diff| {max(map(abs, d)):.5f} nats"
-          f"  -> {'within' if abs(sum(d) / len(d)) <= 0.01 else 'OUTSIDE'} 0.01 nats")
+    ok = abs(mean) <= TOLERANCE
+    within[precision_of(path)] = ok
+    print(f"{path:40s} mean NLL diff {mean:+.5f}  mean |diff| {mean_abs:.5f}  max |diff| {max(map(abs, d)):.5f} nats"
+          f"  -> {'within' if ok else 'OUTSIDE'} {TOLERANCE} nats")
+
+if timing_files:
+    seconds = {}
+    for path in timing_files:
+        with open(path) as f:
+            report = json.load(f)
+        seconds[report["precision"]] = report["seconds"]
+        print(f"{report['precision']}: {report['images']} images, k = {report['k']}: {report['seconds']:.3f} s, "
+              f"NLL {report['nll']:.4f}")
+    fit = [p for p in seconds if within.get(p)]
+    if fit:
+        best = min(fit, key=lambda p: seconds[p])
+        print(f"--precision auto on this GPU should be {best}: the fastest within {TOLERANCE} nats "
+              f"(src/eval.rs GPU_DEFAULT_PRECISION)")
+    else:
+        print(f"no timed precision is within {TOLERANCE} nats: --precision auto should be fp32")

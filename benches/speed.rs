@@ -46,8 +46,9 @@ fn main() {
 
     let test = Dataset::load(&data_dir, Split::Test, Some(n_nll)).expect("bundled MNIST");
     let net = Network::<f32>::new(trained.layout.clone());
-    let precision = iwtvae::eval::Precision::parse(&std::env::var("IWTVAE_BENCH_PRECISION").unwrap_or("fp32".into()))
-        .expect("IWTVAE_BENCH_PRECISION");
+    // As the CLI: auto is the device's default (tf32 on a GPU, fp32 on the CPU).
+    let precision = std::env::var("IWTVAE_BENCH_PRECISION").unwrap_or("auto".into());
+    let precision = iwtvae::eval::Precision::parse_for(&precision, device).expect("IWTVAE_BENCH_PRECISION");
     let opts = EvalOptions { k: 5000, chunk: DEFAULT_CHUNK, binarize: Binarize::Dynamic, seed: 1, precision };
     let (report, _) = evaluate_on(device, &net, &trained.params, &test, &opts).expect("evaluation");
     println!(

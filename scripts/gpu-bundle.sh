@@ -60,16 +60,19 @@ if [ -f "$ck" ] && [ "${SKIP_PRECISION:-0}" != 1 ]; then
   for p in fp32 tf32 bf16; do
     "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --limit "$n" --per-image "$work/gpu-$p.csv" --json || status=1
   done
-  python3 benches/precision.py "$work/cpu.csv" "$work"/gpu-fp32.csv "$work"/gpu-tf32.csv "$work"/gpu-bf16.csv
   step "NLL k=5000 over the whole test set on the GPU, each precision"
   for p in fp32 tf32 bf16; do
-    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --json || status=1
+    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --json > "$work/full-$p.json" || status=1
+    cat "$work/full-$p.json"
   done
+  step "precision: which is the fastest within 0.01 nats of the CPU"
+  python3 benches/precision.py "$work/cpu.csv" "$work"/gpu-fp32.csv "$work"/gpu-tf32.csv "$work"/gpu-bf16.csv \
+    --timing "$work"/full-fp32.json "$work"/full-tf32.json "$work"/full-bf16.json || status=1
 fi
 if [ "${SKIP_SPEED:-0}" != 1 ]; then
   step "speed: iwtvae (full epoch, NLL k=5000 over ${NLL_IMAGES:-10000} test images)"
   ours=$(IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_TRAIN=60000 IWTVAE_BENCH_NLL=${NLL_IMAGES:-10000} \
-    IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-fp32} "$here/benches/speed" | tail -1)
+    IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-auto} "$here/benches/speed" | tail -1)
   echo "$ours"
   step "speed: PyTorch on the same GPU (TF32, batched)"
   theirs=$(python3 benches/pytorch/iwtvae_torch.py bench --device cuda --train-steps ${TORCH_TRAIN_STEPS:-600} \

@@ -7,7 +7,7 @@
 //! checkpoint resumes, so an interrupted `reproduce` continues where it stopped.
 use crate::data::{Binarize, Dataset, Split};
 use crate::error::{Error, Result};
-use crate::eval::{evaluate_on, EvalOptions, EvalReport, DEFAULT_CHUNK};
+use crate::eval::{evaluate_on, EvalOptions, EvalReport, Precision, DEFAULT_CHUNK};
 use crate::fsutil::atomic_write;
 use crate::model::checkpoint::load_checkpoint;
 use crate::network::Network;
@@ -205,8 +205,8 @@ fn one_run(
     let binarize = if spec.binarize == "dynamic" { Binarize::Dynamic } else { Binarize::None };
     let ck = load_checkpoint(&dir.join("checkpoint.safetensors"))?;
     let net = Network::<f32>::new(trained.layout);
-    let eval_opts =
-        EvalOptions { k: opts.eval_k, chunk: DEFAULT_CHUNK, binarize, seed: opts.seed, precision: Default::default() };
+    let precision = Precision::default_for(opts.device);
+    let eval_opts = EvalOptions { k: opts.eval_k, chunk: DEFAULT_CHUNK, binarize, seed: opts.seed, precision };
     let (report, _): (EvalReport, _) = evaluate_on(opts.device, &net, &ck.params, &test, &eval_opts)?;
     atomic_write(&dir.join("eval.json"), serde_json::to_string_pretty(&report).expect("serialises").as_bytes())?;
     let result = RunResult {

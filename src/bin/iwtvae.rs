@@ -181,8 +181,9 @@ struct EvalArgs {
     #[arg(long, default_value_t = DEFAULT_CHUNK)]
     chunk: usize,
     /// Arithmetic of the GPU evaluator's decoder layers: fp32, or tensor
-    /// cores with tf32 or bf16 inputs (fp32 sums). The CPU path is fp32 only.
-    #[arg(long, default_value = "fp32")]
+    /// cores with tf32 or bf16 inputs (fp32 sums). auto: tf32 on a GPU (within
+    /// 0.01 nats of fp32, see the README), fp32 on the CPU (its only one).
+    #[arg(long, default_value = "auto")]
     precision: String,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
@@ -305,7 +306,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
             chunk: DEFAULT_CHUNK,
             binarize: cfg.binarize()?,
             seed: a.common.seed,
-            precision: Default::default(),
+            precision: iwtvae::eval::Precision::default_for(device),
         };
         let (report, _) = evaluate_on(device, &net, &trained.params, &test, &opts)?;
         let path = a.out.join("eval.json");
@@ -326,7 +327,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let binarize = parse_binarize(&a.common.binarize)?;
     anyhow::ensure!(a.k >= 1, "--k must be at least 1");
     anyhow::ensure!(a.chunk >= 1, "--chunk must be at least 1");
-    let precision = iwtvae::eval::Precision::parse(&a.precision)?;
+    let precision = iwtvae::eval::Precision::parse_for(&a.precision, device)?;
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
     let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
