@@ -254,7 +254,7 @@ fn print_report(r: &iwtvae::eval::EvalReport) {
     println!("recon           {:.4}", r.recon);
     println!("recon_at_mean   {:.4}", r.recon_at_mean);
     println!("active units    {} (z {}, u {})", r.active_units, r.active_units_z, r.active_units_u);
-    println!("seconds         {:.2} ({:.1} images/s on {})", r.seconds, r.images_per_sec, r.device);
+    println!("seconds         {:.2} ({:.1} images/s on {}, {})", r.seconds, r.images_per_sec, r.device, r.precision);
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
