@@ -48,13 +48,14 @@ pub enum Precision {
 }
 
 /// The GPU evaluator's default: the fastest precision whose NLL stays within
-/// 0.01 nats of the CPU's fp32 on the same noise. Measured on the seed-1
-/// TVAE-TPS IWAE k = 5 model (k = 5000, the first 50 test images, on the
-/// kernel emulator, which rounds the tensor cores' inputs as the hardware
-/// does): TF32 moves the NLL by +0.0009 nats (per image: mean |Δ| 0.0023,
-/// max 0.011), BF16 by SEE_README. Tensor cores with TF32 inputs carry the
-/// decoder's ~28 TFLOP at k = 5000 over the test set at several times the
-/// fp32 SIMT rate; the GPU timings of all three are gpu-bundle/run.sh's.
+/// 0.01 nats of the CPU's fp32 on the same noise. Measured on the emulator,
+/// which rounds the tensor cores' inputs as the hardware does (k = 5000, the
+/// first 50 test images, the seed-1 TVAE-TPS and TVAE-affine IWAE k = 5
+/// models): TF32 moves the NLL by +0.0009 and −0.0002 nats (per image at most
+/// 0.013); BF16 by −0.0036 and +0.0010, but each image by up to 0.125. TF32
+/// carries the decoder's ~28 TFLOP at k = 5000 over the test set on tensor
+/// cores; whether BF16 is faster still in these kernels is a GPU timing that
+/// gpu-bundle/run.sh makes (and benches/precision.py turns into a verdict).
 pub const GPU_DEFAULT_PRECISION: Precision = Precision::Tf32;
 
 impl Precision {
