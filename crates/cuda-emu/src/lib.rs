@@ -24,6 +24,7 @@
 use std::ffi::{c_char, c_void, CString};
 
 extern "C" {
+    fn emu_set_reverse_blocks(on: i32);
     fn emu_launch(
         name: *const c_char,
         grid: *const u32,
@@ -344,4 +345,14 @@ impl<T: Element> Drop for Buffer<T> {
     fn drop(&mut self) {
         live::remove(self.base as usize);
     }
+}
+
+/// Runs the blocks of every later launch in this process last to first
+/// (`true`) or first to last (`false`, the default unless the environment
+/// sets `CUDA_EMU_REVERSE_BLOCKS=1`). A GPU runs a launch's blocks in any
+/// order at once, so a kernel whose result changes with the order has a
+/// race between blocks.
+pub fn set_reverse_block_order(reverse: bool) {
+    // SAFETY: stores one flag that launches read.
+    unsafe { emu_set_reverse_blocks(i32::from(reverse)) }
 }

@@ -12,7 +12,10 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -196,6 +199,19 @@ void trap(const char* why) {
 
 }  // namespace emu
 
+namespace {
+// A kernel whose block reads what another block of the same launch writes
+// races on a GPU, which runs the blocks in any order at once; here it gives
+// a different result in one of the two orders. CUDA_EMU_REVERSE_BLOCKS=1
+// starts a process reversed.
+std::atomic<bool> reverse_blocks{[] {
+  const char* v = getenv("CUDA_EMU_REVERSE_BLOCKS");
+  return v && strcmp(v, "1") == 0;
+}()};
+}  // namespace
+
+extern "C" void emu_set_reverse_blocks(int on) { reverse_blocks = on != 0; }
+
 extern "C" int emu_launch(const char* name, const unsigned* grid, const unsigned* block_dim, unsigned shared_bytes,
                           unsigned shared_limit, void** args, const char* kinds, char* err, size_t errlen) {
   using namespace emu;
@@ -235,12 +251,15 @@ extern "C" int emu_launch(const char* name, const unsigned* grid, const unsigned
   memset(dynamic_shared_memory, 0xff, sizeof dynamic_shared_memory);
   blockDim = {block_dim[0], block_dim[1], block_dim[2]};
   gridDim = {grid[0], grid[1], grid[2]};
-  for (unsigned z = 0; z < grid[2]; ++z)
-    for (unsigned y = 0; y < grid[1]; ++y)
-      for (unsigned x = 0; x < grid[0]; ++x) {
-        blockIdx = {x, y, z};
-        bool odd = (x + grid[0] * (y + grid[1] * z)) % 2 == 1;
-        if (!run_block(nthreads, odd, shared_bytes)) return report(block.error);
-      }
+  // Blocks run one after another, first to last, or last to first (see
+  // emu_set_reverse_blocks).
+  size_t nblocks = (size_t)grid[0] * grid[1] * grid[2];
+  const bool reverse = reverse_blocks;
+  for (size_t q = 0; q < nblocks; ++q) {
+    size_t b = reverse ? nblocks - 1 - q : q;
+    unsigned x = (unsigned)(b % grid[0]), y = (unsigned)(b / grid[0] % grid[1]), z = (unsigned)(b / grid[0] / grid[1]);
+    blockIdx = {x, y, z};
+    if (!run_block(nthreads, b % 2 == 1, shared_bytes)) return report(block.error);
+  }
   return 0;
 }
