@@ -63,7 +63,10 @@ impl Precision {
     pub fn parse_for(s: &str, device: Device) -> Result<Self> {
         match s {
             "auto" => Ok(Self::default_for(device)),
-            o => Self::parse(o),
+            "fp32" => Ok(Self::Fp32),
+            "tf32" => Ok(Self::Tf32),
+            "bf16" => Ok(Self::Bf16),
+            o => Err(Error::Config(format!("unknown --precision {o:?} (expected auto, fp32, tf32 or bf16)"))),
         }
     }
 
@@ -76,14 +79,6 @@ impl Precision {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "fp32" => Ok(Self::Fp32),
-            "tf32" => Ok(Self::Tf32),
-            "bf16" => Ok(Self::Bf16),
-            o => Err(Error::Config(format!("unknown --precision {o:?} (expected auto, fp32, tf32 or bf16)"))),
-        }
-    }
     pub fn name(self) -> &'static str {
         match self {
             Self::Fp32 => "fp32",

@@ -9,6 +9,7 @@
 //! Bit for bit: the only adds whose order could follow the block order are
 //! the sampler backward's atomics, and those stay inside one block's shared
 //! memory.
+mod emu;
 use iwtvae::cuda::Gpu;
 use iwtvae::data::{Binarize, Dataset, Split};
 use iwtvae::device::Device;
@@ -17,8 +18,7 @@ use iwtvae::network::Network;
 use iwtvae::train::{train_on, Silent, TrainConfig};
 
 fn mnist(split: Split, limit: usize) -> Dataset {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
-    Dataset::load(std::path::Path::new(dir), split, Some(limit)).expect("the bundled MNIST")
+    emu::mnist(split, limit).expect("the bundled MNIST")
 }
 
 /// (the epoch's loss, the trained parameters, per precision each image's NLL)

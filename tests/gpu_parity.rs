@@ -26,6 +26,7 @@ fn note(what: &str) {
 
 mod gpu {
     #![allow(clippy::needless_range_loop)]
+    use super::emu::mnist;
     use iwtvae::cuda::Gpu;
     use iwtvae::device::Device;
     use iwtvae::model::{ModelConfig, Transform};
@@ -270,20 +271,6 @@ mod gpu {
             close(&format!("{}: square_avg", g.kind()), &sq, &opt.s1, 1e-6);
             close(&format!("{}: acc_delta", g.kind()), &acc, &opt.s2, 1e-6);
         }
-    }
-
-    /// MNIST from IWTVAE_DATA, ./data/mnist (the GPU bundle runs from the
-    /// repository root on another machine, where the build tree is not) or
-    /// the build tree.
-    fn mnist(split: iwtvae::data::Split, limit: usize) -> Option<iwtvae::data::Dataset> {
-        let dirs = [
-            std::env::var("IWTVAE_DATA").unwrap_or_default(),
-            "data/mnist".into(),
-            concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist").into(),
-        ];
-        dirs.iter()
-            .filter(|d| !d.is_empty())
-            .find_map(|d| iwtvae::data::Dataset::load(std::path::Path::new(d), split, Some(limit)).ok())
     }
 
     /// One whole training step on the GPU against the CPU spec, from the same

@@ -96,3 +96,17 @@ pub fn thetas(warp: &Warp<f32>, rows: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// MNIST from $IWTVAE_DATA, ./data/mnist (the GPU bundle runs from the
+/// repository root on another machine, where the build tree is not) or the
+/// build tree.
+pub fn mnist(split: iwtvae::data::Split, limit: usize) -> Option<iwtvae::data::Dataset> {
+    let dirs = [
+        std::env::var("IWTVAE_DATA").unwrap_or_default(),
+        "data/mnist".into(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist").into(),
+    ];
+    dirs.iter()
+        .filter(|d| !d.is_empty())
+        .find_map(|d| iwtvae::data::Dataset::load(std::path::Path::new(d), split, Some(limit)).ok())
+}

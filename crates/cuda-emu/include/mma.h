@@ -85,16 +85,14 @@ inline float tensor_core_input(float v, bool tf32) {
 // that is a multiple of 16 bytes. A GPU faults or reads the wrong elements
 // otherwise; the host would not notice, so the emulator refuses.
 inline void check_tile_memory(const void* p, unsigned ld, size_t element_bytes, const char* call) {
-  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) {
-    static thread_local char why[160];
+  char why[160];  // emu::trap copies it
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0)
     snprintf(why, sizeof why, "wmma::%s: pointer %p is not 32-byte aligned", call, p);
-    emu::trap(why);
-  }
-  if ((size_t)ld * element_bytes % 16 != 0) {
-    static thread_local char why[160];
+  else if ((size_t)ld * element_bytes % 16 != 0)
     snprintf(why, sizeof why, "wmma::%s: leading dimension %u is not a multiple of 16 bytes", call, ld);
-    emu::trap(why);
-  }
+  else
+    return;
+  emu::trap(why);
 }
 
 template <typename Use, int M, int N, int K, typename T, typename Layout, typename P>
