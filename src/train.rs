@@ -93,7 +93,7 @@ impl TrainConfig {
     }
     pub fn model_config(&self, height: usize, width: usize) -> Result<ModelConfig> {
         let cfg = ModelConfig {
-            transform: crate::model::Transform::parse(&self.transform)?,
+            transform: self.transform()?,
             z_dim: self.z_dim,
             u_dim: self.u_dim,
             hidden: self.hidden,
@@ -104,7 +104,15 @@ impl TrainConfig {
         cfg.validate()?;
         Ok(cfg)
     }
+
+    /// The `--transform` flag, parsed; the error names the flag.
+    pub fn transform(&self) -> Result<crate::model::Transform> {
+        crate::model::Transform::parse(&self.transform)
+            .map_err(|_| Error::Config(format!("--transform {:?}: expected none, affine or tps", self.transform)))
+    }
+
     pub fn validate(&self) -> Result<()> {
+        self.transform()?;
         let obj = self.objective()?;
         self.binarize()?;
         OptimizerKind::parse(&self.optimizer)?;
@@ -500,6 +508,9 @@ pub fn train_on(
     let binarize = cfg.binarize()?;
     let schedule = Schedule::parse(&cfg.schedule)?;
     let paths = RunPaths::new(out);
+    if out.exists() && !out.is_dir() {
+        return Err(Error::Config(format!("--out {}: exists and is not a directory", out.display())));
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
 
     let mut cfg = cfg.clone();

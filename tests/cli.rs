@@ -146,7 +146,9 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
 
     let o = iwtvae(&["train", "--transform", "spiral"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("unknown transform \"spiral\""), "{}", stderr(&o));
+    // Checked before the banner, so nothing claims a "spiral" run started.
+    assert!(stderr(&o).contains("--transform \"spiral\": expected"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("training spiral"), "{}", stderr(&o));
 
     let o = iwtvae(&["train", "--objective", "elbo-kl", "--k", "5"]);
     assert!(stderr(&o).contains("elbo-kl uses a single sample"), "{}", stderr(&o));
@@ -154,6 +156,17 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     let o = iwtvae(&["eval", "--checkpoint", "/nonexistent.safetensors"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("/nonexistent.safetensors"), "{}", stderr(&o));
+    // The OS error appears once, not once per link of the cause chain.
+    assert_eq!(stderr(&o).matches("os error 2").count(), 1, "{}", stderr(&o));
+
+    // --out naming a file is refused, and the file is left as it was.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"keep me").unwrap();
+    let o =
+        iwtvae(&["train", "--data", MNIST, "--limit-train", "100", "--epochs", "1", "--out", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("exists and is not a directory"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 
     // Without a usable GPU, asking for one is an error that says so (with one,
     // these would run; the GPU tests cover that).
