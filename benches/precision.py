@@ -13,11 +13,31 @@ import re
 import sys
 
 TOLERANCE = 0.01
+skipped = []
 
 
 def nll(path):
-    with open(path) as f:
-        return {int(r["index"]): float(r["nll"]) for r in csv.DictReader(f)}
+    """The per-image NLL in `path`, or None (said why) when it cannot be read:
+    one precision's failed run should not hide the others' figures."""
+    try:
+        with open(path) as f:
+            return {int(r["index"]): float(r["nll"]) for r in csv.DictReader(f)}
+    except (OSError, KeyError, ValueError) as e:
+        print(f"{path}: skipped, cannot read it ({e})")
+        skipped.append(path)
+        return None
+
+
+def report_of(path):
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        report["precision"], report["seconds"], report["images"], report["k"], report["nll"]
+        return report
+    except (OSError, KeyError, ValueError) as e:
+        print(f"{path}: skipped, not an `iwtvae eval --json` report ({e})")
+        skipped.append(path)
+        return None
 
 
 def precision_of(path):
@@ -36,10 +56,14 @@ if len(args) < 2:
     sys.exit(__doc__)
 
 ref = nll(args[0])
+if not ref:
+    sys.exit(f"{args[0]}: the CPU reference is needed")
 print(f"reference {args[0]}: {len(ref)} images, mean NLL {sum(ref.values()) / len(ref):.4f}")
 within = {}
 for path in args[1:]:
     got = nll(path)
+    if got is None:
+        continue
     missing = set(ref) - set(got)
     if missing:
         sys.exit(f"{path}: {len(missing)} of the reference's images are missing")
@@ -54,15 +78,19 @@ for path in args[1:]:
 if timing_files:
     seconds = {}
     for path in timing_files:
-        with open(path) as f:
-            report = json.load(f)
+        report = report_of(path)
+        if report is None:
+            continue
         seconds[report["precision"]] = report["seconds"]
         print(f"{report['precision']}: {report['images']} images, k = {report['k']}: {report['seconds']:.3f} s, "
               f"NLL {report['nll']:.4f}")
     fit = [p for p in seconds if within.get(p)]
     if fit:
         best = min(fit, key=lambda p: seconds[p])
-        print(f"--precision auto on this GPU should be {best}: the fastest within {TOLERANCE} nats "
+        among = f" of those measured ({', '.join(sorted(fit))})" if skipped else ""
+        print(f"--precision auto on this GPU should be {best}: the fastest within {TOLERANCE} nats{among} "
               f"(src/eval.rs GPU_DEFAULT_PRECISION)")
     else:
         print(f"no timed precision is within {TOLERANCE} nats: --precision auto should be fp32")
+if skipped:
+    sys.exit(f"incomplete: {len(skipped)} file(s) skipped")

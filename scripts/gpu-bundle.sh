@@ -44,25 +44,33 @@ export IWTVAE_DATA=${IWTVAE_DATA:-data/mnist}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 status=0
 step() { echo "== $* ($(date +%T))"; }
+# Each command runs under a time limit (STEP_TIMEOUT seconds, default 150),
+# so a hang in one step costs that step, not the rest of a device session.
+t() {
+  timeout --kill-after=10 "${STEP_TIMEOUT:-150}" "$@"
+  local rc=$?
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo "TIMEOUT after ${STEP_TIMEOUT:-150} s: $*"; fi
+  return $rc
+}
 step "GPU tests"
-IWTVAE_PARITY_GPU_ONLY=1 "$here/tests/gpu_parity" --test-threads=1 --nocapture || status=1
+IWTVAE_PARITY_GPU_ONLY=1 t "$here/tests/gpu_parity" --test-threads=1 --nocapture || status=1
 step "CLI: train 1 epoch on 6000 images on the GPU, eval k=500"
-"$here/iwtvae" train --device cuda --epochs 1 --limit-train 6000 --eval-k 500 --out "$work/cli-run" || status=1
+t "$here/iwtvae" train --device cuda --epochs 1 --limit-train 6000 --eval-k 500 --out "$work/cli-run" || status=1
 if [ "${SKIP_KERNEL_BENCH:-0}" != 1 ]; then
   step "per-kernel benches"
-  "$here/benches/kernels" --bench --warm-up-time 1 --measurement-time 2 || status=1
+  t "$here/benches/kernels" --bench --warm-up-time 1 --measurement-time 2 || status=1
 fi
 ck="$here/tps-iwae5.safetensors"
 if [ -f "$ck" ] && [ "${SKIP_PRECISION:-0}" != 1 ]; then
   n=${PREC_IMAGES:-1000}
   step "precision: NLL k=5000 of the first $n test images, GPU fp32/tf32/bf16 vs CPU fp32"
-  "$here/iwtvae" eval --device cpu --checkpoint "$ck" --limit "$n" --per-image "$work/cpu.csv" --json || status=1
+  t "$here/iwtvae" eval --device cpu --checkpoint "$ck" --limit "$n" --per-image "$work/cpu.csv" --json || status=1
   for p in fp32 tf32 bf16; do
-    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --limit "$n" --per-image "$work/gpu-$p.csv" --json || status=1
+    t "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --limit "$n" --per-image "$work/gpu-$p.csv" --json || status=1
   done
   step "NLL k=5000 over the whole test set on the GPU, each precision"
   for p in fp32 tf32 bf16; do
-    "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --json > "$work/full-$p.json" || status=1
+    t "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --json > "$work/full-$p.json" || status=1
     cat "$work/full-$p.json"
   done
   step "precision: which is the fastest within 0.01 nats of the CPU"
@@ -72,10 +80,10 @@ fi
 if [ "${SKIP_SPEED:-0}" != 1 ]; then
   step "speed: iwtvae (full epoch, NLL k=5000 over ${NLL_IMAGES:-10000} test images)"
   ours=$(IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_TRAIN=60000 IWTVAE_BENCH_NLL=${NLL_IMAGES:-10000} \
-    IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-auto} "$here/benches/speed" | tail -1)
+    IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-auto} t "$here/benches/speed" | tail -1)
   echo "$ours"
   step "speed: PyTorch on the same GPU (TF32, batched)"
-  theirs=$(python3 benches/pytorch/iwtvae_torch.py bench --device cuda --train-steps ${TORCH_TRAIN_STEPS:-600} \
+  theirs=$(t python3 benches/pytorch/iwtvae_torch.py bench --device cuda --train-steps ${TORCH_TRAIN_STEPS:-600} \
     --nll-images ${TORCH_NLL_IMAGES:-1000} --nll-batch 20 | tail -1)
   echo "$theirs"
   python3 benches/pytorch/ratios.py "$ours" "$theirs" || status=1
