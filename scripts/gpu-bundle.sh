@@ -54,6 +54,17 @@ t() {
 }
 step "GPU tests"
 IWTVAE_PARITY_GPU_ONLY=1 t "$here/tests/gpu_parity" --test-threads=1 --nocapture || status=1
+# SANITIZE="memcheck racecheck synccheck" (any of them) reruns the GPU tests
+# under compute-sanitizer: out-of-bounds and misaligned accesses, shared
+# memory races and barrier misuse on the real hardware, beyond what the
+# emulator checks. Slow, and it needs hardware counters (Firecracker
+# machines, not gVisor), so it is opt-in.
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+for tool in ${SANITIZE:-}; do
+  step "GPU tests under compute-sanitizer --tool $tool"
+  IWTVAE_PARITY_GPU_ONLY=1 STEP_TIMEOUT=${SANITIZE_TIMEOUT:-240} t "$sanitizer" --tool "$tool" --error-exitcode 3 \
+    "$here/tests/gpu_parity" --test-threads=1 || status=1
+done
 step "CLI: train 1 epoch on 6000 images on the GPU, eval k=500"
 t "$here/iwtvae" train --device cuda --epochs 1 --limit-train 6000 --eval-k 500 --out "$work/cli-run" || status=1
 if [ "${SKIP_KERNEL_BENCH:-0}" != 1 ]; then
