@@ -318,7 +318,10 @@ impl Device {
         match &self.backend {
             Backend::Cuda { stream, .. } => Self::wrap_cuda(stream, stream.alloc_zeros::<T>(len).map_err(dev)?),
             #[cfg(feature = "emulator")]
-            Backend::Emulated { .. } => Ok(Self::wrap_emulated(cuda_emu::Buffer::from_slice(&vec![T::default(); len]))),
+            Backend::Emulated { .. } => {
+                self.check_not_capturing("an allocation")?;
+                Ok(Self::wrap_emulated(cuda_emu::Buffer::from_slice(&vec![T::default(); len])))
+            }
         }
     }
 
@@ -327,7 +330,10 @@ impl Device {
         match &self.backend {
             Backend::Cuda { stream, .. } => Self::wrap_cuda(stream, stream.clone_htod(values).map_err(dev)?),
             #[cfg(feature = "emulator")]
-            Backend::Emulated { .. } => Ok(Self::wrap_emulated(cuda_emu::Buffer::from_slice(values))),
+            Backend::Emulated { .. } => {
+                self.check_not_capturing("an allocation")?;
+                Ok(Self::wrap_emulated(cuda_emu::Buffer::from_slice(values)))
+            }
         }
     }
 
@@ -438,7 +444,8 @@ impl Device {
         if let Backend::Emulated { capture } = &self.backend {
             if capture.lock().map_err(dev)?.is_some() {
                 return Err(Error::Device(format!(
-                    "{what} while capturing a graph (the emulator captures launches only)"
+                    "{what} while capturing a graph: a capture must hold kernel launches only (on a GPU an allocation would \
+                     become a node of the graph and a copy from host memory would be refused)"
                 )));
             }
         }

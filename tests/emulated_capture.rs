@@ -1,0 +1,63 @@
+//! Graph capture on the emulated device (src/cuda/driver.rs) behaves as a
+//! CUDA stream capture does for the code that uses it: a launch made while
+//! capturing is recorded, not run, and runs at each replay with the
+//! arguments it was captured with; anything a real capture would turn into a
+//! graph node with other lifetimes (an allocation) or refuse (a copy from
+//! host memory, a synchronizing read) is an error here, so the training
+//! engine cannot come to rely on it without CI noticing.
+use cudarc::driver::LaunchConfig;
+use iwtvae::cuda::Device;
+use iwtvae::rng::{NoiseKey, Stream};
+
+const ROWS: usize = 6;
+const DIMS: usize = 16;
+
+fn launch_uniforms(
+    device: &Device,
+    out: &mut iwtvae::cuda::driver::DevBuf<f32>,
+    items: &iwtvae::cuda::driver::DevBuf<u32>,
+    key: NoiseKey,
+) {
+    let (k0, k1, hi) = key.words();
+    let (rows, k, s0, dims) = (ROWS as i32, ROWS as i32, 0i32, DIMS as i32);
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut l = device.launcher("philox_uniforms");
+    l.arg(out).arg(items).arg(&rows).arg(&k).arg(&s0).arg(&dims).arg(&k0).arg(&k1).arg(&hi);
+    // SAFETY: out holds ROWS × DIMS values and items one item (ROWS samples
+    // of it, k = ROWS); the scalars are the kernel's i32 and u32 parameters.
+    unsafe { l.launch(cfg) }.expect("launch");
+}
+
+#[test]
+fn a_capture_records_launches_and_refuses_allocations_and_copies() {
+    let device = Device::emulated().expect("emulator");
+    let key = NoiseKey::new(11, Stream::EvalEps, 2);
+    let items = device.htod(&[42u32]).unwrap();
+    let mut out = device.alloc_zeros::<f32>(ROWS * DIMS).unwrap();
+    let mut want = vec![0f32; ROWS * DIMS];
+    for s in 0..ROWS {
+        key.uniforms(42, s as u32, &mut want[s * DIMS..(s + 1) * DIMS]);
+    }
+
+    device.begin_capture().unwrap();
+    launch_uniforms(&device, &mut out, &items, key);
+    let refused = [
+        ("alloc_zeros", device.alloc_zeros::<f32>(4).err()),
+        ("htod", device.htod(&[1f32]).err()),
+        ("memcpy_htod", device.memcpy_htod(&[0f32; 4], &mut out.slice_mut(0..4)).err()),
+        ("memset_zeros", device.memset_zeros(&mut out).err()),
+    ];
+    let read_back = device.dtoh(&out).err();
+    let graph = device.end_capture().unwrap();
+    for (what, err) in refused.into_iter().chain([("dtoh", read_back)]) {
+        let err = err.unwrap_or_else(|| panic!("{what} while capturing was accepted"));
+        assert!(err.to_string().contains("while capturing a graph"), "{what}: {err}");
+    }
+
+    assert!(device.dtoh(&out).unwrap().iter().all(|&v| v == 0.0), "a captured launch ran before its replay");
+    device.replay(&graph).unwrap();
+    assert_eq!(device.dtoh(&out).unwrap(), want, "the replay runs the captured launch");
+    device.memset_zeros(&mut out).unwrap();
+    device.replay(&graph).unwrap();
+    assert_eq!(device.dtoh(&out).unwrap(), want, "each replay runs it again");
+}
