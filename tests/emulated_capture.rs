@@ -4,7 +4,9 @@
 //! arguments it was captured with; anything a real capture would turn into a
 //! graph node with other lifetimes (an allocation) or refuse (a copy from
 //! host memory, a synchronizing read) is an error here, so the training
-//! engine cannot come to rely on it without CI noticing.
+//! engine cannot come to rely on it without CI noticing. Memsets and device
+//! copies, which a real capture would record, are refused too: the emulator
+//! records launches only, and the engine's captured step needs no more.
 use cudarc::driver::LaunchConfig;
 use iwtvae::cuda::Device;
 use iwtvae::rng::{NoiseKey, Stream};
