@@ -106,6 +106,10 @@ pub struct ImageEstimate {
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
     pub nll: f64,
+    /// The standard error of `nll` over the images (their sample standard
+    /// deviation / √n): how far another draw of as many test images could
+    /// move it. Null for one image.
+    pub nll_se: Option<f64>,
     /// The k-sample ELBO as a loss (−ELBO ≥ NLL), nats.
     pub elbo: f64,
     pub recon: f64,
@@ -253,6 +257,7 @@ pub fn summarize(
     let active_u = active[z_dim.min(dims)..].iter().filter(|&&a| a).count();
     EvalReport {
         nll: mean(&|e| e.nll),
+        nll_se: standard_error(rows.iter().map(|e| e.nll)),
         elbo: mean(&|e| e.elbo),
         recon: mean(&|e| e.recon),
         recon_at_mean: mean(&|e| e.recon_at_mean),
@@ -271,6 +276,17 @@ pub fn summarize(
         },
         seed: opts.seed,
     }
+}
+
+/// The standard error of the mean of `values`, None for fewer than two.
+pub fn standard_error(values: impl ExactSizeIterator<Item = f64> + Clone) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = values.clone().sum::<f64>() / n as f64;
+    let var = values.map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    Some((var / n as f64).sqrt())
 }
 
 /// CSV of per-image estimates.
@@ -300,5 +316,19 @@ pub fn evaluate_on(
         ))),
         Device::Cpu => evaluate(net, params, data, opts),
         Device::Cuda(_) | Device::Emulated => crate::cuda::Gpu::open(device)?.evaluate(net, params, data, opts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::standard_error;
+
+    #[test]
+    fn standard_error_of_the_mean() {
+        // numpy: np.std([1, 2, 3, 4], ddof=1) / np.sqrt(4) = 0.6454972243679028
+        let se = standard_error([1.0, 2.0, 3.0, 4.0].into_iter()).unwrap();
+        assert!((se - 0.645_497_224_367_902_8).abs() < 1e-15, "{se}");
+        assert_eq!(standard_error([7.0].into_iter()), None);
+        assert_eq!(standard_error([5.0, 5.0, 5.0].into_iter()), Some(0.0));
     }
 }

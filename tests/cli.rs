@@ -60,6 +60,9 @@ fn train_one_epoch_then_eval_json() {
     assert_eq!(report["images"], 50);
     assert_eq!(report["k"], 100);
     let nll = report["nll"].as_f64().unwrap();
+    // Over the evaluated images' spread: positive, and far below the NLL.
+    let se = report["nll_se"].as_f64().unwrap();
+    assert!(se > 0.0 && se < 0.1 * nll, "{report}");
     assert!(nll <= report["elbo"].as_f64().unwrap() + 1e-9 && nll > 50.0 && nll < 300.0, "{report}");
     let csv = std::fs::read_to_string(per_image).unwrap();
     assert_eq!(csv.lines().count(), 51);

@@ -249,7 +249,10 @@ impl Progress for Bar {
 fn print_report(r: &iwtvae::eval::EvalReport) {
     println!("images          {}", r.images);
     println!("k               {}", r.k);
-    println!("nll             {:.4}", r.nll);
+    match r.nll_se {
+        Some(se) => println!("nll             {:.4} ± {se:.4} (standard error over the images)", r.nll),
+        None => println!("nll             {:.4}", r.nll),
+    }
     println!("elbo (-ELBO)    {:.4}", r.elbo);
     println!("recon           {:.4}", r.recon);
     println!("recon_at_mean   {:.4}", r.recon_at_mean);
