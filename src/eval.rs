@@ -195,6 +195,10 @@ pub fn evaluate(
     evaluate_indices(net, params, data, &all, opts)
 }
 
+/// Told how many more images are done, from any thread, as the evaluation
+/// goes (the CLI's progress bar).
+pub type ImagesDone<'a> = &'a (dyn Fn(usize) + Sync);
+
 /// Evaluate the images of `data` at `indices` (each keyed by its index).
 pub fn evaluate_indices(
     net: &Network<f32>,
@@ -202,6 +206,18 @@ pub fn evaluate_indices(
     data: &Dataset,
     indices: &[usize],
     opts: &EvalOptions,
+) -> Result<(EvalReport, Vec<ImageEstimate>)> {
+    evaluate_indices_reporting(net, params, data, indices, opts, &|_| {})
+}
+
+/// [`evaluate_indices`], calling `done` as images finish.
+pub fn evaluate_indices_reporting(
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    indices: &[usize],
+    opts: &EvalOptions,
+    done: ImagesDone<'_>,
 ) -> Result<(EvalReport, Vec<ImageEstimate>)> {
     if let Some(&bad) = indices.iter().find(|&&i| i >= data.len()) {
         return Err(Error::Config(format!("image index {bad} out of range (the data has {} images)", data.len())));
@@ -225,7 +241,14 @@ pub fn evaluate_indices(
         .par_iter()
         .copied()
         .with_max_len(1)
-        .map_init(|| net.workspace(1, chunk, false), |ws, i| one_image(net, params, data, i, opts, ws))
+        .map_init(
+            || net.workspace(1, chunk, false),
+            |ws, i| {
+                let estimate = one_image(net, params, data, i, opts, ws);
+                done(1);
+                estimate
+            },
+        )
         .collect();
     let seconds = t0.elapsed().as_secs_f64();
     let (rows, means): (Vec<ImageEstimate>, Vec<Vec<f32>>) = results.into_iter().unzip();
@@ -309,13 +332,30 @@ pub fn evaluate_on(
     data: &Dataset,
     opts: &EvalOptions,
 ) -> Result<(EvalReport, Vec<ImageEstimate>)> {
+    evaluate_on_reporting(device, net, params, data, opts, &|_| {})
+}
+
+/// [`evaluate_on`], calling `done` as images finish.
+pub fn evaluate_on_reporting(
+    device: Device,
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    opts: &EvalOptions,
+    done: ImagesDone<'_>,
+) -> Result<(EvalReport, Vec<ImageEstimate>)> {
     match device {
         Device::Cpu if opts.precision != Precision::Fp32 => Err(Error::Config(format!(
             "--precision {} runs on the GPU only (--device cuda); the CPU path is fp32",
             opts.precision.name()
         ))),
-        Device::Cpu => evaluate(net, params, data, opts),
-        Device::Cuda(_) | Device::Emulated => crate::cuda::Gpu::open(device)?.evaluate(net, params, data, opts),
+        Device::Cpu => {
+            let all: Vec<usize> = (0..data.len()).collect();
+            evaluate_indices_reporting(net, params, data, &all, opts, done)
+        }
+        Device::Cuda(_) | Device::Emulated => {
+            crate::cuda::Gpu::open(device)?.evaluate_reporting(net, params, data, opts, done)
+        }
     }
 }
 

@@ -121,6 +121,34 @@ fn per_image_nll_is_independent_of_batch_and_threads() {
     }
 }
 
+/// The progress callback hears of every image once, on the CPU (from the
+/// worker threads) and on the GPU path (per batch; the emulator here), and
+/// listening changes no estimate.
+#[test]
+fn eval_progress_counts_every_image_once() {
+    use iwtvae::device::Device;
+    use iwtvae::eval::{evaluate_on, evaluate_on_reporting};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let layout = Layout::new(iwtvae::model::ModelConfig { height: 28, width: 28, ..tiny_config(Transform::Tps) });
+    let params: Vec<f32> = tiny_params(&layout, 4).iter().map(|&v| v as f32).collect();
+    let net = Network::<f32>::new(layout);
+    let data = Dataset::load(Path::new(MNIST), Split::Test, Some(9)).unwrap();
+    let opts = EvalOptions { k: 20, chunk: 7, binarize: Binarize::Dynamic, seed: 3, precision: Default::default() };
+    for device in [Device::Cpu, Device::Emulated] {
+        let (count, calls) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let (_, heard) = evaluate_on_reporting(device, &net, &params, &data, &opts, &|n| {
+            count.fetch_add(n, Ordering::Relaxed);
+            calls.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!(count.into_inner(), data.len(), "{device:?}: images reported");
+        assert!(calls.into_inner() >= 1, "{device:?}");
+        let (_, quiet) = evaluate_on(device, &net, &params, &data, &opts).unwrap();
+        let bits = |rows: &[iwtvae::eval::ImageEstimate]| rows.iter().map(|r| r.nll.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&heard), bits(&quiet), "{device:?}: listening changed an estimate");
+    }
+}
+
 /// Evaluate only image `i` of `data`.
 fn evaluate_at(net: &Network<f32>, params: &[f32], data: &Dataset, i: usize, opts: &EvalOptions) -> f64 {
     let (_, rows) = iwtvae::eval::evaluate_indices(net, params, data, &[i], opts).unwrap();

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use iwtvae::data::{Dataset, Split};
-use iwtvae::eval::{evaluate_on, per_image_csv, EvalOptions, DEFAULT_CHUNK};
+use iwtvae::eval::{evaluate_on_reporting, per_image_csv, EvalOptions, DEFAULT_CHUNK};
 use iwtvae::fsutil::atomic_write;
 use iwtvae::model::checkpoint::load_checkpoint;
 use iwtvae::network::Network;
@@ -205,6 +205,30 @@ fn setup(common: &Common) -> Result<iwtvae::device::Device> {
     Ok(sel.device)
 }
 
+/// `evaluate_on` with a progress bar over the images (drawn only when
+/// stderr is a terminal): k = 5000 over the test set is minutes on a CPU.
+fn evaluate_with_bar(
+    device: iwtvae::device::Device,
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    opts: &EvalOptions,
+) -> iwtvae::Result<(iwtvae::eval::EvalReport, Vec<iwtvae::eval::ImageEstimate>)> {
+    let bar = ProgressBar::new(data.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("eval k={prefix} [{bar:30}] {pos}/{len} images {msg} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(opts.k.to_string());
+    let result = evaluate_on_reporting(device, net, params, data, opts, &|n| {
+        bar.inc(n as u64);
+        bar.set_message(format!("{:.0} img/s", bar.position() as f64 / bar.elapsed().as_secs_f64()));
+    });
+    bar.finish_and_clear();
+    result
+}
+
 struct Bar {
     bar: Option<ProgressBar>,
     start: Instant,
@@ -311,7 +335,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
             seed: a.common.seed,
             precision: iwtvae::eval::Precision::default_for(device),
         };
-        let (report, _) = evaluate_on(device, &net, &trained.params, &test, &opts)?;
+        let (report, _) = evaluate_with_bar(device, &net, &trained.params, &test, &opts)?;
         let path = a.out.join("eval.json");
         atomic_write(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
         print_report(&report);
@@ -335,7 +359,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
     let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed, precision };
-    let (report, rows) = evaluate_on(device, &net, &ck.params, &data, &opts)?;
+    let (report, rows) = evaluate_with_bar(device, &net, &ck.params, &data, &opts)?;
     if let Some(p) = &a.per_image {
         atomic_write(p, per_image_csv(&rows).as_bytes()).context("--per-image")?;
     }

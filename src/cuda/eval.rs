@@ -144,6 +144,18 @@ impl Gpu {
         data: &Dataset,
         opts: &EvalOptions,
     ) -> Result<(EvalReport, Vec<ImageEstimate>)> {
+        self.evaluate_reporting(net, params, data, opts, &|_| {})
+    }
+
+    /// [`Gpu::evaluate`], calling `done` after each batch of images.
+    pub fn evaluate_reporting(
+        &self,
+        net: &Network<f32>,
+        params: &[f32],
+        data: &Dataset,
+        opts: &EvalOptions,
+        done: crate::eval::ImagesDone<'_>,
+    ) -> Result<(EvalReport, Vec<ImageEstimate>)> {
         let cfg = net.layout.config;
         if (cfg.height, cfg.width) != (data.height, data.width) || data.is_empty() || opts.k == 0 {
             return Err(Error::Config("evaluate: empty data, k = 0, or image size mismatch".into()));
@@ -232,6 +244,7 @@ impl Gpu {
                 m.extend_from_slice(&mu_u[i * ud..(i + 1) * ud]);
                 means_all.push(m);
             }
+            done(b);
         }
         let seconds = t0.elapsed().as_secs_f64();
         let report = crate::eval::summarize(
