@@ -131,6 +131,9 @@ pub struct RunResult {
 pub trait ReproduceProgress: Send + Sync {
     fn run_start(&self, index: usize, total: usize, spec: &RunSpec, resumed: bool);
     fn run_end(&self, index: usize, total: usize, result: &RunResult);
+    /// A run's training is done and its test-set evaluation (minutes on a
+    /// CPU at k = 5000) begins.
+    fn eval_start(&self, _spec: &RunSpec, _images: usize, _k: usize) {}
     /// A per-epoch progress sink for one run.
     fn epochs(&self, spec: &RunSpec) -> Box<dyn Progress + Send>;
 }
@@ -207,6 +210,7 @@ fn one_run(
     let net = Network::<f32>::new(trained.layout);
     let precision = Precision::default_for(opts.device);
     let eval_opts = EvalOptions { k: opts.eval_k, chunk: DEFAULT_CHUNK, binarize, seed: opts.seed, precision };
+    progress.eval_start(spec, test.len(), opts.eval_k);
     let (report, _): (EvalReport, _) = evaluate_on(opts.device, &net, &ck.params, &test, &eval_opts)?;
     atomic_write(&dir.join("eval.json"), serde_json::to_string_pretty(&report).expect("serialises").as_bytes())?;
     let result = RunResult {

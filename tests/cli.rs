@@ -113,6 +113,7 @@ fn reproduce_writes_tables_and_resumes() {
     ];
     let o = iwtvae(&args);
     assert!(o.status.success(), "reproduce failed: {}", stderr(&o));
+    assert!(stderr(&o).contains("tps-iwae5      evaluating: NLL k = 3 over 300 test images"), "{}", stderr(&o));
     let md = std::fs::read_to_string(dir.path().join("seed-tables.md")).unwrap();
     assert!(md.contains("| VAE (z 60) |") && md.contains("88.27") && md.contains("92.16"), "{md}");
     // Tables 1 and 2 miss two models each, table 3 five of its six runs.
@@ -124,7 +125,7 @@ fn reproduce_writes_tables_and_resumes() {
     // A second call finds both results on disk and redoes nothing.
     let o = iwtvae(&args);
     assert!(o.status.success());
-    assert!(!stderr(&o).contains("epoch"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("epoch") && !stderr(&o).contains("evaluating"), "{}", stderr(&o));
     let o = iwtvae(&["reproduce", "--only", "spiral", "--out", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("spiral"), "{}", stderr(&o));

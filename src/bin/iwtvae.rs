@@ -408,6 +408,9 @@ impl iwtvae::reproduce::ReproduceProgress for ReproduceLines {
             self.start.elapsed().as_secs_f64()
         );
     }
+    fn eval_start(&self, spec: &iwtvae::reproduce::RunSpec, images: usize, k: usize) {
+        eprintln!("    {:<14} evaluating: NLL k = {k} over {images} test images", spec.name);
+    }
     fn run_end(&self, index: usize, total: usize, r: &iwtvae::reproduce::RunResult) {
         eprintln!(
             "[{}/{}] {} done: NLL {:.2} (seed {:.2}), recon {:.2}; train {:.0} s, eval {:.0} s",
