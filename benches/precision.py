@@ -32,7 +32,9 @@ def report_of(path):
     try:
         with open(path) as f:
             report = json.load(f)
-        report["precision"], report["seconds"], report["images"], report["k"], report["nll"]
+        missing = [key for key in ("precision", "seconds", "images", "k", "nll") if key not in report]
+        if missing:
+            raise KeyError(", ".join(missing))
         return report
     except (OSError, KeyError, ValueError) as e:
         print(f"{path}: skipped, not an `iwtvae eval --json` report ({e})")

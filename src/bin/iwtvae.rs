@@ -520,26 +520,7 @@ fn main() {
         Command::Show(a) => run_show(a),
     });
     if let Err(e) = result {
-        eprintln!("error: {}", describe(&e));
+        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
-}
-
-/// The error and its causes on one line, as `{:#}` prints them, but a cause
-/// whose text the line already holds is left out: the library's I/O errors
-/// quote their OS error and also keep it as their source, and "No such file
-/// or directory" once is enough.
-fn describe(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }
