@@ -228,13 +228,7 @@ pub fn evaluate_indices_reporting(
     if opts.k == 0 || opts.chunk == 0 {
         return Err(Error::Config("--k and the chunk size must be at least 1".into()));
     }
-    let cfg = net.layout.config;
-    if (cfg.height, cfg.width) != (data.height, data.width) {
-        return Err(Error::Config(format!(
-            "the model expects {}x{} images but the data has {}x{}",
-            cfg.height, cfg.width, data.height, data.width
-        )));
-    }
+    data.check_fits(&net.layout.config)?;
     let t0 = Instant::now();
     let chunk = opts.chunk.min(opts.k);
     let results: Vec<(ImageEstimate, Vec<f32>)> = indices
@@ -252,7 +246,7 @@ pub fn evaluate_indices_reporting(
         .collect();
     let seconds = t0.elapsed().as_secs_f64();
     let (rows, means): (Vec<ImageEstimate>, Vec<Vec<f32>>) = results.into_iter().unzip();
-    let report = summarize(&rows, &means, cfg.z_dim, opts, seconds, "cpu".into());
+    let report = summarize(&rows, &means, net.layout.config.z_dim, opts, seconds, "cpu".into());
     Ok((report, rows))
 }
 

@@ -112,7 +112,9 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.transform()?;
+        // The image size comes with the data; the rest of the model is
+        // checked now, before the data loads (2×2 is the smallest valid size).
+        self.model_config(2, 2)?;
         let obj = self.objective()?;
         self.binarize()?;
         OptimizerKind::parse(&self.optimizer)?;

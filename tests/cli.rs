@@ -154,6 +154,36 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     assert!(stderr(&o).contains("--transform \"spiral\": expected"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("training spiral"), "{}", stderr(&o));
 
+    // A width that would overflow the parameter count is refused up front.
+    let o = iwtvae(&["train", "--hidden", "100000"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--hidden 100000 exceeds the limit"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("training tps"), "{}", stderr(&o));
+
+    // A model for 5x6 images is refused on 28x28 digits, before --out exists.
+    let cfg = iwtvae::model::ModelConfig {
+        transform: iwtvae::model::Transform::Affine,
+        z_dim: 3,
+        u_dim: 2,
+        hidden: 7,
+        tps_grid: 3,
+        height: 5,
+        width: 6,
+    };
+    let layout = iwtvae::model::Layout::new(cfg);
+    let small = dir.path().join("small.safetensors");
+    let params = iwtvae::model::init_params::<f32>(&layout, 1);
+    iwtvae::model::checkpoint::save_checkpoint(&small, &layout, &params, &[]).unwrap();
+    let pictures = dir.path().join("pictures");
+    let eval = ["eval", "--checkpoint", small.to_str().unwrap()];
+    let show = ["show", "--checkpoint", small.to_str().unwrap(), "--out", pictures.to_str().unwrap()];
+    for args in [&eval[..], &show[..]] {
+        let o = iwtvae(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&o).contains("expects 5x6 images but the data has 28x28"), "{args:?}: {}", stderr(&o));
+    }
+    assert!(!pictures.exists());
+
     let o = iwtvae(&["train", "--objective", "elbo-kl", "--k", "5"]);
     assert!(stderr(&o).contains("elbo-kl uses a single sample"), "{}", stderr(&o));
 

@@ -471,8 +471,9 @@ fn run_show(a: ShowArgs) -> Result<()> {
             .unwrap_or(iwtvae::data::Binarize::Dynamic),
     };
     let out = a.out.clone().unwrap_or_else(|| run_dir.join("pictures"));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let test = Dataset::load(&a.data, Split::Test, None).context("loading the test set (--data)")?;
+    test.check_fits(&ck.layout.config).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let net = Network::<f32>::new(ck.layout);
     let file = |name: &str| out.join(format!("{}{name}", a.prefix));
     let mut written = Vec::new();

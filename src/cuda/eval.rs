@@ -157,8 +157,9 @@ impl Gpu {
         done: crate::eval::ImagesDone<'_>,
     ) -> Result<(EvalReport, Vec<ImageEstimate>)> {
         let cfg = net.layout.config;
-        if (cfg.height, cfg.width) != (data.height, data.width) || data.is_empty() || opts.k == 0 {
-            return Err(Error::Config("evaluate: empty data, k = 0, or image size mismatch".into()));
+        data.check_fits(&cfg)?;
+        if data.is_empty() || opts.k == 0 {
+            return Err(Error::Config("evaluate: empty data or k = 0".into()));
         }
         let t0 = Instant::now();
         let l = &net.layout;

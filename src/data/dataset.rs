@@ -82,6 +82,17 @@ impl Dataset {
         self.height * self.width
     }
 
+    /// Refuse a model drawn for another image size.
+    pub fn check_fits(&self, cfg: &crate::model::ModelConfig) -> Result<()> {
+        if (cfg.height, cfg.width) != (self.height, self.width) {
+            return Err(Error::Config(format!(
+                "the model expects {}x{} images but the data has {}x{}",
+                cfg.height, cfg.width, self.height, self.width
+            )));
+        }
+        Ok(())
+    }
+
     pub fn image(&self, i: usize) -> &[u8] {
         let d = self.pixels();
         &self.images[i * d..(i + 1) * d]

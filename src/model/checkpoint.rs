@@ -115,14 +115,21 @@ fn infer_config(path: &Path, st: &SafeTensors, meta: &HashMap<String, String>) -
         return Err(err(path, "enc.fc1.weight and enc.z_mu.weight must be 2-D"));
     }
     let has_u = st.tensor("enc.u_mu.weight").is_ok();
-    let theta_rows = st.tensor("u2theta.weight").ok().map(|t| t.shape()[0]);
+    let theta_rows = match st.tensor("u2theta.weight") {
+        Ok(t) if t.shape().len() != 2 => return Err(err(path, "u2theta.weight must be 2-D")),
+        Ok(t) => Some(t.shape()[0]),
+        Err(_) => None,
+    };
     let transform = match meta.get("transform") {
         Some(t) => Transform::parse(t).map_err(|e| err(path, format!("metadata transform: {e}")))?,
         None if !has_u => Transform::None,
         None if theta_rows == Some(6) => Transform::Affine,
         None => Transform::Tps,
     };
-    let u_guess = if has_u { Some(shape("enc.u_mu.weight")?[0]) } else { Some(0) };
+    let u_rows = match has_u {
+        true => *shape("enc.u_mu.weight")?.first().ok_or_else(|| err(path, "enc.u_mu.weight must be 2-D"))?,
+        false => 0,
+    };
     let g_guess = theta_rows.map(|t| ((t / 2) as f64).sqrt().round() as usize).or(Some(3));
     let pixels = fc1[1];
     let side = (pixels as f64).sqrt().round() as usize;
@@ -130,12 +137,23 @@ fn infer_config(path: &Path, st: &SafeTensors, meta: &HashMap<String, String>) -
     let cfg = ModelConfig {
         transform,
         z_dim: num("z_dim", Some(zmu[0]))?,
-        u_dim: num("u_dim", u_guess)?,
+        u_dim: num("u_dim", Some(u_rows))?,
         hidden: num("hidden", Some(fc1[0]))?,
         tps_grid: num("tps_grid", g_guess)?,
         height: num("height", square)?,
         width: num("width", square)?,
     };
+    // Metadata that disagrees with the tensors is refused here, before a
+    // layout of the metadata's (possibly absurd) size is built.
+    for (key, meta_value, tensor, rows) in [
+        ("hidden", cfg.hidden, "enc.fc1.weight", fc1[0]),
+        ("z_dim", cfg.z_dim, "enc.z_mu.weight", zmu[0]),
+        ("u_dim", cfg.u_dim, "enc.u_mu.weight", u_rows),
+    ] {
+        if meta_value != rows {
+            return Err(err(path, format!("metadata {key}={meta_value} but {tensor} has {rows} rows")));
+        }
+    }
     cfg.validate().map_err(|e| err(path, e.to_string()))?;
     if cfg.pixels() != pixels {
         return Err(err(
@@ -149,10 +167,15 @@ fn infer_config(path: &Path, st: &SafeTensors, meta: &HashMap<String, String>) -
 /// Load a checkpoint; every tensor of the layout must be present with its shape.
 pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_checkpoint(path, &bytes)
+}
+
+/// Parse checkpoint bytes; `path` only names the file in errors.
+pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<LoadedCheckpoint> {
     let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
+        SafeTensors::read_metadata(bytes).map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
     let cfg = infer_config(path, &st, &meta)?;
     let layout = Layout::new(cfg);
     let mut params = vec![0f32; layout.total];

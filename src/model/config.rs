@@ -30,6 +30,11 @@ impl Transform {
     }
 }
 
+/// Largest z, u or hidden width accepted.
+pub const MAX_WIDTH: usize = 1 << 16;
+/// Largest image side accepted.
+pub const MAX_SIDE: usize = 1 << 12;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModelConfig {
     pub transform: Transform,
@@ -60,6 +65,19 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         if self.z_dim == 0 || self.hidden == 0 {
             return Err(Error::Config("--z-dim and --hidden must be at least 1".into()));
+        }
+        // Far past any MLP VAE, and small enough that every size computed
+        // from them (hidden², pixels·hidden) fits a usize without overflow.
+        for (flag, value, max) in [
+            ("--z-dim", self.z_dim, MAX_WIDTH),
+            ("--u-dim", self.u_dim, MAX_WIDTH),
+            ("--hidden", self.hidden, MAX_WIDTH),
+            ("image height", self.height, MAX_SIDE),
+            ("image width", self.width, MAX_SIDE),
+        ] {
+            if value > max {
+                return Err(Error::Config(format!("{flag} {value} exceeds the limit {max}")));
+            }
         }
         if self.transform == Transform::None && self.u_dim != 0 {
             return Err(Error::Config(format!(
