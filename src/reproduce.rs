@@ -387,7 +387,7 @@ pub fn write_tables(out: &Path, fresh: &[RunResult], opts: &ReproduceOptions) ->
             r.name, r.train_seconds, r.eval_seconds, r.threads, r.final_train_loss, r.active_units
         ));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::fsutil::ensure_dir(out)?;
     plot_run_curves(out, opts.seed, &results)?;
     atomic_write(&out.join(format!("seed-tables{}.md", suffix(opts.seed))), md.as_bytes())?;
     let json = serde_json::json!({ "seed": opts.seed, "eval_k": opts.eval_k, "epochs": opts.epochs, "machine": opts.machine, "runs": results });
@@ -420,7 +420,7 @@ fn plot_run_curves(out: &Path, seed: u64, results: &[RunResult]) -> Result<()> {
         if series.is_empty() {
             continue;
         }
-        std::fs::create_dir_all(&pictures).map_err(|e| Error::io(&pictures, e))?;
+        crate::fsutil::ensure_dir(&pictures)?;
         crate::viz::curves::plot_curves(&pictures.join(format!("{file}{}.png", suffix(seed))), title, &series, &nll)?;
     }
     Ok(())

@@ -513,7 +513,7 @@ pub fn train_on(
     if out.exists() && !out.is_dir() {
         return Err(Error::Config(format!("--out {}: exists and is not a directory", out.display())));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::fsutil::ensure_dir(out)?;
 
     let mut cfg = cfg.clone();
     let (mut params, mut opt, start) = if resume {

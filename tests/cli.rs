@@ -184,6 +184,12 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     }
     assert!(!pictures.exists());
 
+    // An unwritable --per-image is found before the evaluation, not after it.
+    let o = iwtvae(&["eval", "--checkpoint", small.to_str().unwrap(), "--per-image", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--per-image") && stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("expects 5x6"), "checked after the evaluation began: {}", stderr(&o));
+
     let o = iwtvae(&["train", "--objective", "elbo-kl", "--k", "5"]);
     assert!(stderr(&o).contains("elbo-kl uses a single sample"), "{}", stderr(&o));
 

@@ -355,6 +355,9 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     anyhow::ensure!(a.k >= 1, "--k must be at least 1");
     anyhow::ensure!(a.chunk >= 1, "--chunk must be at least 1");
     let precision = iwtvae::eval::Precision::parse_for(&a.precision, device)?;
+    if let Some(p) = &a.per_image {
+        iwtvae::fsutil::prepare_output_file(p).context("--per-image")?;
+    }
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
     let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
@@ -473,7 +476,7 @@ fn run_show(a: ShowArgs) -> Result<()> {
     let out = a.out.clone().unwrap_or_else(|| run_dir.join("pictures"));
     let test = Dataset::load(&a.data, Split::Test, None).context("loading the test set (--data)")?;
     test.check_fits(&ck.layout.config).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    iwtvae::fsutil::ensure_dir(&out).context("--out")?;
     let net = Network::<f32>::new(ck.layout);
     let file = |name: &str| out.join(format!("{}{name}", a.prefix));
     let mut written = Vec::new();
