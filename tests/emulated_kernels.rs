@@ -379,11 +379,15 @@ fn emulator_reports_out_of_bounds_writes_and_stray_pointers() {
     // y < 0: the mask writes zeros, which the guard bytes are not.
     let (y, dy) = (input(&[-1f32; 8]), input(&[1f32; 8]));
     let short = input(&[1f32; 6]);
-    // relu_mask(y, dy, n) writes dy[i] for i < n: 8 into a buffer of 6.
-    // SAFETY: the overrun lands in the buffer's guard zone (256 bytes).
-    let err = unsafe { cuda_emu::launch("relu_mask", cfg1(8, 256), &[y.arg(), short.arg(), i32_(8)]) }
-        .expect_err("a write past the end of argument 1");
-    assert!(err.contains("argument 1") && err.contains("past the end"), "{err}");
+    if cuda_emu::address_sanitized() {
+        eprintln!("SKIPPED the guard-zone check: under AddressSanitizer the overrun stops the process instead");
+    } else {
+        // relu_mask(y, dy, n) writes dy[i] for i < n: 8 into a buffer of 6.
+        // SAFETY: the overrun lands in the buffer's guard zone (256 bytes).
+        let err = unsafe { cuda_emu::launch("relu_mask", cfg1(8, 256), &[y.arg(), short.arg(), i32_(8)]) }
+            .expect_err("a write past the end of argument 1");
+        assert!(err.contains("argument 1") && err.contains("past the end"), "{err}");
+    }
     let stray = [0f32; 8];
     // SAFETY: refused before the kernel runs.
     let err =
@@ -392,4 +396,32 @@ fn emulator_reports_out_of_bounds_writes_and_stray_pointers() {
     assert!(err.contains("argument 1") && err.contains("no live buffer"), "{err}");
     // In bounds, the same launch is fine.
     run("relu_mask", cfg1(8, 256), &[y.arg(), dy.arg(), i32_(8)]);
+}
+
+/// Under scripts/emu-asan.sh, an out-of-bounds *read* (which the guard-zone
+/// check cannot see) stops the process with AddressSanitizer's report. The
+/// test reruns itself as a child that makes the bad launch.
+#[test]
+fn address_sanitizer_stops_out_of_bounds_reads() {
+    const CHILD: &str = "IWTVAE_EMU_ASAN_CHILD";
+    if !cuda_emu::address_sanitized() {
+        eprintln!("SKIPPED: the kernels were not built under AddressSanitizer (scripts/emu-asan.sh runs this)");
+        return;
+    }
+    if std::env::var_os(CHILD).is_some() {
+        // relu_mask(y, dy, n) reads y[i] for i < n: 8 from a buffer of 6.
+        let (short, dy) = (input(&[-1f32; 6]), input(&[1f32; 8]));
+        // SAFETY: the overread lands in the guard zone, which ASan reports.
+        let _ = unsafe { cuda_emu::launch("relu_mask", cfg1(8, 256), &[short.arg(), dy.arg(), i32_(8)]) };
+        return;
+    }
+    let me = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(me)
+        .args(["--exact", "address_sanitizer_stops_out_of_bounds_reads", "--nocapture"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the overread went unnoticed: {err}");
+    assert!(err.contains("AddressSanitizer") && err.contains("READ of size 4") && err.contains("relu_mask"), "{err}");
 }

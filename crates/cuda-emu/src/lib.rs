@@ -25,6 +25,8 @@ use std::ffi::{c_char, c_void, CString};
 
 extern "C" {
     fn emu_set_reverse_blocks(on: i32);
+    fn emu_address_sanitized() -> i32;
+    fn emu_set_addressable(p: *mut c_void, n: usize, yes: i32);
     fn emu_launch(
         name: *const c_char,
         grid: *const u32,
@@ -241,7 +243,7 @@ mod live {
 /// with device memory), so every access goes through one raw pointer taken
 /// when the buffer was made, never through a reference to the vector.
 pub struct Buffer<T: Element> {
-    _storage: Vec<T>,
+    storage: Vec<T>,
     /// The first of the payload's values; the guard zones lie either side.
     base: *mut T,
     guard: usize,
@@ -270,7 +272,13 @@ impl<T: Element> Buffer<T> {
             whole.add(lead)
         };
         live::add(live::Extent { start: base as usize, len: len * size, guard: guard * size });
-        Buffer { _storage: storage, base, guard, len }
+        // SAFETY: both ranges lie inside `storage` (see above); marking them
+        // only changes AddressSanitizer's shadow memory, and a no-op without.
+        unsafe {
+            emu_set_addressable(whole.cast(), lead * size, 0);
+            emu_set_addressable(base.add(len).cast(), (total - lead - len) * size, 0);
+        }
+        Buffer { storage, base, guard, len }
     }
 
     pub fn from_slice(values: &[T]) -> Self {
@@ -344,7 +352,19 @@ impl<T: Element> Buffer<T> {
 impl<T: Element> Drop for Buffer<T> {
     fn drop(&mut self) {
         live::remove(self.base as usize);
+        let bytes = self.storage.len() * std::mem::size_of::<T>();
+        // SAFETY: the whole storage, made addressable again before it is freed.
+        unsafe { emu_set_addressable(self.storage.as_ptr() as *mut c_void, bytes, 1) };
     }
+}
+
+/// Whether the kernels were built under AddressSanitizer
+/// (scripts/emu-asan.sh): then a buffer's guard zones and the dynamic shared
+/// memory past a launch's size are unaddressable, and any access to them
+/// stops the process with a report naming the kernel's source line.
+pub fn address_sanitized() -> bool {
+    // SAFETY: returns a constant.
+    unsafe { emu_address_sanitized() != 0 }
 }
 
 /// Runs the blocks of every later launch in this process last to first

@@ -22,6 +22,18 @@
 
 #include "emu_registry.h"
 
+// Under AddressSanitizer (scripts/emu-asan.sh), memory a kernel must not
+// touch is marked unaddressable, so any out-of-bounds access, read or
+// write, stops at the kernel's source line.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define EMU_ADDRESSABLE(p, n, yes) ((yes) ? ASAN_UNPOISON_MEMORY_REGION(p, n) : ASAN_POISON_MEMORY_REGION(p, n))
+#define EMU_SANITIZED 1
+#else
+#define EMU_ADDRESSABLE(p, n, yes) ((void)(p), (void)(n), (void)(yes))
+#define EMU_SANITIZED 0
+#endif
+
 uint3 threadIdx;
 uint3 blockIdx;
 dim3 blockDim;
@@ -212,6 +224,10 @@ std::atomic<bool> reverse_blocks{[] {
 
 extern "C" void emu_set_reverse_blocks(int on) { reverse_blocks = on != 0; }
 
+extern "C" int emu_address_sanitized() { return EMU_SANITIZED; }
+
+extern "C" void emu_set_addressable(void* p, size_t n, int yes) { EMU_ADDRESSABLE(p, n, yes); }
+
 extern "C" int emu_launch(const char* name, const unsigned* grid, const unsigned* block_dim, unsigned shared_bytes,
                           unsigned shared_limit, void** args, const char* kinds, char* err, size_t errlen) {
   using namespace emu;
@@ -248,7 +264,10 @@ extern "C" int emu_launch(const char* name, const unsigned* grid, const unsigned
   block = Block{};
   block.entry = entry;
   block.args = args;
+  EMU_ADDRESSABLE(dynamic_shared_memory, sizeof dynamic_shared_memory, 1);
   memset(dynamic_shared_memory, 0xff, sizeof dynamic_shared_memory);
+  // Past the launch's dynamic shared memory is out of bounds.
+  EMU_ADDRESSABLE(dynamic_shared_memory + shared_bytes, sizeof dynamic_shared_memory - shared_bytes, 0);
   blockDim = {block_dim[0], block_dim[1], block_dim[2]};
   gridDim = {grid[0], grid[1], grid[2]};
   // Blocks run one after another, first to last, or last to first (see
