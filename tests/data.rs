@@ -32,6 +32,26 @@ fn loads_both_splits_with_limit() {
     assert_eq!(test.labels[0], 7);
 }
 
+/// Fashion-MNIST in the layout Debian's dataset-fashion-mnist installs
+/// (gzipped IDX) loads through the same path. Absent in CI, so it skips loudly.
+#[test]
+fn fashion_mnist_loads_when_installed() {
+    let dir = Path::new("/usr/share/datasets/fashion-mnist");
+    if !dir.join("t10k-images-idx3-ubyte.gz").exists() {
+        eprintln!("SKIPPED: {} not installed (apt install dataset-fashion-mnist)", dir.display());
+        return;
+    }
+    let train = Dataset::load(dir, Split::Train, None).unwrap();
+    let test = Dataset::load(dir, Split::Test, None).unwrap();
+    assert_eq!((train.len(), train.height, train.width, test.len()), (60000, 28, 28, 10000));
+    // Both splits open with an ankle boot (class 9); ten classes, 6,000 of
+    // each in training.
+    assert_eq!((train.labels[0], test.labels[0]), (9, 9));
+    for class in 0..10u8 {
+        assert_eq!(train.labels.iter().filter(|&&l| l == class).count(), 6000, "class {class}");
+    }
+}
+
 fn header(magic: [u8; 4], dims: &[u32]) -> Vec<u8> {
     let mut v = magic.to_vec();
     for d in dims {
