@@ -1,0 +1,147 @@
+//! A run's folder: the JSONL log, the optimizer state beside the checkpoint,
+//! and reading both back for `--resume`.
+use super::TrainConfig;
+use crate::error::{Error, Result};
+use crate::fsutil::atomic_write;
+use crate::model::checkpoint::{load_checkpoint, serialize_flat};
+use crate::model::Layout;
+use crate::optim::{Optimizer, OptimizerKind};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One line of the JSONL log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub loss: f64,
+    /// Mean loss of the epoch's first and last tenth of steps (at most 10 each).
+    pub loss_start: f64,
+    pub loss_end: f64,
+    pub lr: f64,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+}
+
+pub struct RunPaths {
+    pub checkpoint: PathBuf,
+    pub optim: PathBuf,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(out: &Path) -> Self {
+        RunPaths {
+            checkpoint: out.join("checkpoint.safetensors"),
+            optim: out.join("optim.safetensors"),
+            log: out.join("log.jsonl"),
+            config: out.join("config.json"),
+        }
+    }
+}
+
+/// Optimizer state and position, stored beside the checkpoint.
+pub(super) fn save_optim(
+    path: &Path,
+    layout: &Layout,
+    opt: &Optimizer,
+    epochs_done: usize,
+    cfg: &TrainConfig,
+) -> Result<()> {
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("optimizer".to_string(), opt.kind.name().to_string());
+    meta.insert("steps".to_string(), opt.steps.to_string());
+    meta.insert("epochs_done".to_string(), epochs_done.to_string());
+    meta.insert("train_config".to_string(), serde_json::to_string(cfg).expect("config serialises"));
+    let mut flat = Vec::with_capacity(2 * layout.total);
+    flat.extend_from_slice(&opt.s1);
+    flat.extend_from_slice(&opt.s2);
+    // Two copies of the layout under "s1." and "s2." prefixes.
+    let mut two = layout.clone();
+    let mut second: Vec<_> = layout.entries.clone();
+    for e in &mut two.entries {
+        e.name = format!("s1.{}", e.name);
+    }
+    for e in &mut second {
+        e.name = format!("s2.{}", e.name);
+        e.offset += layout.total;
+    }
+    two.entries.extend(second);
+    let bytes = serialize_flat(&two, &flat, meta)?;
+    atomic_write(path, &bytes)
+}
+
+pub(super) struct Resumed {
+    pub(super) params: Vec<f32>,
+    pub(super) opt: Optimizer,
+    pub(super) epochs_done: usize,
+    /// The run's own shard count (the requested one may differ when the
+    /// thread count changed; the run's keeps results bit-identical).
+    pub(super) shards: usize,
+}
+
+pub(super) fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) -> Result<Resumed> {
+    let ck = load_checkpoint(&paths.checkpoint)?;
+    if ck.layout.config != layout.config {
+        return Err(Error::Checkpoint {
+            path: paths.checkpoint.clone(),
+            problem: format!("model {:?} differs from the requested {:?}", ck.layout.config, layout.config),
+        });
+    }
+    let bytes = std::fs::read(&paths.optim).map_err(|e| Error::io(&paths.optim, e))?;
+    let bad = |p: String| Error::Checkpoint { path: paths.optim.clone(), problem: p };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata {k} missing")));
+    let saved: TrainConfig =
+        serde_json::from_str(&get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
+    if saved != (TrainConfig { shards: saved.shards, ..cfg.clone() }) {
+        return Err(bad(format!(
+            "the run in this directory was trained with different settings; resume needs the same flags.\n  saved:     {}\n  requested: {}",
+            serde_json::to_string(&saved).unwrap_or_default(),
+            serde_json::to_string(cfg).unwrap_or_default()
+        )));
+    }
+    let epochs_done: usize = get("epochs_done")?.parse().map_err(|_| bad("epochs_done is not an integer".into()))?;
+    let ck_epoch: Option<usize> = ck.metadata.get("epoch").and_then(|v| v.parse().ok());
+    if ck_epoch != Some(epochs_done) {
+        return Err(bad(format!(
+            "optimizer state is for epoch {epochs_done} but the checkpoint is for epoch {ck_epoch:?}; the pair is inconsistent"
+        )));
+    }
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e}")))?;
+    let kind = OptimizerKind::parse(&get("optimizer")?)?;
+    let mut opt = Optimizer::new(kind, layout.total);
+    opt.steps = get("steps")?.parse().map_err(|_| bad("steps is not an integer".into()))?;
+    for e in &layout.entries {
+        for (prefix, dst) in [("s1", &mut opt.s1), ("s2", &mut opt.s2)] {
+            let name = format!("{prefix}.{}", e.name);
+            let t = st.tensor(&name).map_err(|_| bad(format!("missing tensor {name}")))?;
+            if t.data().len() != 4 * e.len {
+                return Err(bad(format!("tensor {name} has the wrong size")));
+            }
+            for (d, c) in dst[e.offset..e.offset + e.len].iter_mut().zip(t.data().chunks_exact(4)) {
+                *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+            }
+        }
+    }
+    Ok(Resumed { params: ck.params, opt, epochs_done, shards: saved.shards })
+}
+
+/// Keep only the log lines of epochs already in the checkpoint.
+pub(super) fn truncate_log(path: &Path, epochs_done: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<EpochLog>(l).map(|e| e.epoch <= epochs_done).unwrap_or(false))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    atomic_write(path, kept.as_bytes())
+}
+
+pub(super) fn append_log(path: &Path, line: &EpochLog) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{}", serde_json::to_string(line).expect("log serialises")).map_err(|e| Error::io(path, e))
+}
