@@ -72,6 +72,32 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     assert!(err.contains("different settings"), "{err}");
 }
 
+/// A run killed after an epoch's optimizer state was written but before its
+/// checkpoint was resumes from the pair that matches (the state kept as
+/// optim.prev) and still ends bit-identical to an uninterrupted run.
+#[test]
+fn resume_works_when_killed_between_the_optimizer_and_checkpoint_writes() {
+    let cfg = small_config();
+    let data = Dataset::load(Path::new(MNIST), Split::Train, cfg.limit_train).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let whole = train(&cfg, &data, a.path(), false, &mut Silent).unwrap();
+    train(&cfg, &data, b.path(), false, &mut StopAfter(1, 0)).unwrap();
+    let epoch1 = std::fs::read(b.path().join("checkpoint.safetensors")).unwrap();
+    train(&cfg, &data, b.path(), true, &mut StopAfter(1, 0)).unwrap();
+    // The kill: epoch 2's optimizer state is on disk, its checkpoint is not.
+    std::fs::write(b.path().join("checkpoint.safetensors"), &epoch1).unwrap();
+    let rest = train(&cfg, &data, b.path(), true, &mut Silent).unwrap();
+    assert_eq!(rest.logs.len(), 2, "resumed after epoch 1");
+    assert_eq!(whole.params, rest.params, "parameters differ after resume");
+    let log = std::fs::read_to_string(b.path().join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3, "log after resume:\n{log}");
+
+    // With neither optimizer state matching, the error names what is there.
+    std::fs::write(b.path().join("checkpoint.safetensors"), &epoch1).unwrap();
+    let err = train(&cfg, &data, b.path(), true, &mut Silent).err().unwrap().to_string();
+    assert!(err.contains("no optimizer state matches") && err.contains("epoch 3"), "{err}");
+}
+
 /// Image 5's log-weights are bit-identical whether it is alone or one of 37.
 #[test]
 fn an_images_estimate_does_not_depend_on_the_batch() {

@@ -142,7 +142,10 @@ pub fn train_on(
                 paths.checkpoint.display()
             )));
         }
-        let _ = std::fs::remove_file(&paths.log);
+        // Leftovers of a run that never wrote a checkpoint.
+        for stale in [&paths.log, &paths.optim, &paths.optim_prev] {
+            let _ = std::fs::remove_file(stale);
+        }
         let mut p = init_params::<f32>(&layout, cfg.seed);
         if let (Some(slot), "identity") = (&layout.u2theta, cfg.theta_init.as_str()) {
             p[slot.w..slot.b + slot.out].iter_mut().for_each(|v| *v = 0.0);
@@ -185,7 +188,7 @@ pub fn train_on(
             images_per_sec: n as f64 / seconds,
         };
         append_log(&paths.log, &line)?;
-        save_optim(&paths.optim, &layout, &opt, epoch + 1, cfg)?;
+        save_optim(&paths, &layout, &opt, epoch + 1, cfg)?;
         save_checkpoint(&paths.checkpoint, &layout, &params, &[("epoch", (epoch + 1).to_string())])?;
         progress.epoch_end(&line);
         logs.push(line);

@@ -26,6 +26,8 @@ pub struct EpochLog {
 pub struct RunPaths {
     pub checkpoint: PathBuf,
     pub optim: PathBuf,
+    /// The optimizer state of the epoch before `optim`'s (see save_optim).
+    pub optim_prev: PathBuf,
     pub log: PathBuf,
     pub config: PathBuf,
 }
@@ -35,15 +37,19 @@ impl RunPaths {
         RunPaths {
             checkpoint: out.join("checkpoint.safetensors"),
             optim: out.join("optim.safetensors"),
+            optim_prev: out.join("optim.prev.safetensors"),
             log: out.join("log.jsonl"),
             config: out.join("config.json"),
         }
     }
 }
 
-/// Optimizer state and position, stored beside the checkpoint.
+/// Optimizer state and position, stored beside the checkpoint. The state of
+/// the epoch before stays, as `optim.prev`, until the next checkpoint is
+/// written: a run killed between this write and the checkpoint's still holds
+/// a state that matches its checkpoint, so `--resume` works at any instant.
 pub(super) fn save_optim(
-    path: &Path,
+    paths: &RunPaths,
     layout: &Layout,
     opt: &Optimizer,
     epochs_done: usize,
@@ -69,7 +75,10 @@ pub(super) fn save_optim(
     }
     two.entries.extend(second);
     let bytes = serialize_flat(&two, &flat, meta)?;
-    atomic_write(path, &bytes)
+    if paths.optim.exists() {
+        std::fs::rename(&paths.optim, &paths.optim_prev).map_err(|e| Error::io(&paths.optim_prev, e))?;
+    }
+    atomic_write(&paths.optim, &bytes)
 }
 
 pub(super) struct Resumed {
@@ -81,6 +90,9 @@ pub(super) struct Resumed {
     pub(super) shards: usize,
 }
 
+/// The checkpoint and the optimizer state of the same epoch: `optim`, or
+/// `optim.prev` when the run stopped after the first was written and before
+/// the checkpoint was.
 pub(super) fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) -> Result<Resumed> {
     let ck = load_checkpoint(&paths.checkpoint)?;
     if ck.layout.config != layout.config {
@@ -89,8 +101,42 @@ pub(super) fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) 
             problem: format!("model {:?} differs from the requested {:?}", ck.layout.config, layout.config),
         });
     }
-    let bytes = std::fs::read(&paths.optim).map_err(|e| Error::io(&paths.optim, e))?;
-    let bad = |p: String| Error::Checkpoint { path: paths.optim.clone(), problem: p };
+    let ck_epoch: Option<usize> = ck.metadata.get("epoch").and_then(|v| v.parse().ok());
+    if !paths.optim.exists() && !paths.optim_prev.exists() {
+        return Err(Error::io(&paths.optim, std::io::ErrorKind::NotFound.into()));
+    }
+    let mut found = Vec::new();
+    for path in [&paths.optim, &paths.optim_prev] {
+        if !path.exists() {
+            continue;
+        }
+        let state = read_optim(path, cfg, layout)?;
+        if Some(state.epochs_done) == ck_epoch {
+            return Ok(Resumed {
+                params: ck.params,
+                opt: state.opt,
+                epochs_done: state.epochs_done,
+                shards: state.shards,
+            });
+        }
+        found.push(format!("{} is for epoch {}", path.display(), state.epochs_done));
+    }
+    Err(Error::Checkpoint {
+        path: paths.checkpoint.clone(),
+        problem: format!("no optimizer state matches this checkpoint's epoch {ck_epoch:?}: {}", found.join(", ")),
+    })
+}
+
+struct OptimState {
+    opt: Optimizer,
+    epochs_done: usize,
+    shards: usize,
+}
+
+/// One optimizer-state file, refused when its run had other settings.
+fn read_optim(path: &Path, cfg: &TrainConfig, layout: &Layout) -> Result<OptimState> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |p: String| Error::Checkpoint { path: path.to_path_buf(), problem: p };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata {k} missing")));
@@ -104,12 +150,6 @@ pub(super) fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) 
         )));
     }
     let epochs_done: usize = get("epochs_done")?.parse().map_err(|_| bad("epochs_done is not an integer".into()))?;
-    let ck_epoch: Option<usize> = ck.metadata.get("epoch").and_then(|v| v.parse().ok());
-    if ck_epoch != Some(epochs_done) {
-        return Err(bad(format!(
-            "optimizer state is for epoch {epochs_done} but the checkpoint is for epoch {ck_epoch:?}; the pair is inconsistent"
-        )));
-    }
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e}")))?;
     let kind = OptimizerKind::parse(&get("optimizer")?)?;
     let mut opt = Optimizer::new(kind, layout.total);
@@ -126,7 +166,7 @@ pub(super) fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) 
             }
         }
     }
-    Ok(Resumed { params: ck.params, opt, epochs_done, shards: saved.shards })
+    Ok(OptimState { opt, epochs_done, shards: saved.shards })
 }
 
 /// Keep only the log lines of epochs already in the checkpoint.
