@@ -45,6 +45,7 @@ const MODULES: driver::ModuleTable = &[
     ),
 ];
 
+mod backward;
 pub mod driver;
 mod eval;
 mod forward;
