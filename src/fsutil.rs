@@ -5,10 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     ensure_dir(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -30,10 +27,7 @@ pub fn prepare_output_file(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::io(path, std::io::Error::other("is a directory, expected a file name")));
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     ensure_dir(dir)
 }
 
@@ -44,4 +38,12 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
         return Err(Error::io(dir, std::io::Error::other("exists and is not a directory")));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// The folder a file name lives in ("." for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
 }
