@@ -123,10 +123,7 @@ pub fn train_on(
     let binarize = cfg.binarize()?;
     let schedule = Schedule::parse(&cfg.schedule)?;
     let paths = RunPaths::new(out);
-    if out.exists() && !out.is_dir() {
-        return Err(Error::Config(format!("--out {}: exists and is not a directory", out.display())));
-    }
-    crate::fsutil::ensure_dir(out)?;
+    crate::fsutil::ensure_dir(out).map_err(|e| Error::Config(format!("--out: {e}")))?;
 
     let mut cfg = cfg.clone();
     let (mut params, mut opt, start) = if resume {

@@ -102,14 +102,12 @@ pub(super) fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) 
         });
     }
     let ck_epoch: Option<usize> = ck.metadata.get("epoch").and_then(|v| v.parse().ok());
-    if !paths.optim.exists() && !paths.optim_prev.exists() {
+    let present: Vec<&PathBuf> = [&paths.optim, &paths.optim_prev].into_iter().filter(|p| p.exists()).collect();
+    if present.is_empty() {
         return Err(Error::io(&paths.optim, std::io::ErrorKind::NotFound.into()));
     }
     let mut found = Vec::new();
-    for path in [&paths.optim, &paths.optim_prev] {
-        if !path.exists() {
-            continue;
-        }
+    for path in present {
         let state = read_optim(path, cfg, layout)?;
         if Some(state.epochs_done) == ck_epoch {
             return Ok(Resumed {
