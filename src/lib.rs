@@ -18,6 +18,7 @@ pub mod network;
 pub mod objective;
 pub mod ops;
 pub mod optim;
+pub mod probe;
 pub mod real;
 pub mod reproduce;
 pub mod rng;

@@ -585,6 +585,29 @@ impl<T: Real> Network<T> {
         }
     }
 
+    /// The warp parameters θ [n, T] of latents u [n, U], as `decode` forms
+    /// them, without the decoder (empty for transform none).
+    pub fn theta_of(&self, params: &[T], u: &[T], n: usize) -> Vec<T> {
+        let t = self.layout.config.theta_dim();
+        let Some(s) = &self.layout.u2theta else { return Vec::new() };
+        let mut theta = vec![T::zero(); n * t];
+        linear_forward(
+            u,
+            n,
+            &params[s.w_range()],
+            &params[s.b_range()],
+            s.out,
+            s.inp,
+            Activation::Identity,
+            &mut theta,
+            Par::Seq,
+        );
+        for row in theta.chunks_exact_mut(t) {
+            row.iter_mut().zip(&self.theta_id).for_each(|(v, &id)| *v += id);
+        }
+        theta
+    }
+
     /// Decode latents z [n, Z], u [n, U] (not a hot path: allocates).
     pub fn decode_latents(&self, params: &[T], z: &[T], u: &[T], n: usize) -> Decoded<T> {
         let c = &self.layout.config;

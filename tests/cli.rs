@@ -91,6 +91,46 @@ fn train_one_epoch_then_eval_json() {
         );
         assert!(w >= 84 && h >= 84, "{name}: {w}x{h}");
     }
+
+    // The disentanglement probe of the same model.
+    let ck = out.join("checkpoint.safetensors");
+    let probe = |angles: &str| {
+        iwtvae(&[
+            "probe",
+            "--data",
+            MNIST,
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--limit-train",
+            "1000",
+            "--limit",
+            "300",
+            "--angles",
+            angles,
+            "--json",
+        ])
+    };
+    let o = probe("-30,0,30,360");
+    assert!(o.status.success(), "probe failed: {}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    assert_eq!((r["train_images"].as_u64(), r["test_images"].as_u64()), (Some(1000), Some(300)), "{r}");
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let field = |i: usize, k: &str| rows[i][k].as_f64().unwrap_or_else(|| panic!("{k} of row {i} in {r}"));
+    // Labels line up with their codes: after one epoch the upright digits'
+    // z already names the digit far above chance (0.1).
+    assert!(field(1, "accuracy_z") > 0.5, "{r}");
+    assert_eq!((field(1, "moved_z"), field(1, "moved_u")), (0.0, 0.0));
+    // A full turn resamples the grey image at its own pixels and binarizes
+    // it with the upright image's uniforms, so the codes hardly move; a
+    // fresh draw would move them by a sizeable fraction of their spread.
+    assert!(field(3, "moved_z") < 1e-3 && field(3, "moved_u") < 1e-3, "{r}");
+    assert!(field(0, "moved_z") > 0.01 && field(2, "moved_u") > 0.01, "{r}");
+    assert!(r["angle_readout"]["r2_u"].as_f64().is_some(), "{r}");
+    assert!(field(3, "warp_turn_deg").abs() < 1e-3 && field(1, "warp_turn_deg") == 0.0, "{r}");
+    let o = probe("0,400");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--angles") && stderr(&o).contains("400"), "{}", stderr(&o));
 }
 
 #[test]
@@ -122,6 +162,15 @@ fn reproduce_writes_tables_and_resumes() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("seed-tables.json")).unwrap()).unwrap();
     assert_eq!(json["runs"].as_array().unwrap().len(), 2);
     assert!(json["runs"][0]["command"].as_str().unwrap().starts_with("iwtvae train --transform none --z-dim 60"));
+    // A plain VAE has no u: the probe's u figures are null, not zero.
+    let vae = dir.path().join("runs/vae-elbokl-seed1/checkpoint.safetensors");
+    let o = iwtvae(&["probe", "--data", MNIST, "--checkpoint", vae.to_str().unwrap(), "--limit", "100", "--json"]);
+    assert!(o.status.success(), "probe failed: {}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["accuracy_u", "accuracy_zu", "moved_u", "warp_turn_deg"] {
+        assert!(r["rows"][0][key].is_null(), "{key} in {r}");
+    }
+    assert!(r["rows"][0]["accuracy_z"].as_f64().is_some() && r["angle_readout"]["r2_u"].is_null(), "{r}");
     // A second call finds both results on disk and redoes nothing.
     let o = iwtvae(&args);
     assert!(o.status.success());

@@ -31,6 +31,39 @@ enum Command {
     Reproduce(ReproduceArgs),
     /// Pictures of a model: reconstructions, prior samples, traversals, the warp, training curves (PNG).
     Show(ShowArgs),
+    /// Disentanglement in numbers: the digit label and the rotation angle read linearly from z and from u,
+    /// and how far rotating a digit moves each.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// A checkpoint; its run directory's config.json gives the default --binarize.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Rotation angles in degrees, counter-clockwise as displayed, comma-separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "-45,-30,-15,0,15,30,45")]
+    angles: Vec<f64>,
+    /// Fit the read-outs on the first N training images only.
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// Test on the first N test images only.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Targets encoded: dynamic or none (default: the run's, else dynamic).
+    #[arg(long)]
+    binarize: Option<String>,
+    /// Keys the binarization of the images, as in eval.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -193,11 +226,16 @@ struct EvalArgs {
     per_image: Option<PathBuf>,
 }
 
-fn setup(common: &Common) -> Result<iwtvae::device::Device> {
-    if let Some(t) = common.threads {
+fn init_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("--threads: starting the thread pool")?;
     }
+    Ok(())
+}
+
+fn setup(common: &Common) -> Result<iwtvae::device::Device> {
+    init_threads(common.threads)?;
     let sel = iwtvae::device::select(&common.device)?;
     if let Some(note) = sel.note {
         eprintln!("{note} ({} threads)", rayon::current_num_threads());
@@ -465,14 +503,7 @@ fn run_show(a: ShowArgs) -> Result<()> {
     anyhow::ensure!(a.digits >= 1 && a.scale >= 1, "--digits and --scale must be at least 1");
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
     let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let binarize = match &a.binarize {
-        Some(b) => parse_binarize(b)?,
-        None => std::fs::read_to_string(run_dir.join("config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
-            .and_then(|c| c.binarize().ok())
-            .unwrap_or(iwtvae::data::Binarize::Dynamic),
-    };
+    let binarize = binarize_of_run(&a.binarize, &run_dir)?;
     let out = a.out.clone().unwrap_or_else(|| run_dir.join("pictures"));
     let test = Dataset::load(&a.data, Split::Test, None).context("loading the test set (--data)")?;
     test.check_fits(&ck.layout.config).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
@@ -515,6 +546,72 @@ fn run_show(a: ShowArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--binarize` when given, else the run's own (its config.json), else dynamic.
+fn binarize_of_run(flag: &Option<String>, run_dir: &std::path::Path) -> Result<iwtvae::data::Binarize> {
+    Ok(match flag {
+        Some(b) => parse_binarize(b)?,
+        None => std::fs::read_to_string(run_dir.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
+            .and_then(|c| c.binarize().ok())
+            .unwrap_or(iwtvae::data::Binarize::Dynamic),
+    })
+}
+
+fn run_probe(a: ProbeArgs) -> Result<()> {
+    init_threads(a.threads)?;
+    iwtvae::probe::check_angles(&a.angles).context("--angles")?;
+    let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
+    let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let opts = iwtvae::probe::ProbeOptions {
+        angles_deg: a.angles.clone(),
+        binarize: binarize_of_run(&a.binarize, &run_dir)?,
+        seed: a.seed,
+    };
+    let train = Dataset::load(&a.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
+    let test = Dataset::load(&a.data, Split::Test, a.limit).context("loading the test set (--data)")?;
+    let net = Network::<f32>::new(ck.layout);
+    let r = iwtvae::probe::probe(&net, &ck.params, &train, &test, &opts)
+        .with_context(|| format!("probing {}", a.checkpoint.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let pct = |v: Option<f64>| v.map_or("      —".to_string(), |v| format!("{:6.2}%", 100.0 * v));
+    let num = |v: Option<f64>| v.map_or("    —".to_string(), |v| format!("{v:5.3}"));
+    println!(
+        "{} model (z {}, u {}): read-outs fit on {} training digits, tested on {} test digits (binarize {}, seed {}), {:.1} s",
+        r.transform, r.z_dim, r.u_dim, r.train_images, r.test_images, r.binarize, r.seed, r.seconds
+    );
+    println!("label: the digit read from the posterior mean by a linear discriminant (test accuracy);");
+    println!("moved: how far the rotation moves each block's mean (0: not at all, 1: as far as another digit's code);");
+    println!(
+        "warp turn: the rotation of the warp that u sets, as the digit turns (the angle itself if u takes it all)."
+    );
+    println!("rotation  label from z   from u   from z,u   z moved   u moved   warp turn");
+    for row in &r.rows {
+        println!(
+            "{:>7}°      {}  {}    {}     {}     {}   {}",
+            row.angle_deg,
+            pct(Some(row.accuracy_z)),
+            pct(row.accuracy_u),
+            pct(row.accuracy_zu),
+            num(row.moved_z),
+            num(row.moved_u),
+            row.warp_turn_deg.map_or("      —".to_string(), |v| format!("{v:6.2}°"))
+        );
+    }
+    if let Some(ar) = &r.angle_readout {
+        println!(
+            "rotation angle read by least squares from the posterior mean (R² on rotated test digits): z {}, u {}, z,u {}",
+            num(Some(ar.r2_z)),
+            num(ar.r2_u),
+            num(ar.r2_zu)
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = iwtvae::ops::simd::simd_cap_from_env().map_err(anyhow::Error::msg).and_then(|_| match cli.command {
@@ -522,6 +619,7 @@ fn main() {
         Command::Eval(a) => run_eval(a),
         Command::Reproduce(a) => run_reproduce(a),
         Command::Show(a) => run_show(a),
+        Command::Probe(a) => run_probe(a),
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");

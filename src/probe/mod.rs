@@ -1,0 +1,372 @@
+//! Disentanglement, measured. A TVAE should keep what a digit is in z and
+//! where and how it is drawn in u. `probe` puts numbers on both halves:
+//!
+//! * **label from the code**: a linear discriminant fit on the posterior
+//!   means of upright training digits, tested on test digits rotated by each
+//!   angle, reading z, u, or both. If z holds the identity, z alone keeps
+//!   the accuracy as the digit turns; u should say little about the label.
+//! * **how far rotation moves each block**: mean ‖μ(rotated) − μ(upright)‖²
+//!   over the test digits divided by 2·(total variance of μ over the upright
+//!   test digits): 0 when the block ignores the rotation, 1 when the rotated
+//!   digit's code is as far from the upright one as another digit's is.
+//! * **angle from the code**: least squares from the posterior mean to the
+//!   applied angle (taken in [−180°, 180°)), fit on rotated training digits,
+//!   R² on rotated test ones.
+//!
+//! Rotations turn the grey image about its centre with the model's own
+//! bilinear sampler (border padding); dynamically binarized targets then use
+//! the same uniforms as the upright image, so the rotation is the only
+//! difference.
+mod readout;
+
+pub use readout::{LeastSquares, LinearDiscriminant};
+
+use crate::data::{Binarize, Dataset};
+use crate::error::{Error, Result};
+use crate::network::Network;
+use crate::ops::grid_sample::grid_sample_row;
+use crate::rng::{NoiseKey, Stream};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Images encoded per task.
+const CHUNK: usize = 256;
+const CLASSES: usize = 10;
+
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Rotation angles in degrees, counter-clockwise as displayed.
+    pub angles_deg: Vec<f64>,
+    pub binarize: Binarize,
+    /// Keys the binarization (as evaluation does).
+    pub seed: u64,
+}
+
+/// One rotation angle's figures; `None` for u when the model has no u.
+#[derive(Clone, Debug, Serialize)]
+pub struct AngleRow {
+    pub angle_deg: f64,
+    pub accuracy_z: f64,
+    pub accuracy_u: Option<f64>,
+    pub accuracy_zu: Option<f64>,
+    /// `None` when the block's posterior mean does not vary over the data.
+    pub moved_z: Option<f64>,
+    pub moved_u: Option<f64>,
+    /// Mean over the test digits of how far the warp set by μu turns when
+    /// the digit does (degrees, see `warp_rotation_deg`): the rotation
+    /// angle itself when u takes the whole rotation, 0 when z does.
+    pub warp_turn_deg: Option<f64>,
+}
+
+/// R² of the rotation angle read linearly from each block.
+#[derive(Clone, Debug, Serialize)]
+pub struct AngleReadout {
+    pub r2_z: f64,
+    pub r2_u: Option<f64>,
+    pub r2_zu: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeReport {
+    pub transform: &'static str,
+    pub z_dim: usize,
+    pub u_dim: usize,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub binarize: &'static str,
+    pub seed: u64,
+    pub rows: Vec<AngleRow>,
+    /// `None` with fewer than two distinct angles.
+    pub angle_readout: Option<AngleReadout>,
+    pub seconds: f64,
+}
+
+/// Refuse an empty list or an angle that is not finite or beyond ±360°.
+pub fn check_angles(angles_deg: &[f64]) -> Result<()> {
+    if let Some(a) = angles_deg.iter().find(|a| !a.is_finite() || a.abs() > 360.0) {
+        return Err(Error::Config(format!("rotation angle {a}: expected a finite angle within ±360 degrees")));
+    }
+    if angles_deg.is_empty() {
+        return Err(Error::Config("no rotation angles".into()));
+    }
+    Ok(())
+}
+
+/// The angle in [−180°, 180°): what the read-out predicts, so that 360° and
+/// 0°, the same image, are one target.
+fn wrapped(degrees: f64) -> f64 {
+    (degrees + 180.0).rem_euclid(360.0) - 180.0
+}
+
+/// Posterior means of n images, [n, Z] and [n, U], and the rotation of
+/// the warp they set, [n] degrees (empty for transform none).
+struct Codes {
+    z: Vec<f64>,
+    u: Vec<f64>,
+    turn: Vec<f64>,
+}
+
+impl Codes {
+    /// [n, Z + U]: z then u per row.
+    fn joined(&self, z_dim: usize, u_dim: usize) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.z.len() + self.u.len());
+        for (z, u) in self.z.chunks_exact(z_dim).zip(self.u.chunks_exact(u_dim.max(1))) {
+            out.extend_from_slice(z);
+            out.extend_from_slice(&u[..u_dim]);
+        }
+        out
+    }
+}
+
+pub fn probe(
+    net: &Network<f32>,
+    params: &[f32],
+    train: &Dataset,
+    test: &Dataset,
+    opts: &ProbeOptions,
+) -> Result<ProbeReport> {
+    let start = Instant::now();
+    let cfg = &net.layout.config;
+    train.check_fits(cfg)?;
+    test.check_fits(cfg)?;
+    check_angles(&opts.angles_deg)?;
+    let (zd, ud) = (cfg.z_dim, cfg.u_dim);
+    let encode = |data: &Dataset, angle: f64| encode_rotated(net, params, data, angle, opts);
+
+    let train_codes = encode(train, 0.0)?;
+    let fit = |codes: &Codes| -> Result<[Option<LinearDiscriminant>; 3]> {
+        Ok([
+            Some(LinearDiscriminant::fit(&codes.z, &train.labels, zd, CLASSES)?),
+            (ud > 0).then(|| LinearDiscriminant::fit(&codes.u, &train.labels, ud, CLASSES)).transpose()?,
+            (ud > 0)
+                .then(|| LinearDiscriminant::fit(&codes.joined(zd, ud), &train.labels, zd + ud, CLASSES))
+                .transpose()?,
+        ])
+    };
+    let [by_z, by_u, by_zu] = fit(&train_codes)?;
+    let upright = encode(test, 0.0)?;
+    let spread_z = total_variance(&upright.z, zd);
+    let spread_u = (ud > 0).then(|| total_variance(&upright.u, ud));
+
+    let mut rows = Vec::with_capacity(opts.angles_deg.len());
+    let mut test_by_angle = Vec::new();
+    for &angle in &opts.angles_deg {
+        let codes = if angle == 0.0 { None } else { Some(encode(test, angle)?) };
+        let c = codes.as_ref().unwrap_or(&upright);
+        let accuracy =
+            |m: &Option<LinearDiscriminant>, x: &[f64]| m.as_ref().map(|m| m.accuracy(x, &test.labels)).transpose();
+        rows.push(AngleRow {
+            angle_deg: angle,
+            accuracy_z: accuracy(&by_z, &c.z)?.unwrap_or(0.0),
+            accuracy_u: accuracy(&by_u, &c.u)?,
+            accuracy_zu: if ud > 0 { accuracy(&by_zu, &c.joined(zd, ud))? } else { None },
+            moved_z: moved(&upright.z, &c.z, zd, spread_z),
+            moved_u: spread_u.and_then(|s| moved(&upright.u, &c.u, ud, s)),
+            warp_turn_deg: (!upright.turn.is_empty()).then(|| {
+                upright.turn.iter().zip(&c.turn).map(|(a, b)| wrapped(b - a)).sum::<f64>() / upright.turn.len() as f64
+            }),
+        });
+        test_by_angle.push((angle, codes));
+    }
+
+    let distinct = {
+        let mut a: Vec<f64> = opts.angles_deg.iter().map(|&a| wrapped(a)).collect();
+        a.sort_by(f64::total_cmp);
+        a.dedup();
+        a.len()
+    };
+    let angle_readout = if distinct < 2 {
+        None
+    } else {
+        let mut train_rot = Vec::new();
+        for &angle in &opts.angles_deg {
+            let codes = if angle == 0.0 { None } else { Some(encode(train, angle)?) };
+            train_rot.push((angle, codes));
+        }
+        let stack = |sets: &[(f64, Option<Codes>)], base: &Codes, block: Block| {
+            let mut x = Vec::new();
+            let mut y = Vec::new();
+            for (angle, codes) in sets {
+                let c = codes.as_ref().unwrap_or(base);
+                let rows = block.rows(c, zd, ud);
+                y.extend(std::iter::repeat_n(wrapped(*angle), rows.len() / block.width(zd, ud)));
+                x.extend(rows);
+            }
+            (x, y)
+        };
+        let r2 = |block: Block| -> Result<f64> {
+            let (x, y) = stack(&train_rot, &train_codes, block);
+            let fit = LeastSquares::fit(&x, &y, block.width(zd, ud))?;
+            let (x, y) = stack(&test_by_angle, &upright, block);
+            fit.r_squared(&x, &y)
+        };
+        Some(AngleReadout {
+            r2_z: r2(Block::Z)?,
+            r2_u: (ud > 0).then(|| r2(Block::U)).transpose()?,
+            r2_zu: (ud > 0).then(|| r2(Block::Both)).transpose()?,
+        })
+    };
+
+    Ok(ProbeReport {
+        transform: cfg.transform.name(),
+        z_dim: zd,
+        u_dim: ud,
+        train_images: train.len(),
+        test_images: test.len(),
+        binarize: match opts.binarize {
+            Binarize::None => "none",
+            Binarize::Dynamic => "dynamic",
+        },
+        seed: opts.seed,
+        rows,
+        angle_readout,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Block {
+    Z,
+    U,
+    Both,
+}
+
+impl Block {
+    fn width(self, zd: usize, ud: usize) -> usize {
+        match self {
+            Block::Z => zd,
+            Block::U => ud,
+            Block::Both => zd + ud,
+        }
+    }
+
+    fn rows(self, c: &Codes, zd: usize, ud: usize) -> Vec<f64> {
+        match self {
+            Block::Z => c.z.clone(),
+            Block::U => c.u.clone(),
+            Block::Both => c.joined(zd, ud),
+        }
+    }
+}
+
+/// Σ_d Var_i x[i, d] over rows x [n, d].
+fn total_variance(x: &[f64], d: usize) -> f64 {
+    let n = (x.len() / d) as f64;
+    let mut mean = vec![0f64; d];
+    x.chunks_exact(d).for_each(|r| mean.iter_mut().zip(r).for_each(|(m, v)| *m += v / n));
+    x.chunks_exact(d).map(|r| r.iter().zip(&mean).map(|(v, m)| (v - m).powi(2)).sum::<f64>()).sum::<f64>() / n
+}
+
+/// Mean ‖after − before‖² per row, over 2·spread (see the module doc).
+fn moved(before: &[f64], after: &[f64], d: usize, spread: f64) -> Option<f64> {
+    if spread <= 0.0 || before.is_empty() {
+        return None;
+    }
+    let n = (before.len() / d) as f64;
+    let sq: f64 = before.iter().zip(after).map(|(a, b)| (a - b).powi(2)).sum();
+    Some(sq / n / (2.0 * spread))
+}
+
+/// The rotation (degrees, counter-clockwise as displayed) that best maps
+/// the base grid onto the warp's sampling grid xs, ys [H·W] (least squares
+/// about the centroids, Procrustes): for an affine θ with linear part A it
+/// is atan2(A₁₀ − A₀₁, A₀₀ + A₁₁).
+pub fn warp_rotation_deg(base_x: &[f32], base_y: &[f32], xs: &[f32], ys: &[f32]) -> f64 {
+    let mean = |v: &[f32]| v.iter().map(|&a| a as f64).sum::<f64>() / v.len().max(1) as f64;
+    let (bx0, by0, x0, y0) = (mean(base_x), mean(base_y), mean(xs), mean(ys));
+    let (mut cross, mut dot) = (0f64, 0f64);
+    for p in 0..base_x.len() {
+        let (bx, by) = (base_x[p] as f64 - bx0, base_y[p] as f64 - by0);
+        let (x, y) = (xs[p] as f64 - x0, ys[p] as f64 - y0);
+        // With y pointing down, sampling positions turned by +α (this
+        // sign) show the image turned by α counter-clockwise, as `rotate`.
+        cross += bx * y - by * x;
+        dot += bx * x + by * y;
+    }
+    cross.atan2(dot).to_degrees()
+}
+
+/// Rotate a grey image [h, w] by `degrees` (counter-clockwise as displayed,
+/// y pointing down) about its centre into `out` [h, w]: output pixel (i, j)
+/// samples the input at the centre plus R(−angle)·((j, i) − centre), with
+/// the bilinear sampler's border padding.
+pub fn rotate(img: &[f32], h: usize, w: usize, degrees: f64, out: &mut [f32]) {
+    assert!(img.len() == h * w && out.len() == h * w, "rotate: image and output must be {h}x{w}");
+    let (s, c) = degrees.to_radians().sin_cos();
+    let (cx, cy) = ((w - 1) as f64 / 2.0, (h - 1) as f64 / 2.0);
+    let mut xs = vec![0f32; h * w];
+    let mut ys = vec![0f32; h * w];
+    for i in 0..h {
+        for j in 0..w {
+            let (dx, dy) = (j as f64 - cx, i as f64 - cy);
+            let (sx, sy) = (cx + c * dx - s * dy, cy + s * dx + c * dy);
+            // pixel → normalized coordinates, align_corners = true
+            xs[i * w + j] = (2.0 * sx / (w - 1) as f64 - 1.0) as f32;
+            ys[i * w + j] = (2.0 * sy / (h - 1) as f64 - 1.0) as f32;
+        }
+    }
+    grid_sample_row(img, h, w, &xs, &ys, out);
+}
+
+/// Posterior means of every image of `data` rotated by `degrees` (0: the
+/// images as evaluation sees them, no resampling).
+fn encode_rotated(
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    degrees: f64,
+    opts: &ProbeOptions,
+) -> Result<Codes> {
+    let cfg = &net.layout.config;
+    let (h, w, d) = (data.height, data.width, data.pixels());
+    let key = NoiseKey::new(opts.seed, Stream::EvalBinarize, 0);
+    let chunks: Vec<(Vec<f32>, Vec<f32>, Vec<f64>)> = (0..data.len().div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let range = c * CHUNK..((c + 1) * CHUNK).min(data.len());
+            let mut x = vec![0f32; range.len() * d];
+            let (mut grey, mut turned, mut uniforms) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+            for (r, i) in range.clone().enumerate() {
+                let row = &mut x[r * d..(r + 1) * d];
+                if degrees == 0.0 {
+                    data.targets(i, opts.binarize, key, &mut uniforms, row);
+                    continue;
+                }
+                grey.iter_mut().zip(data.image(i)).for_each(|(g, &b)| *g = b as f32 / 255.0);
+                rotate(&grey, h, w, degrees, &mut turned);
+                match opts.binarize {
+                    Binarize::None => row.copy_from_slice(&turned),
+                    Binarize::Dynamic => {
+                        // the upright image's uniforms (Dataset::targets's key and item)
+                        key.uniforms(i as u32, 0, &mut uniforms);
+                        for ((o, &p), &u) in row.iter_mut().zip(&turned).zip(&uniforms) {
+                            *o = if u < p { 1.0 } else { 0.0 };
+                        }
+                    }
+                }
+            }
+            let post = net.posterior(params, &x, range.len());
+            let theta = net.theta_of(params, &post.mu_u, range.len());
+            let (mut xs, mut ys) = (vec![0f32; d], vec![0f32; d]);
+            let turn: Vec<f64> = theta
+                .chunks_exact(cfg.theta_dim().max(1))
+                .map(|t| {
+                    net.warp.grid_row(t, &mut xs, &mut ys);
+                    warp_rotation_deg(&net.warp.base_x, &net.warp.base_y, &xs, &ys)
+                })
+                .collect();
+            (post.mu_z, post.mu_u, turn)
+        })
+        .collect();
+    let mut codes = Codes { z: Vec::new(), u: Vec::new(), turn: Vec::new() };
+    for (z, u, turn) in chunks {
+        codes.z.extend(z.iter().map(|&v| v as f64));
+        codes.u.extend(u.iter().map(|&v| v as f64));
+        codes.turn.extend(turn);
+    }
+    if codes.z.iter().chain(&codes.u).any(|v| !v.is_finite()) {
+        return Err(Error::Config(format!("the encoder gave a non-finite posterior mean (rotation {degrees}°)")));
+    }
+    Ok(codes)
+}
