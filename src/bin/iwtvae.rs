@@ -521,6 +521,11 @@ fn run_show(a: ShowArgs) -> Result<()> {
     written.push(file("samples.png"));
     figures::traversals(&net, &ck.params, &x, 6, 9, a.scale).save_png(&file("traversals.png"))?;
     written.push(file("traversals.png"));
+    let angles = [-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0];
+    let turned: Vec<usize> = (0..4.min(test.len())).collect();
+    figures::rotations(&net, &ck.params, &test, &turned, &angles, binarize, a.seed, a.scale)
+        .save_png(&file("rotations.png"))?;
+    written.push(file("rotations.png"));
     let few = idx.len().min(6);
     if let Some(c) = figures::warp_overlay(&net, &ck.params, &x, few, 8) {
         c.save_png(&file("warp.png"))?;

@@ -43,6 +43,13 @@ pub struct ProbeOptions {
     pub seed: u64,
 }
 
+impl ProbeOptions {
+    /// Evaluation's binarization key: upright targets are eval's own.
+    pub fn key(&self) -> NoiseKey {
+        NoiseKey::new(self.seed, Stream::EvalBinarize, 0)
+    }
+}
+
 /// One rotation angle's figures; `None` for u when the model has no u.
 #[derive(Clone, Debug, Serialize)]
 pub struct AngleRow {
@@ -309,6 +316,49 @@ pub fn rotate(img: &[f32], h: usize, w: usize, degrees: f64, out: &mut [f32]) {
     grid_sample_row(img, h, w, &xs, &ys, out);
 }
 
+/// Buffers for `turned_targets`, [pixels] each.
+pub struct TurnScratch {
+    grey: Vec<f32>,
+    turned: Vec<f32>,
+    uniforms: Vec<f32>,
+}
+
+impl TurnScratch {
+    pub fn new(pixels: usize) -> Self {
+        TurnScratch { grey: vec![0f32; pixels], turned: vec![0f32; pixels], uniforms: vec![0f32; pixels] }
+    }
+}
+
+/// The targets of image `index` turned by `degrees` into `out` [pixels]:
+/// the grey image rotated, then, binarized, drawn with the upright image's
+/// uniforms (`Dataset::targets`'s key and item), so that the turn is the
+/// only difference. At 0° exactly the upright targets, not resampled.
+pub fn turned_targets(
+    data: &Dataset,
+    index: usize,
+    degrees: f64,
+    binarize: Binarize,
+    key: NoiseKey,
+    s: &mut TurnScratch,
+    out: &mut [f32],
+) {
+    if degrees == 0.0 {
+        data.targets(index, binarize, key, &mut s.uniforms, out);
+        return;
+    }
+    s.grey.iter_mut().zip(data.image(index)).for_each(|(g, &b)| *g = b as f32 / 255.0);
+    rotate(&s.grey, data.height, data.width, degrees, &mut s.turned);
+    match binarize {
+        Binarize::None => out.copy_from_slice(&s.turned),
+        Binarize::Dynamic => {
+            key.uniforms(index as u32, 0, &mut s.uniforms);
+            for ((o, &p), &u) in out.iter_mut().zip(&s.turned).zip(&s.uniforms) {
+                *o = if u < p { 1.0 } else { 0.0 };
+            }
+        }
+    }
+}
+
 /// Posterior means of every image of `data` rotated by `degrees` (0: the
 /// images as evaluation sees them, no resampling).
 fn encode_rotated(
@@ -319,32 +369,16 @@ fn encode_rotated(
     opts: &ProbeOptions,
 ) -> Result<Codes> {
     let cfg = &net.layout.config;
-    let (h, w, d) = (data.height, data.width, data.pixels());
-    let key = NoiseKey::new(opts.seed, Stream::EvalBinarize, 0);
+    let d = data.pixels();
+    let key = opts.key();
     let chunks: Vec<(Vec<f32>, Vec<f32>, Vec<f64>)> = (0..data.len().div_ceil(CHUNK))
         .into_par_iter()
         .map(|c| {
             let range = c * CHUNK..((c + 1) * CHUNK).min(data.len());
             let mut x = vec![0f32; range.len() * d];
-            let (mut grey, mut turned, mut uniforms) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+            let mut scratch = TurnScratch::new(d);
             for (r, i) in range.clone().enumerate() {
-                let row = &mut x[r * d..(r + 1) * d];
-                if degrees == 0.0 {
-                    data.targets(i, opts.binarize, key, &mut uniforms, row);
-                    continue;
-                }
-                grey.iter_mut().zip(data.image(i)).for_each(|(g, &b)| *g = b as f32 / 255.0);
-                rotate(&grey, h, w, degrees, &mut turned);
-                match opts.binarize {
-                    Binarize::None => row.copy_from_slice(&turned),
-                    Binarize::Dynamic => {
-                        // the upright image's uniforms (Dataset::targets's key and item)
-                        key.uniforms(i as u32, 0, &mut uniforms);
-                        for ((o, &p), &u) in row.iter_mut().zip(&turned).zip(&uniforms) {
-                            *o = if u < p { 1.0 } else { 0.0 };
-                        }
-                    }
-                }
+                turned_targets(data, i, degrees, opts.binarize, key, &mut scratch, &mut x[r * d..(r + 1) * d]);
             }
             let post = net.posterior(params, &x, range.len());
             let theta = net.theta_of(params, &post.mu_u, range.len());

@@ -72,6 +72,57 @@ pub fn prior_samples(net: &Network<f32>, params: &[f32], n: usize, cols: usize, 
     canvas
 }
 
+/// Each test digit of `indices` turned by each of `angles_deg` (columns,
+/// as `iwtvae probe` turns them), in a block of rows: the turned input,
+/// the canonical image and the transformed reconstruction at the posterior
+/// mean (input and reconstruction only for transform none). Where z holds
+/// what the digit is and u the pose, the canonical row stays upright.
+#[allow(clippy::too_many_arguments)]
+pub fn rotations(
+    net: &Network<f32>,
+    params: &[f32],
+    data: &Dataset,
+    indices: &[usize],
+    angles_deg: &[f64],
+    binarize: Binarize,
+    seed: u64,
+    scale: usize,
+) -> Canvas {
+    use crate::probe::{turned_targets, TurnScratch};
+    let cfg = &net.layout.config;
+    let (h, w, d) = (cfg.height, cfg.width, cfg.pixels());
+    let key = NoiseKey::new(seed, Stream::EvalBinarize, 0);
+    let n = indices.len() * angles_deg.len();
+    let mut x = vec![0f32; n * d];
+    let mut scratch = TurnScratch::new(d);
+    for (r, &i) in indices.iter().enumerate() {
+        for (a, &deg) in angles_deg.iter().enumerate() {
+            let j = r * angles_deg.len() + a;
+            turned_targets(data, i, deg, binarize, key, &mut scratch, &mut x[j * d..(j + 1) * d]);
+        }
+    }
+    let post = net.posterior(params, &x, n);
+    let dec = net.decode_latents(params, &post.mu_z, &post.mu_u, n);
+    let shown: Vec<&[f32]> = if cfg.transform == Transform::None {
+        vec![&x, &dec.transformed]
+    } else {
+        vec![&x, &dec.canonical, &dec.transformed]
+    };
+    let (cw, ch) = (w * scale, h * scale);
+    let block_h = shown.len() * (ch + GAP) + 2 * GAP;
+    let mut canvas = Canvas::new(angles_deg.len() * (cw + GAP) + GAP, indices.len() * block_h + GAP, BG);
+    for r in 0..indices.len() {
+        for (row, images) in shown.iter().enumerate() {
+            let y0 = GAP + r * block_h + row * (ch + GAP);
+            for a in 0..angles_deg.len() {
+                let j = r * angles_deg.len() + a;
+                canvas.image(GAP + a * (cw + GAP), y0, &images[j * d..(j + 1) * d], h, w, scale);
+            }
+        }
+    }
+    canvas
+}
+
 /// For every u dimension and the `z_dims` z dimensions that change the
 /// image most, a row of decodes (transformed images) as that coordinate
 /// sweeps μ ± 3 (prior σ) with the rest at the posterior mean of the first
