@@ -1,0 +1,194 @@
+//! The subcommands' flags (clap).
+use clap::Args;
+use iwtvae::eval::DEFAULT_CHUNK;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub(crate) struct ProbeArgs {
+    /// A checkpoint; its run directory's config.json gives the default --binarize.
+    #[arg(long)]
+    pub(crate) checkpoint: PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    pub(crate) data: PathBuf,
+    /// Rotation angles in degrees, counter-clockwise as displayed, comma-separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "-45,-30,-15,0,15,30,45")]
+    pub(crate) angles: Vec<f64>,
+    /// Fit the read-outs on the first N training images only.
+    #[arg(long)]
+    pub(crate) limit_train: Option<usize>,
+    /// Test on the first N test images only.
+    #[arg(long)]
+    pub(crate) limit: Option<usize>,
+    /// Targets encoded: dynamic or none (default: the run's, else dynamic).
+    #[arg(long)]
+    pub(crate) binarize: Option<String>,
+    /// Keys the binarization of the images, as in eval.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ShowArgs {
+    /// A checkpoint; its run directory's log.jsonl, eval.json and config.json are used when present.
+    #[arg(long)]
+    pub(crate) checkpoint: PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    pub(crate) data: PathBuf,
+    /// Output directory (default: <checkpoint dir>/pictures).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// File name prefix, e.g. "tps-" gives tps-recon.png.
+    #[arg(long, default_value = "")]
+    pub(crate) prefix: String,
+    /// Targets shown and encoded: dynamic or none (default: the run's, else dynamic).
+    #[arg(long)]
+    pub(crate) binarize: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Test digits in the reconstruction figure.
+    #[arg(long, default_value_t = 24)]
+    pub(crate) digits: usize,
+    /// Pixel scale of the images.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) scale: usize,
+}
+
+#[derive(Args)]
+pub(crate) struct ReproduceArgs {
+    /// Results directory: runs/<name>-seed<N>/ per configuration, seed-tables.{md,json}.
+    #[arg(long, default_value = "results")]
+    pub(crate) out: PathBuf,
+    #[arg(long, default_value = "data/mnist")]
+    pub(crate) data: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: String,
+    /// Configurations trained at the same time (threads are split between them).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) jobs: usize,
+    /// Worker threads in all (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    #[arg(long, default_value_t = 50)]
+    pub(crate) epochs: usize,
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) eval_k: usize,
+    /// Only these runs (comma-separated names, e.g. tps-iwae5,vae-elbokl).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) only: Vec<String>,
+    /// Use only the first N training and test images (a quick smoke run).
+    #[arg(long)]
+    pub(crate) limit: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct Common {
+    /// Directory with train-/t10k- images and labels in IDX format (raw or .gz).
+    #[arg(long, default_value = "data/mnist")]
+    pub(crate) data: PathBuf,
+    /// Where to run: auto, cpu, cuda[:i], or emulated (the CUDA kernels on
+    /// the CPU emulator: slow, for checking the GPU path without a GPU).
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Seed for initialisation, shuffling and all noise.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Targets: dynamic (fresh Bernoulli draw per use) or none (continuous byte/255).
+    #[arg(long, default_value = "dynamic")]
+    pub(crate) binarize: String,
+}
+
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// none (plain VAE), affine, or tps.
+    #[arg(long, default_value = "tps")]
+    pub(crate) transform: String,
+    #[arg(long, default_value_t = 42)]
+    pub(crate) z_dim: usize,
+    /// Size of u (default 18; 0 for --transform none).
+    #[arg(long)]
+    pub(crate) u_dim: Option<usize>,
+    #[arg(long, default_value_t = 256)]
+    pub(crate) hidden: usize,
+    /// TPS control points per side.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) tps_grid: usize,
+    /// iwae, elbo (k-sample), or elbo-kl (one sample, analytic KL).
+    #[arg(long, default_value = "iwae")]
+    pub(crate) objective: String,
+    /// Importance samples per image (default 5; 1 for elbo-kl).
+    #[arg(long)]
+    pub(crate) k: Option<usize>,
+    #[arg(long, default_value_t = 50)]
+    pub(crate) epochs: usize,
+    #[arg(long, default_value_t = 100)]
+    pub(crate) batch_size: usize,
+    /// adadelta (the seed) or adam (the IWAE paper).
+    #[arg(long, default_value = "adadelta")]
+    pub(crate) optimizer: String,
+    /// poly (the seed), iwae (3^i epochs at lr·10^(−i/7)), or constant.
+    #[arg(long, default_value = "poly")]
+    pub(crate) schedule: String,
+    /// Learning rate (default 1.0 for adadelta, 1e-3 for adam).
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub(crate) limit_train: Option<usize>,
+    /// Run directory: checkpoint, optimizer state, log.jsonl, eval.json.
+    #[arg(long, default_value = "runs/iwtvae")]
+    pub(crate) out: PathBuf,
+    /// Importance samples for the final test-set NLL (0 skips it).
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) eval_k: usize,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// u2theta's init: torch (PyTorch default, as the seed) or identity (zero weight and bias: warps start at the identity).
+    #[arg(long, default_value = "torch")]
+    pub(crate) theta_init: String,
+}
+
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// A checkpoint in the iwtvae safetensors format.
+    #[arg(long)]
+    pub(crate) checkpoint: PathBuf,
+    /// test or train.
+    #[arg(long, default_value = "test")]
+    pub(crate) split: String,
+    /// Importance samples per image.
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) k: usize,
+    /// Evaluate the first N images only.
+    #[arg(long)]
+    pub(crate) limit: Option<usize>,
+    /// Samples per decoder pass (memory ∝ chunk × image size per thread).
+    #[arg(long, default_value_t = DEFAULT_CHUNK)]
+    pub(crate) chunk: usize,
+    /// Arithmetic of the GPU evaluator's decoder layers: fp32, or tensor
+    /// cores with tf32 or bf16 inputs (fp32 sums). auto: tf32 on a GPU (within
+    /// 0.01 nats of fp32, see the README), fp32 on the CPU (its only one).
+    #[arg(long, default_value = "auto")]
+    pub(crate) precision: String,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Write each image's estimates (CSV) to FILE.
+    #[arg(long)]
+    pub(crate) per_image: Option<PathBuf>,
+}

@@ -1,0 +1,114 @@
+//! show (pictures) and probe (the disentanglement in numbers).
+use crate::args::{ProbeArgs, ShowArgs};
+use crate::{binarize_of_run, init_threads};
+use anyhow::{Context, Result};
+use iwtvae::data::{Dataset, Split};
+use iwtvae::model::checkpoint::load_checkpoint;
+use iwtvae::network::Network;
+
+pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
+    use iwtvae::viz::{curves, figures};
+    anyhow::ensure!(a.digits >= 1 && a.scale >= 1, "--digits and --scale must be at least 1");
+    let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
+    let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let binarize = binarize_of_run(&a.binarize, &run_dir)?;
+    let out = a.out.clone().unwrap_or_else(|| run_dir.join("pictures"));
+    let test = Dataset::load(&a.data, Split::Test, None).context("loading the test set (--data)")?;
+    test.check_fits(&ck.layout.config).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    iwtvae::fsutil::ensure_dir(&out).context("--out")?;
+    let net = Network::<f32>::new(ck.layout);
+    let file = |name: &str| out.join(format!("{}{name}", a.prefix));
+    let mut written = Vec::new();
+
+    let idx: Vec<usize> = (0..a.digits.min(test.len())).collect();
+    let x = figures::targets(&test, &idx, binarize, a.seed);
+    let groups = if idx.len() >= 12 { 3 } else { 1 };
+    figures::reconstructions(&net, &ck.params, &x, idx.len(), groups, a.scale).save_png(&file("recon.png"))?;
+    written.push(file("recon.png"));
+    figures::prior_samples(&net, &ck.params, 48, 6, a.seed, a.scale).save_png(&file("samples.png"))?;
+    written.push(file("samples.png"));
+    figures::traversals(&net, &ck.params, &x, 6, 9, a.scale).save_png(&file("traversals.png"))?;
+    written.push(file("traversals.png"));
+    let angles = [-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0];
+    let turned: Vec<usize> = (0..4.min(test.len())).collect();
+    figures::rotations(&net, &ck.params, &test, &turned, &angles, binarize, a.seed, a.scale)
+        .save_png(&file("rotations.png"))?;
+    written.push(file("rotations.png"));
+    let few = idx.len().min(6);
+    if let Some(c) = figures::warp_overlay(&net, &ck.params, &x, few, 8) {
+        c.save_png(&file("warp.png"))?;
+        written.push(file("warp.png"));
+    }
+    let log = run_dir.join("log.jsonl");
+    if log.exists() {
+        let series = vec![("training loss (-bound, train set)".to_string(), curves::read_log(&log)?)];
+        let last = series[0].1.last().map(|p| p.0).unwrap_or(1.0);
+        let nll: Vec<(String, f64, f64)> = std::fs::read_to_string(run_dir.join("eval.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| Some((format!("test NLL, k = {}", v["k"].as_u64()?), last, v["nll"].as_f64()?)))
+            .into_iter()
+            .collect();
+        let title = format!("{} ({})", a.checkpoint.display(), net.layout.config.transform.name());
+        curves::plot_curves(&file("curves.png"), &title, &series, &nll)?;
+        written.push(file("curves.png"));
+    }
+    for w in written {
+        eprintln!("wrote {}", w.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn run_probe(a: ProbeArgs) -> Result<()> {
+    init_threads(a.threads)?;
+    iwtvae::probe::check_angles(&a.angles).context("--angles")?;
+    let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
+    let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let opts = iwtvae::probe::ProbeOptions {
+        angles_deg: a.angles.clone(),
+        binarize: binarize_of_run(&a.binarize, &run_dir)?,
+        seed: a.seed,
+    };
+    let train = Dataset::load(&a.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
+    let test = Dataset::load(&a.data, Split::Test, a.limit).context("loading the test set (--data)")?;
+    let net = Network::<f32>::new(ck.layout);
+    let r = iwtvae::probe::probe(&net, &ck.params, &train, &test, &opts)
+        .with_context(|| format!("probing {}", a.checkpoint.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let pct = |v: Option<f64>| v.map_or("      —".to_string(), |v| format!("{:6.2}%", 100.0 * v));
+    let num = |v: Option<f64>| v.map_or("    —".to_string(), |v| format!("{v:5.3}"));
+    println!(
+        "{} model (z {}, u {}): read-outs fit on {} training digits, tested on {} test digits (binarize {}, seed {}), {:.1} s",
+        r.transform, r.z_dim, r.u_dim, r.train_images, r.test_images, r.binarize, r.seed, r.seconds
+    );
+    println!("label: the digit read from the posterior mean by a linear discriminant (test accuracy);");
+    println!("moved: how far the rotation moves each block's mean (0: not at all, 1: as far as another digit's code);");
+    println!(
+        "warp turn: the rotation of the warp that u sets, as the digit turns (the angle itself if u takes it all)."
+    );
+    println!("rotation  label from z   from u   from z,u   z moved   u moved   warp turn");
+    for row in &r.rows {
+        println!(
+            "{:>7}°      {}  {}    {}     {}     {}   {}",
+            row.angle_deg,
+            pct(Some(row.accuracy_z)),
+            pct(row.accuracy_u),
+            pct(row.accuracy_zu),
+            num(row.moved_z),
+            num(row.moved_u),
+            row.warp_turn_deg.map_or("      —".to_string(), |v| format!("{v:6.2}°"))
+        );
+    }
+    if let Some(ar) = &r.angle_readout {
+        println!(
+            "rotation angle read by least squares from the posterior mean (R² on rotated test digits): z {}, u {}, z,u {}",
+            num(Some(ar.r2_z)),
+            num(ar.r2_u),
+            num(ar.r2_zu)
+        );
+    }
+    Ok(())
+}

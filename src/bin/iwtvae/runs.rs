@@ -1,0 +1,131 @@
+//! train, eval and reproduce.
+use crate::args::{EvalArgs, ReproduceArgs, TrainArgs};
+use crate::progress::{evaluate_with_bar, print_report, Bar, ReproduceLines};
+use crate::setup;
+use anyhow::{Context, Result};
+use iwtvae::data::{Dataset, Split};
+use iwtvae::eval::{per_image_csv, EvalOptions, DEFAULT_CHUNK};
+use iwtvae::fsutil::atomic_write;
+use iwtvae::model::checkpoint::load_checkpoint;
+use iwtvae::network::Network;
+use iwtvae::optim::OptimizerKind;
+use iwtvae::train::{parse_binarize, train_on, TrainConfig};
+use std::time::Instant;
+
+pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
+    let device = setup(&a.common)?;
+    let optimizer = OptimizerKind::parse(&a.optimizer)?;
+    let objective = iwtvae::objective::Objective::parse(&a.objective)?;
+    let cfg = TrainConfig {
+        transform: a.transform.clone(),
+        z_dim: a.z_dim,
+        u_dim: a.u_dim.unwrap_or(if a.transform == "none" { 0 } else { 18 }),
+        hidden: a.hidden,
+        tps_grid: a.tps_grid,
+        objective: a.objective.clone(),
+        k: a.k.unwrap_or(if objective == iwtvae::objective::Objective::ElboKl { 1 } else { 5 }),
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        optimizer: a.optimizer.clone(),
+        schedule: a.schedule.clone(),
+        lr: a.lr.unwrap_or(optimizer.default_lr()),
+        binarize: a.common.binarize.clone(),
+        limit_train: a.limit_train,
+        seed: a.common.seed,
+        shards: rayon::current_num_threads().min(a.batch_size).max(1),
+        theta_init: a.theta_init.clone(),
+    };
+    cfg.validate()?;
+    let data =
+        Dataset::load(&a.common.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
+    eprintln!(
+        "training {} (z {}, u {}) with {} k={} on {} images of {}, {} epochs, out {}",
+        cfg.transform,
+        cfg.z_dim,
+        cfg.u_dim,
+        cfg.objective,
+        cfg.k,
+        data.len(),
+        a.common.data.display(),
+        cfg.epochs,
+        a.out.display()
+    );
+    let mut bar = Bar { bar: None, start: Instant::now(), images: 0, quiet: false };
+    let trained = train_on(device, &cfg, &data, &a.out, a.resume, &mut bar)?;
+    if a.eval_k > 0 {
+        let test = Dataset::load(&a.common.data, Split::Test, None).context("loading the test set (--data)")?;
+        eprintln!("evaluating on {} test images with k = {} ...", test.len(), a.eval_k);
+        let net = Network::<f32>::new(trained.layout.clone());
+        let opts = EvalOptions {
+            k: a.eval_k,
+            chunk: DEFAULT_CHUNK,
+            binarize: cfg.binarize()?,
+            seed: a.common.seed,
+            precision: iwtvae::eval::Precision::default_for(device),
+        };
+        let (report, _) = evaluate_with_bar(device, &net, &trained.params, &test, &opts)?;
+        let path = a.out.join("eval.json");
+        atomic_write(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        print_report(&report);
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
+    let device = setup(&a.common)?;
+    let split = match a.split.as_str() {
+        "test" => Split::Test,
+        "train" => Split::Train,
+        o => anyhow::bail!("--split {o:?}: expected test or train"),
+    };
+    let binarize = parse_binarize(&a.common.binarize)?;
+    anyhow::ensure!(a.k >= 1, "--k must be at least 1");
+    anyhow::ensure!(a.chunk >= 1, "--chunk must be at least 1");
+    let precision = iwtvae::eval::Precision::parse_for(&a.precision, device)?;
+    if let Some(p) = &a.per_image {
+        iwtvae::fsutil::prepare_output_file(p).context("--per-image")?;
+    }
+    let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
+    let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
+    let net = Network::<f32>::new(ck.layout);
+    let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed, precision };
+    let (report, rows) = evaluate_with_bar(device, &net, &ck.params, &data, &opts)?;
+    if let Some(p) = &a.per_image {
+        atomic_write(p, per_image_csv(&rows).as_bytes()).context("--per-image")?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+pub(crate) fn run_reproduce(a: ReproduceArgs) -> Result<()> {
+    let selection = iwtvae::device::select(&a.device)?;
+    if let Some(note) = &selection.note {
+        eprintln!("{note}");
+    }
+    anyhow::ensure!(a.jobs >= 1, "--jobs must be at least 1");
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    let opts = iwtvae::reproduce::ReproduceOptions {
+        out: a.out.clone(),
+        data: a.data.clone(),
+        seed: a.seed,
+        epochs: a.epochs,
+        eval_k: a.eval_k,
+        only: a.only.clone(),
+        jobs: a.jobs,
+        threads,
+        machine: iwtvae::reproduce::machine_description(threads),
+        limit: a.limit,
+        device: selection.device,
+    };
+    eprintln!("reproducing the seed's tables into {} on {}", a.out.display(), opts.machine);
+    let results = iwtvae::reproduce::reproduce(&opts, &ReproduceLines { start: Instant::now() })?;
+    let suffix = if a.seed == 1 { String::new() } else { format!("-seed{}", a.seed) };
+    eprintln!("{} runs; wrote {}/seed-tables{suffix}.md and .json", results.len(), a.out.display());
+    Ok(())
+}
