@@ -64,6 +64,9 @@ pub struct AngleRow {
     /// the digit does (degrees, see `warp_rotation_deg`): the rotation
     /// angle itself when u takes the whole rotation, 0 when z does.
     pub warp_turn_deg: Option<f64>,
+    /// The same per class of the label, [10] (NaN for a class absent from
+    /// the test digits): how much of the turn the warp takes differs by digit.
+    pub warp_turn_by_class_deg: Option<Vec<f64>>,
 }
 
 /// R² of the rotation angle read linearly from each block.
@@ -172,6 +175,16 @@ pub fn probe(
             moved_u: spread_u.and_then(|s| moved(&upright.u, &c.u, ud, s)),
             warp_turn_deg: (!upright.turn.is_empty()).then(|| {
                 upright.turn.iter().zip(&c.turn).map(|(a, b)| wrapped(b - a)).sum::<f64>() / upright.turn.len() as f64
+            }),
+            warp_turn_by_class_deg: (!upright.turn.is_empty()).then(|| {
+                let (mut sum, mut count) = ([0f64; CLASSES], [0usize; CLASSES]);
+                for ((a, b), &l) in upright.turn.iter().zip(&c.turn).zip(&test.labels) {
+                    if (l as usize) < CLASSES {
+                        sum[l as usize] += wrapped(b - a);
+                        count[l as usize] += 1;
+                    }
+                }
+                sum.iter().zip(count).map(|(s, n)| if n > 0 { s / n as f64 } else { f64::NAN }).collect()
             }),
         });
         test_by_angle.push((angle, codes));

@@ -102,6 +102,12 @@ pub(crate) fn run_probe(a: ProbeArgs) -> Result<()> {
             row.warp_turn_deg.map_or("      —".to_string(), |v| format!("{v:6.2}°"))
         );
     }
+    if let Some(row) = r.rows.iter().max_by(|a, b| a.angle_deg.abs().total_cmp(&b.angle_deg.abs())) {
+        if let Some(by_class) = &row.warp_turn_by_class_deg {
+            let list: Vec<String> = by_class.iter().enumerate().map(|(c, v)| format!("{c}: {v:.1}°")).collect();
+            println!("warp turn per class at {}°: {}", row.angle_deg, list.join(", "));
+        }
+    }
     if let Some(ar) = &r.angle_readout {
         println!(
             "rotation angle read by least squares from the posterior mean (R² on rotated test digits): z {}, u {}, z,u {}",
