@@ -42,6 +42,13 @@ for path in sorted(glob.glob("results/probe/*.json")):
     print(f"| {name} | {pct(rows[0.0]['accuracy_z'])} | {pct(rows[0.0]['accuracy_u'])} | {pct(avg('accuracy_z',15))} | {pct(avg('accuracy_z',45))} | "
           f"{num(avg('moved_z',15))} | {num(avg('moved_u',15))} | {num(avg('warp_turn_deg',15,True),'{:.1f}°')} | {num(avg('warp_turn_deg',45,True),'{:.1f}°')} | "
           f"{num(ar.get('r2_z'))} | {num(ar.get('r2_u'))} | {r['seconds']:.1f} |")
+print("\nWarp turn (degrees) per class of the label when the test digits are turned by 30° (the warp would turn by 30° if u took the whole turn):\n")
+print("| run | " + " | ".join(str(c) for c in range(10)) + " |")
+print("|---|" + "---|" * 10)
+for path in sorted(glob.glob("results/probe/*.json")):
+    r = json.load(open(path)); rows = {row["angle_deg"]: row for row in r["rows"]}
+    by = rows.get(30.0, {}).get("warp_turn_by_class_deg")
+    if by: print(f"| {os.path.basename(path)[:-5]} | " + " | ".join(num(v, '{:.1f}') for v in by) + " |")
 PY
 mv results/probe.md.tmp results/probe.md
 echo "wrote results/probe.md" >&2
