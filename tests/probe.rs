@@ -125,6 +125,11 @@ fn readouts_refuse_mismatched_or_non_finite_rows() {
     assert!(LinearDiscriminant::fit(&[1.0, 2.0], &[0, 7], 1, 2).is_err());
     assert!(LinearDiscriminant::fit(&[1.0, f64::NAN], &[0, 1], 1, 2).is_err());
     assert!(LeastSquares::fit(&[], &[], 1).is_err());
+    let mut eq = iwtvae::probe::NormalEquations::new(2);
+    eq.add(&[1.0, 2.0], 1.0);
+    eq.add(&[3.0, 1.0], 0.0);
+    eq.add(&[1.0], 0.5);
+    assert!(eq.solve().is_err(), "a row of the wrong length must spoil the fit, not be skipped");
 }
 
 #[test]

@@ -19,7 +19,7 @@
 //! difference.
 mod readout;
 
-pub use readout::{LeastSquares, LinearDiscriminant};
+pub use readout::{LeastSquares, LinearDiscriminant, NormalEquations};
 
 use crate::data::{Binarize, Dataset};
 use crate::error::{Error, Result};
@@ -143,89 +143,67 @@ pub fn probe(
     check_angles(&opts.angles_deg)?;
     let (zd, ud) = (cfg.z_dim, cfg.u_dim);
     let encode = |data: &Dataset, angle: f64| encode_rotated(net, params, data, angle, opts);
+    let blocks: Vec<Block> = if ud > 0 { vec![Block::Z, Block::U, Block::Both] } else { vec![Block::Z] };
 
     let train_codes = encode(train, 0.0)?;
-    let fit = |codes: &Codes| -> Result<[Option<LinearDiscriminant>; 3]> {
-        Ok([
-            Some(LinearDiscriminant::fit(&codes.z, &train.labels, zd, CLASSES)?),
-            (ud > 0).then(|| LinearDiscriminant::fit(&codes.u, &train.labels, ud, CLASSES)).transpose()?,
-            (ud > 0)
-                .then(|| LinearDiscriminant::fit(&codes.joined(zd, ud), &train.labels, zd + ud, CLASSES))
-                .transpose()?,
-        ])
-    };
-    let [by_z, by_u, by_zu] = fit(&train_codes)?;
+    let label_readouts = blocks
+        .iter()
+        .map(|b| LinearDiscriminant::fit(&b.rows(&train_codes, zd, ud), &train.labels, b.width(zd, ud), CLASSES))
+        .collect::<Result<Vec<_>>>()?;
     let upright = encode(test, 0.0)?;
     let spread_z = total_variance(&upright.z, zd);
     let spread_u = (ud > 0).then(|| total_variance(&upright.u, ud));
 
     let mut rows = Vec::with_capacity(opts.angles_deg.len());
-    let mut test_by_angle = Vec::new();
+    let mut test_turned = Vec::new();
     for &angle in &opts.angles_deg {
         let codes = if angle == 0.0 { None } else { Some(encode(test, angle)?) };
         let c = codes.as_ref().unwrap_or(&upright);
-        let accuracy =
-            |m: &Option<LinearDiscriminant>, x: &[f64]| m.as_ref().map(|m| m.accuracy(x, &test.labels)).transpose();
+        let accuracy = |i: usize| -> Result<Option<f64>> {
+            label_readouts.get(i).map(|m| m.accuracy(&blocks[i].rows(c, zd, ud), &test.labels)).transpose()
+        };
+        let (warp_turn_deg, warp_turn_by_class_deg) = warp_turns(&upright.turn, &c.turn, &test.labels);
         rows.push(AngleRow {
             angle_deg: angle,
-            accuracy_z: accuracy(&by_z, &c.z)?.unwrap_or(0.0),
-            accuracy_u: accuracy(&by_u, &c.u)?,
-            accuracy_zu: if ud > 0 { accuracy(&by_zu, &c.joined(zd, ud))? } else { None },
+            accuracy_z: accuracy(0)?.unwrap_or(0.0),
+            accuracy_u: accuracy(1)?,
+            accuracy_zu: accuracy(2)?,
             moved_z: moved(&upright.z, &c.z, zd, spread_z),
             moved_u: spread_u.and_then(|s| moved(&upright.u, &c.u, ud, s)),
-            warp_turn_deg: (!upright.turn.is_empty()).then(|| {
-                upright.turn.iter().zip(&c.turn).map(|(a, b)| wrapped(b - a)).sum::<f64>() / upright.turn.len() as f64
-            }),
-            warp_turn_by_class_deg: (!upright.turn.is_empty()).then(|| {
-                let (mut sum, mut count) = ([0f64; CLASSES], [0usize; CLASSES]);
-                for ((a, b), &l) in upright.turn.iter().zip(&c.turn).zip(&test.labels) {
-                    if (l as usize) < CLASSES {
-                        sum[l as usize] += wrapped(b - a);
-                        count[l as usize] += 1;
-                    }
-                }
-                sum.iter().zip(count).map(|(s, n)| if n > 0 { s / n as f64 } else { f64::NAN }).collect()
-            }),
+            warp_turn_deg,
+            warp_turn_by_class_deg,
         });
-        test_by_angle.push((angle, codes));
+        test_turned.push((angle, codes));
     }
 
-    let distinct = {
-        let mut a: Vec<f64> = opts.angles_deg.iter().map(|&a| wrapped(a)).collect();
-        a.sort_by(f64::total_cmp);
-        a.dedup();
-        a.len()
-    };
-    let angle_readout = if distinct < 2 {
+    let mut distinct: Vec<f64> = opts.angles_deg.iter().map(|&a| wrapped(a)).collect();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    let angle_readout = if distinct.len() < 2 {
         None
     } else {
-        let mut train_rot = Vec::new();
+        // Fit on every training digit at every angle, one angle's codes at a time.
+        let mut equations: Vec<NormalEquations> =
+            blocks.iter().map(|b| NormalEquations::new(b.width(zd, ud))).collect();
         for &angle in &opts.angles_deg {
-            let codes = if angle == 0.0 { None } else { Some(encode(train, angle)?) };
-            train_rot.push((angle, codes));
+            let turned = if angle == 0.0 { None } else { Some(encode(train, angle)?) };
+            let c = turned.as_ref().unwrap_or(&train_codes);
+            for (eq, b) in equations.iter_mut().zip(&blocks) {
+                let w = b.width(zd, ud);
+                b.rows(c, zd, ud).chunks_exact(w).for_each(|row| eq.add(row, wrapped(angle)));
+            }
         }
-        let stack = |sets: &[(f64, Option<Codes>)], base: &Codes, block: Block| {
-            let mut x = Vec::new();
-            let mut y = Vec::new();
-            for (angle, codes) in sets {
-                let c = codes.as_ref().unwrap_or(base);
-                let rows = block.rows(c, zd, ud);
-                y.extend(std::iter::repeat_n(wrapped(*angle), rows.len() / block.width(zd, ud)));
+        let mut r2 = Vec::new();
+        for (eq, b) in equations.iter().zip(&blocks) {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            for (angle, codes) in &test_turned {
+                let rows = b.rows(codes.as_ref().unwrap_or(&upright), zd, ud);
+                y.extend(std::iter::repeat_n(wrapped(*angle), rows.len() / b.width(zd, ud)));
                 x.extend(rows);
             }
-            (x, y)
-        };
-        let r2 = |block: Block| -> Result<f64> {
-            let (x, y) = stack(&train_rot, &train_codes, block);
-            let fit = LeastSquares::fit(&x, &y, block.width(zd, ud))?;
-            let (x, y) = stack(&test_by_angle, &upright, block);
-            fit.r_squared(&x, &y)
-        };
-        Some(AngleReadout {
-            r2_z: r2(Block::Z)?,
-            r2_u: (ud > 0).then(|| r2(Block::U)).transpose()?,
-            r2_zu: (ud > 0).then(|| r2(Block::Both)).transpose()?,
-        })
+            r2.push(eq.solve()?.r_squared(&x, &y)?);
+        }
+        Some(AngleReadout { r2_z: r2[0], r2_u: r2.get(1).copied(), r2_zu: r2.get(2).copied() })
     };
 
     Ok(ProbeReport {
@@ -243,6 +221,27 @@ pub fn probe(
         angle_readout,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// How far the warp turned between the upright and the turned digits'
+/// codes (per-image rotations [n] in degrees): the mean, and the mean per
+/// class (NaN for a class with no digit). `None` without a warp.
+fn warp_turns(upright: &[f64], turned: &[f64], labels: &[u8]) -> (Option<f64>, Option<Vec<f64>>) {
+    if upright.is_empty() {
+        return (None, None);
+    }
+    let (mut sum, mut count) = ([0f64; CLASSES], [0usize; CLASSES]);
+    let mut total = 0.0;
+    for ((a, b), &l) in upright.iter().zip(turned).zip(labels) {
+        let turn = wrapped(b - a);
+        total += turn;
+        if (l as usize) < CLASSES {
+            sum[l as usize] += turn;
+            count[l as usize] += 1;
+        }
+    }
+    let by_class = sum.iter().zip(count).map(|(s, n)| if n > 0 { s / n as f64 } else { f64::NAN }).collect();
+    (Some(total / upright.len() as f64), Some(by_class))
 }
 
 #[derive(Clone, Copy)]

@@ -106,31 +106,85 @@ pub struct LeastSquares {
     intercept: f64,
 }
 
-impl LeastSquares {
-    pub fn fit(x: &[f64], y: &[f64], d: usize) -> Result<Self> {
-        let n = y.len();
-        check_rows("LeastSquares::fit", x, n, d)?;
-        let x_mean = column_means(x, n, d);
-        let y_mean = y.iter().sum::<f64>() / n as f64;
-        // normal equations on centred data: XᵀX w = Xᵀy
-        let mut xtx = vec![0f64; d * d];
-        let mut xty = vec![0f64; d];
-        let mut centred = vec![0f64; d];
-        for (row, &t) in x.chunks_exact(d.max(1)).zip(y) {
-            for ((c, v), m) in centred.iter_mut().zip(row).zip(&x_mean) {
-                *c = v - m;
-            }
-            for i in 0..d {
-                xty[i] += centred[i] * (t - y_mean);
-                for j in 0..=i {
-                    xtx[i * d + j] += centred[i] * centred[j];
-                }
+/// The sums least squares needs, taken one row at a time, so that a fit over
+/// many rows (every training digit at every angle) holds no [n, d] matrix.
+pub struct NormalEquations {
+    d: usize,
+    n: usize,
+    finite: bool,
+    /// Σx [d], Σxxᵀ (lower triangle) [d, d], Σxy [d], Σy.
+    sum_x: Vec<f64>,
+    sum_xx: Vec<f64>,
+    sum_xy: Vec<f64>,
+    sum_y: f64,
+}
+
+impl NormalEquations {
+    pub fn new(d: usize) -> Self {
+        NormalEquations {
+            d,
+            n: 0,
+            finite: true,
+            sum_x: vec![0.0; d],
+            sum_xx: vec![0.0; d * d],
+            sum_xy: vec![0.0; d],
+            sum_y: 0.0,
+        }
+    }
+
+    /// One row [d] and its target (rows of another length are refused by `solve`).
+    pub fn add(&mut self, row: &[f64], y: f64) {
+        let d = self.d;
+        if row.len() != d {
+            self.finite = false;
+            return;
+        }
+        self.n += 1;
+        self.finite &= y.is_finite() && row.iter().all(|v| v.is_finite());
+        self.sum_y += y;
+        for i in 0..d {
+            self.sum_x[i] += row[i];
+            self.sum_xy[i] += row[i] * y;
+            for j in 0..=i {
+                self.sum_xx[i * d + j] += row[i] * row[j];
             }
         }
+    }
+
+    /// The fit: centred normal equations XcᵀXc w = Xcᵀyc, from the sums
+    /// (XcᵀXc = Σxxᵀ − n·x̄x̄ᵀ), then b = ȳ − wᵀx̄.
+    pub fn solve(&self) -> Result<LeastSquares> {
+        let (d, n) = (self.d, self.n);
+        if n == 0 || d == 0 || !self.finite {
+            return Err(shape(
+                "NormalEquations::solve",
+                format!("{n} rows of {d} features, all finite and of that length: {}", self.finite),
+            ));
+        }
+        let nf = n as f64;
+        let x_mean: Vec<f64> = self.sum_x.iter().map(|s| s / nf).collect();
+        let y_mean = self.sum_y / nf;
+        let mut xtx = vec![0f64; d * d];
+        for i in 0..d {
+            for j in 0..=i {
+                xtx[i * d + j] = self.sum_xx[i * d + j] - nf * x_mean[i] * x_mean[j];
+            }
+        }
+        let mut xty: Vec<f64> = (0..d).map(|i| self.sum_xy[i] - nf * x_mean[i] * y_mean).collect();
         symmetrize_scaled(&mut xtx, d, 1.0);
         cholesky_solve(&mut xtx, d, &mut xty, 1)?;
         let intercept = y_mean - xty.iter().zip(&x_mean).map(|(w, m)| w * m).sum::<f64>();
         Ok(LeastSquares { weights: xty, intercept })
+    }
+}
+
+impl LeastSquares {
+    /// Fit on rows x [n, d] with targets y [n].
+    pub fn fit(x: &[f64], y: &[f64], d: usize) -> Result<Self> {
+        check_rows("LeastSquares::fit", x, y.len(), d)?;
+        let mut eq = NormalEquations::new(d);
+        x.chunks_exact(d).zip(y).for_each(|(row, &t)| eq.add(row, t));
+        eq.solve()
     }
 
     pub fn predict(&self, row: &[f64]) -> f64 {
@@ -168,15 +222,6 @@ fn check_rows(op: &'static str, x: &[f64], n: usize, d: usize) -> Result<()> {
         return Err(shape(op, "a non-finite feature".into()));
     }
     Ok(())
-}
-
-fn column_means(x: &[f64], n: usize, d: usize) -> Vec<f64> {
-    let mut m = vec![0f64; d];
-    for row in x.chunks_exact(d) {
-        m.iter_mut().zip(row).for_each(|(m, v)| *m += v);
-    }
-    m.iter_mut().for_each(|m| *m /= n as f64);
-    m
 }
 
 /// Mirror a lower triangle [d, d] to the upper one, scale it, and add the
