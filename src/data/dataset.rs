@@ -115,12 +115,25 @@ impl Dataset {
                     *o = T::of(b as f64 / 255.0);
                 }
             }
-            Binarize::Dynamic => {
-                key.uniforms(index as u32, 0, scratch);
-                for ((o, &b), &u) in out.iter_mut().zip(img).zip(scratch.iter()) {
-                    *o = if u < b as f32 / 255.0 { T::one() } else { T::zero() };
-                }
-            }
+            Binarize::Dynamic => bernoulli_targets(key, index, img.iter().map(|&b| b as f32 / 255.0), scratch, out),
         }
+    }
+}
+
+/// Bernoulli(p) draws of image `index`'s grey levels `probs` into `out`,
+/// from sample 0 of `key`'s stream with the index as the item: the draws
+/// `Dataset::targets` makes, for grey levels that are not the stored bytes
+/// (a turned image in `probe`).
+#[inline]
+pub fn bernoulli_targets<T: Real>(
+    key: NoiseKey,
+    index: usize,
+    probs: impl Iterator<Item = f32>,
+    uniforms: &mut [f32],
+    out: &mut [T],
+) {
+    key.uniforms(index as u32, 0, uniforms);
+    for ((o, p), &u) in out.iter_mut().zip(probs).zip(uniforms.iter()) {
+        *o = if u < p { T::one() } else { T::zero() };
     }
 }

@@ -21,6 +21,7 @@ mod readout;
 
 pub use readout::{LeastSquares, LinearDiscriminant, NormalEquations};
 
+use crate::data::dataset::bernoulli_targets;
 use crate::data::{Binarize, Dataset};
 use crate::error::{Error, Result};
 use crate::network::Network;
@@ -28,6 +29,7 @@ use crate::ops::grid_sample::grid_sample_row;
 use crate::rng::{NoiseKey, Stream};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// Images encoded per task.
@@ -199,7 +201,7 @@ pub fn probe(
             for (angle, codes) in &test_turned {
                 let rows = b.rows(codes.as_ref().unwrap_or(&upright), zd, ud);
                 y.extend(std::iter::repeat_n(wrapped(*angle), rows.len() / b.width(zd, ud)));
-                x.extend(rows);
+                x.extend_from_slice(&rows);
             }
             r2.push(eq.solve()?.r_squared(&x, &y)?);
         }
@@ -260,11 +262,12 @@ impl Block {
         }
     }
 
-    fn rows(self, c: &Codes, zd: usize, ud: usize) -> Vec<f64> {
+    /// The block's rows [n, width]: borrowed for z and u, joined for both.
+    fn rows(self, c: &Codes, zd: usize, ud: usize) -> Cow<'_, [f64]> {
         match self {
-            Block::Z => c.z.clone(),
-            Block::U => c.u.clone(),
-            Block::Both => c.joined(zd, ud),
+            Block::Z => Cow::Borrowed(&c.z),
+            Block::U => Cow::Borrowed(&c.u),
+            Block::Both => Cow::Owned(c.joined(zd, ud)),
         }
     }
 }
@@ -311,63 +314,66 @@ pub fn warp_rotation_deg(base_x: &[f32], base_y: &[f32], xs: &[f32], ys: &[f32])
 /// samples the input at the centre plus R(−angle)·((j, i) − centre), with
 /// the bilinear sampler's border padding.
 pub fn rotate(img: &[f32], h: usize, w: usize, degrees: f64, out: &mut [f32]) {
-    assert!(img.len() == h * w && out.len() == h * w, "rotate: image and output must be {h}x{w}");
-    let (s, c) = degrees.to_radians().sin_cos();
-    let (cx, cy) = ((w - 1) as f64 / 2.0, (h - 1) as f64 / 2.0);
-    let mut xs = vec![0f32; h * w];
-    let mut ys = vec![0f32; h * w];
-    for i in 0..h {
-        for j in 0..w {
-            let (dx, dy) = (j as f64 - cx, i as f64 - cy);
-            let (sx, sy) = (cx + c * dx - s * dy, cy + s * dx + c * dy);
-            // pixel → normalized coordinates, align_corners = true
-            xs[i * w + j] = (2.0 * sx / (w - 1) as f64 - 1.0) as f32;
-            ys[i * w + j] = (2.0 * sy / (h - 1) as f64 - 1.0) as f32;
-        }
-    }
-    grid_sample_row(img, h, w, &xs, &ys, out);
+    Turn::new(h, w, degrees).image(img, out);
 }
 
-/// Buffers for `turned_targets`, [pixels] each.
-pub struct TurnScratch {
+/// One rotation applied to many images: its sampling grid is computed once,
+/// and the buffers to turn and binarize an image are reused.
+pub struct Turn {
+    degrees: f64,
+    h: usize,
+    w: usize,
+    /// grid: xs, ys [h·w], normalized coordinates (align_corners = true).
+    xs: Vec<f32>,
+    ys: Vec<f32>,
     grey: Vec<f32>,
     turned: Vec<f32>,
     uniforms: Vec<f32>,
 }
 
-impl TurnScratch {
-    pub fn new(pixels: usize) -> Self {
-        TurnScratch { grey: vec![0f32; pixels], turned: vec![0f32; pixels], uniforms: vec![0f32; pixels] }
-    }
-}
-
-/// The targets of image `index` turned by `degrees` into `out` [pixels]:
-/// the grey image rotated, then, binarized, drawn with the upright image's
-/// uniforms (`Dataset::targets`'s key and item), so that the turn is the
-/// only difference. At 0° exactly the upright targets, not resampled.
-pub fn turned_targets(
-    data: &Dataset,
-    index: usize,
-    degrees: f64,
-    binarize: Binarize,
-    key: NoiseKey,
-    s: &mut TurnScratch,
-    out: &mut [f32],
-) {
-    if degrees == 0.0 {
-        data.targets(index, binarize, key, &mut s.uniforms, out);
-        return;
-    }
-    s.grey.iter_mut().zip(data.image(index)).for_each(|(g, &b)| *g = b as f32 / 255.0);
-    rotate(&s.grey, data.height, data.width, degrees, &mut s.turned);
-    match binarize {
-        Binarize::None => out.copy_from_slice(&s.turned),
-        Binarize::Dynamic => {
-            key.uniforms(index as u32, 0, &mut s.uniforms);
-            for ((o, &p), &u) in out.iter_mut().zip(&s.turned).zip(&s.uniforms) {
-                *o = if u < p { 1.0 } else { 0.0 };
+impl Turn {
+    pub fn new(h: usize, w: usize, degrees: f64) -> Self {
+        let (s, c) = degrees.to_radians().sin_cos();
+        let (cx, cy) = ((w - 1) as f64 / 2.0, (h - 1) as f64 / 2.0);
+        let (mut xs, mut ys) = (vec![0f32; h * w], vec![0f32; h * w]);
+        for i in 0..h {
+            for j in 0..w {
+                let (dx, dy) = (j as f64 - cx, i as f64 - cy);
+                let (sx, sy) = (cx + c * dx - s * dy, cy + s * dx + c * dy);
+                // pixel → normalized coordinates, align_corners = true
+                xs[i * w + j] = (2.0 * sx / (w - 1) as f64 - 1.0) as f32;
+                ys[i * w + j] = (2.0 * sy / (h - 1) as f64 - 1.0) as f32;
             }
         }
+        let zeros = vec![0f32; h * w];
+        Turn { degrees, h, w, xs, ys, grey: zeros.clone(), turned: zeros.clone(), uniforms: zeros }
+    }
+
+    /// The grey image `img` [h, w] turned into `out` [h, w].
+    pub fn image(&self, img: &[f32], out: &mut [f32]) {
+        let (h, w) = (self.h, self.w);
+        assert!(img.len() == h * w && out.len() == h * w, "rotate: image and output must be {h}x{w}");
+        grid_sample_row(img, h, w, &self.xs, &self.ys, out);
+    }
+
+    /// The targets of image `index` of `data` turned into `out` [pixels]:
+    /// the grey image turned, then, binarized, drawn with the upright
+    /// image's uniforms (`Dataset::targets`'s key and item), so that the
+    /// turn is the only difference. At 0° exactly the upright targets, not
+    /// resampled.
+    pub fn targets(&mut self, data: &Dataset, index: usize, binarize: Binarize, key: NoiseKey, out: &mut [f32]) {
+        if self.degrees == 0.0 {
+            data.targets(index, binarize, key, &mut self.uniforms, out);
+            return;
+        }
+        self.grey.iter_mut().zip(data.image(index)).for_each(|(g, &b)| *g = b as f32 / 255.0);
+        let mut turned = std::mem::take(&mut self.turned);
+        self.image(&self.grey, &mut turned);
+        match binarize {
+            Binarize::None => out.copy_from_slice(&turned),
+            Binarize::Dynamic => bernoulli_targets(key, index, turned.iter().copied(), &mut self.uniforms, out),
+        }
+        self.turned = turned;
     }
 }
 
@@ -388,9 +394,9 @@ fn encode_rotated(
         .map(|c| {
             let range = c * CHUNK..((c + 1) * CHUNK).min(data.len());
             let mut x = vec![0f32; range.len() * d];
-            let mut scratch = TurnScratch::new(d);
+            let mut turn = Turn::new(data.height, data.width, degrees);
             for (r, i) in range.clone().enumerate() {
-                turned_targets(data, i, degrees, opts.binarize, key, &mut scratch, &mut x[r * d..(r + 1) * d]);
+                turn.targets(data, i, opts.binarize, key, &mut x[r * d..(r + 1) * d]);
             }
             let post = net.posterior(params, &x, range.len());
             let theta = net.theta_of(params, &post.mu_u, range.len());

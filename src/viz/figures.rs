@@ -88,17 +88,17 @@ pub fn rotations(
     seed: u64,
     scale: usize,
 ) -> Canvas {
-    use crate::probe::{turned_targets, TurnScratch};
+    use crate::probe::Turn;
     let cfg = &net.layout.config;
     let (h, w, d) = (cfg.height, cfg.width, cfg.pixels());
     let key = NoiseKey::new(seed, Stream::EvalBinarize, 0);
     let n = indices.len() * angles_deg.len();
     let mut x = vec![0f32; n * d];
-    let mut scratch = TurnScratch::new(d);
-    for (r, &i) in indices.iter().enumerate() {
-        for (a, &deg) in angles_deg.iter().enumerate() {
+    for (a, &deg) in angles_deg.iter().enumerate() {
+        let mut turn = Turn::new(data.height, data.width, deg);
+        for (r, &i) in indices.iter().enumerate() {
             let j = r * angles_deg.len() + a;
-            turned_targets(data, i, deg, binarize, key, &mut scratch, &mut x[j * d..(j + 1) * d]);
+            turn.targets(data, i, binarize, key, &mut x[j * d..(j + 1) * d]);
         }
     }
     let post = net.posterior(params, &x, n);
