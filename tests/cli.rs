@@ -82,7 +82,9 @@ fn train_one_epoch_then_eval_json() {
         "6",
     ]);
     assert!(o.status.success(), "show failed: {}", stderr(&o));
-    for name in ["recon.png", "samples.png", "traversals.png", "rotations.png", "warp.png", "curves.png"] {
+    for name in
+        ["recon.png", "samples.png", "traversals.png", "rotations.png", "transfer.png", "warp.png", "curves.png"]
+    {
         let bytes = std::fs::read(pics.join(name)).unwrap_or_else(|_| panic!("{name} missing"));
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name} is not a PNG");
         let (w, h) = (

@@ -1,16 +1,11 @@
 //! The figures that show the disentanglement: reconstructions through the
 //! canonical image, prior samples, latent traversals, and the warp drawn
 //! over the canonical and transformed images.
-use super::Canvas;
+use super::{Canvas, BG, GAP, U_MARK, Z_MARK};
 use crate::data::{Binarize, Dataset};
 use crate::model::Transform;
 use crate::network::Network;
 use crate::rng::{NoiseKey, Stream};
-
-const GAP: usize = 4;
-const BG: [u8; 3] = [40, 40, 48];
-const U_MARK: [u8; 3] = [70, 140, 255];
-const Z_MARK: [u8; 3] = [90, 200, 90];
 
 /// Targets of the given test images as the model saw them in evaluation.
 pub fn targets(data: &Dataset, indices: &[usize], binarize: Binarize, seed: u64) -> Vec<f32> {

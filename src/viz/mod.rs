@@ -2,10 +2,18 @@
 //! PNG, and training curves (plotters).
 pub mod curves;
 pub mod figures;
+pub mod transfer;
 
 use crate::error::{Error, Result};
 use crate::fsutil::atomic_write;
 use std::path::Path;
+
+/// Space between images, the background, and the marks of u (blue) and z
+/// (green) rows, the same in every figure.
+const GAP: usize = 4;
+const BG: [u8; 3] = [40, 40, 48];
+const U_MARK: [u8; 3] = [70, 140, 255];
+const Z_MARK: [u8; 3] = [90, 200, 90];
 
 /// An RGB canvas, row-major, 3 bytes per pixel.
 pub struct Canvas {

@@ -7,7 +7,7 @@ use iwtvae::model::checkpoint::load_checkpoint;
 use iwtvae::network::Network;
 
 pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
-    use iwtvae::viz::{curves, figures};
+    use iwtvae::viz::{curves, figures, transfer};
     anyhow::ensure!(a.digits >= 1 && a.scale >= 1, "--digits and --scale must be at least 1");
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
     let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
@@ -34,6 +34,18 @@ pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
     figures::rotations(&net, &ck.params, &test, &turned, &angles, binarize, a.seed, a.scale)
         .save_png(&file("rotations.png"))?;
     written.push(file("rotations.png"));
+    // Pose transfer: a digit of each class (rows) drawn in the poses of
+    // the most different warps among the first 200 test digits (columns).
+    let rows = transfer::one_per_label(&test.labels, 10);
+    let candidates: Vec<usize> = (0..200.min(test.len())).collect();
+    let xc = figures::targets(&test, &candidates, binarize, a.seed);
+    let poses = transfer::distinct_poses(&net, &ck.params, &xc, candidates.len(), 8);
+    let cols: Vec<usize> = poses.iter().map(|&p| candidates[p]).collect();
+    let (xr, xp) = (figures::targets(&test, &rows, binarize, a.seed), figures::targets(&test, &cols, binarize, a.seed));
+    if let Some(c) = transfer::pose_transfer(&net, &ck.params, &xr, rows.len(), &xp, cols.len(), a.scale) {
+        c.save_png(&file("transfer.png"))?;
+        written.push(file("transfer.png"));
+    }
     let few = idx.len().min(6);
     if let Some(c) = figures::warp_overlay(&net, &ck.params, &x, few, 8) {
         c.save_png(&file("warp.png"))?;
