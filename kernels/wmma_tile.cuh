@@ -2,9 +2,9 @@
 // (linear.cu, nll_fused.cu): stage a block of activation rows in shared
 // memory, then multiply it by a padded weight on the tensor cores (WMMA).
 //
-// Weights are zero-padded to Wp [Np, Kp] (multiples of 16), row-major, which
-// is the B operand in column-major with ld = Kp: fp32 for TF32 (rounded to
-// TF32 in the fragments), bf16 for BF16. Sums are fp32. A block owns
+// Weights are zero-padded to Wp [Np, Kp] (Np a multiple of 16, Kp of
+// TC_K_GROUP = 64), row-major, which is the B operand in column-major with
+// ld = Kp: fp32 for TF32 (rounded to TF32 in the fragments), bf16 for BF16. Sums are fp32. A block owns
 // ROW_TILES·16 rows; each warp takes 16-wide column tiles and keeps
 // ROW_TILES accumulators, so every B fragment it loads serves all the
 // block's rows: the weight is read from L2 once per ROW_TILES·16 rows.
@@ -29,55 +29,90 @@ __device__ __forceinline__ void stage_rows(const float* X, int r0, int rows, int
   }
 }
 
+// The B operand of one k step: a 16-column tile of Wp, as the tensor cores
+// take it (TF32: 16×16×8 with fp32 storage; BF16: 16×16×16).
+template <bool BF16>
+struct TileB;
+template <>
+struct TileB<true> {
+  static constexpr int KS = 16;
+  using A = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::row_major>;
+  using B = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::col_major>;
+  using C = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>;
+  using T = __nv_bfloat16;
+};
+template <>
+struct TileB<false> {
+  static constexpr int KS = 8;
+  using A = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8, nvcuda::wmma::precision::tf32,
+                                   nvcuda::wmma::row_major>;
+  using B = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 8, nvcuda::wmma::precision::tf32,
+                                   nvcuda::wmma::col_major>;
+  using C = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>;
+  using T = float;
+};
+
+// k steps whose B fragments are loaded together: the loads of a group are
+// in flight at once and the next group's are issued before this group's
+// multiplies, so a warp waits for L2 once per group rather than once per
+// k step (with one 8-warp block per SM, nothing else hides that latency).
+// Kp is a multiple of the group (the host pads it so), which keeps a group
+// free of branches for the scheduler; the sums run in the same order as one
+// step at a time, so the results are the same to the bit.
+#define TC_K_GROUP 64
+
+template <bool BF16>
+__device__ __forceinline__ void load_b_group(typename TileB<BF16>::B (&fb)[TC_K_GROUP / TileB<BF16>::KS],
+                                             const typename TileB<BF16>::T* B, int k0, int Kp) {
+  constexpr int KS = TileB<BF16>::KS;
+#pragma unroll
+  for (int u = 0; u < TC_K_GROUP / KS; ++u) nvcuda::wmma::load_matrix_sync(fb[u], B + k0 + u * KS, Kp);
+}
+
 // cs[ROW_TILES·16, Np] (fp32, ld Np) = a · Wpᵀ, with `a` from stage_rows.
 template <bool BF16, int ROW_TILES, int WARPS>
 __device__ __forceinline__ void rows_times_wt(const unsigned char* a_raw, const void* Wp, float* cs, int Np, int Kp) {
   using namespace nvcuda;
+  using Tile = TileB<BF16>;
+  using T = typename Tile::T;
+  constexpr int KS = Tile::KS, KU = TC_K_GROUP / KS;
+  const T* A = reinterpret_cast<const T*>(a_raw);
   int warp = threadIdx.x / 32;
   for (int n0 = warp * 16; n0 < Np; n0 += WARPS * 16) {
-    if constexpr (BF16) {
-      const __nv_bfloat16* A = reinterpret_cast<const __nv_bfloat16*>(a_raw);
-      const __nv_bfloat16* B = reinterpret_cast<const __nv_bfloat16*>(Wp) + (size_t)n0 * Kp;
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[ROW_TILES];
+    const T* B = reinterpret_cast<const T*>(Wp) + (size_t)n0 * Kp;
+    typename Tile::C acc[ROW_TILES];
 #pragma unroll
-      for (int rt = 0; rt < ROW_TILES; ++rt) wmma::fill_fragment(acc[rt], 0.0f);
-      for (int k0 = 0; k0 < Kp; k0 += 16) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-        wmma::load_matrix_sync(fb, B + k0, Kp);
+    for (int rt = 0; rt < ROW_TILES; ++rt) wmma::fill_fragment(acc[rt], 0.0f);
+    typename Tile::B fb[KU], next[KU];
+    load_b_group<BF16>(fb, B, 0, Kp);
+    for (int k0 = 0; k0 < Kp; k0 += TC_K_GROUP) {
+      if (k0 + TC_K_GROUP < Kp) load_b_group<BF16>(next, B, k0 + TC_K_GROUP, Kp);
+#pragma unroll
+      for (int u = 0; u < KU; ++u) {
+        int k = k0 + u * KS;
+        if constexpr (!BF16) {
+#pragma unroll
+          for (int i = 0; i < fb[u].num_elements; ++i) fb[u].x[i] = wmma::__float_to_tf32(fb[u].x[i]);
+        }
 #pragma unroll
         for (int rt = 0; rt < ROW_TILES; ++rt) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-          wmma::load_matrix_sync(fa, A + (size_t)rt * 16 * Kp + k0, Kp);
-          wmma::mma_sync(acc[rt], fa, fb, acc[rt]);
+          typename Tile::A fa;
+          wmma::load_matrix_sync(fa, A + (size_t)rt * 16 * Kp + k, Kp);
+          if constexpr (!BF16) {
+#pragma unroll
+            for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+          }
+          wmma::mma_sync(acc[rt], fa, fb[u], acc[rt]);
         }
       }
+      if (k0 + TC_K_GROUP < Kp) {
 #pragma unroll
-      for (int rt = 0; rt < ROW_TILES; ++rt)
-        wmma::store_matrix_sync(cs + (size_t)rt * 16 * Np + n0, acc[rt], Np, wmma::mem_row_major);
-    } else {
-      const float* A = reinterpret_cast<const float*>(a_raw);
-      const float* B = reinterpret_cast<const float*>(Wp) + (size_t)n0 * Kp;
-      wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[ROW_TILES];
-#pragma unroll
-      for (int rt = 0; rt < ROW_TILES; ++rt) wmma::fill_fragment(acc[rt], 0.0f);
-      for (int k0 = 0; k0 < Kp; k0 += 8) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
-        wmma::load_matrix_sync(fb, B + k0, Kp);
-#pragma unroll
-        for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
-#pragma unroll
-        for (int rt = 0; rt < ROW_TILES; ++rt) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
-          wmma::load_matrix_sync(fa, A + (size_t)rt * 16 * Kp + k0, Kp);
-#pragma unroll
-          for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
-          wmma::mma_sync(acc[rt], fa, fb, acc[rt]);
-        }
+        for (int u = 0; u < KU; ++u) fb[u] = next[u];
       }
-#pragma unroll
-      for (int rt = 0; rt < ROW_TILES; ++rt)
-        wmma::store_matrix_sync(cs + (size_t)rt * 16 * Np + n0, acc[rt], Np, wmma::mem_row_major);
     }
+#pragma unroll
+    for (int rt = 0; rt < ROW_TILES; ++rt)
+      wmma::store_matrix_sync(cs + (size_t)rt * 16 * Np + n0, acc[rt], Np, wmma::mem_row_major);
   }
 }
 

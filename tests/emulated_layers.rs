@@ -130,9 +130,11 @@ fn bf16(v: f32) -> f32 {
     half::bf16::from_f32(v).to_f32()
 }
 
-/// Weight [out, inp] zero-padded to [Np, Kp], as src/cuda/eval.rs uploads it.
+/// Weight [out, inp] zero-padded to [Np, Kp], as src/cuda/eval.rs uploads it:
+/// Np a multiple of 16, Kp of the 64 k values whose fragments the kernels
+/// load at once (TC_K_GROUP in kernels/wmma_tile.cuh).
 fn padded(w: &[f32], out: usize, inp: usize) -> (Vec<f32>, usize, usize) {
-    let (np, kp) = (out.next_multiple_of(16), inp.next_multiple_of(16));
+    let (np, kp) = (out.next_multiple_of(16), inp.next_multiple_of(64));
     let mut p = vec![0f32; np * kp];
     for o in 0..out {
         p[o * kp..o * kp + inp].copy_from_slice(&w[o * inp..(o + 1) * inp]);
@@ -154,10 +156,16 @@ fn reference_linear(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usiz
 
 /// The tensor-core layers compute exactly the products of the rounded
 /// operands (TF32: 10-bit mantissas; BF16: 7) with fp32 sums: against the
-/// f64 sums of the same rounded operands, 1e-5·(1 + Σ|ab|).
+/// f64 sums of the same rounded operands, 1e-5·(1 + Σ|ab|). k = 37 is one
+/// group of fragment loads (64 k values), 150 is three, the last padded.
 #[test]
 fn tensor_core_linear_layers_round_only_their_operands() {
-    let (m, n, k) = (70, 40, 37);
+    for k in [37, 150] {
+        tensor_core_linear_layer(70, 40, k);
+    }
+}
+
+fn tensor_core_linear_layer(m: usize, n: usize, k: usize) {
     let (x, w, b) = (values(m * k, 1, -1.0, 1.0), values(n * k, 2, -1.0, 1.0), values(n, 3, -1.0, 1.0));
     let (wp, np, kp) = padded(&w, n, k);
     for (name, round) in [("linear_fwd_tf32", tf32 as fn(f32) -> f32), ("linear_fwd_bf16", bf16)] {

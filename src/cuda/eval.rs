@@ -30,7 +30,13 @@ const TC_ROWS: usize = 32;
 const LT_ROWS: usize = 64;
 const TC_WARPS: u32 = 8;
 
-/// One layer's weight [out, in] zero-padded to [Np, Kp] (multiples of 16)
+/// The k values whose weight fragments the tensor-core kernels load at once:
+/// must match TC_K_GROUP in kernels/wmma_tile.cuh, which needs Kp to be a
+/// multiple of it.
+const TC_K_GROUP: usize = 64;
+
+/// One layer's weight [out, in] zero-padded to [Np, Kp] (Np a multiple of
+/// 16, Kp of TC_K_GROUP)
 /// for the tensor-core kernels: fp32 for TF32 (rounded in the fragments) or
 /// bf16 bits (rounded to nearest even by `half`).
 struct PaddedWeights {
@@ -46,7 +52,7 @@ enum Padded {
 
 impl PaddedWeights {
     fn new(gpu: &Gpu, w: &[f32], out: usize, inp: usize, bf16: bool) -> Result<Self> {
-        let (np, kp) = (out.next_multiple_of(16), inp.next_multiple_of(16));
+        let (np, kp) = (out.next_multiple_of(16), inp.next_multiple_of(TC_K_GROUP));
         let mut p = vec![0f32; np * kp];
         for o in 0..out {
             p[o * kp..o * kp + inp].copy_from_slice(&w[o * inp..(o + 1) * inp]);
