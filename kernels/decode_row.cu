@@ -26,9 +26,9 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 }
 
 // a [R, D]: logits in, c out. logpx, logw [R]; lw_latent [R] from reparam_latents.
-extern "C" __global__ void decode_row_fwd(float* a, const float* theta, const float* basis, const float* x,
-                                          const float* lw_latent, float* logpx, float* logw, int R, int k, int D,
-                                          int h, int w, int nb) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    decode_row_fwd(float* a, const float* theta, const float* basis, const float* x, const float* lw_latent,
+                   float* logpx, float* logw, int R, int k, int D, int h, int w, int nb) {
   IWTVAE_DYNAMIC_SHARED(float, smem, 16);
   float* cs = smem;       // [D]
   float* th = cs + D;     // [2 nb]
@@ -55,9 +55,9 @@ extern "C" __global__ void decode_row_fwd(float* a, const float* theta, const fl
 
 // c [R, D] (the forward's output); coef [R] = ∂Loss/∂log p(x|z_r,u_r).
 // Out: da [R, D] = ∂Loss/∂logits, dtheta [R, 2 nb].
-extern "C" __global__ void decode_row_bwd(const float* c, const float* theta, const float* basis, const float* x,
-                                          const float* coef, float* da, float* dtheta, int R, int k, int D, int h,
-                                          int w, int nb) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    decode_row_bwd(const float* c, const float* theta, const float* basis, const float* x, const float* coef, float* da,
+                   float* dtheta, int R, int k, int D, int h, int w, int nb) {
   IWTVAE_DYNAMIC_SHARED(float, smem, 16);
   float* cs = smem;           // [D]
   float* dcs = cs + D;        // [D]

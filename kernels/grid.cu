@@ -4,8 +4,8 @@
 #include "common.cuh"
 using namespace iwtvae;
 
-extern "C" __global__ void grid_fwd(const float* basis, const float* theta, float* xs, float* ys, int rows, int d,
-                                    int nb) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    grid_fwd(const float* basis, const float* theta, float* xs, float* ys, int rows, int d, int nb) {
   IWTVAE_DYNAMIC_SHARED(float, th, 16);
   int r = blockIdx.y;
   for (int j = threadIdx.x; j < 2 * nb; j += blockDim.x) th[j] = theta[(size_t)r * 2 * nb + j];

@@ -4,8 +4,8 @@
 using namespace iwtvae;
 
 // out[r, p] = bilinear(c[r], xs[r, p], ys[r, p]); NaN for non-finite coordinates.
-extern "C" __global__ void grid_sample_fwd(const float* c, const float* xs, const float* ys, float* out, int rows,
-                                           int h, int w) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    grid_sample_fwd(const float* c, const float* xs, const float* ys, float* out, int rows, int h, int w) {
   int d = h * w;
   int r = blockIdx.y;
   const float* cr = c + (size_t)r * d;
@@ -21,8 +21,9 @@ extern "C" __global__ void grid_sample_fwd(const float* c, const float* xs, cons
 
 // dc[r] += ∂/∂c (atomics: neighbouring output pixels share source pixels),
 // dxs, dys overwritten (NaN for non-finite coordinates, nothing written to dc).
-extern "C" __global__ void grid_sample_bwd(const float* c, const float* xs, const float* ys, const float* dout,
-                                           float* dc, float* dxs, float* dys, int rows, int h, int w) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    grid_sample_bwd(const float* c, const float* xs, const float* ys, const float* dout, float* dc, float* dxs,
+                    float* dys, int rows, int h, int w) {
   int d = h * w;
   int r = blockIdx.y;
   const float* cr = c + (size_t)r * d;

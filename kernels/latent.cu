@@ -8,8 +8,9 @@ using namespace iwtvae;
 #define LOG_SIGMA_CLAMP 6.0f
 
 // log σ = clamp(raw, ±6) for z [nz values] and u [nu values]; μu = tanh(pre).
-extern "C" __global__ void encoder_heads(const float* ls_z_raw, float* ls_z, int nz, const float* mu_u_pre,
-                                         float* mu_u, const float* ls_u_raw, float* ls_u, int nu) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    encoder_heads(const float* ls_z_raw, float* ls_z, int nz, const float* mu_u_pre, float* mu_u, const float* ls_u_raw,
+                  float* ls_u, int nu) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < nz) ls_z[i] = fminf(fmaxf(ls_z_raw[i], -LOG_SIGMA_CLAMP), LOG_SIGMA_CLAMP);
   if (i < nu) {
@@ -22,9 +23,10 @@ extern "C" __global__ void encoder_heads(const float* ls_z_raw, float* ls_z, int
 // over the image's rows r = i·k + s (in order),
 //   dμ = Σ_s g_s + kl·μ,   dlog σ = Σ_s (g_s·σ·noise[r, d] + cw[r]) + kl·(σ² − 1),
 // dlog σ = 0 where the clamp was active, and dμ·(1 − μ²) when μ = tanh(·).
-extern "C" __global__ void latent_bwd(const float* mu, const float* ls, const float* raw, const float* lat,
-                                      const float* noise, const float* dlat, const float* coef_w, float* dmu,
-                                      float* dls, int B, int k, int dim, float kl_scale, int tanh_mu) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    latent_bwd(const float* mu, const float* ls, const float* raw, const float* lat, const float* noise,
+               const float* dlat, const float* coef_w, float* dmu, float* dls, int B, int k, int dim, float kl_scale,
+               int tanh_mu) {
   int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= B * dim) return;
   int i = t / dim, d = t % dim;

@@ -71,8 +71,8 @@ __device__ __forceinline__ void store_tile(const float acc[4][4], int M, int N, 
 }
 
 // Y[M,N] = act(X[M,K] · W[N,K]ᵀ + b[N]).
-extern "C" __global__ void linear_fwd(const float* X, const float* W, const float* b, float* Y, int M, int N, int K,
-                                      int relu) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    linear_fwd(const float* X, const float* W, const float* b, float* Y, int M, int N, int K, int relu) {
   float acc[4][4] = {};
   tile_product(X, K, 1, W, 1, K, M, N, K, acc);
   store_tile(acc, M, N, [&](int r, int c, float v) {
@@ -83,8 +83,9 @@ extern "C" __global__ void linear_fwd(const float* X, const float* W, const floa
 
 // C[M,N] (row-major, leading dimension ldc) = A[M,K] · B[K,N] (+ C when
 // accumulate): dY·W (both row-major) and dYᵀ·X (A a transposed view).
-extern "C" __global__ void gemm_strided(const float* A, long long rsa, long long csa, const float* B, long long rsb,
-                                        long long csb, float* C, int ldc, int M, int N, int K, int accumulate) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    gemm_strided(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb, float* C,
+                 int ldc, int M, int N, int K, int accumulate) {
   float acc[4][4] = {};
   tile_product(A, rsa, csa, B, rsb, csb, M, N, K, acc);
   store_tile(acc, M, N, [&](int r, int c, float v) {
@@ -94,7 +95,8 @@ extern "C" __global__ void gemm_strided(const float* A, long long rsa, long long
 }
 
 // out[c] = Σ_r dy[r, c] (+ out[c] when accumulate), rows in order.
-extern "C" __global__ void col_sum(const float* dy, float* out, int rows, int cols, int accumulate) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    col_sum(const float* dy, float* out, int rows, int cols, int accumulate) {
   int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   float s = 0.0f;
@@ -103,7 +105,7 @@ extern "C" __global__ void col_sum(const float* dy, float* out, int rows, int co
 }
 
 // dy *= relu'(y) with y the layer's ReLU output (y > 0 ⇔ pre-activation > 0).
-extern "C" __global__ void relu_mask(const float* y, float* dy, int n) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS) relu_mask(const float* y, float* dy, int n) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n && !(y[i] > 0.0f)) dy[i] = 0.0f;
 }
@@ -131,12 +133,14 @@ __device__ __forceinline__ void linear_tc(const float* X, const void* Wp, const 
   }
 }
 
-extern "C" __global__ void linear_fwd_tf32(const float* X, const float* Wp, const float* b, float* Y, int M, int N,
-                                           int K, int Np, int Kp, int relu) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    linear_fwd_tf32(const float* X, const float* Wp, const float* b, float* Y, int M, int N, int K, int Np, int Kp,
+                    int relu) {
   linear_tc<false>(X, Wp, b, Y, M, N, K, Np, Kp, relu);
 }
 
-extern "C" __global__ void linear_fwd_bf16(const float* X, const __nv_bfloat16* Wp, const float* b, float* Y, int M,
-                                           int N, int K, int Np, int Kp, int relu) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    linear_fwd_bf16(const float* X, const __nv_bfloat16* Wp, const float* b, float* Y, int M, int N, int K, int Np,
+                    int Kp, int relu) {
   linear_tc<true>(X, Wp, b, Y, M, N, K, Np, Kp, relu);
 }

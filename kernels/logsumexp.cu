@@ -18,7 +18,8 @@ __device__ __forceinline__ float warp_logsumexp(const float* v, int k, int lane)
 }
 
 // lse[b] = logsumexp_s logw[b, s]; coef[b, s] = -w̃_bs * scale (scale = 1/B).
-extern "C" __global__ void iwae_weights(const float* logw, float* lse, float* coef, int images, int k, float scale) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    iwae_weights(const float* logw, float* lse, float* coef, int images, int k, float scale) {
   int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x % 32;
   if (b >= images) return;
@@ -33,8 +34,9 @@ extern "C" __global__ void iwae_weights(const float* logw, float* lse, float* co
 // image into (max, sum) accumulators, so k = 5000 never needs all samples.
 // With record_first, first[b] = logpx of the chunk's first sample (the
 // one-sample reconstruction of the first chunk).
-extern "C" __global__ void lse_fold(const float* logw, float* acc_max, float* acc_sum, float* acc_mean, int images,
-                                    int kk, const float* logpx, float* first, int record_first) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    lse_fold(const float* logw, float* acc_max, float* acc_sum, float* acc_mean, int images, int kk, const float* logpx,
+             float* first, int record_first) {
   int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x % 32;
   if (b >= images) return;
@@ -68,10 +70,10 @@ extern "C" __global__ void lse_fold(const float* logw, float* acc_max, float* ac
 //   mode 0 iwae     img_loss = −(lse_s log w − ln k),   coef = −w̃ / B
 //   mode 1 elbo     img_loss = −mean_s log w,           coef = −1 / (B k)
 //   mode 2 elbo-kl  img_loss = −(log p(x|·) − KL),      coef_px = −1 / B, coef_w = 0 (k = 1)
-extern "C" __global__ void objective_terms(const float* logw, const float* logpx, const float* mu_z,
-                                           const float* ls_z, const float* mu_u, const float* ls_u, float* img_loss,
-                                           float* coef_px, float* coef_w, int images, int k, int Z, int U,
-                                           int mode) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    objective_terms(const float* logw, const float* logpx, const float* mu_z, const float* ls_z, const float* mu_u,
+                    const float* ls_u, float* img_loss, float* coef_px, float* coef_w, int images, int k, int Z, int U,
+                    int mode) {
   int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x % 32;
   if (b >= images) return;
@@ -112,7 +114,7 @@ extern "C" __global__ void objective_terms(const float* logw, const float* logpx
 }
 
 // out[0] = mean of v[0..n) (one warp; n is a batch size).
-extern "C" __global__ void mean_into(const float* v, float* out, int n) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS) mean_into(const float* v, float* out, int n) {
   float s = 0.0f;
   for (int i = threadIdx.x; i < n; i += 32) s += v[i];
   s = warp_sum(s);

@@ -49,9 +49,10 @@ __device__ __forceinline__ void samples_loglik(const float* cs, int ld, int r0, 
   }
 }
 
-extern "C" __global__ void nll_fc3_fused(const float* d2, const float* W3t, const float* b3, const float* theta,
-                                         const float* basis, const float* x, const float* lw_latent, float* logpx,
-                                         float* logw, int R, int kk, int Hd, int D, int h, int w, int nb) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    nll_fc3_fused(const float* d2, const float* W3t, const float* b3, const float* theta, const float* basis,
+                  const float* x, const float* lw_latent, float* logpx, float* logw, int R, int kk, int Hd, int D,
+                  int h, int w, int nb) {
   IWTVAE_DYNAMIC_SHARED(float, smem, 16);
   float* hs = smem;                  // [Hd][SAMPLES]
   float* cs = smem + SAMPLES * Hd;   // [SAMPLES][D]
@@ -109,25 +110,25 @@ __device__ __forceinline__ void nll_fc3_tc(const float* d2, const void* W3p, con
   samples_loglik(cs, Dp, r0, TC_ROWS, TC_WARPS, R, kk, x, theta, basis, lw_latent, logpx, logw, D, h, w, nb);
 }
 
-extern "C" __global__ void nll_fc3_tf32(const float* d2, const float* W3p, const float* b3, const float* theta,
-                                        const float* basis, const float* x, const float* lw_latent, float* logpx,
-                                        float* logw, int R, int kk, int Hd, int Hdp, int D, int Dp, int h, int w,
-                                        int nb) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    nll_fc3_tf32(const float* d2, const float* W3p, const float* b3, const float* theta, const float* basis,
+                 const float* x, const float* lw_latent, float* logpx, float* logw, int R, int kk, int Hd, int Hdp,
+                 int D, int Dp, int h, int w, int nb) {
   nll_fc3_tc<false>(d2, W3p, b3, theta, basis, x, lw_latent, logpx, logw, R, kk, Hd, Hdp, D, Dp, h, w, nb);
 }
 
-extern "C" __global__ void nll_fc3_bf16(const float* d2, const __nv_bfloat16* W3p, const float* b3,
-                                        const float* theta, const float* basis, const float* x,
-                                        const float* lw_latent, float* logpx, float* logw, int R, int kk, int Hd,
-                                        int Hdp, int D, int Dp, int h, int w, int nb) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    nll_fc3_bf16(const float* d2, const __nv_bfloat16* W3p, const float* b3, const float* theta, const float* basis,
+                 const float* x, const float* lw_latent, float* logpx, float* logw, int R, int kk, int Hd, int Hdp,
+                 int D, int Dp, int h, int w, int nb) {
   nll_fc3_tc<true>(d2, W3p, b3, theta, basis, x, lw_latent, logpx, logw, R, kk, Hd, Hdp, D, Dp, h, w, nb);
 }
 
 // z = μz + σz ε, u = μu + σu η for row r (local image r / kk), and the latent
 // part of log w: −½|z|² − ½|u|² + ½|ε|² + ½|η|² + Σ log σz + Σ log σu.
-extern "C" __global__ void reparam_latents(const float* mu_z, const float* ls_z, const float* eps, const float* mu_u,
-                                           const float* ls_u, const float* eta, float* z, float* u, float* lw_latent,
-                                           int R, int kk, int Z, int U) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    reparam_latents(const float* mu_z, const float* ls_z, const float* eps, const float* mu_u, const float* ls_u,
+                    const float* eta, float* z, float* u, float* lw_latent, int R, int kk, int Z, int U) {
   int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= R) return;
   int i = r / kk;
@@ -148,7 +149,8 @@ extern "C" __global__ void reparam_latents(const float* mu_z, const float* ls_z,
 }
 
 // θ rows += θ_id (after u2theta's linear layer).
-extern "C" __global__ void add_theta_id(float* theta, const float* theta_id, int R, int T) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    add_theta_id(float* theta, const float* theta_id, int R, int T) {
   int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t < R * T) theta[t] += theta_id[t % T];
 }

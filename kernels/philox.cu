@@ -25,21 +25,24 @@ __device__ __forceinline__ void philox_fill(float* out, const uint32_t* items, i
   for (int q = 0; q < 4 && 4 * j + q < dims; ++q) out[(size_t)r * dims + 4 * j + q] = v[q];
 }
 
-extern "C" __global__ void philox_uniforms(float* out, const uint32_t* items, int rows, int k, int sample0, int dims,
-                                           unsigned k0, unsigned k1, unsigned hi) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    philox_uniforms(float* out, const uint32_t* items, int rows, int k, int sample0, int dims, unsigned k0, unsigned k1,
+                    unsigned hi) {
   philox_fill<false>(out, items, rows, k, sample0, dims, k0, k1, hi);
 }
 
-extern "C" __global__ void philox_normals(float* out, const uint32_t* items, int rows, int k, int sample0, int dims,
-                                          unsigned k0, unsigned k1, unsigned hi) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    philox_normals(float* out, const uint32_t* items, int rows, int k, int sample0, int dims, unsigned k0, unsigned k1,
+                   unsigned hi) {
   philox_fill<true>(out, items, rows, k, sample0, dims, k0, k1, hi);
 }
 
 // Training targets x [B, D] of the images items[0..B) from the dataset's
 // bytes [n, D]: byte/255 (continuous) or, dynamically binarized, 1 where
 // uniform(item, sample 0, dim d) < byte/255, as src/data/dataset.rs.
-extern "C" __global__ void philox_targets(const uint8_t* images, const uint32_t* items, float* x, int B, int D,
-                                          int binarize, unsigned k0, unsigned k1, unsigned hi) {
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    philox_targets(const uint8_t* images, const uint32_t* items, float* x, int B, int D, int binarize, unsigned k0,
+                   unsigned k1, unsigned hi) {
   int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= B * D) return;
   int b = t / D, d = t % D;

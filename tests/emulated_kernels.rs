@@ -353,8 +353,9 @@ fn flag_nonfinite_flags_nan_and_infinity() {
 
 /// The emulator checks what cudarc cannot: a launch whose arguments do not
 /// match the kernel's parameter types (here an i32 count where the kernel
-/// takes a long long) or that asks for more shared memory than it opted
-/// into is refused with the kernel's name.
+/// takes a long long), that asks for more shared memory than it opted into,
+/// or for a larger block than the kernel was compiled for, is refused with
+/// the kernel's name.
 #[test]
 fn the_emulator_refuses_mistyped_and_oversized_launches() {
     let (p, g, s1, s2) = (zeros(10), zeros(10), zeros(10), zeros(10));
@@ -369,6 +370,15 @@ fn the_emulator_refuses_mistyped_and_oversized_launches() {
     // SAFETY: as above.
     let err = unsafe { cuda_emu::launch("grid_fwd", pixels_by_rows(784, 1, 64 * 1024), &args) }.unwrap_err();
     assert!(err.contains("grid_fwd") && err.contains("shared memory"), "{err}");
+
+    // Every kernel is compiled for blocks of at most 256 threads
+    // (__launch_bounds__): more is refused, as on a GPU, where the
+    // registers it was given would not suffice.
+    let (y, dy) = (input(&[1f32; 8]), input(&[1f32; 8]));
+    // SAFETY: refused before anything runs.
+    let err = unsafe { cuda_emu::launch("relu_mask", cfg1(8, 512), &[y.arg(), dy.arg(), i32_(8)]) }.unwrap_err();
+    assert!(err.contains("relu_mask") && err.contains("__launch_bounds__ (256)"), "{err}");
+    run("relu_mask", cfg1(8, 256), &[y.arg(), dy.arg(), i32_(8)]);
 }
 
 /// The emulator's own checks, which every other test relies on: a write

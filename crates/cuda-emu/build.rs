@@ -5,14 +5,27 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-fn kernel_names(source: &str) -> Vec<String> {
+/// The `extern "C" __global__` kernels of a source: each name with the
+/// expression of its `__launch_bounds__` (the most threads a block may
+/// have), which every kernel must declare.
+fn kernels(file: &str, source: &str) -> Vec<(String, String)> {
     let marker = "extern \"C\" __global__ void ";
+    let bounds = "__launch_bounds__(";
     source
         .match_indices(marker)
-        .filter_map(|(at, _)| {
-            let rest = &source[at + marker.len()..];
-            let end = rest.find('(')?;
-            Some(rest[..end].trim().to_string())
+        .map(|(at, _)| {
+            let rest = source[at + marker.len()..].trim_start();
+            let Some(inner) = rest.strip_prefix(bounds) else {
+                let name = rest[..rest.find('(').unwrap_or(rest.len())].trim();
+                panic!(
+                    "{file}: kernel {name} declares no __launch_bounds__(IWTVAE_MAX_THREADS): every kernel states the \
+                     largest block it runs with"
+                );
+            };
+            let close = inner.find(')').unwrap_or_else(|| panic!("{file}: unclosed __launch_bounds__("));
+            let rest = inner[close + 1..].trim_start();
+            let name = rest[..rest.find('(').unwrap_or(rest.len())].trim();
+            (name.to_string(), inner[..close].trim().to_string())
         })
         .collect()
 }
@@ -50,7 +63,7 @@ fn main() {
     for cu in &sources {
         let stem = cu.file_stem().expect("file name").to_string_lossy().into_owned();
         let text = std::fs::read_to_string(cu).expect("reading a kernel source");
-        let names = kernel_names(&text);
+        let names = kernels(&cu.display().to_string(), &text);
         if names.is_empty() {
             continue;
         }
@@ -58,8 +71,8 @@ fn main() {
             "#include \"{}\"\n#include \"emu_registry.h\"\nstatic const emu::Entry entries[] = {{\n",
             cu.display()
         );
-        for n in &names {
-            writeln!(unit, "  emu::entry(\"{n}\", &{n}),").expect("write to String");
+        for (n, max_threads) in &names {
+            writeln!(unit, "  emu::entry(\"{n}\", &{n}, {max_threads}),").expect("write to String");
         }
         writeln!(
             unit,

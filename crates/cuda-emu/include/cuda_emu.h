@@ -12,6 +12,7 @@
 
 #define IWTVAE_EMU 1
 #define __global__
+#define __launch_bounds__(...)
 #define __device__
 #define __host__
 #define __forceinline__ inline

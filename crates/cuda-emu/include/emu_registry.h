@@ -1,7 +1,8 @@
 // A kernel's entry in the emulator's registry: its name, its address, an
 // invoker that unpacks cuLaunchKernel-style arguments (args[i] points at the
-// i-th parameter's value) and the parameter kinds, which a launch must match
-// (cudarc cannot check them; the emulator can).
+// i-th parameter's value), the parameter kinds, which a launch must match
+// (cudarc cannot check them; the emulator can), and the most threads a block
+// may have (the kernel's __launch_bounds__; a GPU refuses a larger block).
 #pragma once
 #include <stddef.h>
 #include <type_traits>
@@ -14,6 +15,7 @@ struct Entry {
   void* fn;
   void (*invoke)(void* fn, void** args);
   const char* kinds;  // one letter per parameter: p pointer, i int, u unsigned, l long long, f float
+  unsigned max_threads;
 };
 
 template <typename T>
@@ -42,8 +44,8 @@ void invoke(void* fn, void** args) {
 }
 
 template <typename... A>
-Entry entry(const char* name, void (*k)(A...)) {
-  return Entry{name, reinterpret_cast<void*>(k), &invoke<A...>, Kinds<A...>::str};
+Entry entry(const char* name, void (*k)(A...), unsigned max_threads) {
+  return Entry{name, reinterpret_cast<void*>(k), &invoke<A...>, Kinds<A...>::str, max_threads};
 }
 
 }  // namespace emu

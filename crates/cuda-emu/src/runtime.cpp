@@ -243,6 +243,9 @@ extern "C" int emu_launch(const char* name, const unsigned* grid, const unsigned
                   " (p pointer, i int, u unsigned, l long long, f float)");
   unsigned nthreads = block_dim[0] * block_dim[1] * block_dim[2];
   if (nthreads == 0 || nthreads > 1024) return report("block of " + std::to_string(nthreads) + " threads (1..1024)");
+  if (nthreads > entry->max_threads)
+    return report("block of " + std::to_string(nthreads) + " threads, more than the kernel's __launch_bounds__ (" +
+                  std::to_string(entry->max_threads) + "): a GPU refuses the launch");
   if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[1] > 65535 || grid[2] > 65535)
     return report("grid " + std::to_string(grid[0]) + "x" + std::to_string(grid[1]) + "x" + std::to_string(grid[2]));
   if (shared_limit > kMaxDynamicShared) return report("a shared-memory opt-in past 227 KiB");
