@@ -29,12 +29,13 @@ __device__ __forceinline__ void stage_rows(const float* X, int r0, int rows, int
   }
 }
 
-// The B operand of one k step: a 16-column tile of Wp, as the tensor cores
-// take it (TF32: 16×16×8 with fp32 storage; BF16: 16×16×16).
+// The fragments of one k step as the tensor cores take them: A (16 staged
+// rows), B (a 16-column tile of Wp), C (fp32 sums), and the element type T
+// (TF32: 16×16×8 with fp32 storage; BF16: 16×16×16).
 template <bool BF16>
-struct TileB;
+struct TcFragments;
 template <>
-struct TileB<true> {
+struct TcFragments<true> {
   static constexpr int KS = 16;
   using A = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::row_major>;
   using B = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::col_major>;
@@ -42,7 +43,7 @@ struct TileB<true> {
   using T = __nv_bfloat16;
 };
 template <>
-struct TileB<false> {
+struct TcFragments<false> {
   static constexpr int KS = 8;
   using A = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8, nvcuda::wmma::precision::tf32,
                                    nvcuda::wmma::row_major>;
@@ -62,9 +63,9 @@ struct TileB<false> {
 #define TC_K_GROUP 64
 
 template <bool BF16>
-__device__ __forceinline__ void load_b_group(typename TileB<BF16>::B (&fb)[TC_K_GROUP / TileB<BF16>::KS],
-                                             const typename TileB<BF16>::T* B, int k0, int Kp) {
-  constexpr int KS = TileB<BF16>::KS;
+__device__ __forceinline__ void load_b_group(typename TcFragments<BF16>::B (&fb)[TC_K_GROUP / TcFragments<BF16>::KS],
+                                             const typename TcFragments<BF16>::T* B, int k0, int Kp) {
+  constexpr int KS = TcFragments<BF16>::KS;
 #pragma unroll
   for (int u = 0; u < TC_K_GROUP / KS; ++u) nvcuda::wmma::load_matrix_sync(fb[u], B + k0 + u * KS, Kp);
 }
@@ -73,7 +74,7 @@ __device__ __forceinline__ void load_b_group(typename TileB<BF16>::B (&fb)[TC_K_
 template <bool BF16, int ROW_TILES, int WARPS>
 __device__ __forceinline__ void rows_times_wt(const unsigned char* a_raw, const void* Wp, float* cs, int Np, int Kp) {
   using namespace nvcuda;
-  using Tile = TileB<BF16>;
+  using Tile = TcFragments<BF16>;
   using T = typename Tile::T;
   constexpr int KS = Tile::KS, KU = TC_K_GROUP / KS;
   const T* A = reinterpret_cast<const T*>(a_raw);
