@@ -163,11 +163,7 @@ pub fn traversals(net: &Network<f32>, params: &[f32], x: &[f32], z_dims: usize, 
     for (y, &r) in rows.iter().enumerate() {
         let y0 = GAP + y * (ch + GAP);
         let is_u = all[r].0;
-        for yy in 0..ch {
-            for xx in 0..mark {
-                canvas.set((GAP / 2 + xx) as i64, (y0 + yy) as i64, if is_u { U_MARK } else { Z_MARK });
-            }
-        }
+        canvas.fill_rect(GAP / 2, y0, mark, ch, if is_u { U_MARK } else { Z_MARK });
         for s in 0..steps {
             let i = r * steps + s;
             canvas.image(mark + GAP + s * (cw + GAP), y0, &dec.transformed[i * d..(i + 1) * d], h, w, scale);

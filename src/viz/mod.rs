@@ -49,6 +49,15 @@ impl Canvas {
         }
     }
 
+    /// A filled w×h rectangle with its top-left at (x0, y0).
+    pub fn fill_rect(&mut self, x0: usize, y0: usize, w: usize, h: usize, color: [u8; 3]) {
+        for y in y0..y0 + h {
+            for x in x0..x0 + w {
+                self.set(x as i64, y as i64, color);
+            }
+        }
+    }
+
     /// A grayscale image in [0, 1] (1 = white ink on black, as MNIST), each
     /// pixel a scale×scale block, top-left at (x0, y0).
     pub fn image(&mut self, x0: usize, y0: usize, img: &[f32], h: usize, w: usize, scale: usize) {

@@ -97,13 +97,13 @@ pub fn pose_transfer(
     let mut canvas = Canvas::new(layout.cell_x(c), layout.cell_y(r), BG);
     for j in 0..c {
         canvas.image(layout.cell_x(j), GAP, &cols[j * d..(j + 1) * d], h, w, scale);
-        layout.mark(&mut canvas, layout.cell_x(j), GAP + ch + 1, cw, 3, U_MARK);
+        canvas.fill_rect(layout.cell_x(j), GAP + ch + 1, cw, 3, U_MARK);
     }
     for i in 0..r {
         let y0 = layout.cell_y(i);
         canvas.image(GAP, y0, &rows[i * d..(i + 1) * d], h, w, scale);
         canvas.image(2 * GAP + cw, y0, &row_dec.canonical[i * d..(i + 1) * d], h, w, scale);
-        layout.mark(&mut canvas, 2 * GAP + 2 * cw + 1, y0, 3, ch, Z_MARK);
+        canvas.fill_rect(2 * GAP + 2 * cw + 1, y0, 3, ch, Z_MARK);
         for j in 0..c {
             let k = i * c + j;
             canvas.image(layout.cell_x(j), y0, &cells.transformed[k * d..(k + 1) * d], h, w, scale);
@@ -128,13 +128,5 @@ impl TransferLayout {
     /// Top edge of cell row i.
     pub fn cell_y(&self, i: usize) -> usize {
         GAP + self.ch + 3 * GAP + i * (self.ch + GAP)
-    }
-
-    fn mark(&self, canvas: &mut Canvas, x0: usize, y0: usize, w: usize, h: usize, color: [u8; 3]) {
-        for y in y0..y0 + h {
-            for x in x0..x0 + w {
-                canvas.set(x as i64, y as i64, color);
-            }
-        }
     }
 }

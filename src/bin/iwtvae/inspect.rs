@@ -40,9 +40,10 @@ pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
     let candidates: Vec<usize> = (0..200.min(test.len())).collect();
     let xc = figures::targets(&test, &candidates, binarize, a.seed);
     let poses = transfer::distinct_poses(&net, &ck.params, &xc, candidates.len(), 8);
-    let cols: Vec<usize> = poses.iter().map(|&p| candidates[p]).collect();
-    let (xr, xp) = (figures::targets(&test, &rows, binarize, a.seed), figures::targets(&test, &cols, binarize, a.seed));
-    if let Some(c) = transfer::pose_transfer(&net, &ck.params, &xr, rows.len(), &xp, cols.len(), a.scale) {
+    let d = test.pixels();
+    let xp: Vec<f32> = poses.iter().flat_map(|&p| xc[p * d..(p + 1) * d].iter().copied()).collect();
+    let xr = figures::targets(&test, &rows, binarize, a.seed);
+    if let Some(c) = transfer::pose_transfer(&net, &ck.params, &xr, rows.len(), &xp, poses.len(), a.scale) {
         c.save_png(&file("transfer.png"))?;
         written.push(file("transfer.png"));
     }
