@@ -4,6 +4,7 @@
 # for a GPU machine that has a CUDA driver but no Rust toolchain:
 #   scripts/gpu-bundle.sh            # then, on the GPU machine, from the repo root:
 #   gpu-bundle/run.sh                # GPU tests, then the benches
+#   DRY_RUN=1 gpu-bundle/run.sh      # here: the runner's plumbing on the kernel emulator
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-cuda.sh
@@ -34,8 +35,24 @@ cat > gpu-bundle/run.sh <<'RUN'
 # measurement and the speed comparison with PyTorch on the same GPU in the
 # same run. Everything printed also goes to one file, $LOGS/run.log (default
 # LOGS=gpu-bundle-out); scratch files go to a temporary folder.
+#
+# DRY_RUN=1 runs every step here, without a GPU: iwtvae on the kernel
+# emulator (--device emulated), PyTorch on the CPU (PYTHON names a python
+# with torch), at toy sizes. It checks the runner itself (flags, the files
+# one step hands the next, the report scripts) before GPU time is spent on
+# it; its figures mean nothing. Every size below can also be set by hand.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  : "${DEVICE:=emulated}" "${TORCH_DEVICE:=cpu}" "${SKIP_KERNEL_BENCH:=1}"
+  : "${CLI_TRAIN_IMAGES:=200}" "${CLI_EVAL_K:=0}" "${PREC_IMAGES:=3}" "${PREC_K:=100}" "${FULL_IMAGES:=3}"
+  : "${BENCH_TRAIN:=200}" "${NLL_IMAGES:=2}" "${TORCH_TRAIN_STEPS:=2}" "${TORCH_NLL_IMAGES:=2}"
+  : "${TORCH_NLL_BATCH:=1,2}" "${TORCH_CHUNK:=1000}"
+fi
+: "${DEVICE:=cuda}" "${TORCH_DEVICE:=cuda}" "${PYTHON:=python3}"
+: "${CLI_TRAIN_IMAGES:=6000}" "${CLI_EVAL_K:=500}" "${PREC_IMAGES:=1000}" "${PREC_K:=5000}" "${FULL_IMAGES:=10000}"
+: "${BENCH_TRAIN:=60000}" "${NLL_IMAGES:=10000}" "${TORCH_TRAIN_STEPS:=600}" "${TORCH_NLL_IMAGES:=1000}"
+: "${TORCH_NLL_BATCH:=20,100}" "${TORCH_CHUNK:=1000,5000}"
 logs=${LOGS:-gpu-bundle-out}
 mkdir -p "$logs"
 exec > >(tee -a "$logs/run.log") 2>&1
@@ -65,39 +82,43 @@ for tool in ${SANITIZE:-}; do
   IWTVAE_PARITY_GPU_ONLY=1 STEP_TIMEOUT=${SANITIZE_TIMEOUT:-240} t "$sanitizer" --tool "$tool" --error-exitcode 3 \
     "$here/tests/gpu_parity" --test-threads=1 || status=1
 done
-step "CLI: train 1 epoch on 6000 images on the GPU, eval k=500"
-t "$here/iwtvae" train --device cuda --epochs 1 --limit-train 6000 --eval-k 500 --out "$work/cli-run" || status=1
+step "CLI: train 1 epoch on $CLI_TRAIN_IMAGES images on $DEVICE, eval k=$CLI_EVAL_K"
+t "$here/iwtvae" train --device "$DEVICE" --epochs 1 --limit-train "$CLI_TRAIN_IMAGES" --eval-k "$CLI_EVAL_K" \
+  --out "$work/cli-run" || status=1
 if [ "${SKIP_KERNEL_BENCH:-0}" != 1 ]; then
   step "per-kernel benches"
   t "$here/benches/kernels" --bench --warm-up-time 1 --measurement-time 2 || status=1
 fi
 ck="$here/tps-iwae5.safetensors"
 if [ -f "$ck" ] && [ "${SKIP_PRECISION:-0}" != 1 ]; then
-  n=${PREC_IMAGES:-1000}
-  step "precision: NLL k=5000 of the first $n test images, GPU fp32/tf32/bf16 vs CPU fp32"
-  t "$here/iwtvae" eval --device cpu --checkpoint "$ck" --limit "$n" --per-image "$work/cpu.csv" --json || status=1
+  n=$PREC_IMAGES
+  step "precision: NLL k=$PREC_K of the first $n test images, $DEVICE fp32/tf32/bf16 vs CPU fp32"
+  t "$here/iwtvae" eval --device cpu --checkpoint "$ck" --k "$PREC_K" --limit "$n" --per-image "$work/cpu.csv" \
+    --json || status=1
   for p in fp32 tf32 bf16; do
-    t "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --limit "$n" --per-image "$work/gpu-$p.csv" --json || status=1
+    t "$here/iwtvae" eval --device "$DEVICE" --precision $p --checkpoint "$ck" --k "$PREC_K" --limit "$n" \
+      --per-image "$work/gpu-$p.csv" --json || status=1
   done
-  step "NLL k=5000 over the whole test set on the GPU, each precision"
+  step "NLL k=$PREC_K over the first $FULL_IMAGES test images on $DEVICE, each precision"
   for p in fp32 tf32 bf16; do
-    t "$here/iwtvae" eval --device cuda --precision $p --checkpoint "$ck" --json > "$work/full-$p.json" || status=1
+    t "$here/iwtvae" eval --device "$DEVICE" --precision $p --checkpoint "$ck" --k "$PREC_K" --limit "$FULL_IMAGES" \
+      --json > "$work/full-$p.json" || status=1
     cat "$work/full-$p.json"
   done
   step "precision: which is the fastest within 0.01 nats of the CPU"
-  python3 benches/precision.py "$work/cpu.csv" "$work"/gpu-fp32.csv "$work"/gpu-tf32.csv "$work"/gpu-bf16.csv \
+  "$PYTHON" benches/precision.py "$work/cpu.csv" "$work"/gpu-fp32.csv "$work"/gpu-tf32.csv "$work"/gpu-bf16.csv \
     --timing "$work"/full-fp32.json "$work"/full-tf32.json "$work"/full-bf16.json || status=1
 fi
 if [ "${SKIP_SPEED:-0}" != 1 ]; then
-  step "speed: iwtvae (full epoch, NLL k=5000 over ${NLL_IMAGES:-10000} test images)"
-  ours=$(IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_TRAIN=60000 IWTVAE_BENCH_NLL=${NLL_IMAGES:-10000} \
+  step "speed: iwtvae on $DEVICE (epoch of $BENCH_TRAIN images, NLL k=5000 over $NLL_IMAGES test images)"
+  ours=$(IWTVAE_BENCH_DEVICE=$DEVICE IWTVAE_BENCH_TRAIN=$BENCH_TRAIN IWTVAE_BENCH_NLL=$NLL_IMAGES \
     IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-auto} t "$here/benches/speed" | tail -1)
   echo "$ours"
-  step "speed: PyTorch on the same GPU (TF32, batched)"
-  theirs=$(t python3 benches/pytorch/iwtvae_torch.py bench --device cuda --train-steps ${TORCH_TRAIN_STEPS:-600} \
-    --nll-images ${TORCH_NLL_IMAGES:-1000} --nll-batch 20 | tail -1)
+  step "speed: PyTorch on $TORCH_DEVICE (TF32, batched; NLL the fastest of images $TORCH_NLL_BATCH x samples $TORCH_CHUNK per forward)"
+  theirs=$(t "$PYTHON" benches/pytorch/iwtvae_torch.py bench --device "$TORCH_DEVICE" --train-steps "$TORCH_TRAIN_STEPS" \
+    --nll-images "$TORCH_NLL_IMAGES" --nll-batch "$TORCH_NLL_BATCH" --chunk "$TORCH_CHUNK" | tail -1)
   echo "$theirs"
-  python3 benches/pytorch/ratios.py "$ours" "$theirs" || status=1
+  "$PYTHON" benches/pytorch/ratios.py "$ours" "$theirs" || status=1
 fi
 rm -rf "$work"
 step "done, status $status"
