@@ -14,12 +14,7 @@
 #define IWTVAE_DYNAMIC_SHARED(type, name, align) extern __shared__ __align__(align) type name[]
 #endif
 
-// The most threads a block of any kernel has: every wrapper in src/cuda/
-// launches 256 or fewer. Each kernel declares it with __launch_bounds__, so
-// ptxas keeps a thread's registers within what a block of that size may
-// have (65536 / 256), and a larger block is refused, on the GPU as in the
-// emulator, rather than failing on some GPUs for want of registers.
-#define IWTVAE_MAX_THREADS 256
+#include "launch_shapes.h"
 
 namespace iwtvae {
 

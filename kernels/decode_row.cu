@@ -12,7 +12,7 @@
 #include "common.cuh"
 using namespace iwtvae;
 
-#define THREADS 256
+#define THREADS IWTVAE_ROW_THREADS
 
 __device__ __forceinline__ float block_sum(float v, float* red) {
   v = warp_sum(v);

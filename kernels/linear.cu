@@ -12,8 +12,10 @@
 #include "wmma_tile.cuh"
 using namespace iwtvae;
 
-#define TILE 64
+#define TILE IWTVAE_GEMM_TILE
 #define KSTEP 16
+// A 16×16 grid of threads, each a 4×4 micro-tile, covers the tile.
+static_assert(TILE == 16 * 4 && IWTVAE_GEMM_THREADS == 16 * 16, "the GEMM tile is 16x16 threads of 4x4");
 
 // acc = the 64×64 tile (blockIdx.y, blockIdx.x) of A[M,K] · B[K,N], A and B
 // given by strides (rs, cs); each of the 256 threads holds a 4×4 micro-tile
@@ -27,7 +29,7 @@ __device__ __forceinline__ void tile_product(const float* A, long long rsa, long
   int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
   bool a_rows_fast = (rsa == 1), b_cols_fast = (csb == 1);
   for (int k0 = 0; k0 < K; k0 += KSTEP) {
-    for (int t = threadIdx.x; t < TILE * KSTEP; t += 256) {
+    for (int t = threadIdx.x; t < TILE * KSTEP; t += IWTVAE_GEMM_THREADS) {
       int r = a_rows_fast ? t % TILE : t / KSTEP, kk = a_rows_fast ? t / TILE : t % KSTEP;
       int gr = row0 + r, gk = k0 + kk;
       as[kk][r] = (gr < M && gk < K) ? A[gr * rsa + gk * csa] : 0.0f;
@@ -115,9 +117,10 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS) relu_mask(const
 // Wp [Np, Kp]. A block owns LT_ROWS = 64 rows and every column; the product
 // goes through shared memory for the bias and ReLU. Shared memory:
 // 64·Np·4 + 64·Kp·(4 or 2) bytes (128 KB for 256 → 256 in TF32).
-#define LT_ROW_TILES 4
-#define LT_ROWS (16 * LT_ROW_TILES)
-#define LT_WARPS 8
+#define LT_ROWS IWTVAE_LT_ROWS
+#define LT_ROW_TILES (LT_ROWS / 16)
+#define LT_WARPS IWTVAE_LT_WARPS
+static_assert(LT_ROWS % 16 == 0, "LT_ROWS is whole 16-row tiles");
 
 template <bool BF16>
 __device__ __forceinline__ void linear_tc(const float* X, const void* Wp, const float* b, float* Y, int M, int N,

@@ -17,8 +17,9 @@ using namespace iwtvae;
 // per 4 multiply-adds), and each thread runs one pixel's 16 sums, so W3t is
 // read from L2 once per 16 samples. Shared memory SAMPLES·(Hd + D)·4 bytes
 // (66.5 KB for hidden 256: the launch opts in past 48 KiB).
-#define SAMPLES 16
-#define FUSED_WARPS 8
+#define SAMPLES IWTVAE_FUSED_SAMPLES
+#define FUSED_WARPS IWTVAE_FUSED_WARPS
+static_assert(SAMPLES % 4 == 0, "the k steps read SAMPLES values as float4s");
 
 // Σ_j log p(x_j | p_j) of one sample, p = grid_sample(c, grid(θ)) (or c when
 // nb = 0), summed by one warp (lane-strided, then a warp reduction).
@@ -90,9 +91,10 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
 // TC_ROWS = 32 samples per block: the [32, Dp] logits live in shared memory
 // (plus the staged [32, Hdp] inputs: 133 KB for 28×28 and hidden 256, so the
 // launch opts in past 48 KiB).
-#define TC_ROW_TILES 2
-#define TC_ROWS (16 * TC_ROW_TILES)
-#define TC_WARPS 8
+#define TC_ROWS IWTVAE_TC_ROWS
+#define TC_ROW_TILES (TC_ROWS / 16)
+#define TC_WARPS IWTVAE_TC_WARPS
+static_assert(TC_ROWS % 16 == 0, "TC_ROWS is whole 16-row tiles");
 
 template <bool BF16>
 __device__ __forceinline__ void nll_fc3_tc(const float* d2, const void* W3p, const float* b3, const float* theta,

@@ -3,13 +3,14 @@
 // memory, then multiply it by a padded weight on the tensor cores (WMMA).
 //
 // Weights are zero-padded to Wp [Np, Kp] (Np a multiple of 16, Kp of
-// TC_K_GROUP = 64), row-major, which is the B operand in column-major with
+// TC_K_GROUP), row-major, which is the B operand in column-major with
 // ld = Kp: fp32 for TF32 (rounded to TF32 in the fragments), bf16 for BF16. Sums are fp32. A block owns
 // ROW_TILES·16 rows; each warp takes 16-wide column tiles and keeps
 // ROW_TILES accumulators, so every B fragment it loads serves all the
 // block's rows: the weight is read from L2 once per ROW_TILES·16 rows.
 #pragma once
 #include <cuda_bf16.h>
+#include "launch_shapes.h"
 #include <mma.h>
 
 namespace iwtvae {
@@ -60,7 +61,7 @@ struct TcFragments<false> {
 // Kp is a multiple of the group (the host pads it so), which keeps a group
 // free of branches for the scheduler; the sums run in the same order as one
 // step at a time, so the results are the same to the bit.
-#define TC_K_GROUP 64
+#define TC_K_GROUP IWTVAE_TC_K_GROUP
 
 template <bool BF16>
 __device__ __forceinline__ void load_b_group(typename TcFragments<BF16>::B (&fb)[TC_K_GROUP / TcFragments<BF16>::KS],

@@ -63,3 +63,32 @@ fn a_capture_records_launches_and_refuses_allocations_and_copies() {
     device.replay(&graph).unwrap();
     assert_eq!(device.dtoh(&out).unwrap(), want, "each replay runs it again");
 }
+
+/// A launch of a larger block than the kernels are built for
+/// (kernels/launch_shapes.h, every kernel's `__launch_bounds__`) is an error
+/// of the device layer, before either backend sees it: on a GPU it would be
+/// an opaque CUDA_ERROR_INVALID_VALUE (or, without the bound, registers
+/// short on some GPUs), so the message names the kernel and the limit.
+#[test]
+fn the_device_refuses_blocks_larger_than_the_kernels_are_built_for() {
+    use iwtvae::cuda::shapes::MAX_THREADS;
+    let device = Device::emulated().expect("emulator");
+    let (y, mut dy) = (device.htod(&[1f32; 8]).unwrap(), device.htod(&[1f32; 8]).unwrap());
+    let n = 8i32;
+    for (block, ok) in
+        [((MAX_THREADS as u32, 1, 1), true), ((MAX_THREADS as u32 + 32, 1, 1), false), ((32, 16, 1), false)]
+    {
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: block, shared_mem_bytes: 0 };
+        let mut l = device.launcher("relu_mask");
+        l.arg(&y).arg(&mut dy).arg(&n);
+        // SAFETY: y and dy hold n f32 each; n is the kernel's int.
+        let result = unsafe { l.launch(cfg) };
+        match (ok, result) {
+            (true, r) => r.expect("a block of MAX_THREADS"),
+            (false, Ok(())) => panic!("a block of {block:?} was launched"),
+            (false, Err(e)) => {
+                assert!(e.to_string().contains("relu_mask") && e.to_string().contains("launch_shapes.h"), "{e}")
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! repeats the comparison, and whole training steps, on a real GPU.
 mod emu;
 use emu::*;
+use iwtvae::cuda::shapes::{FUSED_SAMPLES, FUSED_WARPS, LT_ROWS, LT_WARPS, ROW_THREADS, TC_K_GROUP, TC_ROWS, TC_WARPS};
 use iwtvae::model::Transform;
 use iwtvae::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
 use iwtvae::ops::grid::Warp;
@@ -131,10 +132,10 @@ fn bf16(v: f32) -> f32 {
 }
 
 /// Weight [out, inp] zero-padded to [Np, Kp], as src/cuda/eval.rs uploads it:
-/// Np a multiple of 16, Kp of the 64 k values whose fragments the kernels
-/// load at once (TC_K_GROUP in kernels/wmma_tile.cuh).
+/// Np a multiple of 16, Kp of the TC_K_GROUP k values whose fragments the
+/// kernels load at once.
 fn padded(w: &[f32], out: usize, inp: usize) -> (Vec<f32>, usize, usize) {
-    let (np, kp) = (out.next_multiple_of(16), inp.next_multiple_of(64));
+    let (np, kp) = (out.next_multiple_of(16), inp.next_multiple_of(TC_K_GROUP));
     let mut p = vec![0f32; np * kp];
     for o in 0..out {
         p[o * kp..o * kp + inp].copy_from_slice(&w[o * inp..(o + 1) * inp]);
@@ -173,8 +174,9 @@ fn tensor_core_linear_layer(m: usize, n: usize, k: usize) {
             (x.iter().map(|&v| round(v)).collect(), w.iter().map(|&v| round(v)).collect());
         let want = reference_linear(&xr, &wr, &b, m, n, k, true);
         let a_bytes = if name.ends_with("bf16") { 2 } else { 4 };
-        let smem = 64 * np * 4 + 64 * kp * a_bytes;
-        let cfg = LaunchConfig::new((blocks(m, 64), 1, 1), (256, 1, 1), smem as u32).opt_in_shared(smem as u32);
+        let smem = LT_ROWS * np * 4 + LT_ROWS * kp * a_bytes;
+        let block = (32 * LT_WARPS as u32, 1, 1);
+        let cfg = LaunchConfig::new((blocks(m, LT_ROWS), 1, 1), block, smem as u32).opt_in_shared(smem as u32);
         let (bx, bb, y) = (input(&x), input(&b), output(m * n));
         let w_tf32 = input(&wp);
         let w_bf16 = input(&wp.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect::<Vec<u16>>());
@@ -195,8 +197,8 @@ fn tensor_core_tiles_refuse_misaligned_memory() {
     let (wp, np, kp) = padded(&values(n * k, 2, -1.0, 1.0), n, k);
     let (x, b, y, w) = (input(&values(m * k, 1, -1.0, 1.0)), input(&vec![0f32; n]), output(m * n), input(&wp));
     let launch = |w_arg: Arg, kp: usize| {
-        let smem = 64 * np * 4 + 64 * kp * 4;
-        let cfg = LaunchConfig::new((1, 1, 1), (256, 1, 1), smem as u32).opt_in_shared(smem as u32);
+        let smem = LT_ROWS * np * 4 + LT_ROWS * kp * 4;
+        let cfg = LaunchConfig::new((1, 1, 1), (32 * LT_WARPS as u32, 1, 1), smem as u32).opt_in_shared(smem as u32);
         let args = [x.arg(), w_arg, b.arg(), y.arg(), i32_(m), i32_(n), i32_(k), i32_(np), i32_(kp), Arg::I32(0)];
         // SAFETY: both faults are caught before the first tile is read.
         unsafe { cuda_emu::launch("linear_fwd_tf32", cfg, &args) }
@@ -321,7 +323,7 @@ fn decode_row_matches_the_fused_cpu_row() {
         ];
         run(
             "decode_row_fwd",
-            LaunchConfig::new((rows as u32, 1, 1), (256, 1, 1), ((d + 2 * nb + 8) * 4) as u32),
+            LaunchConfig::new((rows as u32, 1, 1), (ROW_THREADS as u32, 1, 1), ((d + 2 * nb + 8) * 4) as u32),
             &args,
         );
         let (c, logpx, logw) = (read(&a), read(&logpx), read(&logw));
@@ -345,7 +347,7 @@ fn decode_row_matches_the_fused_cpu_row() {
         ];
         run(
             "decode_row_bwd",
-            LaunchConfig::new((rows as u32, 1, 1), (256, 1, 1), ((4 * d + 2 * nb) * 4) as u32),
+            LaunchConfig::new((rows as u32, 1, 1), (ROW_THREADS as u32, 1, 1), ((4 * d + 2 * nb) * 4) as u32),
             &args,
         );
         let (da, dtheta) = (read(&da), read(&dtheta));
@@ -467,18 +469,18 @@ fn fused_evaluator_epilogue_matches_the_cpu() {
             let w_tf32 = input(&wp);
             let w_bf16 = input(&wp.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect::<Vec<u16>>());
             let mut args = vec![bd2.arg()];
-            let (smem, per_block) = match kernel {
+            let (smem, per_block, warps) = match kernel {
                 "nll_fc3_fused" => {
                     args.push(w3t.arg());
-                    (16 * (hd + d) * 4, 16)
+                    (FUSED_SAMPLES * (hd + d) * 4, FUSED_SAMPLES, FUSED_WARPS)
                 }
                 "nll_fc3_tf32" => {
                     args.push(w_tf32.arg());
-                    (32 * dp * 4 + 32 * hdp * 4, 32)
+                    (TC_ROWS * dp * 4 + TC_ROWS * hdp * 4, TC_ROWS, TC_WARPS)
                 }
                 _ => {
                     args.push(w_bf16.arg());
-                    (32 * dp * 4 + 32 * hdp * 2, 32)
+                    (TC_ROWS * dp * 4 + TC_ROWS * hdp * 2, TC_ROWS, TC_WARPS)
                 }
             };
             args.extend([bb3.arg(), bt.arg(), bb.arg(), bx.arg(), bl.arg(), logpx.arg(), logw.arg()]);
@@ -491,8 +493,8 @@ fn fused_evaluator_epilogue_matches_the_cpu() {
                 args.push(i32_(dp));
             }
             args.extend([i32_(28), i32_(28), i32_(nb)]);
-            let cfg =
-                LaunchConfig::new((blocks(rows, per_block), 1, 1), (256, 1, 1), smem as u32).opt_in_shared(smem as u32);
+            let block = (32 * warps as u32, 1, 1);
+            let cfg = LaunchConfig::new((blocks(rows, per_block), 1, 1), block, smem as u32).opt_in_shared(smem as u32);
             run(kernel, cfg, &args);
             let (logpx, logw) = (read(&logpx), read(&logw));
             for r in 0..rows {

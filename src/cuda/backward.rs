@@ -4,6 +4,7 @@
 //! as in forward.rs.
 use super::driver::DevBuf;
 use super::forward::cfg1;
+use super::shapes::{GEMM_THREADS, GEMM_TILE};
 use super::Gpu;
 use crate::error::Result;
 use crate::model::LinearSlot;
@@ -109,5 +110,9 @@ impl Gpu {
 }
 
 fn gemm_grid(m: usize, n: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (Gpu::blocks(n, 64), Gpu::blocks(m, 64), 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (Gpu::blocks(n, GEMM_TILE), Gpu::blocks(m, GEMM_TILE), 1),
+        block_dim: (GEMM_THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }

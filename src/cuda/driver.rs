@@ -11,6 +11,7 @@
 //! Launches are recorded as kernel names and untyped argument slots; each
 //! typed wrapper checks shapes before it builds one, and the emulator checks
 //! the argument kinds against the kernel's parameters.
+use super::shapes::MAX_THREADS;
 use crate::error::{Error, Result};
 use cudarc::driver::sys::{CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
@@ -487,6 +488,13 @@ impl Device {
     /// # Safety
     /// As [`Launch::launch`].
     unsafe fn run(&self, kernel: &'static str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
+        let threads = cfg.block_dim.0 as usize * cfg.block_dim.1 as usize * cfg.block_dim.2 as usize;
+        if threads > MAX_THREADS {
+            return Err(Error::Device(format!(
+                "{kernel}: a block of {threads} threads, more than the {MAX_THREADS} every kernel is built for \
+                 (kernels/launch_shapes.h)"
+            )));
+        }
         match &self.backend {
             Backend::Cuda { stream, functions, .. } => {
                 let f = functions.get(kernel).ok_or_else(|| Error::Device(format!("no kernel {kernel}")))?;

@@ -20,20 +20,12 @@ use std::time::Instant;
 const BATCH: usize = 128;
 /// Samples per image per chunk: R = BATCH · CHUNK rows per launch.
 const CHUNK: usize = 500;
-/// Must match SAMPLES in kernels/nll_fused.cu (8 warps per block, TC_WARPS).
-const FUSED_SAMPLES: usize = 16;
-/// Rows per block and warps of the tensor-core kernels: must match TC_ROWS,
-/// TC_WARPS in kernels/nll_fused.cu and LT_ROWS, LT_WARPS in kernels/linear.cu.
-/// More rows per block means the weight is read from L2 fewer times (once
-/// per block): 32 rows × fp32 logits is what fits fc3 in shared memory.
-const TC_ROWS: usize = 32;
-const LT_ROWS: usize = 64;
-const TC_WARPS: u32 = 8;
-
-/// The k values whose weight fragments the tensor-core kernels load at once:
-/// must match TC_K_GROUP in kernels/wmma_tile.cuh, which needs Kp to be a
-/// multiple of it.
-const TC_K_GROUP: usize = 64;
+// Rows per block and warps of the fused and tensor-core kernels come from
+// kernels/launch_shapes.h. More rows per block means the weight is read
+// from L2 fewer times (once per block): 32 rows × fp32 logits is what fits
+// fc3 in shared memory. Kp is padded to a multiple of TC_K_GROUP, the k
+// values whose weight fragments the tensor-core kernels load at once.
+use super::shapes::{FUSED_SAMPLES, FUSED_WARPS, LT_ROWS, LT_WARPS, TC_K_GROUP, TC_ROWS, TC_WARPS};
 
 /// One layer's weight [out, in] zero-padded to [Np, Kp] (Np a multiple of
 /// 16, Kp of TC_K_GROUP)
@@ -298,7 +290,7 @@ impl Gpu {
                 // 16 samples' activations and canonical images in shared
                 // memory: past the 48 KiB default, so the kernel opts in.
                 let smem = FUSED_SAMPLES * (hd + d) * 4;
-                let (kernel, lc) = self.f_opt_in("nll_fc3_fused", smem, rows, FUSED_SAMPLES)?;
+                let (kernel, lc) = self.f_opt_in("nll_fc3_fused", smem, rows, FUSED_SAMPLES, FUSED_WARPS)?;
                 let mut lb = self.device.launcher(kernel);
                 lb.arg(d2).arg(w3t).arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent);
                 lb.arg(logpx).arg(logw).arg(&r_i).arg(&kk_i).arg(&hd_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
@@ -317,7 +309,7 @@ impl Gpu {
         let (dp, hdp) = (fc3.np, fc3.kp);
         let smem = TC_ROWS * dp * 4 + TC_ROWS * hdp * fc3.a_bytes();
         let name = if fc3.bf16() { "nll_fc3_bf16" } else { "nll_fc3_tf32" };
-        let (kernel, lc) = self.f_opt_in(name, smem, rows, TC_ROWS)?;
+        let (kernel, lc) = self.f_opt_in(name, smem, rows, TC_ROWS, TC_WARPS)?;
         let (hdp_i, dp_i) = (hdp as i32, dp as i32);
         let mut lb = self.device.launcher(kernel);
         lb.arg(d2);
@@ -331,7 +323,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// Kernel `name` and a launch of 8 warps per `rows_per_block` rows with
+    /// Kernel `name` and a launch of `warps` warps per `rows_per_block` rows with
     /// `smem` bytes of dynamic shared memory, which the kernel is opted in to
     /// (past the 48 KiB default; an error names the kernel when the GPU has
     /// less).
@@ -341,11 +333,12 @@ impl Gpu {
         smem: usize,
         rows: usize,
         rows_per_block: usize,
+        warps: usize,
     ) -> Result<(&'static str, LaunchConfig)> {
         self.device.opt_in_shared(name, smem)?;
         let lc = LaunchConfig {
             grid_dim: (Self::blocks(rows, rows_per_block), 1, 1),
-            block_dim: (32 * TC_WARPS, 1, 1),
+            block_dim: (32 * warps as u32, 1, 1),
             shared_mem_bytes: smem as u32,
         };
         Ok((name, lc))
@@ -373,7 +366,7 @@ impl Gpu {
         )?;
         let smem = LT_ROWS * padded.np * 4 + LT_ROWS * padded.kp * padded.a_bytes();
         let name = if padded.bf16() { "linear_fwd_bf16" } else { "linear_fwd_tf32" };
-        let (kernel, lc) = self.f_opt_in(name, smem, rows, LT_ROWS)?;
+        let (kernel, lc) = self.f_opt_in(name, smem, rows, LT_ROWS, LT_WARPS)?;
         let b = model.params.slice(slot.b_range());
         let (m, n, k, np, kp, relu) =
             (rows as i32, slot.out as i32, slot.inp as i32, padded.np as i32, padded.kp as i32, 1i32);

@@ -3,6 +3,7 @@
 //! layers, θ, and the fused row epilogue. Each method is one typed wrapper
 //! that checks sizes before its unsafe launches.
 use super::driver::DevBuf;
+use super::shapes::{GEMM_THREADS, GEMM_TILE, ROW_THREADS};
 use super::Gpu;
 use crate::data::Binarize;
 use crate::error::Result;
@@ -195,7 +196,11 @@ impl Gpu {
         let (r_i, k_i, d_i, h_i, w_i, nb_i) =
             (rows as i32, k as i32, d as i32, c.height as i32, c.width as i32, nb as i32);
         let smem = ((d + 2 * nb + 8) * 4) as u32;
-        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (ROW_THREADS as u32, 1, 1),
+            shared_mem_bytes: smem,
+        };
         let mut lb = self.device.launcher("decode_row_fwd");
         lb.arg(logits).arg(theta).arg(basis).arg(x).arg(lw_latent).arg(logpx).arg(logw);
         lb.arg(&r_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
@@ -223,8 +228,8 @@ impl Gpu {
         let (w, b) = (params.slice(s.w_range()), params.slice(s.b_range()));
         let (m, n, k, act) = (rows as i32, s.out as i32, s.inp as i32, relu as i32);
         let cfg = LaunchConfig {
-            grid_dim: (Self::blocks(s.out, 64), Self::blocks(rows, 64), 1),
-            block_dim: (256, 1, 1),
+            grid_dim: (Self::blocks(s.out, GEMM_TILE), Self::blocks(rows, GEMM_TILE), 1),
+            block_dim: (GEMM_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut l = self.device.launcher("linear_fwd");

@@ -49,6 +49,7 @@ mod backward;
 pub mod driver;
 mod eval;
 mod forward;
+pub mod shapes;
 pub mod train;
 
 /// The backend's kernels on one device: a GPU, or the kernel emulator.

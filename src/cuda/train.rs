@@ -11,6 +11,7 @@
 use super::driver::DevBuf;
 use super::driver::Graph;
 use super::forward::{cfg1, EncoderBufs};
+use super::shapes::ROW_THREADS;
 use super::Gpu;
 use crate::data::{Binarize, Dataset};
 use crate::error::{Error, Result};
@@ -307,8 +308,11 @@ impl GpuEngine {
             StepOp::DecodeRowBwd => {
                 {
                     let smem = ((4 * d + 2 * nb) * 4) as u32;
-                    let cfg =
-                        LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem };
+                    let cfg = LaunchConfig {
+                        grid_dim: (n as u32, 1, 1),
+                        block_dim: (ROW_THREADS as u32, 1, 1),
+                        shared_mem_bytes: smem,
+                    };
                     let mut lb = s.launcher("decode_row_bwd");
                     lb.arg(&bf.c).arg(&bf.theta).arg(&bf.basis).arg(&bf.x).arg(&bf.coef_px);
                     lb.arg(&mut bf.dc).arg(&mut bf.dtheta).arg(&n_i).arg(&k_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);

@@ -30,7 +30,8 @@ pub fn pixels_by_rows(d: usize, rows: usize, shared_bytes: usize) -> LaunchConfi
 
 /// src/cuda/train.rs `gemm_grid`: 64×64 output tiles.
 pub fn gemm_grid(m: usize, n: usize) -> LaunchConfig {
-    LaunchConfig::new((blocks(n, 64), blocks(m, 64), 1), (256, 1, 1), 0)
+    use iwtvae::cuda::shapes::{GEMM_THREADS, GEMM_TILE};
+    LaunchConfig::new((blocks(n, GEMM_TILE), blocks(m, GEMM_TILE), 1), (GEMM_THREADS as u32, 1, 1), 0)
 }
 
 pub fn i32_(v: usize) -> Arg {
