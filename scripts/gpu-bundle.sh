@@ -114,9 +114,12 @@ if [ "${SKIP_SPEED:-0}" != 1 ]; then
   ours=$(IWTVAE_BENCH_DEVICE=$DEVICE IWTVAE_BENCH_TRAIN=$BENCH_TRAIN IWTVAE_BENCH_NLL=$NLL_IMAGES \
     IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-auto} t "$here/benches/speed" | tail -1)
   echo "$ours"
-  step "speed: PyTorch on $TORCH_DEVICE (TF32, batched; NLL the fastest of images $TORCH_NLL_BATCH x samples $TORCH_CHUNK per forward)"
-  theirs=$(t "$PYTHON" benches/pytorch/iwtvae_torch.py bench --device "$TORCH_DEVICE" --train-steps "$TORCH_TRAIN_STEPS" \
-    --nll-images "$TORCH_NLL_IMAGES" --nll-batch "$TORCH_NLL_BATCH" --chunk "$TORCH_CHUNK" | tail -1)
+  step "speed: PyTorch on $TORCH_DEVICE (TF32, batched, eager and compiled; NLL the fastest of images $TORCH_NLL_BATCH x samples $TORCH_CHUNK per forward)"
+  # Eager and torch.compile (TORCH_COMPILE=0: eager only); the faster is the
+  # baseline. Compiling takes a minute or so, hence the longer limit.
+  theirs=$(STEP_TIMEOUT=${TORCH_STEP_TIMEOUT:-330} t "$PYTHON" benches/pytorch/iwtvae_torch.py bench \
+    --device "$TORCH_DEVICE" --train-steps "$TORCH_TRAIN_STEPS" --nll-images "$TORCH_NLL_IMAGES" \
+    --nll-batch "$TORCH_NLL_BATCH" --chunk "$TORCH_CHUNK" $([ "${TORCH_COMPILE:-1}" = 1 ] && echo --compile) | tail -1)
   echo "$theirs"
   "$PYTHON" benches/pytorch/ratios.py "$ours" "$theirs" || status=1
 fi

@@ -141,6 +141,45 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def train_step(model, opt, x):
+    opt.zero_grad()
+    loss = iwae_loss(model, x, 5)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def time_training(step, data, steps, dev, b=100):
+    """Images/s of `steps` steps of batch 100 (dynamic binarization
+    included), after 3 warm-up steps (and, compiled, the compilation)."""
+    for it in range(3):
+        step(torch.bernoulli(data[it * b:(it + 1) * b]))
+    sync(dev)
+    t0 = time.perf_counter()
+    for it in range(steps):
+        step(torch.bernoulli(data[(it * b) % 60000:(it * b) % 60000 + b]))
+    sync(dev)
+    return steps * b / (time.perf_counter() - t0)
+
+
+def time_nll(model, xt, nll_batch, chunk, dev):
+    """Seconds of NLL k = 5000 over xt, after a warm-up of one batch at the
+    same shape (cuBLAS picks kernels by shape, the caching allocator grows,
+    a compiled model compiles)."""
+    nll(model, xt[:nll_batch], 5000, chunk, nll_batch)
+    sync(dev)
+    t0 = time.perf_counter()
+    nll(model, xt, 5000, chunk, nll_batch)
+    sync(dev)
+    return time.perf_counter() - t0
+
+
+class Compiled:
+    """The model's log_w through torch.compile (default mode), for nll()."""
+    def __init__(self, model):
+        self.log_w = torch.compile(model.log_w)
+
+
 def bench(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -153,38 +192,33 @@ def bench(args):
     model = IWTVAE("tps").to(dev)
     opt = torch.optim.Adadelta(model.parameters(), lr=1.0, rho=0.9, eps=1e-6)
     data = torch.from_numpy(imgs).to(dev)
-    steps, b = args.train_steps, 100
-    # Warm-up, then time `steps` steps of batch 100 (dynamic binarization included).
-    for it in range(3):
-        x = torch.bernoulli(data[it * b:(it + 1) * b])
-        opt.zero_grad(); iwae_loss(model, x, 5).backward(); opt.step()
-    sync(dev)
-    t0 = time.perf_counter()
-    for it in range(steps):
-        x = torch.bernoulli(data[(it * b) % 60000:(it * b) % 60000 + b])
-        opt.zero_grad(); loss = iwae_loss(model, x, 5); loss.backward(); opt.step()
-    sync(dev)
-    train_ips = steps * b / (time.perf_counter() - t0)
+    train = {"eager": time_training(lambda x: train_step(model, opt, x), data, args.train_steps, dev)}
     xt = torch.bernoulli(torch.from_numpy(test[:args.nll_images]).to(dev))
-    # Each (images per forward, samples per forward) pair is timed after a
-    # warm-up of its own (cuBLAS picks kernels by shape, the caching allocator
-    # grows); the baseline is the fastest, so the ratio is against PyTorch
-    # at its best on this machine, not at one guess of its best shape.
-    sweep = []
-    for nll_batch in args.nll_batch:
-        for chunk in args.chunk:
-            nll(model, xt[:nll_batch], 5000, chunk, nll_batch)
-            sync(dev)
-            t0 = time.perf_counter()
-            nll(model, xt, 5000, chunk, nll_batch)
-            sync(dev)
-            sweep.append(dict(nll_batch=nll_batch, chunk=chunk, nll_seconds=time.perf_counter() - t0))
+    # Every (images per forward, samples per forward) shape of the sweep is
+    # timed; the baseline is the fastest, so the ratio is against PyTorch at
+    # its best on this machine, not at one guess of its best shape.
+    sweep = [dict(mode="eager", nll_batch=nb, chunk=c, nll_seconds=time_nll(model, xt, nb, c, dev))
+             for nb in args.nll_batch for c in args.chunk]
+    compile_error = None
+    if args.compile:
+        # torch.compile as well (at the eager sweep's best shape only: each
+        # shape compiles anew); the baseline is the faster of the two modes.
+        try:
+            train["compiled"] = time_training(torch.compile(lambda x: train_step(model, opt, x)), data,
+                                              args.train_steps, dev)
+            best = min(sweep, key=lambda r: r["nll_seconds"])
+            sweep.append(dict(mode="compiled", nll_batch=best["nll_batch"], chunk=best["chunk"],
+                              nll_seconds=time_nll(Compiled(model), xt, best["nll_batch"], best["chunk"], dev)))
+        except Exception as e:  # a failed compile leaves the eager figures standing, said why
+            compile_error = f"{type(e).__name__}: {e}"[:500]
     best = min(sweep, key=lambda r: r["nll_seconds"])
     print(json.dumps(dict(impl="pytorch", torch=torch.__version__, device=str(dev),
                           gpu=torch.cuda.get_device_name() if dev.type == "cuda" else None, threads=args.threads,
-                          train_images_per_sec=train_ips, nll_k5000_images_per_sec=args.nll_images / best["nll_seconds"],
-                          nll_seconds=best["nll_seconds"], train_steps=steps, nll_images=args.nll_images,
-                          chunk=best["chunk"], nll_batch=best["nll_batch"], nll_sweep=sweep)))
+                          train_images_per_sec=max(train.values()), train_mode=max(train, key=train.get),
+                          train_modes=train, nll_k5000_images_per_sec=args.nll_images / best["nll_seconds"],
+                          nll_seconds=best["nll_seconds"], nll_mode=best["mode"], train_steps=args.train_steps,
+                          nll_images=args.nll_images, chunk=best["chunk"], nll_batch=best["nll_batch"],
+                          nll_sweep=sweep, compile_error=compile_error)))
 
 
 def int_list(text):
@@ -224,6 +258,7 @@ if __name__ == "__main__":
     b.add_argument("--chunk", type=int_list, default=[1000], help="samples per NLL forward (a list is a sweep)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--nll-batch", type=int_list, default=[1], help="test images per NLL forward (a list is a sweep)")
+    b.add_argument("--compile", action="store_true", help="also time torch.compile; the faster mode is the baseline")
     c = sub.add_parser("check")
     c.add_argument("--checkpoint", required=True); c.add_argument("--data", default="data/mnist")
     c.add_argument("--limit", type=int, default=100); c.add_argument("--k", type=int, default=0)
