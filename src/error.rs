@@ -12,6 +12,8 @@ pub enum Error {
     Idx { path: PathBuf, problem: String },
     #[error("{path}: {problem}")]
     Dataset { path: PathBuf, problem: String },
+    #[error("{path}: {problem}")]
+    Table { path: PathBuf, problem: String },
     #[error("{path}: checkpoint problem: {problem}")]
     Checkpoint { path: PathBuf, problem: String },
     #[error("invalid configuration: {0}")]

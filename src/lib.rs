@@ -7,6 +7,7 @@
 //!
 //! The CPU path in this crate is the executable specification: plain loops
 //! over rows, generic over f32 (training) and f64 (gradient checks).
+pub mod compare;
 pub mod cuda;
 pub mod data;
 pub mod device;

@@ -64,9 +64,28 @@ fn train_one_epoch_then_eval_json() {
     let se = report["nll_se"].as_f64().unwrap();
     assert!(se > 0.0 && se < 0.1 * nll, "{report}");
     assert!(nll <= report["elbo"].as_f64().unwrap() + 1e-9 && nll > 50.0 && nll < 300.0, "{report}");
-    let csv = std::fs::read_to_string(per_image).unwrap();
+    let csv = std::fs::read_to_string(&per_image).unwrap();
     assert_eq!(csv.lines().count(), 51);
     assert!(csv.starts_with("index,label,nll,elbo,recon,recon_at_mean"));
+
+    // The same model with k = 10 against k = 100, paired: the first 10
+    // samples of each image are the same draws (noise is keyed by image and
+    // sample), and the bound tightens with k, so B − A > 0 on average; the
+    // paired SE is far below what the two figures' own SEs give.
+    let per_image_k10 = dir.path().join("per_image_k10.csv");
+    let ck = out.join("checkpoint.safetensors");
+    let (ck, a, b) = (ck.to_str().unwrap(), per_image.to_str().unwrap(), per_image_k10.to_str().unwrap());
+    let o = iwtvae(&["eval", "--data", MNIST, "--checkpoint", ck, "--k", "10", "--limit", "50", "--per-image", b]);
+    assert!(o.status.success(), "eval failed: {}", stderr(&o));
+    let o = iwtvae(&["compare", a, b, "--json"]);
+    assert!(o.status.success(), "compare failed: {}", stderr(&o));
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    let (diff, paired, unpaired) =
+        (c["diff"]["mean"].as_f64().unwrap(), c["diff"]["se"].as_f64().unwrap(), c["unpaired_se"].as_f64().unwrap());
+    assert!(c["images"] == 50 && diff > 0.0 && paired < 0.2 * unpaired, "{c}");
+    assert!(c["per_label"].as_array().is_some_and(|l| !l.is_empty()), "{c}");
+    let o = iwtvae(&["compare", a, b]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("paired SE"), "{}", String::from_utf8_lossy(&o.stdout));
 
     // Pictures of the same model.
     let pics = dir.path().join("pics");

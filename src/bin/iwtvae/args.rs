@@ -192,3 +192,17 @@ pub(crate) struct EvalArgs {
     #[arg(long)]
     pub(crate) per_image: Option<PathBuf>,
 }
+
+#[derive(Args)]
+pub(crate) struct CompareArgs {
+    /// Per-image CSV of model A (`iwtvae eval --per-image`).
+    pub(crate) a: PathBuf,
+    /// Per-image CSV of model B, on the same images with the same --seed.
+    pub(crate) b: PathBuf,
+    /// The column compared: nll, elbo, recon or recon_at_mean.
+    #[arg(long, default_value = "nll")]
+    pub(crate) metric: String,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

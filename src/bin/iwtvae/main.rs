@@ -2,13 +2,15 @@
 //! The CLI parses flags, calls the library and prints; it holds no logic the
 //! library lacks.
 mod args;
+mod compare;
 mod inspect;
 mod progress;
 mod runs;
 
 use anyhow::{Context, Result};
-use args::{Common, EvalArgs, ProbeArgs, ReproduceArgs, ShowArgs, TrainArgs};
+use args::{Common, CompareArgs, EvalArgs, ProbeArgs, ReproduceArgs, ShowArgs, TrainArgs};
 use clap::Parser;
+use compare::run_compare;
 use inspect::{run_probe, run_show};
 use iwtvae::train::{parse_binarize, TrainConfig};
 use runs::{run_eval, run_reproduce, run_train};
@@ -33,6 +35,9 @@ enum Command {
     /// Disentanglement in numbers: the digit label and the rotation angle read linearly from z and from u,
     /// and how far rotating a digit moves each.
     Probe(ProbeArgs),
+    /// Two models image by image: the mean difference of their per-image estimates (`eval --per-image`)
+    /// with its paired standard error, overall and per label.
+    Compare(CompareArgs),
 }
 
 pub(crate) fn init_threads(threads: Option<usize>) -> Result<()> {
@@ -70,6 +75,7 @@ fn main() {
         Command::Reproduce(a) => run_reproduce(a),
         Command::Show(a) => run_show(a),
         Command::Probe(a) => run_probe(a),
+        Command::Compare(a) => run_compare(a),
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
