@@ -114,14 +114,24 @@ if [ "${SKIP_SPEED:-0}" != 1 ]; then
   ours=$(IWTVAE_BENCH_DEVICE=$DEVICE IWTVAE_BENCH_TRAIN=$BENCH_TRAIN IWTVAE_BENCH_NLL=$NLL_IMAGES \
     IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-auto} t "$here/benches/speed" | tail -1)
   echo "$ours"
-  step "speed: PyTorch on $TORCH_DEVICE (TF32, batched, eager and compiled; NLL the fastest of images $TORCH_NLL_BATCH x samples $TORCH_CHUNK per forward)"
-  # Eager and torch.compile (TORCH_COMPILE=0: eager only); the faster is the
-  # baseline. Compiling takes a minute or so, hence the longer limit.
-  theirs=$(STEP_TIMEOUT=${TORCH_STEP_TIMEOUT:-330} t "$PYTHON" benches/pytorch/iwtvae_torch.py bench \
-    --device "$TORCH_DEVICE" --train-steps "$TORCH_TRAIN_STEPS" --nll-images "$TORCH_NLL_IMAGES" \
-    --nll-batch "$TORCH_NLL_BATCH" --chunk "$TORCH_CHUNK" $([ "${TORCH_COMPILE:-1}" = 1 ] && echo --compile) | tail -1)
+  torch_bench=("$PYTHON" benches/pytorch/iwtvae_torch.py bench --device "$TORCH_DEVICE"
+    --train-steps "$TORCH_TRAIN_STEPS" --nll-images "$TORCH_NLL_IMAGES")
+  step "speed: PyTorch eager on $TORCH_DEVICE (TF32, batched; NLL the fastest of images $TORCH_NLL_BATCH x samples $TORCH_CHUNK per forward)"
+  theirs=$(t "${torch_bench[@]}" --nll-batch "$TORCH_NLL_BATCH" --chunk "$TORCH_CHUNK" | tail -1)
   echo "$theirs"
-  "$PYTHON" benches/pytorch/ratios.py "$ours" "$theirs" || status=1
+  compiled=
+  if [ "${TORCH_COMPILE:-1}" = 1 ]; then
+    # torch.compile in a run of its own, at eager's fastest NLL shape (each
+    # shape compiles anew), under a longer limit: compiling takes a minute
+    # or more, and a failure or timeout here loses only these figures.
+    shape=$(echo "$theirs" | "$PYTHON" -c 'import json,sys; r=json.load(sys.stdin); print(r["nll_batch"], r["chunk"])' \
+      2>/dev/null || echo "20 1000")
+    step "speed: PyTorch with torch.compile on $TORCH_DEVICE (NLL at images x samples = $shape)"
+    compiled=$(STEP_TIMEOUT=${TORCH_COMPILE_TIMEOUT:-300} t "${torch_bench[@]}" --mode compiled --nll-batch "${shape% *}" \
+      --chunk "${shape#* }" | tail -1)
+    echo "$compiled"
+  fi
+  "$PYTHON" benches/pytorch/ratios.py "$ours" "$theirs" ${compiled:+"$compiled"} || status=1
 fi
 rm -rf "$work"
 step "done, status $status"

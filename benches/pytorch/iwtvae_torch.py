@@ -192,33 +192,26 @@ def bench(args):
     model = IWTVAE("tps").to(dev)
     opt = torch.optim.Adadelta(model.parameters(), lr=1.0, rho=0.9, eps=1e-6)
     data = torch.from_numpy(imgs).to(dev)
-    train = {"eager": time_training(lambda x: train_step(model, opt, x), data, args.train_steps, dev)}
     xt = torch.bernoulli(torch.from_numpy(test[:args.nll_images]).to(dev))
     # Every (images per forward, samples per forward) shape of the sweep is
     # timed; the baseline is the fastest, so the ratio is against PyTorch at
     # its best on this machine, not at one guess of its best shape.
-    sweep = [dict(mode="eager", nll_batch=nb, chunk=c, nll_seconds=time_nll(model, xt, nb, c, dev))
+    # --mode compiled times torch.compile (default mode) instead of eager:
+    # a run of its own, so that a slow or failed compilation costs only its
+    # own figures (each shape compiles anew, so give it one shape).
+    step = lambda x: train_step(model, opt, x)
+    evaluator = model
+    if args.mode == "compiled":
+        step, evaluator = torch.compile(step), Compiled(model)
+    train_ips = time_training(step, data, args.train_steps, dev)
+    sweep = [dict(nll_batch=nb, chunk=c, nll_seconds=time_nll(evaluator, xt, nb, c, dev))
              for nb in args.nll_batch for c in args.chunk]
-    compile_error = None
-    if args.compile:
-        # torch.compile as well (at the eager sweep's best shape only: each
-        # shape compiles anew); the baseline is the faster of the two modes.
-        try:
-            train["compiled"] = time_training(torch.compile(lambda x: train_step(model, opt, x)), data,
-                                              args.train_steps, dev)
-            best = min(sweep, key=lambda r: r["nll_seconds"])
-            sweep.append(dict(mode="compiled", nll_batch=best["nll_batch"], chunk=best["chunk"],
-                              nll_seconds=time_nll(Compiled(model), xt, best["nll_batch"], best["chunk"], dev)))
-        except Exception as e:  # a failed compile leaves the eager figures standing, said why
-            compile_error = f"{type(e).__name__}: {e}"[:500]
     best = min(sweep, key=lambda r: r["nll_seconds"])
-    print(json.dumps(dict(impl="pytorch", torch=torch.__version__, device=str(dev),
+    print(json.dumps(dict(impl="pytorch", mode=args.mode, torch=torch.__version__, device=str(dev),
                           gpu=torch.cuda.get_device_name() if dev.type == "cuda" else None, threads=args.threads,
-                          train_images_per_sec=max(train.values()), train_mode=max(train, key=train.get),
-                          train_modes=train, nll_k5000_images_per_sec=args.nll_images / best["nll_seconds"],
-                          nll_seconds=best["nll_seconds"], nll_mode=best["mode"], train_steps=args.train_steps,
-                          nll_images=args.nll_images, chunk=best["chunk"], nll_batch=best["nll_batch"],
-                          nll_sweep=sweep, compile_error=compile_error)))
+                          train_images_per_sec=train_ips, nll_k5000_images_per_sec=args.nll_images / best["nll_seconds"],
+                          nll_seconds=best["nll_seconds"], train_steps=args.train_steps, nll_images=args.nll_images,
+                          chunk=best["chunk"], nll_batch=best["nll_batch"], nll_sweep=sweep)))
 
 
 def int_list(text):
@@ -258,7 +251,8 @@ if __name__ == "__main__":
     b.add_argument("--chunk", type=int_list, default=[1000], help="samples per NLL forward (a list is a sweep)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--nll-batch", type=int_list, default=[1], help="test images per NLL forward (a list is a sweep)")
-    b.add_argument("--compile", action="store_true", help="also time torch.compile; the faster mode is the baseline")
+    b.add_argument("--mode", choices=["eager", "compiled"], default="eager",
+                   help="eager, or torch.compile (default mode); ratios.py takes the faster of the runs it is given")
     c = sub.add_parser("check")
     c.add_argument("--checkpoint", required=True); c.add_argument("--data", default="data/mnist")
     c.add_argument("--limit", type=int, default=100); c.add_argument("--k", type=int, default=0)

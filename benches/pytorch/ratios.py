@@ -1,15 +1,28 @@
-"""Print iwtvae vs PyTorch speed ratios from the two benches' JSON lines.
-Usage: python ratios.py '<iwtvae json>' '<pytorch json>'"""
+"""Print iwtvae vs PyTorch speed ratios from the benches' JSON lines.
+Usage: python ratios.py '<iwtvae json>' '<pytorch json>' ['<pytorch json>' ...]
+Several PyTorch runs (eager, compiled) give PyTorch's best of them for each
+figure; a run that printed no JSON (a failed or timed-out compilation) is
+reported and left out, so the others' figures still stand."""
 import json
 import sys
 
-ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-for key, mode, name in [("train_images_per_sec", "train_mode", "training epoch (TPS, k=5, batch 100)"),
-                        ("nll_k5000_images_per_sec", "nll_mode", "NLL k=5000")]:
-    a, b = ours[key], theirs[key]
-    how = theirs.get(mode, "eager")
-    print(f"{name:40s} iwtvae {a:10.1f} img/s   pytorch ({how}) {b:10.1f} img/s   ratio {a / b:6.2f}x")
-if theirs.get("compile_error"):
-    print(f"torch.compile failed, so PyTorch is eager only: {theirs['compile_error']}")
+if len(sys.argv) < 3:
+    sys.exit(__doc__)
+ours = json.loads(sys.argv[1])
+runs = []
+for text in sys.argv[2:]:
+    try:
+        runs.append(json.loads(text))
+    except ValueError:
+        print(f"a PyTorch run printed no result, left out: {text[:200]!r}")
+if not runs:
+    sys.exit("no PyTorch result to compare with")
+for key, name in [("train_images_per_sec", "training epoch (TPS, k=5, batch 100)"),
+                  ("nll_k5000_images_per_sec", "NLL k=5000")]:
+    best = max(runs, key=lambda r: r[key])
+    a, b = ours[key], best[key]
+    others = ", ".join(f"{r.get('mode', 'eager')} {r[key]:.1f}" for r in runs if r is not best)
+    print(f"{name:40s} iwtvae {a:10.1f} img/s   pytorch ({best.get('mode', 'eager')}) {b:10.1f} img/s   "
+          f"ratio {a / b:6.2f}x" + (f"   (pytorch {others})" if others else ""))
 if "nll_seconds" in ours:
     print(f"iwtvae NLL k=5000 over {ours['nll_images']} test images: {ours['nll_seconds']:.3f} s on {ours.get('device')}")
