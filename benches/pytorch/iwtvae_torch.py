@@ -6,7 +6,8 @@ Used two ways:
     (TPS, z 42, u 18, k = 5, batch 100 training images/s; NLL k = 5000 images/s)
     On a GPU: bench --device cuda --train-steps 600 --nll-images 1000 --nll-batch 20,100 --chunk 1000,5000
     (TF32 on for matmuls, several images per NLL forward, the fastest of the
-    sweep's shapes: a strong batched baseline)
+    sweep's shapes: a strong batched baseline), then --mode compiled at the
+    fastest shape (torch.compile); ratios.py takes the faster of the runs
   * parity check:    python benches/pytorch/iwtvae_torch.py check --checkpoint runs/x/checkpoint.safetensors
     (recon_at_mean is deterministic: it must match `iwtvae eval` to ~1e-3 nats)
 benches/compare.sh runs both implementations in one go.
