@@ -3,11 +3,14 @@ use crate::args::CompareArgs;
 use anyhow::{Context, Result};
 use iwtvae::compare::{check_metric, compare, read_per_image, MeanSe};
 
+/// " ± SE", or nothing for a single value.
+fn se(m: &MeanSe) -> String {
+    m.se.map_or(String::new(), |s| format!(" ± {s:.4}"))
+}
+
+/// A signed difference with its SE.
 fn pm(m: &MeanSe) -> String {
-    match m.se {
-        Some(se) => format!("{:+.4} ± {se:.4}", m.mean),
-        None => format!("{:+.4}", m.mean),
-    }
+    format!("{:+.4}{}", m.mean, se(m))
 }
 
 pub(crate) fn run_compare(a: CompareArgs) -> Result<()> {
@@ -19,7 +22,6 @@ pub(crate) fn run_compare(a: CompareArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&c)?);
         return Ok(());
     }
-    let se = |m: &MeanSe| m.se.map_or(String::new(), |s| format!(" ± {s:.4}"));
     println!("{} over {} images (nats, lower is better; differences are B − A)", c.metric, c.images);
     println!("  A  {:.4}{}  {}", c.a.mean, se(&c.a), a.a.display());
     println!("  B  {:.4}{}  {}", c.b.mean, se(&c.b), a.b.display());
