@@ -69,22 +69,26 @@ t() {
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo "TIMEOUT after ${STEP_TIMEOUT:-150} s: $*"; fi
   return $rc
 }
-step "GPU tests"
-IWTVAE_PARITY_GPU_ONLY=1 t "$here/tests/gpu_parity" --test-threads=1 --nocapture || status=1
-# SANITIZE="memcheck racecheck synccheck" (any of them) reruns the GPU tests
-# under compute-sanitizer: out-of-bounds and misaligned accesses, shared
-# memory races and barrier misuse on the real hardware, beyond what the
-# emulator checks. Slow, and it needs hardware counters (Firecracker
-# machines, not gVisor), so it is opt-in.
-sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for tool in ${SANITIZE:-}; do
-  step "GPU tests under compute-sanitizer --tool $tool"
-  IWTVAE_PARITY_GPU_ONLY=1 STEP_TIMEOUT=${SANITIZE_TIMEOUT:-240} t "$sanitizer" --tool "$tool" --error-exitcode 3 \
-    "$here/tests/gpu_parity" --test-threads=1 || status=1
-done
-step "CLI: train 1 epoch on $CLI_TRAIN_IMAGES images on $DEVICE, eval k=$CLI_EVAL_K"
-t "$here/iwtvae" train --device "$DEVICE" --epochs 1 --limit-train "$CLI_TRAIN_IMAGES" --eval-k "$CLI_EVAL_K" \
-  --out "$work/cli-run" || status=1
+# SKIP_TESTS=1 leaves out the GPU tests and the CLI run (a later call of a
+# device session that has already run them).
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  step "GPU tests"
+  IWTVAE_PARITY_GPU_ONLY=1 t "$here/tests/gpu_parity" --test-threads=1 --nocapture || status=1
+  # SANITIZE="memcheck racecheck synccheck" (any of them) reruns the GPU tests
+  # under compute-sanitizer: out-of-bounds and misaligned accesses, shared
+  # memory races and barrier misuse on the real hardware, beyond what the
+  # emulator checks. Slow, and it needs hardware counters (Firecracker
+  # machines, not gVisor), so it is opt-in.
+  sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for tool in ${SANITIZE:-}; do
+    step "GPU tests under compute-sanitizer --tool $tool"
+    IWTVAE_PARITY_GPU_ONLY=1 STEP_TIMEOUT=${SANITIZE_TIMEOUT:-240} t "$sanitizer" --tool "$tool" --error-exitcode 3 \
+      "$here/tests/gpu_parity" --test-threads=1 || status=1
+  done
+  step "CLI: train 1 epoch on $CLI_TRAIN_IMAGES images on $DEVICE, eval k=$CLI_EVAL_K"
+  t "$here/iwtvae" train --device "$DEVICE" --epochs 1 --limit-train "$CLI_TRAIN_IMAGES" --eval-k "$CLI_EVAL_K" \
+    --out "$work/cli-run" || status=1
+fi
 if [ "${SKIP_KERNEL_BENCH:-0}" != 1 ]; then
   step "per-kernel benches"
   t "$here/benches/kernels" --bench --warm-up-time 1 --measurement-time 2 || status=1
@@ -119,19 +123,27 @@ if [ "${SKIP_SPEED:-0}" != 1 ]; then
   step "speed: PyTorch eager on $TORCH_DEVICE (TF32, batched; NLL the fastest of images $TORCH_NLL_BATCH x samples $TORCH_CHUNK per forward)"
   theirs=$(t "${torch_bench[@]}" --nll-batch "$TORCH_NLL_BATCH" --chunk "$TORCH_CHUNK" | tail -1)
   echo "$theirs"
-  compiled=
-  if [ "${TORCH_COMPILE:-1}" = 1 ]; then
-    # torch.compile in a run of its own, at eager's fastest NLL shape (each
-    # shape compiles anew), under a longer limit: compiling takes a minute
-    # or more, and a failure or timeout here loses only these figures.
+  compiled=()
+  # torch.compile in runs of their own, at eager's fastest NLL shape (each
+  # shape compiles anew), under a longer limit: compiling takes a minute or
+  # more, and a failure or timeout loses only that run's figures. compiled
+  # is the default mode; graphs is reduce-overhead, CUDA graphs on a GPU, as
+  # iwtvae's training uses (TORCH_COMPILE=0 or TORCH_GRAPHS=0 leave one out).
+  modes=()
+  [ "${TORCH_COMPILE:-1}" = 1 ] && modes+=(compiled)
+  [ "${TORCH_GRAPHS:-1}" = 1 ] && modes+=(graphs)
+  if [ ${#modes[@]} -gt 0 ]; then
     shape=$(echo "$theirs" | "$PYTHON" -c 'import json,sys; r=json.load(sys.stdin); print(r["nll_batch"], r["chunk"])' \
       2>/dev/null || echo "20 1000")
-    step "speed: PyTorch with torch.compile on $TORCH_DEVICE (NLL at images x samples = $shape)"
-    compiled=$(STEP_TIMEOUT=${TORCH_COMPILE_TIMEOUT:-300} t "${torch_bench[@]}" --mode compiled --nll-batch "${shape% *}" \
-      --chunk "${shape#* }" | tail -1)
-    echo "$compiled"
   fi
-  "$PYTHON" benches/pytorch/ratios.py "$ours" "$theirs" ${compiled:+"$compiled"} || status=1
+  for mode in "${modes[@]}"; do
+    step "speed: PyTorch, torch.compile --mode $mode, on $TORCH_DEVICE (NLL at images x samples = $shape)"
+    run=$(STEP_TIMEOUT=${TORCH_COMPILE_TIMEOUT:-300} t "${torch_bench[@]}" --mode "$mode" --nll-batch "${shape% *}" \
+      --chunk "${shape#* }" | tail -1)
+    echo "$run"
+    compiled+=("$run")
+  done
+  "$PYTHON" benches/pytorch/ratios.py "$ours" "$theirs" "${compiled[@]}" || status=1
 fi
 rm -rf "$work"
 step "done, status $status"

@@ -6,8 +6,9 @@ Used two ways:
     (TPS, z 42, u 18, k = 5, batch 100 training images/s; NLL k = 5000 images/s)
     On a GPU: bench --device cuda --train-steps 600 --nll-images 1000 --nll-batch 20,100 --chunk 1000,5000
     (TF32 on for matmuls, several images per NLL forward, the fastest of the
-    sweep's shapes: a strong batched baseline), then --mode compiled at the
-    fastest shape (torch.compile); ratios.py takes the faster of the runs
+    sweep's shapes: a strong batched baseline), then --mode compiled and
+    --mode graphs at the fastest shape (torch.compile, the second with CUDA
+    graphs); ratios.py takes the fastest of the runs for each figure
   * parity check:    python benches/pytorch/iwtvae_torch.py check --checkpoint runs/x/checkpoint.safetensors
     (recon_at_mean is deterministic: it must match `iwtvae eval` to ~1e-3 nats)
 benches/compare.sh runs both implementations in one go.
@@ -175,10 +176,27 @@ def time_nll(model, xt, nll_batch, chunk, dev):
     return time.perf_counter() - t0
 
 
+# --mode: how PyTorch runs the model. "graphs" is torch.compile's
+# reduce-overhead mode, which replays CUDA graphs on a GPU (as iwtvae's
+# training does), the strongest answer PyTorch has to launch overhead at
+# batch 100; on a CPU it is the compiled mode less nothing.
+COMPILE_MODES = {"compiled": "default", "graphs": "reduce-overhead"}
+
+
 class Compiled:
-    """The model's log_w through torch.compile (default mode), for nll()."""
-    def __init__(self, model):
-        self.log_w = torch.compile(model.log_w)
+    """The model's log_w through torch.compile, for nll()."""
+    def __init__(self, model, mode):
+        self.compiled = torch.compile(model.log_w, mode=COMPILE_MODES[mode])
+        self.graphs = mode == "graphs"
+
+    def log_w(self, x, k):
+        if not self.graphs:
+            return self.compiled(x, k)
+        # A CUDA graph's outputs live in memory that its next replay
+        # overwrites; nll() keeps every chunk's log-weights until the
+        # logsumexp, so each is copied out (B·chunk floats, next to nothing).
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(x, k).clone()
 
 
 def bench(args):
@@ -197,13 +215,22 @@ def bench(args):
     # Every (images per forward, samples per forward) shape of the sweep is
     # timed; the baseline is the fastest, so the ratio is against PyTorch at
     # its best on this machine, not at one guess of its best shape.
-    # --mode compiled times torch.compile (default mode) instead of eager:
-    # a run of its own, so that a slow or failed compilation costs only its
-    # own figures (each shape compiles anew, so give it one shape).
+    # --mode compiled or graphs times torch.compile instead of eager: a run
+    # of its own, so that a slow or failed compilation costs only its own
+    # figures (each shape compiles anew, so give it one shape).
     step = lambda x: train_step(model, opt, x)
     evaluator = model
-    if args.mode == "compiled":
-        step, evaluator = torch.compile(step), Compiled(model)
+    if args.mode in COMPILE_MODES:
+        compiled_step = torch.compile(step, mode=COMPILE_MODES[args.mode])
+        evaluator = Compiled(model, args.mode)
+        if args.mode == "graphs":
+            def step(x):
+                # One training step per graph-tree step: the previous step's
+                # outputs (the loss, which nobody reads) may be overwritten.
+                torch.compiler.cudagraph_mark_step_begin()
+                return compiled_step(x)
+        else:
+            step = compiled_step
     train_ips = time_training(step, data, args.train_steps, dev)
     sweep = [dict(nll_batch=nb, chunk=c, nll_seconds=time_nll(evaluator, xt, nb, c, dev))
              for nb in args.nll_batch for c in args.chunk]
@@ -252,8 +279,9 @@ if __name__ == "__main__":
     b.add_argument("--chunk", type=int_list, default=[1000], help="samples per NLL forward (a list is a sweep)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--nll-batch", type=int_list, default=[1], help="test images per NLL forward (a list is a sweep)")
-    b.add_argument("--mode", choices=["eager", "compiled"], default="eager",
-                   help="eager, or torch.compile (default mode); ratios.py takes the faster of the runs it is given")
+    b.add_argument("--mode", choices=["eager", *COMPILE_MODES], default="eager",
+                   help="eager; compiled: torch.compile (default mode); graphs: torch.compile's reduce-overhead "
+                        "mode (CUDA graphs on a GPU). ratios.py takes the faster of the runs it is given")
     c = sub.add_parser("check")
     c.add_argument("--checkpoint", required=True); c.add_argument("--data", default="data/mnist")
     c.add_argument("--limit", type=int, default=100); c.add_argument("--k", type=int, default=0)
