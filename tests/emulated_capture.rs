@@ -92,3 +92,25 @@ fn the_device_refuses_blocks_larger_than_the_kernels_are_built_for() {
         }
     }
 }
+
+/// CUDA caps gridDim.y at 65,535 and the per-pixel wrappers put one sample
+/// row per blockIdx.y: a larger batch is a shape error naming the op before
+/// anything is copied, not a launch failure (the emulator would refuse the
+/// launch too, with a message that names no op).
+#[test]
+fn row_per_block_wrappers_refuse_more_rows_than_cuda_grids_hold() {
+    let gpu = iwtvae::cuda::Gpu::emulated().expect("emulator");
+    let (h, w) = (2, 2);
+    for (rows, ok) in [(65_535usize, true), (65_536, false)] {
+        let c = vec![0.5f32; rows * h * w];
+        let result = gpu.grid_sample_fwd(&c, &c, &c, h, w);
+        match (ok, result) {
+            (true, r) => assert_eq!(r.expect("65,535 rows").len(), c.len()),
+            (false, Ok(_)) => panic!("{rows} rows were launched"),
+            (false, Err(e)) => {
+                let msg = e.to_string();
+                assert!(msg.contains("grid_sample_fwd") && msg.contains("65535"), "{msg}")
+            }
+        }
+    }
+}

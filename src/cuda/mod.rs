@@ -24,6 +24,9 @@ macro_rules! fatbin {
     };
 }
 
+/// CUDA's limit on gridDim.y (and z).
+const MAX_GRID_Y: usize = 65_535;
+
 #[cfg(iwtvae_cuda)]
 const MODULES: driver::ModuleTable = &[
     ("philox", fatbin!("philox"), &["philox_uniforms", "philox_normals", "philox_targets"]),
@@ -94,13 +97,16 @@ impl Gpu {
         n.div_ceil(threads).max(1) as u32
     }
 
-    /// One thread per pixel (256 per block) along x, one row per blockIdx.y.
-    fn pixels_by_rows(d: usize, rows: usize, shared_bytes: usize) -> LaunchConfig {
-        LaunchConfig {
+    /// One thread per pixel (256 per block) along x, one row per blockIdx.y;
+    /// CUDA caps gridDim.y at 65,535, so more rows are a shape error here
+    /// rather than a launch failure on the device.
+    fn pixels_by_rows(op: &'static str, d: usize, rows: usize, shared_bytes: usize) -> Result<LaunchConfig> {
+        Self::check(op, rows <= MAX_GRID_Y, format!("{rows} rows, at most {MAX_GRID_Y} per launch"))?;
+        Ok(LaunchConfig {
             grid_dim: (Self::blocks(d, 256), rows as u32, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: shared_bytes as u32,
-        }
+        })
     }
 
     fn check(op: &'static str, ok: bool, detail: String) -> Result<()> {
@@ -160,11 +166,11 @@ impl Gpu {
             format!("c {} xs {} ys {} for {h}x{w}", c.len(), xs.len(), ys.len()),
         )?;
         let rows = c.len() / d;
+        let cfg = Self::pixels_by_rows("grid_sample_fwd", d, rows, 0)?;
         let s = &self.device;
         let (dc, dx, dy) = (s.htod(c)?, s.htod(xs)?, s.htod(ys)?);
         let mut out = s.alloc_zeros::<f32>(c.len())?;
         let (rows_i, h_i, w_i) = (rows as i32, h as i32, w as i32);
-        let cfg = Self::pixels_by_rows(d, rows, 0);
         let mut b = s.launcher("grid_sample_fwd");
         b.arg(&dc).arg(&dx).arg(&dy).arg(&mut out).arg(&rows_i).arg(&h_i).arg(&w_i);
         // SAFETY: every buffer holds rows·h·w f32; the kernel indexes row
@@ -195,13 +201,13 @@ impl Gpu {
             format!("c {} xs {} ys {} dout {} for {h}x{w}", c.len(), xs.len(), ys.len(), dout.len()),
         )?;
         let rows = c.len() / d;
+        let cfg = Self::pixels_by_rows("grid_sample_bwd", d, rows, 0)?;
         let s = &self.device;
         let (dcin, dx, dy, dg) = (s.htod(c)?, s.htod(xs)?, s.htod(ys)?, s.htod(dout)?);
         let mut dc = s.alloc_zeros::<f32>(c.len())?;
         let mut dxs = s.alloc_zeros::<f32>(c.len())?;
         let mut dys = s.alloc_zeros::<f32>(c.len())?;
         let (rows_i, h_i, w_i) = (rows as i32, h as i32, w as i32);
-        let cfg = Self::pixels_by_rows(d, rows, 0);
         let mut b = s.launcher("grid_sample_bwd");
         b.arg(&dcin)
             .arg(&dx)
@@ -226,12 +232,12 @@ impl Gpu {
             format!("basis {} theta {} for d {d}, nb {nb}", basis.len(), theta.len()),
         )?;
         let rows = theta.len() / (2 * nb);
+        let cfg = Self::pixels_by_rows("grid_fwd", d, rows, 2 * nb * 4)?;
         let s = &self.device;
         let (db, dt) = (s.htod(basis)?, s.htod(theta)?);
         let mut xs = s.alloc_zeros::<f32>(rows * d)?;
         let mut ys = s.alloc_zeros::<f32>(rows * d)?;
         let (rows_i, d_i, nb_i) = (rows as i32, d as i32, nb as i32);
-        let cfg = Self::pixels_by_rows(d, rows, 2 * nb * 4);
         let mut b = s.launcher("grid_fwd");
         b.arg(&db).arg(&dt).arg(&mut xs).arg(&mut ys).arg(&rows_i).arg(&d_i).arg(&nb_i);
         // SAFETY: basis [d, nb], theta [rows, 2nb], xs/ys [rows, d]; shared
