@@ -109,15 +109,49 @@ __device__ __forceinline__ bool footprint(float xs, float ys, int h, int w, Foot
   return isfinite(xs) && isfinite(ys);
 }
 
-// Output pixel j's source point under θ (xs = B[j]·θ[:nb], ys = B[j]·θ[nb:],
-// basis B [D, nb]) and its footprint; false for a non-finite point.
-__device__ __forceinline__ bool warped_footprint(const float* basis, const float* th, int j, int nb, int h, int w,
+// θ of one sample as the warp reads it: xs = Σ_n B[n, j]·x(n), ys =
+// Σ_n B[n, j]·y(n). ThetaRegs holds a compile-time count in registers,
+// loaded once per sample (the evaluator's hot loop would otherwise load
+// 2·nb values per pixel); ThetaAt reads a runtime count through a pointer
+// (shared memory in the training kernels, or any nb the evaluator has no
+// specialization for).
+template <int NB>
+struct ThetaRegs {
+  float v[2 * NB];
+  __device__ __forceinline__ explicit ThetaRegs(const float* th) {
+#pragma unroll
+    for (int n = 0; n < 2 * NB; ++n) v[n] = th[n];
+  }
+  __device__ __forceinline__ int nb() const { return NB; }
+  __device__ __forceinline__ float x(int n) const { return v[n]; }
+  __device__ __forceinline__ float y(int n) const { return v[NB + n]; }
+};
+
+struct ThetaAt {
+  const float* th;
+  int count;
+  __device__ __forceinline__ ThetaAt(const float* t, int nb) : th(t), count(nb) {}
+  __device__ __forceinline__ int nb() const { return count; }
+  __device__ __forceinline__ float x(int n) const { return th[n]; }
+  __device__ __forceinline__ float y(int n) const { return th[count + n]; }
+};
+
+// Output pixel j's source point under θ and its footprint; false for a
+// non-finite point. The basis is stored by function, Bt [nb, D] (D = h·w;
+// src/ops/grid.rs's Warp::basis_by_function): the lanes of a warp take
+// consecutive pixels, so each of its loads is one coalesced 128-byte line,
+// where the pixel-major B [D, nb] would spread a load over nb lines. The sum
+// runs in n order, as the CPU's.
+template <class Theta>
+__device__ __forceinline__ bool warped_footprint(const float* basis_t, const Theta& th, int j, int h, int w,
                                                  Footprint* f) {
+  const int D = h * w;
   float xs = 0.0f, ys = 0.0f;
-  for (int n = 0; n < nb; ++n) {
-    float b = basis[(size_t)j * nb + n];
-    xs += b * th[n];
-    ys += b * th[nb + n];
+#pragma unroll
+  for (int n = 0; n < th.nb(); ++n) {
+    float b = basis_t[(size_t)n * D + j];
+    xs += b * th.x(n);
+    ys += b * th.y(n);
   }
   return footprint(xs, ys, h, w, f);
 }
@@ -128,19 +162,27 @@ __device__ __forceinline__ float bilinear(const float* c, const Footprint& f) {
   return c[f.i00] * sx * sy + c[f.i01] * f.tx * sy + c[f.i10] * sx * f.ty + c[f.i11] * f.tx * f.ty;
 }
 
-// p_j of a row: c_j without a transform (nb = 0), else c sampled at the
-// warped point (NaN for a non-finite point).
-__device__ __forceinline__ float warped_pixel(const float* c, const float* basis, const float* th, int j, int nb,
-                                              int h, int w) {
-  if (nb == 0) return c[j];
+// p_j of a row: c sampled at the warped point (NaN for a non-finite point).
+template <class Theta>
+__device__ __forceinline__ float warped_pixel(const float* c, const float* basis_t, const Theta& th, int j, int h,
+                                              int w) {
   Footprint f;
-  bool ok = warped_footprint(basis, th, j, nb, h, w, &f);
+  bool ok = warped_footprint(basis_t, th, j, h, w, &f);
   return ok ? bilinear(c, f) : __int_as_float(0x7fc00000);
 }
 
 // torch's BCE conventions: logs clamped at -100.
 __device__ __forceinline__ float bernoulli_logp(float x, float p) {
   return x * fmaxf(logf(p), -100.0f) + (1.0f - x) * fmaxf(logf(1.0f - p), -100.0f);
+}
+
+// bernoulli_logp for a target known to be 0 or 1 (dynamic binarization):
+// x ln p + (1 − x) ln(1 − p) is then ln(x ? p : 1 − p), one logarithm
+// instead of two and the same bits (with x exactly 0 or 1 the other term
+// is an exact zero, FMA or not; a NaN p gives −100 either way, as fmaxf
+// drops the NaN). As src/ops/likelihood.rs::bernoulli_logp_binary.
+__device__ __forceinline__ float bernoulli_logp_binary(float x, float p) {
+  return fmaxf(logf(x > 0.5f ? p : 1.0f - p), -100.0f);
 }
 
 __device__ __forceinline__ float bernoulli_logp_grad(float x, float p) {

@@ -5,7 +5,8 @@
 //   backward  dp = coef·(x − p)/max(p(1 − p), 1e-12) → dc (scattered in
 //             shared memory), dθ (per-pixel coordinate gradients reduced
 //             against the warp basis) → da = dc · c(1 − c)
-// Rows r = b·k + s; x is [B, D]; basis [D, nb] (nb = 0: no transform, p = c).
+// Rows r = b·k + s; x is [B, D]; basis_t [nb, D], the warp basis by function
+// (common.cuh; nb = 0: no transform, p = c).
 // The backward's scatter adds in shared memory with atomics, so its sums
 // (and so training on the GPU) are not bit-reproducible run to run; every
 // other sum has a fixed order.
@@ -27,7 +28,7 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 
 // a [R, D]: logits in, c out. logpx, logw [R]; lw_latent [R] from reparam_latents.
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
-    decode_row_fwd(float* a, const float* theta, const float* basis, const float* x, const float* lw_latent,
+    decode_row_fwd(float* a, const float* theta, const float* basis_t, const float* x, const float* lw_latent,
                    float* logpx, float* logw, int R, int k, int D, int h, int w, int nb) {
   IWTVAE_DYNAMIC_SHARED(float, smem, 16);
   float* cs = smem;       // [D]
@@ -45,7 +46,8 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   __syncthreads();
   const float* xr = x + (size_t)(r / k) * D;
   float lp = 0.0f;
-  for (int j = threadIdx.x; j < D; j += THREADS) lp += bernoulli_logp(xr[j], warped_pixel(cs, basis, th, j, nb, h, w));
+  for (int j = threadIdx.x; j < D; j += THREADS)
+    lp += bernoulli_logp(xr[j], nb == 0 ? cs[j] : warped_pixel(cs, basis_t, ThetaAt(th, nb), j, h, w));
   float s = block_sum(lp, red);
   if (threadIdx.x == 0) {
     logpx[r] = s;
@@ -56,7 +58,7 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
 // c [R, D] (the forward's output); coef [R] = ∂Loss/∂log p(x|z_r,u_r).
 // Out: da [R, D] = ∂Loss/∂logits, dtheta [R, 2 nb].
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
-    decode_row_bwd(const float* c, const float* theta, const float* basis, const float* x, const float* coef, float* da,
+    decode_row_bwd(const float* c, const float* theta, const float* basis_t, const float* x, const float* coef, float* da,
                    float* dtheta, int R, int k, int D, int h, int w, int nb) {
   IWTVAE_DYNAMIC_SHARED(float, smem, 16);
   float* cs = smem;           // [D]
@@ -81,7 +83,7 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
       continue;
     }
     Footprint f;
-    bool ok = warped_footprint(basis, th, j, nb, h, w, &f);
+    bool ok = warped_footprint(basis_t, ThetaAt(th, nb), j, h, w, &f);
     float sx = 1.0f - f.tx, sy = 1.0f - f.ty;
     float c00 = cs[f.i00], c01 = cs[f.i01], c10 = cs[f.i10], c11 = cs[f.i11];
     float p = bilinear(cs, f);
@@ -101,13 +103,13 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     }
   }
   __syncthreads();
-  // dθ[q] = Σ_j B[j, q]·dgx[j], dθ[nb + q] = Σ_j B[j, q]·dgy[j]: one warp per output.
+  // dθ[q] = Σ_j Bt[q, j]·dgx[j], dθ[nb + q] = Σ_j Bt[q, j]·dgy[j]: one warp per output.
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int q = warp; q < 2 * nb; q += THREADS / 32) {
     const float* dg = q < nb ? dgx : dgy;
     int col = q < nb ? q : q - nb;
     float s = 0.0f;
-    for (int j = lane; j < D; j += 32) s += basis[(size_t)j * nb + col] * dg[j];
+    for (int j = lane; j < D; j += 32) s += basis_t[(size_t)col * D + j] * dg[j];
     s = warp_sum(s);
     if (lane == 0) dtheta[(size_t)r * 2 * nb + q] = s;
   }

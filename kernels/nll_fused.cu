@@ -21,28 +21,56 @@ using namespace iwtvae;
 #define FUSED_WARPS IWTVAE_FUSED_WARPS
 static_assert(SAMPLES % 4 == 0, "the k steps read SAMPLES values as float4s");
 
-// Σ_j log p(x_j | p_j) of one sample, p = grid_sample(c, grid(θ)) (or c when
-// nb = 0), summed by one warp (lane-strided, then a warp reduction).
-__device__ __forceinline__ float row_loglik(const float* c, const float* xr, const float* th, const float* basis,
-                                            int D, int h, int w, int nb, int lane) {
+// Σ_j log p(x_j | p_j) of one sample, p = grid_sample(c, grid(θ)), summed
+// by one warp (lane-strided, then a warp reduction). `binary`: the targets
+// are 0 or 1 (dynamic binarization), so one logarithm per pixel, same bits.
+template <class Theta>
+__device__ __forceinline__ float row_loglik(const float* c, const float* xr, const Theta& th, const float* basis_t,
+                                            int h, int w, bool binary, int lane) {
   float lp = 0.0f;
-  for (int j = lane; j < D; j += 32) lp += bernoulli_logp(xr[j], warped_pixel(c, basis, th, j, nb, h, w));
+  for (int j = lane; j < h * w; j += 32) {
+    float p = warped_pixel(c, basis_t, th, j, h, w);
+    lp += binary ? bernoulli_logp_binary(xr[j], p) : bernoulli_logp(xr[j], p);
+  }
   return warp_sum(lp);
+}
+
+// The same without a transform (nb = 0): p = c.
+__device__ __forceinline__ float row_loglik_canonical(const float* c, const float* xr, int D, bool binary, int lane) {
+  float lp = 0.0f;
+  for (int j = lane; j < D; j += 32) lp += binary ? bernoulli_logp_binary(xr[j], c[j]) : bernoulli_logp(xr[j], c[j]);
+  return warp_sum(lp);
+}
+
+// One sample's log p(x|z,u), its θ in registers for the seed's two warps
+// (affine nb = 3, TPS 3×3 nb = 9) and read from memory for any other nb.
+__device__ __forceinline__ float sample_loglik(const float* c, const float* xr, const float* th, const float* basis_t,
+                                               int D, int h, int w, int nb, bool binary, int lane) {
+  switch (nb) {
+    case 0:
+      return row_loglik_canonical(c, xr, D, binary, lane);
+    case 3:
+      return row_loglik(c, xr, ThetaRegs<3>(th), basis_t, h, w, binary, lane);
+    case 9:
+      return row_loglik(c, xr, ThetaRegs<9>(th), basis_t, h, w, binary, lane);
+    default:
+      return row_loglik(c, xr, ThetaAt(th, nb), basis_t, h, w, binary, lane);
+  }
 }
 
 // The epilogue of both fc3 variants: samples r0 .. r0 + nrows, canonical
 // images in cs (row s at cs + s·ld), one warp per sample in turn:
 // logpx[r] = log p(x|z_r, u_r), logw[r] = logpx[r] + the latent terms.
 __device__ __forceinline__ void samples_loglik(const float* cs, int ld, int r0, int nrows, int warps, int R, int kk,
-                                               const float* x, const float* theta, const float* basis,
+                                               const float* x, const float* theta, const float* basis_t,
                                                const float* lw_latent, float* logpx, float* logw, int D, int h, int w,
-                                               int nb) {
+                                               int nb, bool binary) {
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int s = warp; s < nrows; s += warps) {
     int r = r0 + s;
     if (r >= R) break;  // warp-uniform: later samples are past R too
-    float lp = row_loglik(cs + (size_t)s * ld, x + (size_t)(r / kk) * D, theta + (size_t)r * 2 * nb, basis, D, h, w,
-                          nb, lane);
+    float lp = sample_loglik(cs + (size_t)s * ld, x + (size_t)(r / kk) * D, theta + (size_t)r * 2 * nb, basis_t, D,
+                             h, w, nb, binary, lane);
     if (lane == 0) {
       logpx[r] = lp;
       logw[r] = lp + lw_latent[r];
@@ -51,9 +79,9 @@ __device__ __forceinline__ void samples_loglik(const float* cs, int ld, int r0, 
 }
 
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
-    nll_fc3_fused(const float* d2, const float* W3t, const float* b3, const float* theta, const float* basis,
+    nll_fc3_fused(const float* d2, const float* W3t, const float* b3, const float* theta, const float* basis_t,
                   const float* x, const float* lw_latent, float* logpx, float* logw, int R, int kk, int Hd, int D,
-                  int h, int w, int nb) {
+                  int h, int w, int nb, int binary) {
   IWTVAE_DYNAMIC_SHARED(float, smem, 16);
   float* hs = smem;                  // [Hd][SAMPLES]
   float* cs = smem + SAMPLES * Hd;   // [SAMPLES][D]
@@ -83,7 +111,8 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     for (int s = 0; s < SAMPLES; ++s) cs[s * D + j] = sigmoidf_stable(acc[s]);
   }
   __syncthreads();
-  samples_loglik(cs, D, r0, SAMPLES, FUSED_WARPS, R, kk, x, theta, basis, lw_latent, logpx, logw, D, h, w, nb);
+  samples_loglik(cs, D, r0, SAMPLES, FUSED_WARPS, R, kk, x, theta, basis_t, lw_latent, logpx, logw, D, h, w, nb,
+                 binary != 0);
 }
 
 // The tensor-core variants: the same fused epilogue after fc3 computed on
@@ -98,9 +127,9 @@ static_assert(TC_ROWS % 16 == 0, "TC_ROWS is whole 16-row tiles");
 
 template <bool BF16>
 __device__ __forceinline__ void nll_fc3_tc(const float* d2, const void* W3p, const float* b3, const float* theta,
-                                           const float* basis, const float* x, const float* lw_latent, float* logpx,
+                                           const float* basis_t, const float* x, const float* lw_latent, float* logpx,
                                            float* logw, int R, int kk, int Hd, int Hdp, int D, int Dp, int h, int w,
-                                           int nb) {
+                                           int nb, int binary) {
   IWTVAE_DYNAMIC_SHARED(unsigned char, smem_raw, 128);
   int r0 = blockIdx.x * TC_ROWS;
   float* cs = stage_and_multiply<BF16, TC_ROW_TILES, TC_WARPS>(smem_raw, d2, r0, R, Hd, Hdp, W3p, Dp);  // [TC_ROWS][Dp]
@@ -109,21 +138,22 @@ __device__ __forceinline__ void nll_fc3_tc(const float* d2, const void* W3p, con
     cs[s * Dp + j] = sigmoidf_stable(cs[s * Dp + j] + b3[j]);
   }
   __syncthreads();
-  samples_loglik(cs, Dp, r0, TC_ROWS, TC_WARPS, R, kk, x, theta, basis, lw_latent, logpx, logw, D, h, w, nb);
+  samples_loglik(cs, Dp, r0, TC_ROWS, TC_WARPS, R, kk, x, theta, basis_t, lw_latent, logpx, logw, D, h, w, nb,
+                 binary != 0);
 }
 
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
-    nll_fc3_tf32(const float* d2, const float* W3p, const float* b3, const float* theta, const float* basis,
+    nll_fc3_tf32(const float* d2, const float* W3p, const float* b3, const float* theta, const float* basis_t,
                  const float* x, const float* lw_latent, float* logpx, float* logw, int R, int kk, int Hd, int Hdp,
-                 int D, int Dp, int h, int w, int nb) {
-  nll_fc3_tc<false>(d2, W3p, b3, theta, basis, x, lw_latent, logpx, logw, R, kk, Hd, Hdp, D, Dp, h, w, nb);
+                 int D, int Dp, int h, int w, int nb, int binary) {
+  nll_fc3_tc<false>(d2, W3p, b3, theta, basis_t, x, lw_latent, logpx, logw, R, kk, Hd, Hdp, D, Dp, h, w, nb, binary);
 }
 
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
-    nll_fc3_bf16(const float* d2, const __nv_bfloat16* W3p, const float* b3, const float* theta, const float* basis,
+    nll_fc3_bf16(const float* d2, const __nv_bfloat16* W3p, const float* b3, const float* theta, const float* basis_t,
                  const float* x, const float* lw_latent, float* logpx, float* logw, int R, int kk, int Hd, int Hdp,
-                 int D, int Dp, int h, int w, int nb) {
-  nll_fc3_tc<true>(d2, W3p, b3, theta, basis, x, lw_latent, logpx, logw, R, kk, Hd, Hdp, D, Dp, h, w, nb);
+                 int D, int Dp, int h, int w, int nb, int binary) {
+  nll_fc3_tc<true>(d2, W3p, b3, theta, basis_t, x, lw_latent, logpx, logw, R, kk, Hd, Hdp, D, Dp, h, w, nb, binary);
 }
 
 // z = μz + σz ε, u = μu + σu η for row r (local image r / kk), and the latent

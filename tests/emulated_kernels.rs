@@ -146,7 +146,7 @@ fn grid_generation_matches_cpu() {
         let warp = Warp::<f32>::new(&small_config(transform));
         let (rows, d, nb) = (5, 784, warp.nb);
         let theta = thetas(&warp, rows);
-        let (b, t, xs, ys) = (input(&warp.basis), input(&theta), output(rows * d), output(rows * d));
+        let (b, t, xs, ys) = (input(warp.basis_by_function()), input(&theta), output(rows * d), output(rows * d));
         let args = [b.arg(), t.arg(), xs.arg(), ys.arg(), i32_(rows), i32_(d), i32_(nb)];
         run("grid_fwd", pixels_by_rows(d, rows, 2 * nb * 4), &args);
         let (xs, ys) = (read(&xs), read(&ys));
@@ -365,7 +365,7 @@ fn the_emulator_refuses_mistyped_and_oversized_launches() {
     assert!(err.contains("adadelta_step") && err.contains("argument kinds"), "{err}");
 
     let warp = Warp::<f32>::new(&small_config(Transform::Tps));
-    let (b, t, xs, ys) = (input(&warp.basis), input(&thetas(&warp, 1)), output(784), output(784));
+    let (b, t, xs, ys) = (input(warp.basis_by_function()), input(&thetas(&warp, 1)), output(784), output(784));
     let args = [b.arg(), t.arg(), xs.arg(), ys.arg(), i32_(1), i32_(784), i32_(warp.nb)];
     // SAFETY: as above.
     let err = unsafe { cuda_emu::launch("grid_fwd", pixels_by_rows(784, 1, 64 * 1024), &args) }.unwrap_err();

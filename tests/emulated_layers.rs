@@ -6,7 +6,7 @@
 mod emu;
 use emu::*;
 use iwtvae::cuda::shapes::{FUSED_SAMPLES, FUSED_WARPS, LT_ROWS, LT_WARPS, ROW_THREADS, TC_K_GROUP, TC_ROWS, TC_WARPS};
-use iwtvae::model::Transform;
+use iwtvae::model::{ModelConfig, Transform};
 use iwtvae::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
 use iwtvae::ops::grid::Warp;
 use iwtvae::ops::linear::{linear_backward_input, linear_backward_params, linear_forward, relu_backward, Activation};
@@ -276,6 +276,10 @@ fn targets(images: usize, d: usize) -> Vec<f32> {
     values(images * d, 11, 0.0, 1.0).iter().map(|&u| if u < 0.3 { 1.0 } else { 0.0 }).collect()
 }
 
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// One CPU forward row: (log p(x|z,u), c, p, gx, gy).
 fn cpu_row(warp: &Warp<f32>, logits: &[f32], theta: &[f32], x: &[f32]) -> (f32, Vec<f32>, [Vec<f32>; 3]) {
     let d = logits.len();
@@ -302,7 +306,7 @@ fn decode_row_matches_the_fused_cpu_row() {
         let theta = if nb == 0 { vec![0f32] } else { thetas(&warp, rows) };
         let (logits, x) = (values(rows * d, 1, -6.0, 6.0), targets(images, d));
         let lw_latent = values(rows, 2, -20.0, 0.0);
-        let basis = if nb == 0 { vec![0f32] } else { warp.basis.clone() };
+        let basis = if nb == 0 { vec![0f32] } else { warp.basis_by_function().to_vec() };
 
         let (a, bt, bb, bx, bl) = (input(&logits), input(&theta), input(&basis), input(&x), input(&lw_latent));
         let (logpx, logw) = (output(rows), output(rows));
@@ -432,17 +436,20 @@ fn add_theta_id_adds_the_identity_to_every_row() {
 /// fused row on the same operands (rounded as the precision rounds them):
 /// logits differ by the order of Hd fp32 sums (~1e-6) and log p(x|·) sums
 /// 784 terms in another order, so 1e-5 relative (~5e-3 nats on ~−500).
-/// 39 rows leave partial 16- and 32-sample blocks.
+/// 39 rows leave partial 16- and 32-sample blocks. The warps cover each
+/// path of the kernel's θ: none, affine and TPS 3×3 (θ in registers) and TPS
+/// 4×4 (nb = 16, read from memory). The targets are 0 or 1, so the
+/// one-logarithm `binary` epilogue must give the same bits as the general one.
 #[test]
 fn fused_evaluator_epilogue_matches_the_cpu() {
     let (images, kk) = (3, 13);
     let rows = images * kk;
     let (d, hd) = (784, 40);
-    for transform in [Transform::None, Transform::Affine, Transform::Tps] {
-        let warp = Warp::<f32>::new(&small_config(transform));
+    for (transform, grid) in [(Transform::None, 3), (Transform::Affine, 3), (Transform::Tps, 3), (Transform::Tps, 4)] {
+        let warp = Warp::<f32>::new(&ModelConfig { tps_grid: grid, ..small_config(transform) });
         let nb = warp.nb;
         let theta = if nb == 0 { vec![0f32] } else { thetas(&warp, rows) };
-        let basis = if nb == 0 { vec![0f32] } else { warp.basis.clone() };
+        let basis = if nb == 0 { vec![0f32] } else { warp.basis_by_function().to_vec() };
         let (d2, w3, b3) = (values(rows * hd, 1, 0.0, 1.0), values(d * hd, 2, -0.5, 0.5), values(d, 3, -1.0, 1.0));
         let (x, lw_latent) = (targets(images, d), values(rows, 4, -20.0, 0.0));
         for kernel in ["nll_fc3_fused", "nll_fc3_tf32", "nll_fc3_bf16"] {
@@ -495,13 +502,22 @@ fn fused_evaluator_epilogue_matches_the_cpu() {
             args.extend([i32_(28), i32_(28), i32_(nb)]);
             let block = (32 * warps as u32, 1, 1);
             let cfg = LaunchConfig::new((blocks(rows, per_block), 1, 1), block, smem as u32).opt_in_shared(smem as u32);
-            run(kernel, cfg, &args);
-            let (logpx, logw) = (read(&logpx), read(&logw));
+            let mut runs = [false, true].map(|binary| {
+                let mut args = args.clone();
+                args.push(i32_(binary as usize));
+                run(kernel, cfg, &args);
+                (read(&logpx), read(&logw))
+            });
+            let (binary_logpx, binary_logw) = runs[1].clone();
+            let (logpx, logw) = std::mem::take(&mut runs[0]);
+            let what = format!("{kernel} {} g{grid}", transform.name());
+            assert_eq!(bits(&binary_logpx), bits(&logpx), "{what}: binary epilogue log p(x|z,u)");
+            assert_eq!(bits(&binary_logw), bits(&logw), "{what}: binary epilogue log w");
             for r in 0..rows {
                 let th = if nb == 0 { &[][..] } else { &theta[r * 2 * nb..(r + 1) * 2 * nb] };
                 let xr = &x[(r / kk) * d..(r / kk + 1) * d];
                 let (lp, _, _) = cpu_row(&warp, &logits[r * d..(r + 1) * d], th, xr);
-                let what = format!("{kernel} {} row {r}", transform.name());
+                let what = format!("{what} row {r}");
                 close(&format!("{what} log p(x|z,u)"), &logpx[r..r + 1], &[lp], 1e-5);
                 close(&format!("{what} log w"), &logw[r..r + 1], &[lp + lw_latent[r]], 1e-5);
             }

@@ -7,7 +7,7 @@
 use super::driver::{DevBuf, Launch};
 use super::forward::EncoderBufs;
 use super::Gpu;
-use crate::data::Dataset;
+use crate::data::{Binarize, Dataset};
 use crate::error::{Error, Result};
 use crate::eval::{EvalOptions, EvalReport, ImageEstimate, Precision};
 use crate::model::{LinearSlot, Transform};
@@ -93,6 +93,7 @@ enum DecoderWeights {
 struct DeviceModel {
     params: DevBuf<f32>,
     decoder: DecoderWeights,
+    /// The warp basis by function, [nb, D] (`Warp::basis_by_function`).
     basis: DevBuf<f32>,
     theta_id: DevBuf<f32>,
 }
@@ -126,7 +127,7 @@ impl Gpu {
             DecoderWeights::Tensor { fc1: pad(&l.dec_fc1)?, fc2: pad(&l.dec_fc2)?, fc3: pad(&l.dec_fc3)? }
         };
         let s = &self.device;
-        let basis = if net.warp.nb > 0 { net.warp.basis.clone() } else { vec![0.0] };
+        let basis = if net.warp.nb > 0 { net.warp.basis_by_function().to_vec() } else { vec![0.0] };
         let theta_id = if net.theta_id.is_empty() { vec![0.0] } else { net.theta_id.clone() };
         Ok(DeviceModel { params: s.htod(params)?, decoder, basis: s.htod(&basis)?, theta_id: s.htod(&theta_id)? })
     }
@@ -184,6 +185,9 @@ impl Gpu {
         let neg_inf = vec![f32::NEG_INFINITY; BATCH];
         let keys = (NoiseKey::new(opts.seed, Stream::EvalEps, 0), NoiseKey::new(opts.seed, Stream::EvalEta, 0));
         let bin_key = NoiseKey::new(opts.seed, Stream::EvalBinarize, 0);
+        // Dynamically binarized targets are exactly 0 or 1: the fused
+        // epilogue then takes one logarithm per pixel (the same bits).
+        let binary = opts.binarize == Binarize::Dynamic;
         let mut rows_out = Vec::with_capacity(n);
         let mut means_all = Vec::with_capacity(n);
         for start in (0..n).step_by(BATCH) {
@@ -213,7 +217,7 @@ impl Gpu {
                 self.decoder_layer(&d1, &model, &l.dec_fc2, fc2, r, &mut d2)?;
                 self.theta(l, &model.params, &u, r, &model.theta_id, &mut theta)?;
                 let ins = (&d2, &theta, &x, &lw_latent);
-                self.nll_fc3(net, &model, ins, r, kk, &mut logpx, &mut logw)?;
+                self.nll_fc3(net, &model, ins, r, kk, binary, &mut logpx, &mut logw)?;
                 // The first chunk's first sample of each image: the one-sample recon.
                 let first = (&logpx, &mut first_logpx, s0 == 0);
                 self.lse_fold(&logw, b, kk, (&mut acc_max, &mut acc_sum, &mut acc_mean), first)?;
@@ -267,6 +271,7 @@ impl Gpu {
         (d2, theta, x, lw_latent): (&DevBuf<f32>, &DevBuf<f32>, &DevBuf<f32>, &DevBuf<f32>),
         rows: usize,
         kk: usize,
+        binary: bool,
         logpx: &mut DevBuf<f32>,
         logw: &mut DevBuf<f32>,
     ) -> Result<()> {
@@ -285,6 +290,7 @@ impl Gpu {
         let b3 = model.params.slice(net.layout.dec_fc3.b_range());
         let (r_i, kk_i, hd_i, d_i, h_i, w_i, nb_i) =
             (rows as i32, kk as i32, hd as i32, d as i32, cfg.height as i32, cfg.width as i32, nb as i32);
+        let binary_i = binary as i32;
         let fc3 = match &model.decoder {
             DecoderWeights::Simt { w3t } => {
                 // 16 samples' activations and canonical images in shared
@@ -294,8 +300,9 @@ impl Gpu {
                 let mut lb = self.device.launcher(kernel);
                 lb.arg(d2).arg(w3t).arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent);
                 lb.arg(logpx).arg(logw).arg(&r_i).arg(&kk_i).arg(&hd_i).arg(&d_i).arg(&h_i).arg(&w_i).arg(&nb_i);
+                lb.arg(&binary_i);
                 // SAFETY: d2 [rows, Hd], W3t [Hd, D], b3 [D], θ [rows, 2nb],
-                // basis [D, nb], x [rows / kk, D], the row vectors [rows]
+                // basis [nb, D], x [rows / kk, D], the row vectors [rows]
                 // (checked above); shared memory SAMPLES·(Hd + D) f32 as set
                 // above; footprint() clamps every read.
                 unsafe { lb.launch(lc) }?;
@@ -316,6 +323,7 @@ impl Gpu {
         fc3.push_to(&mut lb);
         lb.arg(&b3).arg(theta).arg(&model.basis).arg(x).arg(lw_latent).arg(logpx).arg(logw);
         lb.arg(&r_i).arg(&kk_i).arg(&hd_i).arg(&hdp_i).arg(&d_i).arg(&dp_i).arg(&h_i).arg(&w_i).arg(&nb_i);
+        lb.arg(&binary_i);
         // SAFETY: as the fp32 kernel, with W3p [Dp, Hdp] (padded, uploaded by
         // upload_model) read whole in 16×16 fragments; rows past `rows` are
         // staged as zeros and never written; shared memory as computed above.
@@ -446,7 +454,8 @@ impl Gpu {
         };
         let l = &net.layout;
         let fc2 = time(&mut || self.decoder_layer(&d1, &model, &l.dec_fc2, fc2_padded, rows, &mut d2))?;
-        let fc3 = time(&mut || self.nll_fc3(net, &model, (&d1, &theta, &x, &lw), rows, rows, &mut logpx, &mut logw))?;
+        let fc3 =
+            time(&mut || self.nll_fc3(net, &model, (&d1, &theta, &x, &lw), rows, rows, true, &mut logpx, &mut logw))?;
         let flops = |s: &LinearSlot| (2 * rows * s.out * s.inp) as u64;
         Ok(vec![("decoder fc2", fc2, flops(&l.dec_fc2)), ("fc3 + epilogue (fused)", fc3, flops(&l.dec_fc3))])
     }

@@ -166,7 +166,8 @@ impl Gpu {
     }
 
     /// The fused row epilogue of training (kernels/decode_row.cu): logits
-    /// [rows, D] become c; log p(x|z,u) and log w per row.
+    /// [rows, D] become c; log p(x|z,u) and log w per row. `basis` is the
+    /// warp basis by function, [nb, D] (`Warp::basis_by_function`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn decode_rows(
         &self,

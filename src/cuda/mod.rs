@@ -224,7 +224,8 @@ impl Gpu {
         Ok((s.dtoh(&dc)?, s.dtoh(&dxs)?, s.dtoh(&dys)?))
     }
 
-    /// Grids for rows of θ [rows, 2·nb] against a basis [d, nb].
+    /// Grids for rows of θ [rows, 2·nb] against a basis [d, nb] (the CPU's
+    /// `Warp::basis` layout; the kernel reads it by function, [nb, d]).
     pub fn grid_fwd(&self, basis: &[f32], theta: &[f32], d: usize, nb: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         Self::check(
             "grid_fwd",
@@ -234,13 +235,14 @@ impl Gpu {
         let rows = theta.len() / (2 * nb);
         let cfg = Self::pixels_by_rows("grid_fwd", d, rows, 2 * nb * 4)?;
         let s = &self.device;
-        let (db, dt) = (s.htod(basis)?, s.htod(theta)?);
+        let by_function: Vec<f32> = (0..nb * d).map(|i| basis[(i % d) * nb + i / d]).collect();
+        let (db, dt) = (s.htod(&by_function)?, s.htod(theta)?);
         let mut xs = s.alloc_zeros::<f32>(rows * d)?;
         let mut ys = s.alloc_zeros::<f32>(rows * d)?;
         let (rows_i, d_i, nb_i) = (rows as i32, d as i32, nb as i32);
         let mut b = s.launcher("grid_fwd");
         b.arg(&db).arg(&dt).arg(&mut xs).arg(&mut ys).arg(&rows_i).arg(&d_i).arg(&nb_i);
-        // SAFETY: basis [d, nb], theta [rows, 2nb], xs/ys [rows, d]; shared
+        // SAFETY: basis [nb, d], theta [rows, 2nb], xs/ys [rows, d]; shared
         // memory holds the row's 2nb θ values.
         unsafe { b.launch(cfg) }?;
         Ok((s.dtoh(&xs)?, s.dtoh(&ys)?))

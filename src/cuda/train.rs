@@ -73,6 +73,7 @@ struct Buffers {
     dls_u: DevBuf<f32>,
     dh1: DevBuf<f32>,
     dh2: DevBuf<f32>,
+    /// The warp basis by function, [nb, D] (`Warp::basis_by_function`).
     basis: DevBuf<f32>,
     theta_id: DevBuf<f32>,
     params: DevBuf<f32>,
@@ -213,7 +214,7 @@ impl GpuEngine {
             dls_u: f(b * u)?,
             dh1: f(b * hd)?,
             dh2: f(b * hd)?,
-            basis: up(if nb > 0 { &net.warp.basis[..] } else { &[] })?,
+            basis: up(if nb > 0 { net.warp.basis_by_function() } else { &[] })?,
             theta_id: up(&net.theta_id)?,
             params: s.htod(params)?,
             grads: f(layout.total)?,

@@ -80,6 +80,13 @@ impl<T: Real> Warp<T> {
         }
     }
 
+    /// The basis stored by function, Bt [nb, H·W] (B transposed): the layout
+    /// of the CUDA kernels, whose neighbouring threads take neighbouring
+    /// pixels.
+    pub fn basis_by_function(&self) -> &[T] {
+        &self.basis_t[..self.nb * self.base_x.len()]
+    }
+
     /// θ_id, added to T·u + t.
     pub fn theta_identity(&self) -> Vec<T> {
         match self.transform {
