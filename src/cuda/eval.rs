@@ -127,9 +127,10 @@ impl Gpu {
             DecoderWeights::Tensor { fc1: pad(&l.dec_fc1)?, fc2: pad(&l.dec_fc2)?, fc3: pad(&l.dec_fc3)? }
         };
         let s = &self.device;
-        let basis = if net.warp.nb > 0 { net.warp.basis_by_function().to_vec() } else { vec![0.0] };
-        let theta_id = if net.theta_id.is_empty() { vec![0.0] } else { net.theta_id.clone() };
-        Ok(DeviceModel { params: s.htod(params)?, decoder, basis: s.htod(&basis)?, theta_id: s.htod(&theta_id)? })
+        // A transform-less model still gets one-element buffers: kernels take a pointer.
+        let basis = if net.warp.nb > 0 { net.warp.basis_by_function() } else { &[0.0][..] };
+        let theta_id = if net.theta_id.is_empty() { &[0.0][..] } else { &net.theta_id[..] };
+        Ok(DeviceModel { params: s.htod(params)?, decoder, basis: s.htod(basis)?, theta_id: s.htod(theta_id)? })
     }
 
     /// NLL (k samples), k-sample ELBO, one-sample recon and recon_at_mean
