@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 #[cfg(iwtvae_cuda)]
 mod gpu {
     use criterion::{Criterion, Throughput};
-    use iwtvae::cuda::train::{GpuEngine, STEP_OPS};
+    use iwtvae::cuda::train::{GpuEngine, StepOp, STEP_OPS};
     use iwtvae::data::{Dataset, Split};
     use iwtvae::eval::Precision;
     use iwtvae::model::{init_params, Layout};
@@ -109,6 +109,22 @@ mod gpu {
             graph * 1e6,
             100.0 / graph
         );
+        // Split-K (src/cuda/linear.rs) against one block per output tile,
+        // on the ops that run GEMMs and on the whole step.
+        println!("\nsplit-K on / off (IWTVAE_NO_SPLIT_K=1 turns it off everywhere)");
+        let gemm_ops = [StepOp::Encoder, StepOp::DecoderLayers, StepOp::DecoderBackward, StepOp::EncoderBackward];
+        let mut timed = |on: bool| -> Vec<f64> {
+            engine.use_split_k(on);
+            let mut v: Vec<f64> =
+                gemm_ops.iter().map(|&op| engine.time_op(op, plan, reps).expect("op").as_secs_f64()).collect();
+            v.push(engine.time_graph_steps(plan, reps).expect("graph").as_secs_f64());
+            v.iter().map(|s| s / reps as f64 * 1e6).collect()
+        };
+        let (off, on) = (timed(false), timed(true));
+        let names = gemm_ops.iter().map(|op| format!("{op:?}")).chain(["whole step (graph)".to_string()]);
+        for ((name, on), off) in names.zip(&on).zip(&off) {
+            println!("{name:<20} {on:>9.1} µs {off:>9.1} µs  {:>5.2}×", off / on);
+        }
         // The evaluator's two big kernels, per precision, on one launch's
         // worth of rows (128 images × 500 samples).
         let layout = iwtvae::model::Layout::new(TrainConfig::seed_protocol().model_config(28, 28).expect("config"));

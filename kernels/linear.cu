@@ -4,6 +4,7 @@
 //   backward  dX = dY · W,  dW = dYᵀ · X                      gemm_strided
 //             db = Σ_rows dY                                  col_sum
 //             dY *= relu'(Y)                                  relu_mask
+//   split-K   the same GEMMs in K slices, summed in order     gemm_partial, splitk_sum
 // Plain 64×64-tiled fp32 GEMMs (each thread a 4×4 micro-tile, K in steps of
 // 16 through shared memory). Every sum runs in a fixed order, so results are
 // deterministic. The evaluator's big layer (fc3) does not come here:
@@ -94,6 +95,43 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     float* dst = C + (size_t)r * ldc + c;
     *dst = accumulate ? *dst + v : v;
   });
+}
+
+// Split-K, for the training step's GEMMs whose output has too few 64×64
+// tiles to fill the GPU (the encoder's 100 rows; dX and dW with K = 500 or
+// 784): split z of K, [z·kchunk, min(K, (z+1)·kchunk)), is grid z, and its
+// partial product goes to P[z] [M, N]; splitk_sum then adds the partials
+// in order z = 0, 1, … and applies the epilogue, so the result does not
+// depend on which block finishes first. How many splits: src/cuda/gemm.rs.
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    gemm_partial(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb, float* P,
+                 int M, int N, int K, int kchunk) {
+  long long k0 = (long long)blockIdx.z * kchunk;
+  int kn = min(kchunk, K - (int)k0);
+  float acc[4][4] = {};
+  tile_product(A + k0 * csa, rsa, csa, B + k0 * rsb, rsb, csb, M, N, kn, acc);
+  float* Pz = P + (size_t)blockIdx.z * M * N;
+  store_tile(acc, M, N, [&](int r, int c, float v) { Pz[(size_t)r * N + c] = v; });
+}
+
+// C[r, c] (leading dimension ldc) = Σ_z P[z][r, c], then + bias[c] and
+// ReLU (a layer's forward, has_bias), or + C (accumulate): the epilogues of
+// linear_fwd and gemm_strided.
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    splitk_sum(const float* P, int splits, int M, int N, const float* bias, int has_bias, int relu, float* C, int ldc,
+               int accumulate) {
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (size_t)M * N) return;
+  int r = (int)(i / N), c = (int)(i % N);
+  float v = 0.0f;
+  for (int z = 0; z < splits; ++z) v += P[(size_t)z * M * N + i];
+  float* dst = C + (size_t)r * ldc + c;
+  if (has_bias) {
+    v += bias[c];
+    *dst = relu ? fmaxf(v, 0.0f) : v;
+  } else {
+    *dst = accumulate ? *dst + v : v;
+  }
 }
 
 // out[c] = Σ_r dy[r, c] (+ out[c] when accumulate), rows in order.

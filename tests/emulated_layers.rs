@@ -122,6 +122,106 @@ fn linear_backward_matches_cpu() {
     assert_eq!(read(&g), want);
 }
 
+/// Split-K, bit for bit against its definition: slice z of gemm_partial is
+/// gemm_strided on that slice of K (the same tile code on offset operands),
+/// and splitk_sum adds the slices in order z = 0, 1, … before the epilogue:
+/// bias and ReLU, or a store that may accumulate, through a leading
+/// dimension wider than N whose extra columns it must leave alone. K = 150
+/// in slices of 64 leaves a short last one (64, 64, 22).
+#[test]
+fn split_k_partials_are_slices_of_k_summed_in_order() {
+    const KS: usize = 150;
+    let (chunk, splits) = (64, 3);
+    let (x, w, b) = (values(M * KS, 1, -1.0, 1.0), values(N * KS, 2, -1.0, 1.0), values(N, 3, -1.0, 1.0));
+    let (bx, bw, bb) = (input(&x), input(&w), input(&b));
+    let p = output(splits * M * N);
+    let stride = |v: usize| Arg::I64(v as i64);
+    // The forward as src/cuda/linear.rs launches it: A = x [M, K], B = Wᵀ.
+    let args = [
+        bx.arg(),
+        stride(KS),
+        stride(1),
+        bw.arg(),
+        stride(1),
+        stride(KS),
+        p.arg(),
+        i32_(M),
+        i32_(N),
+        i32_(KS),
+        i32_(chunk),
+    ];
+    let grid = gemm_grid(M, N);
+    run("gemm_partial", LaunchConfig::new((grid.grid_dim.0, grid.grid_dim.1, splits as u32), grid.block_dim, 0), &args);
+    let partials = read(&p);
+    for z in 0..splits {
+        let (k0, kn) = (z * chunk, chunk.min(KS - z * chunk));
+        let cols = |a: &[f32], rows: usize| -> Vec<f32> {
+            (0..rows).flat_map(|r| a[r * KS + k0..r * KS + k0 + kn].to_vec()).collect()
+        };
+        let (mut xs, mut ws, mut c) = (input(&cols(&x, M)), input(&cols(&w, N)), output(M * N));
+        gemm_strided((&mut xs, (kn, 1)), (&mut ws, (1, kn)), &mut c, (M, N, kn), false);
+        assert_eq!(bits(&read(&c)), bits(&partials[z * M * N..(z + 1) * M * N]), "slice {z}");
+    }
+    let in_order = |i: usize| (0..splits).fold(0f32, |v, z| v + partials[z * M * N + i]);
+
+    for relu in [false, true] {
+        let y = output(M * N);
+        let args = [
+            p.arg(),
+            i32_(splits),
+            i32_(M),
+            i32_(N),
+            bb.arg(),
+            Arg::I32(1),
+            Arg::I32(relu as i32),
+            y.arg(),
+            i32_(N),
+            Arg::I32(0),
+        ];
+        run("splitk_sum", cfg1(M * N, 256), &args);
+        let want: Vec<f32> = (0..M * N)
+            .map(|i| {
+                let v = in_order(i) + b[i % N];
+                if relu {
+                    v.max(0.0)
+                } else {
+                    v
+                }
+            })
+            .collect();
+        assert_eq!(bits(&read(&y)), bits(&want), "layer epilogue, relu {relu}");
+    }
+    let ldc = N + 3;
+    for accumulate in [false, true] {
+        let c0 = values(M * ldc, 7, -1.0, 1.0);
+        let c = input(&c0);
+        let args = [
+            p.arg(),
+            i32_(splits),
+            i32_(M),
+            i32_(N),
+            p.arg(),
+            Arg::I32(0),
+            Arg::I32(0),
+            c.arg(),
+            i32_(ldc),
+            Arg::I32(accumulate as i32),
+        ];
+        run("splitk_sum", cfg1(M * N, 256), &args);
+        let want: Vec<f32> = (0..M * ldc)
+            .map(|j| {
+                let (r, col) = (j / ldc, j % ldc);
+                match (col < N, accumulate) {
+                    (false, _) => c0[j],
+                    (true, false) => in_order(r * N + col),
+                    (true, true) => c0[j] + in_order(r * N + col),
+                }
+            })
+            .collect();
+        assert_eq!(bits(&read(&c)), bits(&want), "store epilogue, accumulate {accumulate}");
+    }
+}
+
 /// cvt.rna.tf32.f32, as the kernels round both operands.
 fn tf32(v: f32) -> f32 {
     f32::from_bits((v.to_bits() + 0x1000) & 0xffff_e000)

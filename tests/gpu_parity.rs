@@ -400,6 +400,87 @@ mod gpu {
         }
     }
 
+    /// The linear layers' GEMMs (kernels/linear.cu: one block per 64×64
+    /// tile, or split K, summed in order) against an f64 reference. Bound:
+    /// an f32 sum of n terms, in any order, lies within γₙ·Σ|terms| of the
+    /// exact sum (γₙ = n·u/(1 − n·u), u = 2⁻²⁴; Higham, Accuracy and
+    /// Stability of Numerical Algorithms, §4.2), n = K products plus the
+    /// bias or the accumulated value. The emulator and a GPU's FMAs both
+    /// stay inside it; an indexing mistake misses by whole terms.
+    #[test]
+    fn linear_layers_match_an_f64_reference_split_or_not() {
+        use iwtvae::cuda::linear::SplitK;
+        let wave = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
+        };
+        let gamma = |n: usize| {
+            let nu = n as f64 * 2f64.powi(-24);
+            nu / (1.0 - nu)
+        };
+        let check = |name: &str, got: &[f32], exact: &[f64], scale: &[f64], n: usize| {
+            for i in 0..got.len() {
+                let err = (got[i] as f64 - exact[i]).abs();
+                assert!(
+                    err <= gamma(n) * scale[i] + 1e-30,
+                    "{name}[{i}]: {} vs exact {} (bound {})",
+                    got[i],
+                    exact[i],
+                    gamma(n) * scale[i]
+                );
+            }
+        };
+        // (rows, out, inp): the encoder's first layer on a batch of 100
+        // (its forward splits K = 784 ten ways, dx four); a 4-way split of
+        // K = 256; 3- and 2-way splits with a short last slice; one too
+        // small to split.
+        let shapes = [(100, 256, 784), (37, 42, 256), (130, 70, 200), (500, 18, 18)];
+        assert!(SplitK::plan(100, 256, 784).splits == 10 && SplitK::plan(130, 70, 200).splits == 3);
+        for device in device_kinds() {
+            for split in [true, false] {
+                let mut gpu = Gpu::open(device).unwrap();
+                gpu.use_split_k(split);
+                for (rows, out, inp) in shapes {
+                    let name = format!("{} split {split} [{rows}x{inp}]·[{out}x{inp}]ᵀ", gpu.kind());
+                    let (x, w, b) = (wave(rows * inp, 1), wave(out * inp, 2), wave(out, 3));
+                    let (dy, dx0) = (wave(rows * out, 4), wave(rows * inp, 5));
+                    let (mut y, mut ys) = (vec![0f64; rows * out], vec![0f64; rows * out]);
+                    let (mut dw, mut dws) = (vec![0f64; out * inp], vec![0f64; out * inp]);
+                    let (mut db, mut dbs) = (vec![0f64; out], vec![0f64; out]);
+                    let dx_init: Vec<f64> = dx0.iter().map(|&v| v as f64).collect();
+                    let (mut dx, mut dxs) = (dx_init.clone(), dx_init.iter().map(|v| v.abs()).collect::<Vec<_>>());
+                    for r in 0..rows {
+                        for o in 0..out {
+                            let (mut acc, mut mag) = (b[o] as f64, (b[o] as f64).abs());
+                            let g = dy[r * out + o] as f64;
+                            db[o] += g;
+                            dbs[o] += g.abs();
+                            for i in 0..inp {
+                                let (xv, wv) = (x[r * inp + i] as f64, w[o * inp + i] as f64);
+                                acc += xv * wv;
+                                mag += (xv * wv).abs();
+                                dw[o * inp + i] += g * xv;
+                                dws[o * inp + i] += (g * xv).abs();
+                                dx[r * inp + i] += g * wv;
+                                dxs[r * inp + i] += (g * wv).abs();
+                            }
+                            y[r * out + o] = acc;
+                            ys[r * out + o] = mag;
+                        }
+                    }
+                    for relu in [false, true] {
+                        let got = gpu.linear_layer(&x, &w, &b, rows, relu).unwrap();
+                        let exact: Vec<f64> = y.iter().map(|&v| if relu { v.max(0.0) } else { v }).collect();
+                        check(&format!("{name} relu {relu}: y"), &got, &exact, &ys, inp + 1);
+                    }
+                    let (gw, gb, gx) = gpu.linear_layer_backward(&x, &dy, &w, &b, rows, &dx0).unwrap();
+                    check(&format!("{name}: dW"), &gw, &dw, &dws, rows);
+                    check(&format!("{name}: db"), &gb, &db, &dbs, rows);
+                    check(&format!("{name}: dx"), &gx, &dx, &dxs, out + 1);
+                }
+            }
+        }
+    }
+
     /// The tensor-core evaluators against the CPU's fp32 on the same noise.
     /// TF32 and BF16 round the decoder layers' inputs to 10- and 8-bit mantissas (relative
     /// 2⁻¹¹, 2⁻⁹ per product; fp32 sums), which moves logits by ~1e-3 (TF32)

@@ -26,6 +26,20 @@ fn without_bounds(text: &str) -> String {
     out
 }
 
+/// Every file of src/cuda that launches kernels: all but driver.rs, which
+/// defines `launcher(` itself.
+fn cuda_host_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(Path::new(ROOT).join("src/cuda"))
+        .expect("src/cuda/")
+        .map(|e| e.expect("a directory entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".rs") && name != "driver.rs")
+        .map(|name| format!("src/cuda/{name}"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "{files:?}");
+    files
+}
+
 /// The contents of every `"..."` string literal in `text`.
 fn literals(text: &str) -> Vec<String> {
     text.split('"').skip(1).step_by(2).map(str::to_string).collect()
@@ -54,7 +68,8 @@ fn every_launched_kernel_is_registered_and_defined() {
     }
     assert!(registered.len() > 20, "registry parsed: {registered:?}");
     // Names passed to `launcher`, directly or through a `let name = ...` choice.
-    for file in ["src/cuda/mod.rs", "src/cuda/eval.rs", "src/cuda/forward.rs", "src/cuda/train.rs"] {
+    for file in cuda_host_files() {
+        let file = file.as_str();
         let text = read(file);
         for (i, piece) in text.split("launcher(\"").chain(text.split("f_opt_in(\"").skip(1)).enumerate().skip(1) {
             let name = &piece[..piece.find('"').unwrap()];
@@ -90,7 +105,8 @@ fn cuda_param_count(name: &str) -> Option<usize> {
 #[test]
 fn every_launch_passes_as_many_arguments_as_its_kernel_takes() {
     let mut checked = 0;
-    for file in ["src/cuda/mod.rs", "src/cuda/eval.rs", "src/cuda/forward.rs", "src/cuda/train.rs"] {
+    for file in cuda_host_files() {
+        let file = file.as_str();
         let text = read(file);
         for piece in text.split("launcher(").skip(1) {
             let span = &piece[..piece.find(".launch(").unwrap_or_else(|| panic!("{file}: launch without .launch("))];

@@ -93,10 +93,30 @@ pub struct DevView<'a, T: DevElem> {
     range: Range<usize>,
 }
 
+impl<T: DevElem> DevView<'_, T> {
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
 /// A range of a [`DevBuf`] that a kernel or a copy writes.
 pub struct DevViewMut<'a, T: DevElem> {
     buf: &'a mut DevBuf<T>,
     range: Range<usize>,
+}
+
+impl<T: DevElem> DevViewMut<'_, T> {
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
 }
 
 /// Anything a copy can read from: a whole buffer or a view.
@@ -170,6 +190,12 @@ impl<T: DevElem> IntoKernelArg for &DevView<'_, T> {
 impl<T: DevElem> IntoKernelArg for &mut DevViewMut<'_, T> {
     fn kernel_arg(self) -> KernelArg {
         KernelArg::Ptr(self.buf.addr_at(self.range.start))
+    }
+}
+/// An argument already resolved (a pointer chosen at run time).
+impl IntoKernelArg for KernelArg {
+    fn kernel_arg(self) -> KernelArg {
+        self
     }
 }
 macro_rules! scalar_arg {

@@ -176,6 +176,7 @@ impl Gpu {
         let mut items = s.alloc_zeros::<u32>(BATCH)?;
         let mut x = buf(BATCH * d)?;
         let mut enc = EncoderBufs::new(self, l, BATCH)?;
+        let mut gemm = buf(super::linear::scratch_len(l, rows_cap.max(BATCH), false))?;
         let (mut eps, mut eta, mut z, mut u) =
             (buf(rows_cap * zd)?, buf(rows_cap * ud)?, buf(rows_cap * zd)?, buf(rows_cap * ud)?);
         let (mut d1, mut d2, mut theta) = (buf(rows_cap * hd)?, buf(rows_cap * hd)?, buf(rows_cap * t)?);
@@ -196,12 +197,12 @@ impl Gpu {
             let idx: Vec<u32> = (start..start + b).map(|i| i as u32).collect();
             s.memcpy_htod(&idx, &mut items.slice_mut(0..b))?;
             self.targets(&images, &items, b, d, opts.binarize, bin_key, &mut x)?;
-            self.encode(l, &model.params, &x, b, &mut enc)?;
+            self.encode(l, &model.params, &x, b, &mut enc, &mut gemm)?;
             // recon_at_mean: decode z = μz, u = μu, one row per image.
-            self.linear(&enc.mu_z, &model.params, &l.dec_fc1, b, true, &mut d1)?;
-            self.linear(&d1, &model.params, &l.dec_fc2, b, true, &mut d2)?;
-            self.linear(&d2, &model.params, &l.dec_fc3, b, false, &mut logits_at_mean)?;
-            self.theta(l, &model.params, &enc.mu_u, b, &model.theta_id, &mut theta)?;
+            self.linear(&enc.mu_z, &model.params, &l.dec_fc1, b, true, &mut d1, &mut gemm)?;
+            self.linear(&d1, &model.params, &l.dec_fc2, b, true, &mut d2, &mut gemm)?;
+            self.linear(&d2, &model.params, &l.dec_fc3, b, false, &mut logits_at_mean, &mut gemm)?;
+            self.theta(l, &model.params, &enc.mu_u, b, &model.theta_id, &mut theta, &mut gemm)?;
             let (lpm, lwm) = (&mut at_mean_logpx, &mut at_mean_logw);
             self.decode_rows(l, nb, &mut logits_at_mean, &theta, &model.basis, &x, &zeros, b, 1, lpm, lwm)?;
             s.memcpy_htod(&neg_inf, &mut acc_max)?;
@@ -214,9 +215,9 @@ impl Gpu {
                 self.normals_into(keys.0, &items, b, kk, s0, zd, &mut eps)?;
                 self.normals_into(keys.1, &items, b, kk, s0, ud, &mut eta)?;
                 self.reparam(&enc, &eps, &eta, r, kk, (zd, ud), &mut z, &mut u, &mut lw_latent)?;
-                self.decoder_layer(&z, &model, &l.dec_fc1, fc1, r, &mut d1)?;
-                self.decoder_layer(&d1, &model, &l.dec_fc2, fc2, r, &mut d2)?;
-                self.theta(l, &model.params, &u, r, &model.theta_id, &mut theta)?;
+                self.decoder_layer(&z, &model, &l.dec_fc1, fc1, r, &mut d1, &mut gemm)?;
+                self.decoder_layer(&d1, &model, &l.dec_fc2, fc2, r, &mut d2, &mut gemm)?;
+                self.theta(l, &model.params, &u, r, &model.theta_id, &mut theta, &mut gemm)?;
                 let ins = (&d2, &theta, &x, &lw_latent);
                 self.nll_fc3(net, &model, ins, r, kk, binary, &mut logpx, &mut logw)?;
                 // The first chunk's first sample of each image: the one-sample recon.
@@ -356,6 +357,7 @@ impl Gpu {
     /// One ReLU layer of the decoder in the k-sample loop: fp32 SIMT
     /// (`padded` None), or tensor cores (64 rows per block) on the padded
     /// weight in its precision.
+    #[allow(clippy::too_many_arguments)]
     fn decoder_layer(
         &self,
         x: &DevBuf<f32>,
@@ -364,9 +366,10 @@ impl Gpu {
         padded: Option<&PaddedWeights>,
         rows: usize,
         y: &mut DevBuf<f32>,
+        scratch: &mut DevBuf<f32>,
     ) -> Result<()> {
         let Some(padded) = padded else {
-            return self.linear(x, &model.params, slot, rows, true, y);
+            return self.linear(x, &model.params, slot, rows, true, y, scratch);
         };
         Self::check(
             "linear_fwd_tc",
@@ -454,7 +457,8 @@ impl Gpu {
             Ok(t0.elapsed().as_secs_f64() / reps as f64)
         };
         let l = &net.layout;
-        let fc2 = time(&mut || self.decoder_layer(&d1, &model, &l.dec_fc2, fc2_padded, rows, &mut d2))?;
+        let mut gemm = s.alloc_zeros::<f32>(super::linear::scratch_len(l, rows, false))?;
+        let fc2 = time(&mut || self.decoder_layer(&d1, &model, &l.dec_fc2, fc2_padded, rows, &mut d2, &mut gemm))?;
         let fc3 =
             time(&mut || self.nll_fc3(net, &model, (&d1, &theta, &x, &lw), rows, rows, true, &mut logpx, &mut logw))?;
         let flops = |s: &LinearSlot| (2 * rows * s.out * s.inp) as u64;

@@ -3,11 +3,11 @@
 //! layers, θ, and the fused row epilogue. Each method is one typed wrapper
 //! that checks sizes before its unsafe launches.
 use super::driver::DevBuf;
-use super::shapes::{GEMM_THREADS, GEMM_TILE, ROW_THREADS};
+use super::shapes::ROW_THREADS;
 use super::Gpu;
 use crate::data::Binarize;
 use crate::error::Result;
-use crate::model::{Layout, LinearSlot};
+use crate::model::Layout;
 use crate::rng::NoiseKey;
 use cudarc::driver::LaunchConfig;
 
@@ -85,15 +85,16 @@ impl Gpu {
         x: &DevBuf<f32>,
         b: usize,
         e: &mut EncoderBufs,
+        scratch: &mut DevBuf<f32>,
     ) -> Result<()> {
         let (z, u) = (l.config.z_dim, l.config.u_dim);
-        self.linear(x, params, &l.enc_fc1, b, true, &mut e.h1)?;
-        self.linear(&e.h1, params, &l.enc_fc2, b, true, &mut e.h2)?;
-        self.linear(&e.h2, params, &l.z_mu, b, false, &mut e.mu_z)?;
-        self.linear(&e.h2, params, &l.z_logsigma, b, false, &mut e.ls_z_raw)?;
+        self.linear(x, params, &l.enc_fc1, b, true, &mut e.h1, scratch)?;
+        self.linear(&e.h1, params, &l.enc_fc2, b, true, &mut e.h2, scratch)?;
+        self.linear(&e.h2, params, &l.z_mu, b, false, &mut e.mu_z, scratch)?;
+        self.linear(&e.h2, params, &l.z_logsigma, b, false, &mut e.ls_z_raw, scratch)?;
         if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
-            self.linear(&e.h2, params, mu, b, false, &mut e.mu_u_pre)?;
-            self.linear(&e.h2, params, ls, b, false, &mut e.ls_u_raw)?;
+            self.linear(&e.h2, params, mu, b, false, &mut e.mu_u_pre, scratch)?;
+            self.linear(&e.h2, params, ls, b, false, &mut e.ls_u_raw, scratch)?;
         }
         let (nz, nu) = ((b * z) as i32, (b * u) as i32);
         let mut lb = self.device.launcher("encoder_heads");
@@ -144,6 +145,7 @@ impl Gpu {
     }
 
     /// θ [rows, T] = u · Tᵀ + t + θ_id (nothing for transform none).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn theta(
         &self,
         l: &Layout,
@@ -152,11 +154,12 @@ impl Gpu {
         rows: usize,
         theta_id: &DevBuf<f32>,
         theta: &mut DevBuf<f32>,
+        scratch: &mut DevBuf<f32>,
     ) -> Result<()> {
         let Some(slot) = &l.u2theta else { return Ok(()) };
         let t = slot.out;
         Self::check("add_theta_id", theta_id.len() >= t, format!("θ_id {} < {t}", theta_id.len()))?;
-        self.linear(u, params, slot, rows, false, theta)?;
+        self.linear(u, params, slot, rows, false, theta, scratch)?;
         let (r_i, t_i) = (rows as i32, t as i32);
         let mut lb = self.device.launcher("add_theta_id");
         lb.arg(theta).arg(theta_id).arg(&r_i).arg(&t_i);
@@ -208,36 +211,6 @@ impl Gpu {
         // SAFETY: sizes checked above; one block per row; shared memory holds
         // D + 2nb + 8 f32; footprint() keeps every read inside the row.
         unsafe { lb.launch(cfg) }?;
-        Ok(())
-    }
-
-    /// y [rows, out] = act(x · Wᵀ + b) for one layer of the flat parameters.
-    pub(super) fn linear(
-        &self,
-        x: &DevBuf<f32>,
-        params: &DevBuf<f32>,
-        s: &LinearSlot,
-        rows: usize,
-        relu: bool,
-        y: &mut DevBuf<f32>,
-    ) -> Result<()> {
-        Self::check(
-            "linear_fwd",
-            x.len() >= rows * s.inp && y.len() >= rows * s.out && params.len() >= s.b + s.out,
-            format!("x {} y {} rows {rows} [{}x{}]", x.len(), y.len(), s.out, s.inp),
-        )?;
-        let (w, b) = (params.slice(s.w_range()), params.slice(s.b_range()));
-        let (m, n, k, act) = (rows as i32, s.out as i32, s.inp as i32, relu as i32);
-        let cfg = LaunchConfig {
-            grid_dim: (Self::blocks(s.out, GEMM_TILE), Self::blocks(rows, GEMM_TILE), 1),
-            block_dim: (GEMM_THREADS as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut l = self.device.launcher("linear_fwd");
-        l.arg(x).arg(&w).arg(&b).arg(y).arg(&m).arg(&n).arg(&k).arg(&act);
-        // SAFETY: x holds rows·in, w out·in, b out, y rows·out f32 (checked
-        // above); the kernel guards every index against M, N, K.
-        unsafe { l.launch(cfg) }?;
         Ok(())
     }
 

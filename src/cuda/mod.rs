@@ -37,7 +37,16 @@ const MODULES: driver::ModuleTable = &[
     (
         "linear",
         fatbin!("linear"),
-        &["linear_fwd", "linear_fwd_tf32", "linear_fwd_bf16", "gemm_strided", "col_sum", "relu_mask"],
+        &[
+            "linear_fwd",
+            "linear_fwd_tf32",
+            "linear_fwd_bf16",
+            "gemm_strided",
+            "gemm_partial",
+            "splitk_sum",
+            "col_sum",
+            "relu_mask",
+        ],
     ),
     ("decode_row", fatbin!("decode_row"), &["decode_row_fwd", "decode_row_bwd"]),
     ("latent", fatbin!("latent"), &["encoder_heads", "latent_bwd"]),
@@ -52,12 +61,15 @@ mod backward;
 pub mod driver;
 mod eval;
 mod forward;
+pub mod linear;
 pub mod shapes;
 pub mod train;
 
 /// The backend's kernels on one device: a GPU, or the kernel emulator.
 pub struct Gpu {
     device: Device,
+    /// Whether GEMMs with few output tiles split K (linear.rs).
+    split_k: bool,
 }
 
 impl Gpu {
@@ -65,14 +77,24 @@ impl Gpu {
     /// the build has no kernels.
     pub fn new(ordinal: usize) -> Result<Self> {
         #[cfg(iwtvae_cuda)]
-        return Ok(Gpu { device: Device::cuda(ordinal, MODULES)? });
+        return Ok(Gpu::with(Device::cuda(ordinal, MODULES)?));
         #[cfg(not(iwtvae_cuda))]
         Err(Error::Device(format!("cuda:{ordinal}: this build has no CUDA kernels (nvcc was not found at build time)")))
     }
 
     /// The same kernels run by the CPU emulator (crates/cuda-emu).
     pub fn emulated() -> Result<Self> {
-        Ok(Gpu { device: Device::emulated()? })
+        Ok(Gpu::with(Device::emulated()?))
+    }
+
+    fn with(device: Device) -> Self {
+        Gpu { device, split_k: std::env::var_os("IWTVAE_NO_SPLIT_K").is_none() }
+    }
+
+    /// Whether GEMMs with few output tiles split K (on unless
+    /// IWTVAE_NO_SPLIT_K is set): results differ by rounding only.
+    pub fn use_split_k(&mut self, on: bool) {
+        self.split_k = on;
     }
 
     /// The GPU for `Device::Cuda(i)`, or the emulator for `Device::Emulated`.

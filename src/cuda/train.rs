@@ -11,6 +11,7 @@
 use super::driver::DevBuf;
 use super::driver::Graph;
 use super::forward::{cfg1, EncoderBufs};
+use super::linear;
 use super::shapes::ROW_THREADS;
 use super::Gpu;
 use crate::data::{Binarize, Dataset};
@@ -78,6 +79,8 @@ struct Buffers {
     theta_id: DevBuf<f32>,
     params: DevBuf<f32>,
     grads: DevBuf<f32>,
+    /// Split-K partials of the step's GEMMs (linear.rs).
+    gemm: DevBuf<f32>,
     s1: DevBuf<f32>,
     s2: DevBuf<f32>,
     /// Adam's step count (read by adam_step_dev).
@@ -218,6 +221,7 @@ impl GpuEngine {
             theta_id: up(&net.theta_id)?,
             params: s.htod(params)?,
             grads: f(layout.total)?,
+            gemm: f(linear::scratch_len(layout, n, true))?,
             s1: s.htod(&opt.s1)?,
             s2: s.htod(&opt.s2)?,
             opt_steps: s.htod(&[opt.steps as i64])?,
@@ -264,17 +268,17 @@ impl GpuEngine {
         let (n_i, k_i, d_i, h_i, w_i, nb_i) = (n as i32, k as i32, d as i32, h as i32, w as i32, nb as i32);
         match op {
             StepOp::Targets => g.targets(&bf.images, &bf.items, b, d, self.binarize, bin_key, &mut bf.x)?,
-            StepOp::Encoder => g.encode(l, &bf.params, &bf.x, b, &mut bf.enc)?,
+            StepOp::Encoder => g.encode(l, &bf.params, &bf.x, b, &mut bf.enc, &mut bf.gemm)?,
             StepOp::Latents => {
                 g.normals_into(eps_key, &bf.items, b, k, 0, z, &mut bf.eps)?;
                 g.normals_into(eta_key, &bf.items, b, k, 0, u, &mut bf.eta)?;
                 g.reparam(&bf.enc, &bf.eps, &bf.eta, n, k, (z, u), &mut bf.z, &mut bf.u, &mut bf.lw_latent)?;
             }
             StepOp::DecoderLayers => {
-                g.linear(&bf.z, &bf.params, &l.dec_fc1, n, true, &mut bf.d1)?;
-                g.linear(&bf.d1, &bf.params, &l.dec_fc2, n, true, &mut bf.d2)?;
-                g.linear(&bf.d2, &bf.params, &l.dec_fc3, n, false, &mut bf.c)?;
-                g.theta(l, &bf.params, &bf.u, n, &bf.theta_id, &mut bf.theta)?;
+                g.linear(&bf.z, &bf.params, &l.dec_fc1, n, true, &mut bf.d1, &mut bf.gemm)?;
+                g.linear(&bf.d1, &bf.params, &l.dec_fc2, n, true, &mut bf.d2, &mut bf.gemm)?;
+                g.linear(&bf.d2, &bf.params, &l.dec_fc3, n, false, &mut bf.c, &mut bf.gemm)?;
+                g.theta(l, &bf.params, &bf.u, n, &bf.theta_id, &mut bf.theta, &mut bf.gemm)?;
             }
             StepOp::DecodeRowFwd => {
                 let (c, lpx, lw) = (&mut bf.c, &mut bf.logpx, &mut bf.logw);
@@ -323,13 +327,53 @@ impl GpuEngine {
                 }
             }
             StepOp::DecoderBackward => {
-                g.linear_backward(&bf.d2, &bf.dc, n, &l.dec_fc3, &bf.params, &mut bf.grads, Some(&mut bf.dd2), false)?;
+                g.linear_backward(
+                    &bf.d2,
+                    &bf.dc,
+                    n,
+                    &l.dec_fc3,
+                    &bf.params,
+                    &mut bf.grads,
+                    Some(&mut bf.dd2),
+                    false,
+                    &mut bf.gemm,
+                )?;
                 g.relu_mask(&bf.d2, &mut bf.dd2, n * hd)?;
-                g.linear_backward(&bf.d1, &bf.dd2, n, &l.dec_fc2, &bf.params, &mut bf.grads, Some(&mut bf.dd1), false)?;
+                g.linear_backward(
+                    &bf.d1,
+                    &bf.dd2,
+                    n,
+                    &l.dec_fc2,
+                    &bf.params,
+                    &mut bf.grads,
+                    Some(&mut bf.dd1),
+                    false,
+                    &mut bf.gemm,
+                )?;
                 g.relu_mask(&bf.d1, &mut bf.dd1, n * hd)?;
-                g.linear_backward(&bf.z, &bf.dd1, n, &l.dec_fc1, &bf.params, &mut bf.grads, Some(&mut bf.dz), false)?;
+                g.linear_backward(
+                    &bf.z,
+                    &bf.dd1,
+                    n,
+                    &l.dec_fc1,
+                    &bf.params,
+                    &mut bf.grads,
+                    Some(&mut bf.dz),
+                    false,
+                    &mut bf.gemm,
+                )?;
                 if let Some(slot) = &l.u2theta {
-                    g.linear_backward(&bf.u, &bf.dtheta, n, slot, &bf.params, &mut bf.grads, Some(&mut bf.du), false)?;
+                    g.linear_backward(
+                        &bf.u,
+                        &bf.dtheta,
+                        n,
+                        slot,
+                        &bf.params,
+                        &mut bf.grads,
+                        Some(&mut bf.du),
+                        false,
+                        &mut bf.gemm,
+                    )?;
                 }
             }
             StepOp::LatentBackward => {
@@ -361,7 +405,17 @@ impl GpuEngine {
                     heads.push((ls, &bf.dls_u));
                 }
                 for (i, (slot, dy)) in heads.into_iter().enumerate() {
-                    g.linear_backward(&bf.enc.h2, dy, b, slot, &bf.params, &mut bf.grads, Some(&mut bf.dh2), i > 0)?;
+                    g.linear_backward(
+                        &bf.enc.h2,
+                        dy,
+                        b,
+                        slot,
+                        &bf.params,
+                        &mut bf.grads,
+                        Some(&mut bf.dh2),
+                        i > 0,
+                        &mut bf.gemm,
+                    )?;
                 }
                 g.relu_mask(&bf.enc.h2, &mut bf.dh2, b * hd)?;
                 g.linear_backward(
@@ -373,9 +427,10 @@ impl GpuEngine {
                     &mut bf.grads,
                     Some(&mut bf.dh1),
                     false,
+                    &mut bf.gemm,
                 )?;
                 g.relu_mask(&bf.enc.h1, &mut bf.dh1, b * hd)?;
-                g.linear_backward(&bf.x, &bf.dh1, b, &l.enc_fc1, &bf.params, &mut bf.grads, None, false)?;
+                g.linear_backward(&bf.x, &bf.dh1, b, &l.enc_fc1, &bf.params, &mut bf.grads, None, false, &mut bf.gemm)?;
             }
             StepOp::Optimizer => {
                 let total = l.total as i64;
@@ -445,6 +500,12 @@ impl GpuEngine {
     /// Whether `run_epoch` replays full batches from a captured graph.
     pub fn use_graphs(&mut self, on: bool) {
         self.graphs = on;
+    }
+
+    /// Whether the step's GEMMs split K (linear.rs); a graph captured
+    /// before a change keeps the launches it was captured with.
+    pub fn use_split_k(&mut self, on: bool) {
+        self.gpu.use_split_k(on);
     }
 
     /// The last step's gradient (for tests).

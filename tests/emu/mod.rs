@@ -28,7 +28,7 @@ pub fn pixels_by_rows(d: usize, rows: usize, shared_bytes: usize) -> LaunchConfi
     LaunchConfig::new((blocks(d, 256), rows as u32, 1), (256, 1, 1), shared_bytes as u32)
 }
 
-/// src/cuda/train.rs `gemm_grid`: 64×64 output tiles.
+/// src/cuda/linear.rs `gemm_grid` (unsplit): 64×64 output tiles.
 pub fn gemm_grid(m: usize, n: usize) -> LaunchConfig {
     use iwtvae::cuda::shapes::{GEMM_THREADS, GEMM_TILE};
     LaunchConfig::new((blocks(n, GEMM_TILE), blocks(m, GEMM_TILE), 1), (GEMM_THREADS as u32, 1, 1), 0)

@@ -1,0 +1,395 @@
+//! The linear layers on device buffers (kernels/linear.cu), forward and
+//! backward, shared by the training engine and the evaluator, and when a
+//! GEMM splits its K.
+//!
+//! A 64×64 output tile is one block, so the training step's GEMMs have
+//! 2–104 blocks (the encoder's 100 rows; dX and dW, whose outputs are
+//! 500×256 or 784×256) on a GPU with 132 SMs, and a block that sums K = 784
+//! alone sets the GEMM's time. Split-K gives each of `splits` blocks per
+//! tile a slice of K, writes the partial products to a scratch buffer and
+//! adds them in a fixed order (`splitk_sum`), so the result is deterministic
+//! and the same on every GPU: the plan depends on the shape only.
+//! `IWTVAE_NO_SPLIT_K=1` launches every GEMM unsplit (one block per tile),
+//! for comparison.
+use super::driver::{AsDevView, DevBuf, DevView, DevViewMut, IntoKernelArg};
+use super::forward::cfg1;
+use super::shapes::{GEMM_THREADS, GEMM_TILE};
+use super::Gpu;
+use crate::error::Result;
+use crate::model::{Layout, LinearSlot};
+use cudarc::driver::LaunchConfig;
+
+/// Blocks a GEMM should launch: about two per SM of an H100 (132 SMs), so
+/// an SM has a second block's warps to switch to while one waits on memory.
+pub const SPLIT_TARGET_BLOCKS: usize = 256;
+/// The fewest k values a split sums: four of the kernel's 16-deep steps, so
+/// a block's arithmetic still outweighs writing its 64×64 partial.
+pub const SPLIT_MIN_K: usize = 64;
+/// k values per step of `tile_product` (kernels/linear.cu KSTEP): slices
+/// start on a step.
+const KSTEP: usize = 16;
+
+/// How the K of C[M, N] = A[M, K] · B[K, N] is cut: `splits` slices of
+/// `chunk` values (the last one shorter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitK {
+    pub splits: usize,
+    pub chunk: usize,
+}
+
+impl SplitK {
+    pub fn unsplit(k: usize) -> Self {
+        SplitK { splits: 1, chunk: k }
+    }
+
+    /// Enough slices to bring the GEMM to about SPLIT_TARGET_BLOCKS
+    /// blocks, none shorter than SPLIT_MIN_K.
+    pub fn plan(m: usize, n: usize, k: usize) -> Self {
+        let tiles = (m.div_ceil(GEMM_TILE) * n.div_ceil(GEMM_TILE)).max(1);
+        let splits = SPLIT_TARGET_BLOCKS.div_ceil(tiles).min(k / SPLIT_MIN_K);
+        if splits <= 1 {
+            return Self::unsplit(k);
+        }
+        let chunk = k.div_ceil(splits).next_multiple_of(KSTEP);
+        SplitK { splits: k.div_ceil(chunk), chunk }
+    }
+
+    /// Scratch floats the partials take (none unsplit).
+    pub fn scratch(&self, m: usize, n: usize) -> usize {
+        if self.splits > 1 {
+            self.splits * m * n
+        } else {
+            0
+        }
+    }
+}
+
+/// The layout's linear layers.
+fn slots(l: &Layout) -> impl Iterator<Item = &LinearSlot> {
+    [Some(&l.enc_fc1), Some(&l.enc_fc2), Some(&l.z_mu), Some(&l.z_logsigma), l.u_mu.as_ref(), l.u_logsigma.as_ref()]
+        .into_iter()
+        .chain([Some(&l.dec_fc1), Some(&l.dec_fc2), Some(&l.dec_fc3), l.u2theta.as_ref()])
+        .flatten()
+}
+
+/// Scratch floats for the split-K partials of any linear layer of `l` run
+/// on up to `max_rows` rows: its forward, and with `backward` its dW and dX.
+/// (Every row count: a plan's scratch does not grow monotonically with it.)
+pub fn scratch_len(l: &Layout, max_rows: usize, backward: bool) -> usize {
+    let mut most = 0;
+    for s in slots(l) {
+        for r in 1..=max_rows {
+            most = most.max(SplitK::plan(r, s.out, s.inp).scratch(r, s.out));
+            if backward {
+                most = most.max(SplitK::plan(s.out, s.inp, r).scratch(s.out, s.inp));
+                most = most.max(SplitK::plan(r, s.inp, s.out).scratch(r, s.inp));
+            }
+        }
+    }
+    most.max(1)
+}
+
+/// One GEMM operand: a view and its (row, column) strides.
+struct Operand<'a> {
+    view: DevView<'a, f32>,
+    rs: usize,
+    cs: usize,
+}
+
+impl Operand<'_> {
+    /// Whether every element of an [rows, cols] operand lies in the view.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.view.len()
+    }
+}
+
+fn gemm_grid(m: usize, n: usize, splits: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (Gpu::blocks(n, GEMM_TILE), Gpu::blocks(m, GEMM_TILE), splits as u32),
+        block_dim: (GEMM_THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// What happens to the sum: a layer's bias and ReLU, or a store (adding to
+/// what C holds when `accumulate`).
+enum Epilogue<'a> {
+    Layer { bias: DevView<'a, f32>, relu: bool },
+    Store { accumulate: bool },
+}
+
+impl Gpu {
+    /// Whether this GPU's GEMMs split K (see the module comment).
+    pub(super) fn gemm_plan(&self, m: usize, n: usize, k: usize) -> SplitK {
+        if self.split_k {
+            SplitK::plan(m, n, k)
+        } else {
+            SplitK::unsplit(k)
+        }
+    }
+
+    /// C[M, N] (leading dimension ldc) = epilogue(A[M, K] · B[K, N]).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        a: Operand<'_>,
+        b: Operand<'_>,
+        mut c: DevViewMut<'_, f32>,
+        ldc: usize,
+        (m, n, k): (usize, usize, usize),
+        epilogue: Epilogue<'_>,
+        scratch: &mut DevBuf<f32>,
+    ) -> Result<()> {
+        let plan = self.gemm_plan(m, n, k);
+        Self::check(
+            "gemm",
+            a.fits(m, k)
+                && b.fits(k, n)
+                && ldc >= n
+                && (m == 0 || (m - 1) * ldc + n <= c.len())
+                && scratch.len() >= plan.scratch(m, n)
+                && [m, n, k, ldc].iter().all(|&v| v < i32::MAX as usize),
+            format!(
+                "[{m}x{k}]·[{k}x{n}] into {} (ldc {ldc}); scratch {} of {} floats",
+                c.len(),
+                scratch.len(),
+                plan.scratch(m, n)
+            ),
+        )?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let (m_i, n_i, k_i, ldc_i) = (m as i32, n as i32, k as i32, ldc as i32);
+        let (rsa, csa, rsb, csb) = (a.rs as i64, a.cs as i64, b.rs as i64, b.cs as i64);
+        let st = &self.device;
+        if plan.splits == 1 {
+            match epilogue {
+                // The layer kernel reads X row-major and W [N, K] (B = Wᵀ).
+                Epilogue::Layer { bias, relu } if a.cs == 1 && a.rs == k && b.rs == 1 && b.cs == k && ldc == n => {
+                    let relu_i = relu as i32;
+                    let mut lb = st.launcher("linear_fwd");
+                    lb.arg(&a.view).arg(&b.view).arg(&bias).arg(&mut c).arg(&m_i).arg(&n_i).arg(&k_i).arg(&relu_i);
+                    // SAFETY: X [M, K] and W [N, K] lie in their views, Y
+                    // [M, N] in c (checked above); bias holds N (the caller
+                    // checked); the kernel guards every index against M, N, K.
+                    unsafe { lb.launch(gemm_grid(m, n, 1)) }?;
+                    return Ok(());
+                }
+                Epilogue::Layer { .. } => {
+                    return Err(crate::error::Error::Shape {
+                        op: "gemm",
+                        detail: "a layer's forward takes X row-major and W [N, K]".into(),
+                    })
+                }
+                Epilogue::Store { accumulate } => {
+                    let acc = accumulate as i32;
+                    let mut lb = st.launcher("gemm_strided");
+                    lb.arg(&a.view).arg(&rsa).arg(&csa).arg(&b.view).arg(&rsb).arg(&csb).arg(&mut c);
+                    lb.arg(&ldc_i).arg(&m_i).arg(&n_i).arg(&k_i).arg(&acc);
+                    // SAFETY: A [M, K] and B [K, N] under their strides lie in
+                    // their views, C's M rows of ldc in c (checked above).
+                    unsafe { lb.launch(gemm_grid(m, n, 1)) }?;
+                    return Ok(());
+                }
+            }
+        }
+        let chunk_i = plan.chunk as i32;
+        let mut lb = st.launcher("gemm_partial");
+        lb.arg(&a.view).arg(&rsa).arg(&csa).arg(&b.view).arg(&rsb).arg(&csb).arg(&mut *scratch);
+        lb.arg(&m_i).arg(&n_i).arg(&k_i).arg(&chunk_i);
+        // SAFETY: as above for A and B; slice z reads k in [z·chunk,
+        // min(K, (z+1)·chunk)), inside K since splits = ⌈K / chunk⌉, and
+        // writes P[z] [M, N] inside scratch (splits·M·N floats, checked).
+        unsafe { lb.launch(gemm_grid(m, n, plan.splits)) }?;
+        let (splits_i, (has_bias, relu, acc)) = (
+            plan.splits as i32,
+            match &epilogue {
+                Epilogue::Layer { relu, .. } => (1i32, *relu as i32, 0i32),
+                Epilogue::Store { accumulate } => (0, 0, *accumulate as i32),
+            },
+        );
+        let bias = match &epilogue {
+            Epilogue::Layer { bias, .. } => bias.kernel_arg(),
+            // Never read without a bias; any valid pointer will do.
+            Epilogue::Store { .. } => (&*scratch).kernel_arg(),
+        };
+        let mut lb = st.launcher("splitk_sum");
+        lb.arg(&*scratch).arg(&splits_i).arg(&m_i).arg(&n_i).arg(bias);
+        lb.arg(&has_bias).arg(&relu).arg(&mut c).arg(&ldc_i).arg(&acc);
+        // SAFETY: P holds splits·M·N floats, C M rows of ldc (checked);
+        // bias, read only when has_bias, holds N (the caller checked).
+        unsafe { lb.launch(cfg1(m * n, 256)) }?;
+        Ok(())
+    }
+
+    /// y [rows, out] = act(x · Wᵀ + b) for one layer of the flat parameters.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn linear(
+        &self,
+        x: &DevBuf<f32>,
+        params: &DevBuf<f32>,
+        s: &LinearSlot,
+        rows: usize,
+        relu: bool,
+        y: &mut DevBuf<f32>,
+        scratch: &mut DevBuf<f32>,
+    ) -> Result<()> {
+        Self::check(
+            "linear_fwd",
+            x.len() >= rows * s.inp && y.len() >= rows * s.out && params.len() >= s.b + s.out,
+            format!("x {} y {} rows {rows} [{}x{}]", x.len(), y.len(), s.out, s.inp),
+        )?;
+        let (w, bias) = (params.slice(s.w_range()), params.slice(s.b_range()));
+        let x = Operand { view: x.dev_view(), rs: s.inp, cs: 1 };
+        // B = Wᵀ: B[k, c] = W[c, k].
+        let wt = Operand { view: w, rs: 1, cs: s.inp };
+        let y = y.slice_mut(0..rows * s.out);
+        self.gemm(x, wt, y, s.out, (rows, s.out, s.inp), Epilogue::Layer { bias, relu }, scratch)
+    }
+
+    /// Backward of one linear layer: dW = dyᵀ·x and db = Σ dy into `grads`
+    /// (overwritten: each parameter has one contribution per step), and
+    /// dx = dy·W (+ dx when `accumulate_dx`) when `dx` is given.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn linear_backward(
+        &self,
+        x: &DevBuf<f32>,
+        dy: &DevBuf<f32>,
+        rows: usize,
+        s: &LinearSlot,
+        params: &DevBuf<f32>,
+        grads: &mut DevBuf<f32>,
+        dx: Option<&mut DevBuf<f32>>,
+        accumulate_dx: bool,
+        scratch: &mut DevBuf<f32>,
+    ) -> Result<()> {
+        let (out, inp) = (s.out, s.inp);
+        Self::check(
+            "linear_backward",
+            x.len() >= rows * inp
+                && dy.len() >= rows * out
+                && grads.len() >= s.b + out
+                && params.len() >= s.b + out
+                && dx.as_ref().is_none_or(|v| v.len() >= rows * inp),
+            format!("x {} dy {} rows {rows} [{out}x{inp}]", x.len(), dy.len()),
+        )?;
+        // dW[out, inp] = dyᵀ[out, rows] · x[rows, inp]
+        let dy_t = Operand { view: dy.dev_view(), rs: 1, cs: out };
+        let xs = Operand { view: x.dev_view(), rs: inp, cs: 1 };
+        let dw = grads.slice_mut(s.w_range());
+        self.gemm(dy_t, xs, dw, inp, (out, inp, rows), Epilogue::Store { accumulate: false }, scratch)?;
+        {
+            let mut db = grads.slice_mut(s.b_range());
+            let (rows_i, cols_i, acc) = (rows as i32, out as i32, 0i32);
+            let mut lb = self.device.launcher("col_sum");
+            lb.arg(dy).arg(&mut db).arg(&rows_i).arg(&cols_i).arg(&acc);
+            // SAFETY: dy holds rows·out values, db out.
+            unsafe { lb.launch(cfg1(out, 128)) }?;
+        }
+        if let Some(dx) = dx {
+            // dx[rows, inp] = dy[rows, out] · W[out, inp]
+            let dys = Operand { view: dy.dev_view(), rs: out, cs: 1 };
+            let w = Operand { view: params.slice(s.w_range()), rs: inp, cs: 1 };
+            let dx = dx.slice_mut(0..rows * inp);
+            self.gemm(dys, w, dx, inp, (rows, inp, out), Epilogue::Store { accumulate: accumulate_dx }, scratch)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn relu_mask(&self, y: &DevBuf<f32>, dy: &mut DevBuf<f32>, len: usize) -> Result<()> {
+        Self::check("relu_mask", y.len() >= len && dy.len() >= len, format!("{} {} < {len}", y.len(), dy.len()))?;
+        let n = len as i32;
+        let mut lb = self.device.launcher("relu_mask");
+        lb.arg(y).arg(dy).arg(&n);
+        // SAFETY: y and dy hold ≥ len f32.
+        unsafe { lb.launch(cfg1(len, 256)) }?;
+        Ok(())
+    }
+}
+
+/// The layer wrappers on host slices, for the parity tests: W [out, inp]
+/// and b [out] in torch's layout.
+impl Gpu {
+    /// y [rows, out] = act(x · Wᵀ + b).
+    pub fn linear_layer(&self, x: &[f32], w: &[f32], b: &[f32], rows: usize, relu: bool) -> Result<Vec<f32>> {
+        let (slot, params) = Self::upload_layer(self, w, b, rows, x.len())?;
+        let s = &self.device;
+        let (x, mut y) = (s.htod(x)?, s.alloc_zeros::<f32>((rows * slot.out).max(1))?);
+        let mut scratch =
+            s.alloc_zeros::<f32>(self.gemm_plan(rows, slot.out, slot.inp).scratch(rows, slot.out).max(1))?;
+        self.linear(&x, &params, &slot, rows, relu, &mut y, &mut scratch)?;
+        Ok(s.dtoh(&y)?[..rows * slot.out].to_vec())
+    }
+
+    /// (dW, db, dx) of a layer: dW = dyᵀ·x, db = Σ dy, dx = dy·W + dx0.
+    pub fn linear_layer_backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        w: &[f32],
+        b: &[f32],
+        rows: usize,
+        dx0: &[f32],
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let (slot, params) = Self::upload_layer(self, w, b, rows, x.len())?;
+        let (out, inp) = (slot.out, slot.inp);
+        Self::check("linear_layer_backward", dy.len() == rows * out && dx0.len() == rows * inp, String::new())?;
+        let s = &self.device;
+        let (x, dy, mut dx) = (s.htod(x)?, s.htod(dy)?, s.htod(dx0)?);
+        let mut grads = s.alloc_zeros::<f32>(params.len())?;
+        let most =
+            self.gemm_plan(out, inp, rows).scratch(out, inp).max(self.gemm_plan(rows, inp, out).scratch(rows, inp));
+        let mut scratch = s.alloc_zeros::<f32>(most.max(1))?;
+        self.linear_backward(&x, &dy, rows, &slot, &params, &mut grads, Some(&mut dx), true, &mut scratch)?;
+        let g = s.dtoh(&grads)?;
+        Ok((g[slot.w_range()].to_vec(), g[slot.b_range()].to_vec(), s.dtoh(&dx)?))
+    }
+
+    fn upload_layer(&self, w: &[f32], b: &[f32], rows: usize, x_len: usize) -> Result<(LinearSlot, DevBuf<f32>)> {
+        let (out, inp) = (b.len(), x_len / rows.max(1));
+        Self::check(
+            "linear_layer",
+            rows > 0 && out > 0 && inp > 0 && x_len == rows * inp && w.len() == out * inp,
+            format!("x {x_len} for {rows} rows, W {}, b {out}", w.len()),
+        )?;
+        let params: Vec<f32> = w.iter().chain(b).copied().collect();
+        Ok((LinearSlot { w: 0, b: out * inp, out, inp }, self.device.htod(&params)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every k is in exactly one slice, slices start on a KSTEP boundary,
+    /// and a split GEMM has no more blocks than it needs to pass the target.
+    #[test]
+    fn split_plans_cover_k_and_stop_at_the_target() {
+        for m in [1, 50, 100, 500, 784, 5000] {
+            for n in [1, 18, 42, 256, 784] {
+                for k in [1, 18, 42, 63, 64, 100, 128, 256, 500, 784, 5000] {
+                    let p = SplitK::plan(m, n, k);
+                    assert!(p.splits >= 1 && p.chunk >= 1, "{m}x{n}x{k}: {p:?}");
+                    assert!(p.splits * p.chunk >= k && (p.splits - 1) * p.chunk < k, "{m}x{n}x{k}: {p:?}");
+                    if p.splits > 1 {
+                        assert_eq!(p.chunk % KSTEP, 0, "{m}x{n}x{k}: {p:?}");
+                        assert!(p.chunk >= SPLIT_MIN_K, "{m}x{n}x{k}: {p:?}");
+                        let tiles = m.div_ceil(GEMM_TILE) * n.div_ceil(GEMM_TILE);
+                        assert!(tiles * (p.splits - 1) < SPLIT_TARGET_BLOCKS, "{m}x{n}x{k}: {p:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The training step's shapes (batch 100, k = 5, hidden 256): the
+    /// K-heavy GEMMs with few tiles split, the wide ones do not.
+    #[test]
+    fn the_training_step_splits_where_blocks_are_few() {
+        assert_eq!(SplitK::plan(100, 256, 784), SplitK { splits: 10, chunk: 80 }); // encoder fc1
+        assert_eq!(SplitK::plan(500, 256, 784), SplitK { splits: 7, chunk: 112 }); // decoder fc3 dX
+        assert_eq!(SplitK::plan(784, 256, 500), SplitK { splits: 5, chunk: 112 }); // decoder fc3 dW
+        assert_eq!(SplitK::plan(256, 784, 100), SplitK::unsplit(100)); // encoder fc1 dW: K too short
+        assert_eq!(SplitK::plan(5000, 784, 256), SplitK::unsplit(256)); // the evaluator's rows
+    }
+}
