@@ -17,6 +17,7 @@
 #define IWTVAE_ROW_THREADS 256  // decode_row.cu: threads of the one block per sample row (its reductions count warps)
 #define IWTVAE_GEMM_TILE 64     // linear.cu fp32 GEMMs: the output tile of a block, rows and columns
 #define IWTVAE_GEMM_THREADS 256 // linear.cu fp32 GEMMs: threads per block, each a 4x4 micro-tile of the tile
+#define IWTVAE_COL_SUM_THREADS 256 // linear.cu col_sum: threads per block (warps split the rows, a lane per column)
 
 #define IWTVAE_FUSED_SAMPLES 16 // nll_fused.cu fp32 evaluator: sample rows per block
 #define IWTVAE_FUSED_WARPS 8    // nll_fused.cu fp32 evaluator: warps per block

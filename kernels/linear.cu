@@ -134,14 +134,30 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   }
 }
 
-// out[c] = Σ_r dy[r, c] (+ out[c] when accumulate), rows in order.
+// out[c] = Σ_r dy[r, c] (+ out[c] when accumulate). A block sums 32
+// columns, a lane per column so that each row's 32 values are one coalesced
+// load; warp w adds rows w, w + 8, w + 16, … and the 8 warps' sums are then
+// added in warp order, so the result does not depend on timing. (One
+// thread walking all 500 rows of a column was a chain of 500 loads.)
+#define CS_WARPS (IWTVAE_COL_SUM_THREADS / 32)
+static_assert(IWTVAE_COL_SUM_THREADS % 32 == 0, "col_sum's block is whole warps");
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     col_sum(const float* dy, float* out, int rows, int cols, int accumulate) {
-  int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= cols) return;
+  __shared__ float part[CS_WARPS][32];
+  int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int c = blockIdx.x * 32 + lane;
   float s = 0.0f;
-  for (int r = 0; r < rows; ++r) s += dy[(size_t)r * cols + c];
-  out[c] = accumulate ? out[c] + s : s;
+  if (c < cols) {
+#pragma unroll 8
+    for (int r = warp; r < rows; r += CS_WARPS) s += dy[(size_t)r * cols + c];
+  }
+  part[warp][lane] = s;
+  __syncthreads();
+  if (warp == 0 && c < cols) {
+    float v = 0.0f;
+    for (int w = 0; w < CS_WARPS; ++w) v += part[w][lane];
+    out[c] = accumulate ? out[c] + v : v;
+  }
 }
 
 // dy *= relu'(y) with y the layer's ReLU output (y > 0 ⇔ pre-activation > 0).

@@ -5,7 +5,9 @@
 //! repeats the comparison, and whole training steps, on a real GPU.
 mod emu;
 use emu::*;
-use iwtvae::cuda::shapes::{FUSED_SAMPLES, FUSED_WARPS, LT_ROWS, LT_WARPS, ROW_THREADS, TC_K_GROUP, TC_ROWS, TC_WARPS};
+use iwtvae::cuda::shapes::{
+    COL_SUM_THREADS, FUSED_SAMPLES, FUSED_WARPS, LT_ROWS, LT_WARPS, ROW_THREADS, TC_K_GROUP, TC_ROWS, TC_WARPS,
+};
 use iwtvae::model::{ModelConfig, Transform};
 use iwtvae::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
 use iwtvae::ops::grid::Warp;
@@ -88,7 +90,7 @@ fn gemm_strided(
 }
 
 /// dX = dY·W and dW = dYᵀ·X through gemm_strided's strided views, db by
-/// col_sum, the ReLU mask, each with the arguments src/cuda/train.rs passes.
+/// col_sum, the ReLU mask, each with the arguments src/cuda/linear.rs passes.
 #[test]
 fn linear_backward_matches_cpu() {
     let (x, w, dy) = (values(M * K, 1, -1.0, 1.0), values(N * K, 2, -1.0, 1.0), values(M * N, 4, -1.0, 1.0));
@@ -111,8 +113,21 @@ fn linear_backward_matches_cpu() {
     let scale = abs_products(&transpose(&dy, M, N), &transpose(&x, M, K), N, K, M);
     close_gemm("dW", &read(&dw), &want_dw, &scale);
     let db = output(N);
-    run("col_sum", cfg1(N, 128), &[bdy.arg(), db.arg(), i32_(M), i32_(N), Arg::I32(0)]);
+    let cfg = LaunchConfig::new((blocks(N, 32), 1, 1), (COL_SUM_THREADS as u32, 1, 1), 0);
+    run("col_sum", cfg, &[bdy.arg(), db.arg(), i32_(M), i32_(N), Arg::I32(0)]);
     close("db", &read(&db), &want_db, 1e-5);
+    // Accumulating onto what db holds, over more rows than warps × the unroll.
+    let rows = 300;
+    let g = values(rows * N, 8, -1.0, 1.0);
+    let mut want = values(N, 9, -1.0, 1.0);
+    for r in 0..rows {
+        for c in 0..N {
+            want[c] += g[r * N + c];
+        }
+    }
+    let (bg, acc) = (input(&g), input(&values(N, 9, -1.0, 1.0)));
+    run("col_sum", cfg, &[bg.arg(), acc.arg(), i32_(rows), i32_(N), Arg::I32(1)]);
+    close("db accumulated", &read(&acc), &want, 1e-5);
 
     let y: Vec<f32> = values(M * N, 6, -1.0, 1.0).iter().map(|v| v.max(0.0)).collect();
     let mut want = dy.clone();

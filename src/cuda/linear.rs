@@ -13,7 +13,7 @@
 //! for comparison.
 use super::driver::{AsDevView, DevBuf, DevView, DevViewMut, IntoKernelArg};
 use super::forward::cfg1;
-use super::shapes::{GEMM_THREADS, GEMM_TILE};
+use super::shapes::{COL_SUM_THREADS, GEMM_THREADS, GEMM_TILE};
 use super::Gpu;
 use crate::error::Result;
 use crate::model::{Layout, LinearSlot};
@@ -283,8 +283,14 @@ impl Gpu {
             let (rows_i, cols_i, acc) = (rows as i32, out as i32, 0i32);
             let mut lb = self.device.launcher("col_sum");
             lb.arg(dy).arg(&mut db).arg(&rows_i).arg(&cols_i).arg(&acc);
-            // SAFETY: dy holds rows·out values, db out.
-            unsafe { lb.launch(cfg1(out, 128)) }?;
+            let cfg = LaunchConfig {
+                grid_dim: (Self::blocks(out, 32), 1, 1),
+                block_dim: (COL_SUM_THREADS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: dy holds rows·out values, db out; a block covers 32
+            // columns and guards c < out.
+            unsafe { lb.launch(cfg) }?;
         }
         if let Some(dx) = dx {
             // dx[rows, inp] = dy[rows, out] · W[out, inp]
