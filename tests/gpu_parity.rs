@@ -409,7 +409,7 @@ mod gpu {
     /// stay inside it; an indexing mistake misses by whole terms.
     #[test]
     fn linear_layers_match_an_f64_reference_split_or_not() {
-        use iwtvae::cuda::linear::SplitK;
+        use iwtvae::cuda::linear::{SplitK, SPLIT_TARGET_BLOCKS};
         let wave = |n: usize, seed: usize| -> Vec<f32> {
             (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
         };
@@ -434,11 +434,12 @@ mod gpu {
         // K = 256; 3- and 2-way splits with a short last slice; one too
         // small to split.
         let shapes = [(100, 256, 784), (37, 42, 256), (130, 70, 200), (500, 18, 18)];
-        assert!(SplitK::plan(100, 256, 784).splits == 10 && SplitK::plan(130, 70, 200).splits == 3);
+        let plan = |m, n, k| SplitK::plan(m, n, k, SPLIT_TARGET_BLOCKS);
+        assert!(plan(100, 256, 784).splits == 10 && plan(130, 70, 200).splits == 3);
         for device in device_kinds() {
             for split in [true, false] {
                 let mut gpu = Gpu::open(device).unwrap();
-                gpu.use_split_k(split);
+                gpu.set_split_target(if split { SPLIT_TARGET_BLOCKS } else { 0 });
                 for (rows, out, inp) in shapes {
                     let name = format!("{} split {split} [{rows}x{inp}]·[{out}x{inp}]ᵀ", gpu.kind());
                     let (x, w, b) = (wave(rows * inp, 1), wave(out * inp, 2), wave(out, 3));
@@ -675,6 +676,29 @@ mod gpu {
                 assert!(engine.op_cost(op).bytes > 0, "{op:?}");
             }
             engine.time_graph_steps(&plan, 2).unwrap();
+            // The bench's split-K sweep: each target brings its own scratch
+            // (1024 needs more than the default's), and every target's
+            // gradient is the same to rounding (2e-3 of each tensor's
+            // largest, as in training_step_matches_cpu).
+            let mut grads = Vec::new();
+            for target in [0, iwtvae::cuda::linear::SPLIT_TARGET_BLOCKS, 1024] {
+                engine.set_split_target(target).unwrap();
+                engine.time_graph_steps(&plan, 1).unwrap();
+                let mut fresh =
+                    GpuEngine::new(Gpu::open(device).unwrap(), &layout, &cfg, &data, &params, &opt).unwrap();
+                fresh.set_split_target(target).unwrap();
+                fresh.single_step(&items, &plan).unwrap();
+                grads.push(fresh.gradients().unwrap());
+            }
+            for e in &layout.entries {
+                let r = e.offset..e.offset + e.len;
+                let scale = grads[0][r.clone()].iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                for g in &grads[1..] {
+                    for i in r.clone() {
+                        assert!((g[i] - grads[0][i]).abs() <= 2e-3 * scale, "{}[{}]", e.name, i - e.offset);
+                    }
+                }
+            }
             // The evaluator's kernels on the model the bench times: the seed
             // protocol's, whose shared-memory needs are the largest.
             let seed_layout = Layout::new(TrainConfig::seed_protocol().model_config(28, 28).unwrap());

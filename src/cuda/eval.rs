@@ -176,7 +176,7 @@ impl Gpu {
         let mut items = s.alloc_zeros::<u32>(BATCH)?;
         let mut x = buf(BATCH * d)?;
         let mut enc = EncoderBufs::new(self, l, BATCH)?;
-        let mut gemm = buf(super::linear::scratch_len(l, rows_cap.max(BATCH), false))?;
+        let mut gemm = buf(super::linear::scratch_len(l, rows_cap.max(BATCH), false, self.split_target))?;
         let (mut eps, mut eta, mut z, mut u) =
             (buf(rows_cap * zd)?, buf(rows_cap * ud)?, buf(rows_cap * zd)?, buf(rows_cap * ud)?);
         let (mut d1, mut d2, mut theta) = (buf(rows_cap * hd)?, buf(rows_cap * hd)?, buf(rows_cap * t)?);
@@ -457,7 +457,7 @@ impl Gpu {
             Ok(t0.elapsed().as_secs_f64() / reps as f64)
         };
         let l = &net.layout;
-        let mut gemm = s.alloc_zeros::<f32>(super::linear::scratch_len(l, rows, false))?;
+        let mut gemm = s.alloc_zeros::<f32>(super::linear::scratch_len(l, rows, false, self.split_target))?;
         let fc2 = time(&mut || self.decoder_layer(&d1, &model, &l.dec_fc2, fc2_padded, rows, &mut d2, &mut gemm))?;
         let fc3 =
             time(&mut || self.nll_fc3(net, &model, (&d1, &theta, &x, &lw), rows, rows, true, &mut logpx, &mut logw))?;

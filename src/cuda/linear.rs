@@ -10,7 +10,7 @@
 //! adds them in a fixed order (`splitk_sum`), so the result is deterministic
 //! and the same on every GPU: the plan depends on the shape only.
 //! `IWTVAE_NO_SPLIT_K=1` launches every GEMM unsplit (one block per tile),
-//! for comparison.
+//! for comparison; `Gpu::set_split_target` sets the block target.
 use super::driver::{AsDevView, DevBuf, DevView, DevViewMut, IntoKernelArg};
 use super::forward::cfg1;
 use super::shapes::{COL_SUM_THREADS, GEMM_THREADS, GEMM_TILE};
@@ -19,8 +19,10 @@ use crate::error::Result;
 use crate::model::{Layout, LinearSlot};
 use cudarc::driver::LaunchConfig;
 
-/// Blocks a GEMM should launch: about two per SM of an H100 (132 SMs), so
-/// an SM has a second block's warps to switch to while one waits on memory.
+/// Blocks a GEMM should launch (the default target): about two per SM of
+/// an H100 (132 SMs), so an SM has a second block's warps to switch to
+/// while one waits on memory. A reading of the shapes, not a measurement:
+/// `benches/kernels.rs` times the step at several targets.
 pub const SPLIT_TARGET_BLOCKS: usize = 256;
 /// The fewest k values a split sums: four of the kernel's 16-deep steps, so
 /// a block's arithmetic still outweighs writing its 64×64 partial.
@@ -42,11 +44,11 @@ impl SplitK {
         SplitK { splits: 1, chunk: k }
     }
 
-    /// Enough slices to bring the GEMM to about SPLIT_TARGET_BLOCKS
-    /// blocks, none shorter than SPLIT_MIN_K.
-    pub fn plan(m: usize, n: usize, k: usize) -> Self {
+    /// Enough slices to bring the GEMM to about `target` blocks, none
+    /// shorter than SPLIT_MIN_K (a target of 0 never splits).
+    pub fn plan(m: usize, n: usize, k: usize, target: usize) -> Self {
         let tiles = (m.div_ceil(GEMM_TILE) * n.div_ceil(GEMM_TILE)).max(1);
-        let splits = SPLIT_TARGET_BLOCKS.div_ceil(tiles).min(k / SPLIT_MIN_K);
+        let splits = target.div_ceil(tiles).min(k / SPLIT_MIN_K);
         if splits <= 1 {
             return Self::unsplit(k);
         }
@@ -72,17 +74,19 @@ fn slots(l: &Layout) -> impl Iterator<Item = &LinearSlot> {
         .flatten()
 }
 
-/// Scratch floats for the split-K partials of any linear layer of `l` run
-/// on up to `max_rows` rows: its forward, and with `backward` its dW and dX.
-/// (Every row count: a plan's scratch does not grow monotonically with it.)
-pub fn scratch_len(l: &Layout, max_rows: usize, backward: bool) -> usize {
+/// Scratch floats for the split-K partials, at block target `target`, of
+/// any linear layer of `l` run on up to `max_rows` rows: its forward, and
+/// with `backward` its dW and dX. (Every row count: a plan's scratch does
+/// not grow monotonically with it.)
+pub fn scratch_len(l: &Layout, max_rows: usize, backward: bool, target: usize) -> usize {
     let mut most = 0;
+    let plan = |m, n, k| SplitK::plan(m, n, k, target);
     for s in slots(l) {
         for r in 1..=max_rows {
-            most = most.max(SplitK::plan(r, s.out, s.inp).scratch(r, s.out));
+            most = most.max(plan(r, s.out, s.inp).scratch(r, s.out));
             if backward {
-                most = most.max(SplitK::plan(s.out, s.inp, r).scratch(s.out, s.inp));
-                most = most.max(SplitK::plan(r, s.inp, s.out).scratch(r, s.inp));
+                most = most.max(plan(s.out, s.inp, r).scratch(s.out, s.inp));
+                most = most.max(plan(r, s.inp, s.out).scratch(r, s.inp));
             }
         }
     }
@@ -119,13 +123,9 @@ enum Epilogue<'a> {
 }
 
 impl Gpu {
-    /// Whether this GPU's GEMMs split K (see the module comment).
+    /// How this GPU's GEMM of that shape splits K (see the module comment).
     pub(super) fn gemm_plan(&self, m: usize, n: usize, k: usize) -> SplitK {
-        if self.split_k {
-            SplitK::plan(m, n, k)
-        } else {
-            SplitK::unsplit(k)
-        }
+        SplitK::plan(m, n, k, self.split_target)
     }
 
     /// C[M, N] (leading dimension ldc) = epilogue(A[M, K] · B[K, N]).
@@ -374,7 +374,7 @@ mod tests {
         for m in [1, 50, 100, 500, 784, 5000] {
             for n in [1, 18, 42, 256, 784] {
                 for k in [1, 18, 42, 63, 64, 100, 128, 256, 500, 784, 5000] {
-                    let p = SplitK::plan(m, n, k);
+                    let p = SplitK::plan(m, n, k, SPLIT_TARGET_BLOCKS);
                     assert!(p.splits >= 1 && p.chunk >= 1, "{m}x{n}x{k}: {p:?}");
                     assert!(p.splits * p.chunk >= k && (p.splits - 1) * p.chunk < k, "{m}x{n}x{k}: {p:?}");
                     if p.splits > 1 {
@@ -392,10 +392,11 @@ mod tests {
     /// K-heavy GEMMs with few tiles split, the wide ones do not.
     #[test]
     fn the_training_step_splits_where_blocks_are_few() {
-        assert_eq!(SplitK::plan(100, 256, 784), SplitK { splits: 10, chunk: 80 }); // encoder fc1
-        assert_eq!(SplitK::plan(500, 256, 784), SplitK { splits: 7, chunk: 112 }); // decoder fc3 dX
-        assert_eq!(SplitK::plan(784, 256, 500), SplitK { splits: 5, chunk: 112 }); // decoder fc3 dW
-        assert_eq!(SplitK::plan(256, 784, 100), SplitK::unsplit(100)); // encoder fc1 dW: K too short
-        assert_eq!(SplitK::plan(5000, 784, 256), SplitK::unsplit(256)); // the evaluator's rows
+        assert_eq!(SplitK::plan(100, 256, 784, SPLIT_TARGET_BLOCKS), SplitK { splits: 10, chunk: 80 }); // encoder fc1
+        assert_eq!(SplitK::plan(500, 256, 784, SPLIT_TARGET_BLOCKS), SplitK { splits: 7, chunk: 112 }); // decoder fc3 dX
+        assert_eq!(SplitK::plan(784, 256, 500, SPLIT_TARGET_BLOCKS), SplitK { splits: 5, chunk: 112 }); // decoder fc3 dW
+        assert_eq!(SplitK::plan(256, 784, 100, SPLIT_TARGET_BLOCKS), SplitK::unsplit(100)); // encoder fc1 dW: K too short
+        assert_eq!(SplitK::plan(5000, 784, 256, SPLIT_TARGET_BLOCKS), SplitK::unsplit(256));
+        // the evaluator's rows
     }
 }

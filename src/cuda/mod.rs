@@ -68,8 +68,9 @@ pub mod train;
 /// The backend's kernels on one device: a GPU, or the kernel emulator.
 pub struct Gpu {
     device: Device,
-    /// Whether GEMMs with few output tiles split K (linear.rs).
-    split_k: bool,
+    /// The blocks a GEMM with few output tiles is split K to reach
+    /// (linear.rs; 0: never split).
+    split_target: usize,
 }
 
 impl Gpu {
@@ -88,13 +89,20 @@ impl Gpu {
     }
 
     fn with(device: Device) -> Self {
-        Gpu { device, split_k: std::env::var_os("IWTVAE_NO_SPLIT_K").is_none() }
+        let split_target =
+            if std::env::var_os("IWTVAE_NO_SPLIT_K").is_some() { 0 } else { linear::SPLIT_TARGET_BLOCKS };
+        Gpu { device, split_target }
     }
 
-    /// Whether GEMMs with few output tiles split K (on unless
-    /// IWTVAE_NO_SPLIT_K is set): results differ by rounding only.
-    pub fn use_split_k(&mut self, on: bool) {
-        self.split_k = on;
+    /// The blocks a GEMM with few output tiles is split K to reach (0:
+    /// never split; linear::SPLIT_TARGET_BLOCKS unless IWTVAE_NO_SPLIT_K is
+    /// set). Results differ by rounding only.
+    pub fn set_split_target(&mut self, blocks: usize) {
+        self.split_target = blocks;
+    }
+
+    pub fn split_target(&self) -> usize {
+        self.split_target
     }
 
     /// The GPU for `Device::Cuda(i)`, or the emulator for `Device::Emulated`.

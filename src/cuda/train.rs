@@ -221,7 +221,7 @@ impl GpuEngine {
             theta_id: up(&net.theta_id)?,
             params: s.htod(params)?,
             grads: f(layout.total)?,
-            gemm: f(linear::scratch_len(layout, n, true))?,
+            gemm: f(linear::scratch_len(layout, n, true, gpu.split_target()))?,
             s1: s.htod(&opt.s1)?,
             s2: s.htod(&opt.s2)?,
             opt_steps: s.htod(&[opt.steps as i64])?,
@@ -502,10 +502,15 @@ impl GpuEngine {
         self.graphs = on;
     }
 
-    /// Whether the step's GEMMs split K (linear.rs); a graph captured
-    /// before a change keeps the launches it was captured with.
-    pub fn use_split_k(&mut self, on: bool) {
-        self.gpu.use_split_k(on);
+    /// The block target of the step's split-K GEMMs (linear.rs; 0: never
+    /// split), with a scratch buffer to match. A graph captured before a
+    /// change is stale: capture again.
+    pub fn set_split_target(&mut self, blocks: usize) -> Result<()> {
+        let n = self.batch_size * self.dims.k;
+        self.gpu.set_split_target(blocks);
+        let len = linear::scratch_len(&self.layout, n, true, blocks);
+        self.buf.gemm = self.gpu.device.alloc_zeros::<f32>(len)?;
+        Ok(())
     }
 
     /// The last step's gradient (for tests).
