@@ -148,6 +148,10 @@ impl Gpu {
                 && ldc >= n
                 && (m == 0 || (m - 1) * ldc + n <= c.len())
                 && scratch.len() >= plan.scratch(m, n)
+                && match &epilogue {
+                    Epilogue::Layer { bias, .. } => bias.len() >= n,
+                    Epilogue::Store { .. } => true,
+                }
                 && [m, n, k, ldc].iter().all(|&v| v < i32::MAX as usize),
             format!(
                 "[{m}x{k}]·[{k}x{n}] into {} (ldc {ldc}); scratch {} of {} floats",
@@ -170,8 +174,8 @@ impl Gpu {
                     let mut lb = st.launcher("linear_fwd");
                     lb.arg(&a.view).arg(&b.view).arg(&bias).arg(&mut c).arg(&m_i).arg(&n_i).arg(&k_i).arg(&relu_i);
                     // SAFETY: X [M, K] and W [N, K] lie in their views, Y
-                    // [M, N] in c (checked above); bias holds N (the caller
-                    // checked); the kernel guards every index against M, N, K.
+                    // [M, N] in c, N values in bias (checked above); the
+                    // kernel guards every index against M, N, K.
                     unsafe { lb.launch(gemm_grid(m, n, 1)) }?;
                     return Ok(());
                 }
@@ -201,23 +205,17 @@ impl Gpu {
         // min(K, (z+1)·chunk)), inside K since splits = ⌈K / chunk⌉, and
         // writes P[z] [M, N] inside scratch (splits·M·N floats, checked).
         unsafe { lb.launch(gemm_grid(m, n, plan.splits)) }?;
-        let (splits_i, (has_bias, relu, acc)) = (
-            plan.splits as i32,
-            match &epilogue {
-                Epilogue::Layer { relu, .. } => (1i32, *relu as i32, 0i32),
-                Epilogue::Store { accumulate } => (0, 0, *accumulate as i32),
-            },
-        );
-        let bias = match &epilogue {
-            Epilogue::Layer { bias, .. } => bias.kernel_arg(),
-            // Never read without a bias; any valid pointer will do.
-            Epilogue::Store { .. } => (&*scratch).kernel_arg(),
+        let splits_i = plan.splits as i32;
+        let (bias, has_bias, relu, acc) = match &epilogue {
+            Epilogue::Layer { bias, relu } => (bias.kernel_arg(), 1i32, *relu as i32, 0i32),
+            // The bias is never read without one; any valid pointer will do.
+            Epilogue::Store { accumulate } => ((&*scratch).kernel_arg(), 0, 0, *accumulate as i32),
         };
         let mut lb = st.launcher("splitk_sum");
         lb.arg(&*scratch).arg(&splits_i).arg(&m_i).arg(&n_i).arg(bias);
         lb.arg(&has_bias).arg(&relu).arg(&mut c).arg(&ldc_i).arg(&acc);
-        // SAFETY: P holds splits·M·N floats, C M rows of ldc (checked);
-        // bias, read only when has_bias, holds N (the caller checked).
+        // SAFETY: P holds splits·M·N floats, C M rows of ldc, and bias,
+        // read only when has_bias, N values (checked above).
         unsafe { lb.launch(cfg1(m * n, 256)) }?;
         Ok(())
     }
