@@ -2,8 +2,8 @@
 // src/ops/linear.rs:
 //   forward   Y[M,N] = act(X[M,K] · W[N,K]ᵀ + b[N])          linear_fwd
 //   backward  dX = dY · W,  dW = dYᵀ · X                      gemm_strided
+//             (dX ⊙ relu'(H) when H is the layer below's ReLU output)
 //             db = Σ_rows dY                                  col_sum
-//             dY *= relu'(Y)                                  relu_mask
 //   split-K   the same GEMMs in K slices, summed in order     gemm_partial, splitk_sum
 // Plain 64×64-tiled fp32 GEMMs (each thread a 4×4 micro-tile, K in steps of
 // 16 through shared memory). Every sum runs in a fixed order, so results are
@@ -84,17 +84,27 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   });
 }
 
+// The store of a backward GEMM: v (+ what C holds when accumulate), then
+// zero where the layer below's ReLU output H (laid out as C) is not
+// positive, when masked: dX = (dY·W) ⊙ relu'(H) in the GEMM's own store
+// instead of a pass of its own over dX (y > 0 ⇔ pre-activation > 0; a
+// NaN H gives 0, as the CPU's relu_backward).
+__device__ __forceinline__ void store_grad(float* C, int ldc, int r, int c, float v, int accumulate,
+                                           const float* relu_of, int masked) {
+  size_t i = (size_t)r * ldc + c;
+  if (accumulate) v += C[i];
+  C[i] = (masked && !(relu_of[i] > 0.0f)) ? 0.0f : v;
+}
+
 // C[M,N] (row-major, leading dimension ldc) = A[M,K] · B[K,N] (+ C when
-// accumulate): dY·W (both row-major) and dYᵀ·X (A a transposed view).
+// accumulate; ⊙ relu'(relu_of) when masked): dY·W (both row-major) and
+// dYᵀ·X (A a transposed view).
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     gemm_strided(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb, float* C,
-                 int ldc, int M, int N, int K, int accumulate) {
+                 int ldc, int M, int N, int K, int accumulate, const float* relu_of, int masked) {
   float acc[4][4] = {};
   tile_product(A, rsa, csa, B, rsb, csb, M, N, K, acc);
-  store_tile(acc, M, N, [&](int r, int c, float v) {
-    float* dst = C + (size_t)r * ldc + c;
-    *dst = accumulate ? *dst + v : v;
-  });
+  store_tile(acc, M, N, [&](int r, int c, float v) { store_grad(C, ldc, r, c, v, accumulate, relu_of, masked); });
 }
 
 // Split-K, for the training step's GEMMs whose output has too few 64×64
@@ -115,22 +125,22 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
 }
 
 // C[r, c] (leading dimension ldc) = Σ_z P[z][r, c], then + bias[c] and
-// ReLU (a layer's forward, has_bias), or + C (accumulate): the epilogues of
-// linear_fwd and gemm_strided.
+// ReLU (a layer's forward, has_bias), or gemm_strided's store (+ C when
+// accumulate, ⊙ relu'(relu_of) when masked): the epilogues of linear_fwd
+// and gemm_strided.
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     splitk_sum(const float* P, int splits, int M, int N, const float* bias, int has_bias, int relu, float* C, int ldc,
-               int accumulate) {
+               int accumulate, const float* relu_of, int masked) {
   size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (size_t)M * N) return;
   int r = (int)(i / N), c = (int)(i % N);
   float v = 0.0f;
   for (int z = 0; z < splits; ++z) v += P[(size_t)z * M * N + i];
-  float* dst = C + (size_t)r * ldc + c;
   if (has_bias) {
     v += bias[c];
-    *dst = relu ? fmaxf(v, 0.0f) : v;
+    C[(size_t)r * ldc + c] = relu ? fmaxf(v, 0.0f) : v;
   } else {
-    *dst = accumulate ? *dst + v : v;
+    store_grad(C, ldc, r, c, v, accumulate, relu_of, masked);
   }
 }
 
@@ -158,12 +168,6 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     for (int w = 0; w < CS_WARPS; ++w) v += part[w][lane];
     out[c] = accumulate ? out[c] + v : v;
   }
-}
-
-// dy *= relu'(y) with y the layer's ReLU output (y > 0 ⇔ pre-activation > 0).
-extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS) relu_mask(const float* y, float* dy, int n) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n && !(y[i] > 0.0f)) dy[i] = 0.0f;
 }
 
 // Tensor-core forward for the evaluator's decoder layers (wmma_tile.cuh; TF32

@@ -73,21 +73,21 @@ fn a_capture_records_launches_and_refuses_allocations_and_copies() {
 fn the_device_refuses_blocks_larger_than_the_kernels_are_built_for() {
     use iwtvae::cuda::shapes::MAX_THREADS;
     let device = Device::emulated().expect("emulator");
-    let (y, mut dy) = (device.htod(&[1f32; 8]).unwrap(), device.htod(&[1f32; 8]).unwrap());
-    let n = 8i32;
+    let (mut theta, theta_id) = (device.htod(&[1f32; 8]).unwrap(), device.htod(&[1f32; 8]).unwrap());
+    let (rows, t) = (1i32, 8i32);
     for (block, ok) in
         [((MAX_THREADS as u32, 1, 1), true), ((MAX_THREADS as u32 + 32, 1, 1), false), ((32, 16, 1), false)]
     {
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: block, shared_mem_bytes: 0 };
-        let mut l = device.launcher("relu_mask");
-        l.arg(&y).arg(&mut dy).arg(&n);
-        // SAFETY: y and dy hold n f32 each; n is the kernel's int.
+        let mut l = device.launcher("add_theta_id");
+        l.arg(&mut theta).arg(&theta_id).arg(&rows).arg(&t);
+        // SAFETY: θ holds rows·t f32 and θ_id t; both counts are the kernel's ints.
         let result = unsafe { l.launch(cfg) };
         match (ok, result) {
             (true, r) => r.expect("a block of MAX_THREADS"),
             (false, Ok(())) => panic!("a block of {block:?} was launched"),
             (false, Err(e)) => {
-                assert!(e.to_string().contains("relu_mask") && e.to_string().contains("launch_shapes.h"), "{e}")
+                assert!(e.to_string().contains("add_theta_id") && e.to_string().contains("launch_shapes.h"), "{e}")
             }
         }
     }

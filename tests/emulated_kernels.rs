@@ -374,11 +374,13 @@ fn the_emulator_refuses_mistyped_and_oversized_launches() {
     // Every kernel is compiled for blocks of at most 256 threads
     // (__launch_bounds__): more is refused, as on a GPU, where the
     // registers it was given would not suffice.
-    let (y, dy) = (input(&[1f32; 8]), input(&[1f32; 8]));
+    // add_theta_id(θ, θ_id, R, T): θ[t] += θ_id[t % T] for t < R·T.
+    let (theta, theta_id) = (input(&[1f32; 8]), input(&[1f32; 8]));
+    let args = [theta.arg(), theta_id.arg(), i32_(1), i32_(8)];
     // SAFETY: refused before anything runs.
-    let err = unsafe { cuda_emu::launch("relu_mask", cfg1(8, 512), &[y.arg(), dy.arg(), i32_(8)]) }.unwrap_err();
-    assert!(err.contains("relu_mask") && err.contains("__launch_bounds__ (256)"), "{err}");
-    run("relu_mask", cfg1(8, 256), &[y.arg(), dy.arg(), i32_(8)]);
+    let err = unsafe { cuda_emu::launch("add_theta_id", cfg1(8, 512), &args) }.unwrap_err();
+    assert!(err.contains("add_theta_id") && err.contains("__launch_bounds__ (256)"), "{err}");
+    run("add_theta_id", cfg1(8, 256), &args);
 }
 
 /// The emulator's own checks, which every other test relies on: a write
@@ -386,26 +388,28 @@ fn the_emulator_refuses_mistyped_and_oversized_launches() {
 /// argument; a pointer into no live buffer is refused before it runs.
 #[test]
 fn emulator_reports_out_of_bounds_writes_and_stray_pointers() {
-    // y < 0: the mask writes zeros, which the guard bytes are not.
-    let (y, dy) = (input(&[-1f32; 8]), input(&[1f32; 8]));
+    // add_theta_id(θ, θ_id, R, T) writes θ[t] += θ_id[t % T] for t < R·T;
+    // adding 1 changes the guard bytes' value.
+    let (theta, theta_id) = (input(&[1f32; 8]), input(&[1f32; 8]));
     let short = input(&[1f32; 6]);
     if cuda_emu::address_sanitized() {
         eprintln!("SKIPPED the guard-zone check: under AddressSanitizer the overrun stops the process instead");
     } else {
-        // relu_mask(y, dy, n) writes dy[i] for i < n: 8 into a buffer of 6.
+        // R·T = 8 into a θ of 6.
         // SAFETY: the overrun lands in the buffer's guard zone (256 bytes).
-        let err = unsafe { cuda_emu::launch("relu_mask", cfg1(8, 256), &[y.arg(), short.arg(), i32_(8)]) }
-            .expect_err("a write past the end of argument 1");
-        assert!(err.contains("argument 1") && err.contains("past the end"), "{err}");
+        let err =
+            unsafe { cuda_emu::launch("add_theta_id", cfg1(8, 256), &[short.arg(), theta_id.arg(), i32_(1), i32_(8)]) }
+                .expect_err("a write past the end of argument 0");
+        assert!(err.contains("argument 0") && err.contains("past the end"), "{err}");
     }
     let stray = [0f32; 8];
+    let stray_args = [theta.arg(), Arg::Ptr(stray.as_ptr() as *mut _), i32_(1), i32_(8)];
     // SAFETY: refused before the kernel runs.
-    let err =
-        unsafe { cuda_emu::launch("relu_mask", cfg1(8, 256), &[y.arg(), Arg::Ptr(stray.as_ptr() as *mut _), i32_(8)]) }
-            .expect_err("a pointer that is not a buffer's");
+    let err = unsafe { cuda_emu::launch("add_theta_id", cfg1(8, 256), &stray_args) }
+        .expect_err("a pointer that is not a buffer's");
     assert!(err.contains("argument 1") && err.contains("no live buffer"), "{err}");
     // In bounds, the same launch is fine.
-    run("relu_mask", cfg1(8, 256), &[y.arg(), dy.arg(), i32_(8)]);
+    run("add_theta_id", cfg1(8, 256), &[theta.arg(), theta_id.arg(), i32_(1), i32_(8)]);
 }
 
 /// Under scripts/emu-asan.sh, an out-of-bounds *read* (which the guard-zone
@@ -419,10 +423,11 @@ fn address_sanitizer_stops_out_of_bounds_reads() {
         return;
     }
     if std::env::var_os(CHILD).is_some() {
-        // relu_mask(y, dy, n) reads y[i] for i < n: 8 from a buffer of 6.
-        let (short, dy) = (input(&[-1f32; 6]), input(&[1f32; 8]));
+        // add_theta_id(θ, θ_id, R, T) reads θ_id[t % T]: T = 8 from a buffer of 6.
+        let (theta, short) = (input(&[1f32; 8]), input(&[1f32; 6]));
         // SAFETY: the overread lands in the guard zone, which ASan reports.
-        let _ = unsafe { cuda_emu::launch("relu_mask", cfg1(8, 256), &[short.arg(), dy.arg(), i32_(8)]) };
+        let _ =
+            unsafe { cuda_emu::launch("add_theta_id", cfg1(8, 256), &[theta.arg(), short.arg(), i32_(1), i32_(8)]) };
         return;
     }
     let me = std::env::current_exe().unwrap();
@@ -433,5 +438,8 @@ fn address_sanitizer_stops_out_of_bounds_reads() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the overread went unnoticed: {err}");
-    assert!(err.contains("AddressSanitizer") && err.contains("READ of size 4") && err.contains("relu_mask"), "{err}");
+    assert!(
+        err.contains("AddressSanitizer") && err.contains("READ of size 4") && err.contains("add_theta_id"),
+        "{err}"
+    );
 }

@@ -62,14 +62,16 @@ fn linear_forward_matches_cpu() {
     }
 }
 
-/// C[m, n] = A[m, k]·B[k, n] (+ C when `accumulate`) through gemm_strided,
-/// A and B given by (row, column) strides, with train.rs's arguments.
+/// C[m, n] = A[m, k]·B[k, n] (+ C when `accumulate`; ⊙ relu'(H) given
+/// H) through gemm_strided, A and B given by (row, column) strides, with
+/// src/cuda/linear.rs's arguments.
 fn gemm_strided(
     (a, (rsa, csa)): (&mut Buffer<f32>, (usize, usize)),
     (b, (rsb, csb)): (&mut Buffer<f32>, (usize, usize)),
     c: &mut Buffer<f32>,
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
+    relu_of: Option<&Buffer<f32>>,
 ) {
     let stride = |v: usize| Arg::I64(v as i64);
     let args = [
@@ -85,6 +87,8 @@ fn gemm_strided(
         i32_(n),
         i32_(k),
         Arg::I32(accumulate as i32),
+        relu_of.unwrap_or(c).arg(),
+        Arg::I32(relu_of.is_some() as i32),
     ];
     run("gemm_strided", gemm_grid(m, n), &args);
 }
@@ -101,7 +105,7 @@ fn linear_backward_matches_cpu() {
     let mut want_dx = dx0.clone();
     linear_backward_input(&dy, M, &w, N, K, &mut want_dx, true, Par::Seq);
     let mut dx = input(&dx0);
-    gemm_strided((&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut dx, (M, K, N), true);
+    gemm_strided((&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut dx, (M, K, N), true, None);
     let scale: Vec<f32> = abs_products(&dy, &transpose(&w, N, K), M, K, N).iter().map(|s| s + 1.0).collect();
     close_gemm("dx", &read(&dx), &want_dx, &scale);
 
@@ -109,7 +113,7 @@ fn linear_backward_matches_cpu() {
     let (mut want_dw, mut want_db) = (vec![0f32; N * K], vec![0f32; N]);
     linear_backward_params(&x, &dy, M, N, K, &mut want_dw, &mut want_db, Par::Seq);
     let mut dw = output(N * K);
-    gemm_strided((&mut bdy, (1, N)), (&mut bx, (K, 1)), &mut dw, (N, K, M), false);
+    gemm_strided((&mut bdy, (1, N)), (&mut bx, (K, 1)), &mut dw, (N, K, M), false, None);
     let scale = abs_products(&transpose(&dy, M, N), &transpose(&x, M, K), N, K, M);
     close_gemm("dW", &read(&dw), &want_dw, &scale);
     let db = output(N);
@@ -129,12 +133,21 @@ fn linear_backward_matches_cpu() {
     run("col_sum", cfg, &[bg.arg(), acc.arg(), i32_(rows), i32_(N), Arg::I32(1)]);
     close("db accumulated", &read(&acc), &want, 1e-5);
 
-    let y: Vec<f32> = values(M * N, 6, -1.0, 1.0).iter().map(|v| v.max(0.0)).collect();
-    let mut want = dy.clone();
-    relu_backward(&y, &mut want);
-    let (by, g) = (input(&y), input(&dy));
-    run("relu_mask", cfg1(M * N, 256), &[by.arg(), g.arg(), i32_(M * N)]);
-    assert_eq!(read(&g), want);
+    // dx through the ReLU below, h [M, K] (zeros, a NaN and a -0 among its
+    // values): bit for bit the unmasked dx (accumulated, as above) with
+    // relu_backward applied after, which is what the CPU does.
+    let mut h: Vec<f32> = values(M * K, 6, -1.0, 1.0).iter().map(|v| v.max(0.0)).collect();
+    (h[1], h[2]) = (f32::NAN, -0.0);
+    let bh = input(&h);
+    let mut want = read(&dx);
+    let mut plain = input(&dx0);
+    gemm_strided((&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut plain, (M, K, N), true, None);
+    assert_eq!(bits(&read(&plain)), bits(&want), "the same launch twice");
+    relu_backward(&h, &mut want);
+    let mut masked = input(&dx0);
+    gemm_strided((&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut masked, (M, K, N), true, Some(&bh));
+    assert_eq!(bits(&read(&masked)), bits(&want), "dx ⊙ relu'(h)");
+    assert!(want.iter().filter(|&&v| v == 0.0).count() > M * K / 4, "the mask zeroed too little to tell");
 }
 
 /// Split-K, bit for bit against its definition: slice z of gemm_partial is
@@ -174,7 +187,7 @@ fn split_k_partials_are_slices_of_k_summed_in_order() {
             (0..rows).flat_map(|r| a[r * KS + k0..r * KS + k0 + kn].to_vec()).collect()
         };
         let (mut xs, mut ws, mut c) = (input(&cols(&x, M)), input(&cols(&w, N)), output(M * N));
-        gemm_strided((&mut xs, (kn, 1)), (&mut ws, (1, kn)), &mut c, (M, N, kn), false);
+        gemm_strided((&mut xs, (kn, 1)), (&mut ws, (1, kn)), &mut c, (M, N, kn), false, None);
         assert_eq!(bits(&read(&c)), bits(&partials[z * M * N..(z + 1) * M * N]), "slice {z}");
     }
     let in_order = |i: usize| (0..splits).fold(0f32, |v, z| v + partials[z * M * N + i]);
@@ -192,6 +205,8 @@ fn split_k_partials_are_slices_of_k_summed_in_order() {
             y.arg(),
             i32_(N),
             Arg::I32(0),
+            p.arg(),
+            Arg::I32(0),
         ];
         run("splitk_sum", cfg1(M * N, 256), &args);
         let want: Vec<f32> = (0..M * N)
@@ -207,7 +222,10 @@ fn split_k_partials_are_slices_of_k_summed_in_order() {
         assert_eq!(bits(&read(&y)), bits(&want), "layer epilogue, relu {relu}");
     }
     let ldc = N + 3;
-    for accumulate in [false, true] {
+    // The ReLU output below, laid out as C (its extra columns never read).
+    let h: Vec<f32> = values(M * ldc, 8, -1.0, 1.0).iter().map(|v| v.max(0.0)).collect();
+    let bh = input(&h);
+    for (accumulate, masked) in [(false, false), (true, false), (false, true), (true, true)] {
         let c0 = values(M * ldc, 7, -1.0, 1.0);
         let c = input(&c0);
         let args = [
@@ -221,19 +239,26 @@ fn split_k_partials_are_slices_of_k_summed_in_order() {
             c.arg(),
             i32_(ldc),
             Arg::I32(accumulate as i32),
+            if masked { bh.arg() } else { p.arg() },
+            Arg::I32(masked as i32),
         ];
         run("splitk_sum", cfg1(M * N, 256), &args);
         let want: Vec<f32> = (0..M * ldc)
             .map(|j| {
                 let (r, col) = (j / ldc, j % ldc);
-                match (col < N, accumulate) {
-                    (false, _) => c0[j],
+                let v = match (col < N, accumulate) {
+                    (false, _) => return c0[j],
                     (true, false) => in_order(r * N + col),
                     (true, true) => c0[j] + in_order(r * N + col),
+                };
+                if masked && h[j] <= 0.0 {
+                    0.0
+                } else {
+                    v
                 }
             })
             .collect();
-        assert_eq!(bits(&read(&c)), bits(&want), "store epilogue, accumulate {accumulate}");
+        assert_eq!(bits(&read(&c)), bits(&want), "store epilogue, accumulate {accumulate}, masked {masked}");
     }
 }
 

@@ -116,10 +116,33 @@ fn gemm_grid(m: usize, n: usize, splits: usize) -> LaunchConfig {
 }
 
 /// What happens to the sum: a layer's bias and ReLU, or a store (adding to
-/// what C holds when `accumulate`).
+/// what C holds when `accumulate`, then zero where `relu_of`, laid out as
+/// C, is not positive).
 enum Epilogue<'a> {
     Layer { bias: DevView<'a, f32>, relu: bool },
-    Store { accumulate: bool },
+    Store { accumulate: bool, relu_of: Option<DevView<'a, f32>> },
+}
+
+/// Where a layer's backward puts dx = dy·W: into `buf` (added to what it
+/// holds when `accumulate`), times relu'(h) when `relu_of` is the layer
+/// below's ReLU output h [rows, inp], so that dx is the gradient at that
+/// layer's pre-activation (no pass of its own over dx).
+pub(super) struct InputGrad<'a> {
+    pub buf: &'a mut DevBuf<f32>,
+    pub accumulate: bool,
+    pub relu_of: Option<&'a DevBuf<f32>>,
+}
+
+impl<'a> InputGrad<'a> {
+    /// dx overwritten, through the ReLU that produced the layer's input.
+    pub fn through_relu(buf: &'a mut DevBuf<f32>, h: &'a DevBuf<f32>) -> Self {
+        InputGrad { buf, accumulate: false, relu_of: Some(h) }
+    }
+
+    /// dx overwritten (the input is a latent, not a ReLU's output).
+    pub fn plain(buf: &'a mut DevBuf<f32>) -> Self {
+        InputGrad { buf, accumulate: false, relu_of: None }
+    }
 }
 
 impl Gpu {
@@ -141,16 +164,17 @@ impl Gpu {
         scratch: &mut DevBuf<f32>,
     ) -> Result<()> {
         let plan = self.gemm_plan(m, n, k);
+        let c_span = if m == 0 { 0 } else { (m - 1) * ldc + n };
         Self::check(
             "gemm",
             a.fits(m, k)
                 && b.fits(k, n)
                 && ldc >= n
-                && (m == 0 || (m - 1) * ldc + n <= c.len())
+                && c_span <= c.len()
                 && scratch.len() >= plan.scratch(m, n)
                 && match &epilogue {
                     Epilogue::Layer { bias, .. } => bias.len() >= n,
-                    Epilogue::Store { .. } => true,
+                    Epilogue::Store { relu_of, .. } => relu_of.as_ref().is_none_or(|h| h.len() >= c_span),
                 }
                 && [m, n, k, ldc].iter().all(|&v| v < i32::MAX as usize),
             format!(
@@ -185,13 +209,16 @@ impl Gpu {
                         detail: "a layer's forward takes X row-major and W [N, K]".into(),
                     })
                 }
-                Epilogue::Store { accumulate } => {
-                    let acc = accumulate as i32;
+                Epilogue::Store { accumulate, relu_of } => {
+                    let (acc, masked) = (accumulate as i32, relu_of.is_some() as i32);
+                    // Without a mask the kernel never reads relu_of; any valid pointer will do.
+                    let mask = relu_of.as_ref().unwrap_or(&a.view).kernel_arg();
                     let mut lb = st.launcher("gemm_strided");
                     lb.arg(&a.view).arg(&rsa).arg(&csa).arg(&b.view).arg(&rsb).arg(&csb).arg(&mut c);
-                    lb.arg(&ldc_i).arg(&m_i).arg(&n_i).arg(&k_i).arg(&acc);
+                    lb.arg(&ldc_i).arg(&m_i).arg(&n_i).arg(&k_i).arg(&acc).arg(mask).arg(&masked);
                     // SAFETY: A [M, K] and B [K, N] under their strides lie in
-                    // their views, C's M rows of ldc in c (checked above).
+                    // their views, C's M rows of ldc in c and, when masked, in
+                    // relu_of (checked above).
                     unsafe { lb.launch(gemm_grid(m, n, 1)) }?;
                     return Ok(());
                 }
@@ -206,16 +233,22 @@ impl Gpu {
         // writes P[z] [M, N] inside scratch (splits·M·N floats, checked).
         unsafe { lb.launch(gemm_grid(m, n, plan.splits)) }?;
         let splits_i = plan.splits as i32;
-        let (bias, has_bias, relu, acc) = match &epilogue {
-            Epilogue::Layer { bias, relu } => (bias.kernel_arg(), 1i32, *relu as i32, 0i32),
-            // The bias is never read without one; any valid pointer will do.
-            Epilogue::Store { accumulate } => ((&*scratch).kernel_arg(), 0, 0, *accumulate as i32),
+        // A pointer the kernel is told not to read (bias without has_bias,
+        // relu_of without masked) is any valid one: the scratch.
+        let unread = (&*scratch).kernel_arg();
+        let (bias, has_bias, relu, acc, mask, masked) = match &epilogue {
+            Epilogue::Layer { bias, relu } => (bias.kernel_arg(), 1i32, *relu as i32, 0i32, unread, 0i32),
+            Epilogue::Store { accumulate, relu_of } => {
+                let mask = relu_of.as_ref().map_or(unread, |h| h.kernel_arg());
+                (unread, 0, 0, *accumulate as i32, mask, relu_of.is_some() as i32)
+            }
         };
         let mut lb = st.launcher("splitk_sum");
         lb.arg(&*scratch).arg(&splits_i).arg(&m_i).arg(&n_i).arg(bias);
-        lb.arg(&has_bias).arg(&relu).arg(&mut c).arg(&ldc_i).arg(&acc);
-        // SAFETY: P holds splits·M·N floats, C M rows of ldc, and bias,
-        // read only when has_bias, N values (checked above).
+        lb.arg(&has_bias).arg(&relu).arg(&mut c).arg(&ldc_i).arg(&acc).arg(mask).arg(&masked);
+        // SAFETY: P holds splits·M·N floats, C M rows of ldc, bias (read
+        // only when has_bias) N values, relu_of (read only when masked) C's
+        // span (checked above).
         unsafe { lb.launch(cfg1(m * n, 256)) }?;
         Ok(())
     }
@@ -247,7 +280,7 @@ impl Gpu {
 
     /// Backward of one linear layer: dW = dyᵀ·x and db = Σ dy into `grads`
     /// (overwritten: each parameter has one contribution per step), and
-    /// dx = dy·W (+ dx when `accumulate_dx`) when `dx` is given.
+    /// dx = dy·W as `dx` says when it is given.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn linear_backward(
         &self,
@@ -257,8 +290,7 @@ impl Gpu {
         s: &LinearSlot,
         params: &DevBuf<f32>,
         grads: &mut DevBuf<f32>,
-        dx: Option<&mut DevBuf<f32>>,
-        accumulate_dx: bool,
+        dx: Option<InputGrad<'_>>,
         scratch: &mut DevBuf<f32>,
     ) -> Result<()> {
         let (out, inp) = (s.out, s.inp);
@@ -268,14 +300,17 @@ impl Gpu {
                 && dy.len() >= rows * out
                 && grads.len() >= s.b + out
                 && params.len() >= s.b + out
-                && dx.as_ref().is_none_or(|v| v.len() >= rows * inp),
+                && dx
+                    .as_ref()
+                    .is_none_or(|v| v.buf.len() >= rows * inp && v.relu_of.is_none_or(|h| h.len() >= rows * inp)),
             format!("x {} dy {} rows {rows} [{out}x{inp}]", x.len(), dy.len()),
         )?;
         // dW[out, inp] = dyᵀ[out, rows] · x[rows, inp]
         let dy_t = Operand { view: dy.dev_view(), rs: 1, cs: out };
         let xs = Operand { view: x.dev_view(), rs: inp, cs: 1 };
         let dw = grads.slice_mut(s.w_range());
-        self.gemm(dy_t, xs, dw, inp, (out, inp, rows), Epilogue::Store { accumulate: false }, scratch)?;
+        let store = Epilogue::Store { accumulate: false, relu_of: None };
+        self.gemm(dy_t, xs, dw, inp, (out, inp, rows), store, scratch)?;
         {
             let mut db = grads.slice_mut(s.b_range());
             let (rows_i, cols_i, acc) = (rows as i32, out as i32, 0i32);
@@ -290,23 +325,14 @@ impl Gpu {
             // columns and guards c < out.
             unsafe { lb.launch(cfg) }?;
         }
-        if let Some(dx) = dx {
-            // dx[rows, inp] = dy[rows, out] · W[out, inp]
+        if let Some(InputGrad { buf, accumulate, relu_of }) = dx {
+            // dx[rows, inp] = dy[rows, out] · W[out, inp] (⊙ relu'(h))
             let dys = Operand { view: dy.dev_view(), rs: out, cs: 1 };
             let w = Operand { view: params.slice(s.w_range()), rs: inp, cs: 1 };
-            let dx = dx.slice_mut(0..rows * inp);
-            self.gemm(dys, w, dx, inp, (rows, inp, out), Epilogue::Store { accumulate: accumulate_dx }, scratch)?;
+            let relu_of = relu_of.map(|h| h.slice(0..rows * inp));
+            let dx = buf.slice_mut(0..rows * inp);
+            self.gemm(dys, w, dx, inp, (rows, inp, out), Epilogue::Store { accumulate, relu_of }, scratch)?;
         }
-        Ok(())
-    }
-
-    pub(super) fn relu_mask(&self, y: &DevBuf<f32>, dy: &mut DevBuf<f32>, len: usize) -> Result<()> {
-        Self::check("relu_mask", y.len() >= len && dy.len() >= len, format!("{} {} < {len}", y.len(), dy.len()))?;
-        let n = len as i32;
-        let mut lb = self.device.launcher("relu_mask");
-        lb.arg(y).arg(dy).arg(&n);
-        // SAFETY: y and dy hold ≥ len f32.
-        unsafe { lb.launch(cfg1(len, 256)) }?;
         Ok(())
     }
 }
@@ -344,7 +370,8 @@ impl Gpu {
         let most =
             self.gemm_plan(out, inp, rows).scratch(out, inp).max(self.gemm_plan(rows, inp, out).scratch(rows, inp));
         let mut scratch = s.alloc_zeros::<f32>(most.max(1))?;
-        self.linear_backward(&x, &dy, rows, &slot, &params, &mut grads, Some(&mut dx), true, &mut scratch)?;
+        let dx_out = InputGrad { buf: &mut dx, accumulate: true, relu_of: None };
+        self.linear_backward(&x, &dy, rows, &slot, &params, &mut grads, Some(dx_out), &mut scratch)?;
         let g = s.dtoh(&grads)?;
         Ok((g[slot.w_range()].to_vec(), g[slot.b_range()].to_vec(), s.dtoh(&dx)?))
     }

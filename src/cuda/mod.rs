@@ -37,16 +37,7 @@ const MODULES: driver::ModuleTable = &[
     (
         "linear",
         fatbin!("linear"),
-        &[
-            "linear_fwd",
-            "linear_fwd_tf32",
-            "linear_fwd_bf16",
-            "gemm_strided",
-            "gemm_partial",
-            "splitk_sum",
-            "col_sum",
-            "relu_mask",
-        ],
+        &["linear_fwd", "linear_fwd_tf32", "linear_fwd_bf16", "gemm_strided", "gemm_partial", "splitk_sum", "col_sum"],
     ),
     ("decode_row", fatbin!("decode_row"), &["decode_row_fwd", "decode_row_bwd"]),
     ("latent", fatbin!("latent"), &["encoder_heads", "latent_bwd"]),

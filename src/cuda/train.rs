@@ -11,7 +11,7 @@
 use super::driver::DevBuf;
 use super::driver::Graph;
 use super::forward::{cfg1, EncoderBufs};
-use super::linear;
+use super::linear::{self, InputGrad};
 use super::shapes::ROW_THREADS;
 use super::Gpu;
 use crate::data::{Binarize, Dataset};
@@ -259,7 +259,7 @@ impl GpuEngine {
     /// The launches of one op of the step.
     fn run_op(&mut self, op: StepOp, b: usize, plan_keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<()> {
         let (bin_key, eps_key, eta_key) = plan_keys;
-        let Dims { d, hd, z, u, nb, h, w, k, .. } = self.dims;
+        let Dims { d, z, u, nb, h, w, k, .. } = self.dims;
         let n = b * k;
         let l = &self.layout;
         let g = &self.gpu;
@@ -327,53 +327,18 @@ impl GpuEngine {
                 }
             }
             StepOp::DecoderBackward => {
-                g.linear_backward(
-                    &bf.d2,
-                    &bf.dc,
-                    n,
-                    &l.dec_fc3,
-                    &bf.params,
-                    &mut bf.grads,
-                    Some(&mut bf.dd2),
-                    false,
-                    &mut bf.gemm,
-                )?;
-                g.relu_mask(&bf.d2, &mut bf.dd2, n * hd)?;
-                g.linear_backward(
-                    &bf.d1,
-                    &bf.dd2,
-                    n,
-                    &l.dec_fc2,
-                    &bf.params,
-                    &mut bf.grads,
-                    Some(&mut bf.dd1),
-                    false,
-                    &mut bf.gemm,
-                )?;
-                g.relu_mask(&bf.d1, &mut bf.dd1, n * hd)?;
-                g.linear_backward(
-                    &bf.z,
-                    &bf.dd1,
-                    n,
-                    &l.dec_fc1,
-                    &bf.params,
-                    &mut bf.grads,
-                    Some(&mut bf.dz),
-                    false,
-                    &mut bf.gemm,
-                )?;
+                // Each dx goes through the ReLU of the layer below (dd2 is the
+                // gradient at fc2's pre-activation, dd1 at fc1's).
+                let p = &bf.params;
+                let dd2 = InputGrad::through_relu(&mut bf.dd2, &bf.d2);
+                g.linear_backward(&bf.d2, &bf.dc, n, &l.dec_fc3, p, &mut bf.grads, Some(dd2), &mut bf.gemm)?;
+                let dd1 = InputGrad::through_relu(&mut bf.dd1, &bf.d1);
+                g.linear_backward(&bf.d1, &bf.dd2, n, &l.dec_fc2, p, &mut bf.grads, Some(dd1), &mut bf.gemm)?;
+                let dz = InputGrad::plain(&mut bf.dz);
+                g.linear_backward(&bf.z, &bf.dd1, n, &l.dec_fc1, p, &mut bf.grads, Some(dz), &mut bf.gemm)?;
                 if let Some(slot) = &l.u2theta {
-                    g.linear_backward(
-                        &bf.u,
-                        &bf.dtheta,
-                        n,
-                        slot,
-                        &bf.params,
-                        &mut bf.grads,
-                        Some(&mut bf.du),
-                        false,
-                        &mut bf.gemm,
-                    )?;
+                    let du = InputGrad::plain(&mut bf.du);
+                    g.linear_backward(&bf.u, &bf.dtheta, n, slot, p, &mut bf.grads, Some(du), &mut bf.gemm)?;
                 }
             }
             StepOp::LatentBackward => {
@@ -404,20 +369,14 @@ impl GpuEngine {
                     heads.push((mu, &bf.dmu_u));
                     heads.push((ls, &bf.dls_u));
                 }
+                let last = heads.len() - 1;
                 for (i, (slot, dy)) in heads.into_iter().enumerate() {
-                    g.linear_backward(
-                        &bf.enc.h2,
-                        dy,
-                        b,
-                        slot,
-                        &bf.params,
-                        &mut bf.grads,
-                        Some(&mut bf.dh2),
-                        i > 0,
-                        &mut bf.gemm,
-                    )?;
+                    // The heads' dx add up in dh2, through h2's ReLU once the last is in.
+                    let dh2 =
+                        InputGrad { buf: &mut bf.dh2, accumulate: i > 0, relu_of: (i == last).then_some(&bf.enc.h2) };
+                    g.linear_backward(&bf.enc.h2, dy, b, slot, &bf.params, &mut bf.grads, Some(dh2), &mut bf.gemm)?;
                 }
-                g.relu_mask(&bf.enc.h2, &mut bf.dh2, b * hd)?;
+                let dh1 = InputGrad::through_relu(&mut bf.dh1, &bf.enc.h1);
                 g.linear_backward(
                     &bf.enc.h1,
                     &bf.dh2,
@@ -425,12 +384,10 @@ impl GpuEngine {
                     &l.enc_fc2,
                     &bf.params,
                     &mut bf.grads,
-                    Some(&mut bf.dh1),
-                    false,
+                    Some(dh1),
                     &mut bf.gemm,
                 )?;
-                g.relu_mask(&bf.enc.h1, &mut bf.dh1, b * hd)?;
-                g.linear_backward(&bf.x, &bf.dh1, b, &l.enc_fc1, &bf.params, &mut bf.grads, None, false, &mut bf.gemm)?;
+                g.linear_backward(&bf.x, &bf.dh1, b, &l.enc_fc1, &bf.params, &mut bf.grads, None, &mut bf.gemm)?;
             }
             StepOp::Optimizer => {
                 let total = l.total as i64;
