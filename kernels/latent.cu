@@ -7,15 +7,29 @@ using namespace iwtvae;
 
 #define LOG_SIGMA_CLAMP 6.0f
 
-// log σ = clamp(raw, ±6) for z [nz values] and u [nu values]; μu = tanh(pre).
+// The heads' outputs [B, 2Z + 2U] = [μz | raw log σz | pre-tanh μu | raw
+// log σu] (one GEMM, Layout::enc_heads) into the latent buffers: μz, raw
+// and clamped log σz, μu = tanh(pre), raw and clamped log σu, each [B, dim].
+// One thread per output value.
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
-    encoder_heads(const float* ls_z_raw, float* ls_z, int nz, const float* mu_u_pre, float* mu_u, const float* ls_u_raw,
-                  float* ls_u, int nu) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < nz) ls_z[i] = fminf(fmaxf(ls_z_raw[i], -LOG_SIGMA_CLAMP), LOG_SIGMA_CLAMP);
-  if (i < nu) {
-    mu_u[i] = tanhf(mu_u_pre[i]);
-    ls_u[i] = fminf(fmaxf(ls_u_raw[i], -LOG_SIGMA_CLAMP), LOG_SIGMA_CLAMP);
+    encoder_heads(const float* heads, int B, int Z, int U, float* mu_z, float* ls_z_raw, float* ls_z, float* mu_u,
+                  float* ls_u_raw, float* ls_u) {
+  int H = 2 * Z + 2 * U;
+  int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= B * H) return;
+  int i = t / H, c = t % H;
+  float v = heads[t];
+  float clamped = fminf(fmaxf(v, -LOG_SIGMA_CLAMP), LOG_SIGMA_CLAMP);
+  if (c < Z) {
+    mu_z[i * Z + c] = v;
+  } else if (c < 2 * Z) {
+    ls_z_raw[i * Z + c - Z] = v;
+    ls_z[i * Z + c - Z] = clamped;
+  } else if (c < 2 * Z + U) {
+    mu_u[i * U + c - 2 * Z] = tanhf(v);
+  } else {
+    ls_u_raw[i * U + c - 2 * Z - U] = v;
+    ls_u[i * U + c - 2 * Z - U] = clamped;
   }
 }
 
@@ -23,10 +37,12 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
 // over the image's rows r = i·k + s (in order),
 //   dμ = Σ_s g_s + kl·μ,   dlog σ = Σ_s (g_s·σ·noise[r, d] + cw[r]) + kl·(σ² − 1),
 // dlog σ = 0 where the clamp was active, and dμ·(1 − μ²) when μ = tanh(·).
+// dμ and dlog σ go to the heads' gradient [B, ld] (the heads' GEMM's dY)
+// at columns col + d and col + dim + d.
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     latent_bwd(const float* mu, const float* ls, const float* raw, const float* lat, const float* noise,
-               const float* dlat, const float* coef_w, float* dmu, float* dls, int B, int k, int dim, float kl_scale,
-               int tanh_mu) {
+               const float* dlat, const float* coef_w, float* dheads, int ld, int col, int B, int k, int dim,
+               float kl_scale, int tanh_mu) {
   int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= B * dim) return;
   int i = t / dim, d = t % dim;
@@ -45,6 +61,7 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   }
   if (raw[t] < -LOG_SIGMA_CLAMP || raw[t] > LOG_SIGMA_CLAMP) gl = 0.0f;
   if (tanh_mu) gm *= 1.0f - mu[t] * mu[t];
-  dmu[t] = gm;
-  dls[t] = gl;
+  float* row = dheads + (size_t)i * ld + col;
+  row[d] = gm;
+  row[dim + d] = gl;
 }

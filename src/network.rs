@@ -111,10 +111,13 @@ pub struct Workspace<T> {
     pub kl: Vec<f64>,
 }
 
-/// Disjoint (weight, bias) gradient slices of one layer.
+/// Disjoint (weight, bias) gradient slices of one layer. Its bias lies
+/// after its weight, though not always next to it (the encoder heads'
+/// biases follow all four heads' weights: Layout::enc_heads).
 fn grad_slots<'a, T>(grads: &'a mut [T], s: &LinearSlot) -> (&'a mut [T], &'a mut [T]) {
-    debug_assert_eq!(s.b, s.w + s.out * s.inp);
-    grads[s.w..s.b + s.out].split_at_mut(s.out * s.inp)
+    assert!(s.w_range().end <= s.b, "a layout puts each bias after its weight");
+    let (below, from_bias) = grads.split_at_mut(s.b);
+    (&mut below[s.w_range()], &mut from_bias[..s.out])
 }
 
 impl<T: Real> Network<T> {

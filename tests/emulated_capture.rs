@@ -114,3 +114,38 @@ fn row_per_block_wrappers_refuse_more_rows_than_cuda_grids_hold() {
         }
     }
 }
+
+/// The seed protocol's captured training step (TPS 3×3, z 42, u 18, hidden
+/// 256, IWAE k = 5, batch 100, Adadelta), launch by launch: on a GPU each
+/// launch of a replayed graph still costs ~1–2 µs of its own, which at
+/// batch 100 is a large part of a step. Fewer launches came from: the four
+/// encoder heads as one GEMM (Layout::enc_heads), each ReLU mask in its dX
+/// GEMM's store, the gradient check in the optimizer's pass, and the
+/// batch's items and the loss record on the device (no copies between
+/// replays). A change to this count is a change to the step's cost: say so.
+#[test]
+fn the_seed_training_step_is_55_launches() {
+    use iwtvae::cuda::train::GpuEngine;
+    use iwtvae::model::Layout;
+    use iwtvae::optim::{Optimizer, OptimizerKind};
+    use iwtvae::train::{EpochPlan, TrainConfig};
+    let data = iwtvae::data::Dataset::load(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")),
+        iwtvae::data::Split::Train,
+        Some(200),
+    )
+    .expect("the bundled MNIST");
+    let cfg = TrainConfig::seed_protocol();
+    let layout = Layout::new(cfg.model_config(28, 28).unwrap());
+    let params = iwtvae::model::init_params::<f32>(&layout, 1);
+    let opt = Optimizer::new(OptimizerKind::Adadelta, layout.total);
+    let gpu = iwtvae::cuda::Gpu::emulated().expect("emulator");
+    let mut engine = GpuEngine::new(gpu, &layout, &cfg, &data, &params, &opt).unwrap();
+    let perm: Vec<u32> = (0..200).collect();
+    let kernels = engine.captured_step_kernels(&EpochPlan::new(1, 0, 1.0, &perm)).unwrap().expect("emulated");
+    let count = |name: &str| kernels.iter().filter(|&&k| k == name).count();
+    assert_eq!((kernels.first(), kernels.last()), (Some(&"batch_items"), Some(&"record_step")), "{kernels:?}");
+    assert_eq!(count("encoder_heads"), 1, "{kernels:?}");
+    assert_eq!(count("gemm_partial"), count("splitk_sum"), "a split GEMM without its sum: {kernels:?}");
+    assert_eq!(kernels.len(), 55, "{kernels:?}");
+}

@@ -300,17 +300,18 @@ fn adadelta_matches_cpu() {
     let mut want = p0.clone();
     opt.step(&mut want, &g, 0.7);
     let (p, bg, bs1, bs2) = (input(&p0), input(&g), input(&s1), input(&s2));
-    let args = [p.arg(), bg.arg(), bs1.arg(), bs2.arg(), Arg::I64(n as i64), Arg::F32(0.7)];
+    let bad = Buffer::from_slice(&[0i32]);
+    let args = [p.arg(), bg.arg(), bs1.arg(), bs2.arg(), Arg::I64(n as i64), Arg::F32(0.7), bad.arg()];
     run("adadelta_step", optimizer_grid(n), &args);
     close("params", &read(&p), &want, 1e-6);
     close("square_avg", &read(&bs1), &opt.s1, 1e-6);
     close("acc_delta", &read(&bs2), &opt.s2, 1e-6);
+    assert_eq!(read(&bad), [0], "finite gradients flagged");
 }
 
 /// Three Adam steps with the step count kept on the device (count_step, then
-/// adam_step_dev, as the captured training graph runs them), and one with
-/// the host's bias corrections (adam_step): powf vs powi differ by an ulp,
-/// so 1e-6.
+/// adam_step_dev, as the captured training graph runs them): the device's
+/// powf vs the CPU's powi differ by an ulp, so 1e-6.
 #[test]
 fn adam_matches_cpu() {
     let n = 5000;
@@ -318,37 +319,71 @@ fn adam_matches_cpu() {
     let mut opt = Optimizer::new(OptimizerKind::Adam, n);
     let mut want = p0.clone();
     let (p, bg, m, v) = (input(&p0), input(&g), zeros(n), zeros(n));
-    let t = Buffer::from_slice(&[0i64]);
+    let (t, bad) = (Buffer::from_slice(&[0i64]), Buffer::from_slice(&[0i32]));
     for _ in 0..3 {
         opt.step(&mut want, &g, 1e-3);
         run("count_step", cfg1(1, 1), &[t.arg()]);
-        let args = [p.arg(), bg.arg(), m.arg(), v.arg(), Arg::I64(n as i64), Arg::F32(1e-3), t.arg()];
+        let args = [p.arg(), bg.arg(), m.arg(), v.arg(), Arg::I64(n as i64), Arg::F32(1e-3), t.arg(), bad.arg()];
         run("adam_step_dev", optimizer_grid(n), &args);
     }
     assert_eq!(read(&t), [3]);
     close("params", &read(&p), &want, 1e-6);
     close("exp_avg", &read(&m), &opt.s1, 1e-6);
     close("exp_avg_sq", &read(&v), &opt.s2, 1e-6);
-
-    opt.step(&mut want, &g, 1e-3);
-    let (bc1, bc2) = (1.0 - 0.9f32.powi(4), 1.0 - 0.999f32.powi(4));
-    let args = [p.arg(), bg.arg(), m.arg(), v.arg(), Arg::I64(n as i64), Arg::F32(1e-3 / bc1), Arg::F32(bc2.sqrt())];
-    run("adam_step", optimizer_grid(n), &args);
-    close("params after a host-counted step", &read(&p), &want, 1e-6);
+    assert_eq!(read(&bad), [0], "finite gradients flagged");
 }
 
-/// The training loop's gradient check: set exactly when a value is not finite.
+/// The training loop's gradient check, made by each optimizer step as it
+/// reads the gradient: set exactly when a value is not finite, wherever it
+/// lies (the last of 3000, past the first grid-stride pass of 4 blocks).
 #[test]
-fn flag_nonfinite_flags_nan_and_infinity() {
-    for bad_value in [None, Some(f32::NAN), Some(f32::INFINITY), Some(f32::NEG_INFINITY)] {
-        let mut g = values(3000, 1, -1.0, 1.0);
-        if let Some(v) = bad_value {
-            g[2999] = v;
+fn optimizer_steps_flag_nan_and_infinity() {
+    let n = 3000;
+    for kernel in ["adadelta_step", "adam_step_dev"] {
+        for bad_value in [None, Some(f32::NAN), Some(f32::INFINITY), Some(f32::NEG_INFINITY)] {
+            let mut g = values(n, 1, -1.0, 1.0);
+            if let Some(v) = bad_value {
+                g[n - 1] = v;
+            }
+            let (p, bg, s1, s2) = (zeros(n), input(&g), zeros(n), zeros(n));
+            let (t, flag) = (Buffer::from_slice(&[1i64]), Buffer::from_slice(&[0i32]));
+            let mut args = vec![p.arg(), bg.arg(), s1.arg(), s2.arg(), Arg::I64(n as i64), Arg::F32(1e-3)];
+            if kernel == "adam_step_dev" {
+                args.push(t.arg());
+            }
+            args.push(flag.arg());
+            run(kernel, LaunchConfig::new((4, 1, 1), (256, 1, 1), 0), &args);
+            assert_eq!(read(&flag), [bad_value.is_some() as i32], "{kernel} {bad_value:?}");
         }
-        let (bg, flag) = (input(&g), Buffer::from_slice(&[0i32]));
-        run("flag_nonfinite", optimizer_grid(3000), &[bg.arg(), Arg::I64(3000), flag.arg()]);
-        assert_eq!(read(&flag), [bad_value.is_some() as i32], "{bad_value:?}");
     }
+}
+
+/// The epoch's bookkeeping on the device (src/cuda/train.rs run_epoch):
+/// 10 images in batches of 4 are 3 steps, the last of 2; each step's batch
+/// comes from the permutation at the counter, record_step files the loss
+/// and flag under that step and moves the counter on, which wraps after the
+/// epoch's last step (as the kernel benches' replays do).
+#[test]
+fn batch_items_and_record_step_walk_the_epoch() {
+    let perm: Vec<u32> = vec![7, 3, 9, 0, 5, 1, 8, 2, 6, 4];
+    let (stride, steps) = (4usize, 3usize);
+    let bperm = input(&perm);
+    let counter = Buffer::from_slice(&[0i32]);
+    let items = Buffer::from_slice(&[u32::MAX; 4]);
+    let (loss_hist, bad_hist) = (output(steps), Buffer::from_slice(&[-1i32; 3]));
+    let mut want_hist = vec![0f32; steps];
+    for (step, count) in [(0, 4), (1, 4), (2, 2), (0, 4)] {
+        let args = [bperm.arg(), Arg::I64(10), counter.arg(), i32_(steps), i32_(stride), i32_(count), items.arg()];
+        run("batch_items", cfg1(count, 256), &args);
+        assert_eq!(read(&items)[..count], perm[step * stride..step * stride + count], "step {step}");
+        let (loss, bad) = (input(&[step as f32 + 0.5]), Buffer::from_slice(&[(step == 1) as i32]));
+        let args = [loss.arg(), bad.arg(), loss_hist.arg(), bad_hist.arg(), counter.arg(), i32_(steps)];
+        run("record_step", cfg1(1, 32), &args);
+        want_hist[step] = step as f32 + 0.5;
+        assert_eq!(read(&counter), [step as i32 + 1], "the counter after step {step}");
+    }
+    assert_eq!(read(&loss_hist), want_hist);
+    assert_eq!(read(&bad_hist), [0, 1, 0]);
 }
 
 /// The emulator checks what cudarc cannot: a launch whose arguments do not
@@ -359,7 +394,8 @@ fn flag_nonfinite_flags_nan_and_infinity() {
 #[test]
 fn the_emulator_refuses_mistyped_and_oversized_launches() {
     let (p, g, s1, s2) = (zeros(10), zeros(10), zeros(10), zeros(10));
-    let args = [p.arg(), g.arg(), s1.arg(), s2.arg(), Arg::I32(10), Arg::F32(0.1)];
+    let bad = Buffer::from_slice(&[0i32]);
+    let args = [p.arg(), g.arg(), s1.arg(), s2.arg(), Arg::I32(10), Arg::F32(0.1), bad.arg()];
     // SAFETY: the launch is refused before anything runs.
     let err = unsafe { cuda_emu::launch("adadelta_step", cfg1(10, 256), &args) }.unwrap_err();
     assert!(err.contains("adadelta_step") && err.contains("argument kinds"), "{err}");

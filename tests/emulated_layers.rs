@@ -352,20 +352,36 @@ fn tensor_core_tiles_refuse_misaligned_memory() {
     launch(w.arg(), kp).expect("the same launch, aligned");
 }
 
-/// log σ clamped to ±6 for z and u, μu = tanh (src/network.rs encode).
+/// The heads' one GEMM output [B, 2Z + 2U] split into the latent buffers:
+/// μz as is, log σ clamped to ±6 for z and u (raw kept), μu = tanh
+/// (src/network.rs encode); U = 0 (the plain VAE) touches nothing of u.
 #[test]
-fn encoder_heads_clamp_and_squash() {
-    let (nz, nu) = (60, 40);
-    let ls_z_raw = values(nz, 1, -9.0, 9.0);
-    let (mu_u_pre, ls_u_raw) = (values(nu, 2, -3.0, 3.0), values(nu, 3, -9.0, 9.0));
-    let (a, b, c) = (input(&ls_z_raw), input(&mu_u_pre), input(&ls_u_raw));
-    let (ls_z, mu_u, ls_u) = (output(nz), output(nu), output(nu));
-    let args = [a.arg(), ls_z.arg(), i32_(nz), b.arg(), mu_u.arg(), c.arg(), ls_u.arg(), i32_(nu)];
-    run("encoder_heads", cfg1(nz.max(nu), 256), &args);
-    let clamp = |v: &[f32]| v.iter().map(|x| x.clamp(-6.0, 6.0)).collect::<Vec<f32>>();
-    assert_eq!(read(&ls_z), clamp(&ls_z_raw));
-    assert_eq!(read(&ls_u), clamp(&ls_u_raw));
-    close("tanh", &read(&mu_u), &mu_u_pre.iter().map(|x| x.tanh()).collect::<Vec<f32>>(), 1e-6);
+fn encoder_heads_split_clamp_and_squash() {
+    for (b, z, u) in [(7, 5, 3), (4, 6, 0)] {
+        let h = 2 * z + 2 * u;
+        let heads = values(b * h, 1, -9.0, 9.0);
+        let col = |i: usize, c: usize| heads[i * h + c];
+        let block = |c0: usize, dim: usize| -> Vec<f32> { (0..b * dim).map(|t| col(t / dim, c0 + t % dim)).collect() };
+        let bh = input(&heads);
+        // Poisoned outputs, but a zero for the buffers of an absent u.
+        let outs: Vec<Buffer<f32>> =
+            [z, z, z, u, u, u].iter().map(|&n| if n == 0 { zeros(1) } else { output(b * n) }).collect();
+        let mut args = vec![bh.arg(), i32_(b), i32_(z), i32_(u)];
+        args.extend(outs.iter().map(|o| o.arg()));
+        run("encoder_heads", cfg1(b * h, 256), &args);
+        let clamp = |v: Vec<f32>| v.iter().map(|x| x.clamp(-6.0, 6.0)).collect::<Vec<f32>>();
+        assert_eq!(read(&outs[0]), block(0, z), "μz");
+        assert_eq!(read(&outs[1]), block(z, z), "raw log σz");
+        assert_eq!(read(&outs[2]), clamp(block(z, z)), "log σz");
+        if u == 0 {
+            assert!(outs[3..].iter().all(|o| read(o) == [0.0]), "U = 0 wrote to u");
+            continue;
+        }
+        let tanh: Vec<f32> = block(2 * z, u).iter().map(|x| x.tanh()).collect();
+        close("tanh", &read(&outs[3]), &tanh, 1e-6);
+        assert_eq!(read(&outs[4]), block(2 * z + u, u), "raw log σu");
+        assert_eq!(read(&outs[5]), clamp(block(2 * z + u, u)), "log σu");
+    }
 }
 
 /// The latent part of src/network.rs backward, written out in f64 from the
@@ -380,10 +396,22 @@ fn latent_backward_matches_the_network() {
     let coef_w = values(b * k, 7, -0.3, 0.0);
     for (kl_scale, tanh_mu) in [(0.0f32, false), (0.25, true)] {
         let mut ins = [input(&mu), input(&ls), input(&raw), input(&lat), input(&noise), input(&dlat), input(&coef_w)];
-        let (dmu, dls) = (output(b * dim), output(b * dim));
+        // Into columns col.. of a heads' gradient of ld columns, as the
+        // engine writes u's (after z's); the other columns stay as they were.
+        let (ld, col) = (2 * dim + 5, 3);
+        let before = values(b * ld, 8, -1.0, 1.0);
+        let dheads = input(&before);
         let mut args: Vec<Arg> = ins.iter_mut().map(|x| x.arg()).collect();
-        args.extend([dmu.arg(), dls.arg(), i32_(b), i32_(k), i32_(dim), Arg::F32(kl_scale), Arg::I32(tanh_mu as i32)]);
+        args.extend([dheads.arg(), i32_(ld), i32_(col), i32_(b), i32_(k), i32_(dim)]);
+        args.extend([Arg::F32(kl_scale), Arg::I32(tanh_mu as i32)]);
         run("latent_bwd", cfg1(b * dim, 128), &args);
+        let got = read(&dheads);
+        let block = |c0: usize| -> Vec<f32> { (0..b * dim).map(|t| got[(t / dim) * ld + c0 + t % dim]).collect() };
+        let (dmu, dls) = (block(col), block(col + dim));
+        for (j, (&g, &w)) in got.iter().zip(&before).enumerate() {
+            let c = j % ld;
+            assert!((col..col + 2 * dim).contains(&c) || g.to_bits() == w.to_bits(), "column {c} was written");
+        }
         let (mut want_mu, mut want_ls) = (vec![0f32; b * dim], vec![0f32; b * dim]);
         for t in 0..b * dim {
             let (i, d) = (t / dim, t % dim);
@@ -406,8 +434,8 @@ fn latent_backward_matches_the_network() {
             }
             (want_mu[t], want_ls[t]) = (gm as f32, gl as f32);
         }
-        close("dmu", &read(&dmu), &want_mu, 1e-5);
-        close("dlog_sigma", &read(&dls), &want_ls, 1e-5);
+        close("dmu", &dmu, &want_mu, 1e-5);
+        close("dlog_sigma", &dls, &want_ls, 1e-5);
     }
 }
 

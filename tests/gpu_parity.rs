@@ -266,7 +266,7 @@ mod gpu {
             opt.s1.copy_from_slice(&sq);
             opt.s2.copy_from_slice(&acc);
             opt.step(&mut cpu_p, &grads, 0.7);
-            g.adadelta_step(&mut p, &grads, &mut sq, &mut acc, 0.7).unwrap();
+            assert!(!g.adadelta_step(&mut p, &grads, &mut sq, &mut acc, 0.7).unwrap(), "finite gradients flagged");
             close(&format!("{}: params", g.kind()), &p, &cpu_p, 1e-6);
             close(&format!("{}: square_avg", g.kind()), &sq, &opt.s1, 1e-6);
             close(&format!("{}: acc_delta", g.kind()), &acc, &opt.s2, 1e-6);
@@ -591,6 +591,47 @@ mod gpu {
                 let ck = iwtvae::model::checkpoint::load_checkpoint(&dg.path().join("checkpoint.safetensors")).unwrap();
                 assert_eq!(ck.params, dev.params);
             }
+        }
+    }
+
+    /// A non-finite loss stops device training where it stops the CPU's: the
+    /// device files each step's loss and gradient flag itself (record_step)
+    /// and the host reports the first bad step after the epoch; no
+    /// checkpoint is written. lr 1e30 makes the second step's loss infinite
+    /// on both, whatever the rounding.
+    #[test]
+    fn a_non_finite_loss_stops_device_training_at_the_cpus_step() {
+        use iwtvae::error::Error;
+        use iwtvae::train::{train_on, Silent, TrainConfig};
+        let Some(data) = mnist(iwtvae::data::Split::Train, 58) else {
+            super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
+            return;
+        };
+        let cfg = TrainConfig {
+            z_dim: 8,
+            u_dim: 6,
+            hidden: 32,
+            k: 3,
+            batch_size: 24,
+            limit_train: Some(58),
+            lr: 1e30,
+            schedule: "constant".into(),
+            seed: 3,
+            ..TrainConfig::seed_protocol()
+        };
+        let stop = |device: Device| {
+            let dir = tempfile::tempdir().unwrap();
+            let err = train_on(device, &cfg, &data, dir.path(), false, &mut Silent).err();
+            assert!(!dir.path().join("checkpoint.safetensors").exists(), "{device:?} wrote a checkpoint");
+            match err {
+                Some(Error::NonFinite { epoch, step, .. }) => (epoch, step),
+                other => panic!("{device:?}: {other:?}"),
+            }
+        };
+        let want = stop(Device::Cpu);
+        assert_eq!(want, (1, 2), "the CPU's stop");
+        for device in device_kinds() {
+            assert_eq!(stop(device), want, "{device:?}");
         }
     }
 

@@ -248,6 +248,18 @@ struct Recorded {
 /// A captured sequence of launches, replayed by [`Device::replay`].
 pub struct Graph(Captured);
 
+impl Graph {
+    /// The kernels a graph captured on the emulator launches, in order
+    /// (None for a CUDA graph, whose nodes cudarc does not list).
+    pub fn kernels(&self) -> Option<Vec<&'static str>> {
+        match &self.0 {
+            Captured::Cuda(_) => None,
+            #[cfg(feature = "emulator")]
+            Captured::Emulated(launches) => Some(launches.iter().map(|l| l.kernel).collect()),
+        }
+    }
+}
+
 enum Captured {
     Cuda(CudaGraph),
     #[cfg(feature = "emulator")]

@@ -20,10 +20,11 @@ pub(super) fn cfg1(n: usize, threads: u32) -> LaunchConfig {
 pub(super) struct EncoderBufs {
     pub h1: DevBuf<f32>,
     pub h2: DevBuf<f32>,
+    /// The heads' GEMM output [cap, 2Z + 2U] (Layout::enc_heads).
+    pub heads: DevBuf<f32>,
     pub mu_z: DevBuf<f32>,
     pub ls_z_raw: DevBuf<f32>,
     pub ls_z: DevBuf<f32>,
-    pub mu_u_pre: DevBuf<f32>,
     pub mu_u: DevBuf<f32>,
     pub ls_u_raw: DevBuf<f32>,
     pub ls_u: DevBuf<f32>,
@@ -37,10 +38,10 @@ impl EncoderBufs {
         Ok(EncoderBufs {
             h1: f(cap * hd)?,
             h2: f(cap * hd)?,
+            heads: f(cap * layout.enc_heads.out)?,
             mu_z: f(cap * z)?,
             ls_z_raw: f(cap * z)?,
             ls_z: f(cap * z)?,
-            mu_u_pre: f(cap * u)?,
             mu_u: f(cap * u)?,
             ls_u_raw: f(cap * u)?,
             ls_u: f(cap * u)?,
@@ -77,7 +78,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// Encoder of `b` images: x → h1, h2 → μz, log σz (clamped), μu (tanh), log σu.
+    /// Encoder of `b` images: x → h1, h2 → μz, log σz (clamped), μu (tanh),
+    /// log σu, the four heads as one GEMM.
     pub(super) fn encode(
         &self,
         l: &Layout,
@@ -88,22 +90,26 @@ impl Gpu {
         scratch: &mut DevBuf<f32>,
     ) -> Result<()> {
         let (z, u) = (l.config.z_dim, l.config.u_dim);
+        let u_used = if l.u_mu.is_some() { u } else { 0 };
+        Self::check(
+            "encoder_heads",
+            l.enc_heads.out == 2 * z + 2 * u_used
+                && [e.mu_z.len(), e.ls_z_raw.len(), e.ls_z.len()].iter().all(|&v| v >= b * z)
+                && [e.mu_u.len(), e.ls_u_raw.len(), e.ls_u.len()].iter().all(|&v| v >= b * u_used),
+            format!("b {b} Z {z} U {u_used} heads {}", l.enc_heads.out),
+        )?;
         self.linear(x, params, &l.enc_fc1, b, true, &mut e.h1, scratch)?;
         self.linear(&e.h1, params, &l.enc_fc2, b, true, &mut e.h2, scratch)?;
-        self.linear(&e.h2, params, &l.z_mu, b, false, &mut e.mu_z, scratch)?;
-        self.linear(&e.h2, params, &l.z_logsigma, b, false, &mut e.ls_z_raw, scratch)?;
-        if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
-            self.linear(&e.h2, params, mu, b, false, &mut e.mu_u_pre, scratch)?;
-            self.linear(&e.h2, params, ls, b, false, &mut e.ls_u_raw, scratch)?;
-        }
-        let (nz, nu) = ((b * z) as i32, (b * u) as i32);
+        self.linear(&e.h2, params, &l.enc_heads, b, false, &mut e.heads, scratch)?;
+        let (b_i, z_i, u_i) = (b as i32, z as i32, u_used as i32);
         let mut lb = self.device.launcher("encoder_heads");
-        lb.arg(&e.ls_z_raw).arg(&mut e.ls_z).arg(&nz);
-        lb.arg(&e.mu_u_pre).arg(&mut e.mu_u).arg(&e.ls_u_raw).arg(&mut e.ls_u).arg(&nu);
-        // SAFETY: the linear layers above checked that the z buffers hold
-        // b·Z and the u buffers b·U values (or were skipped when U = 0, when
-        // nu = 0 and nothing of u is touched).
-        unsafe { lb.launch(cfg1(b * z.max(u), 256)) }?;
+        lb.arg(&e.heads).arg(&b_i).arg(&z_i).arg(&u_i);
+        lb.arg(&mut e.mu_z).arg(&mut e.ls_z_raw).arg(&mut e.ls_z);
+        lb.arg(&mut e.mu_u).arg(&mut e.ls_u_raw).arg(&mut e.ls_u);
+        // SAFETY: heads holds b·(2Z + 2U) values (checked by linear), the z
+        // buffers b·Z and the u buffers b·U (checked above; nothing of u is
+        // touched when U = 0).
+        unsafe { lb.launch(cfg1(b * l.enc_heads.out, 256)) }?;
         Ok(())
     }
 

@@ -66,9 +66,9 @@ impl SplitK {
     }
 }
 
-/// The layout's linear layers.
+/// The layout's linear layers as the GPU runs them (the heads as one).
 fn slots(l: &Layout) -> impl Iterator<Item = &LinearSlot> {
-    [Some(&l.enc_fc1), Some(&l.enc_fc2), Some(&l.z_mu), Some(&l.z_logsigma), l.u_mu.as_ref(), l.u_logsigma.as_ref()]
+    [Some(&l.enc_fc1), Some(&l.enc_fc2), Some(&l.enc_heads)]
         .into_iter()
         .chain([Some(&l.dec_fc1), Some(&l.dec_fc2), Some(&l.dec_fc3), l.u2theta.as_ref()])
         .flatten()
@@ -267,7 +267,7 @@ impl Gpu {
     ) -> Result<()> {
         Self::check(
             "linear_fwd",
-            x.len() >= rows * s.inp && y.len() >= rows * s.out && params.len() >= s.b + s.out,
+            x.len() >= rows * s.inp && y.len() >= rows * s.out && params.len() >= s.w_range().end.max(s.b_range().end),
             format!("x {} y {} rows {rows} [{}x{}]", x.len(), y.len(), s.out, s.inp),
         )?;
         let (w, bias) = (params.slice(s.w_range()), params.slice(s.b_range()));
@@ -298,8 +298,8 @@ impl Gpu {
             "linear_backward",
             x.len() >= rows * inp
                 && dy.len() >= rows * out
-                && grads.len() >= s.b + out
-                && params.len() >= s.b + out
+                && grads.len() >= s.w_range().end.max(s.b_range().end)
+                && params.len() >= s.w_range().end.max(s.b_range().end)
                 && dx
                     .as_ref()
                     .is_none_or(|v| v.buf.len() >= rows * inp && v.relu_of.is_none_or(|h| h.len() >= rows * inp)),

@@ -33,7 +33,7 @@ const MODULES: driver::ModuleTable = &[
     ("grid_sample", fatbin!("grid_sample"), &["grid_sample_fwd", "grid_sample_bwd"]),
     ("grid", fatbin!("grid"), &["grid_fwd"]),
     ("logsumexp", fatbin!("logsumexp"), &["iwae_weights", "lse_fold", "objective_terms", "mean_into"]),
-    ("optim", fatbin!("optim"), &["adadelta_step", "adam_step", "adam_step_dev", "count_step", "flag_nonfinite"]),
+    ("optim", fatbin!("optim"), &["adadelta_step", "adam_step_dev", "count_step", "batch_items", "record_step"]),
     (
         "linear",
         fatbin!("linear"),
@@ -295,7 +295,8 @@ impl Gpu {
         Ok((s.dtoh(&lse)?, s.dtoh(&coef)?))
     }
 
-    /// One Adadelta step (torch semantics) on host buffers.
+    /// One Adadelta step (torch semantics) on host buffers; whether a
+    /// gradient was not finite.
     pub fn adadelta_step(
         &self,
         params: &mut [f32],
@@ -303,7 +304,7 @@ impl Gpu {
         sq: &mut [f32],
         acc: &mut [f32],
         lr: f32,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let n = params.len();
         Self::check(
             "adadelta_step",
@@ -321,12 +322,15 @@ impl Gpu {
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
+        let mut bad = s.alloc_zeros::<i32>(1)?;
         let mut b = s.launcher("adadelta_step");
-        b.arg(&mut dp).arg(&dg).arg(&mut dsq).arg(&mut dacc).arg(&n_i).arg(&lr);
-        // SAFETY: all four buffers hold n f32; the kernel grid-strides over n.
+        b.arg(&mut dp).arg(&dg).arg(&mut dsq).arg(&mut dacc).arg(&n_i).arg(&lr).arg(&mut bad);
+        // SAFETY: all four buffers hold n f32, bad one i32; the kernel
+        // grid-strides over n.
         unsafe { b.launch(cfg) }?;
         s.memcpy_dtoh(&dp, params)?;
         s.memcpy_dtoh(&dsq, sq)?;
-        s.memcpy_dtoh(&dacc, acc)
+        s.memcpy_dtoh(&dacc, acc)?;
+        Ok(s.dtoh(&bad)?[0] != 0)
     }
 }

@@ -68,10 +68,8 @@ struct Buffers {
     dd2: DevBuf<f32>,
     dz: DevBuf<f32>,
     du: DevBuf<f32>,
-    dmu_z: DevBuf<f32>,
-    dls_z: DevBuf<f32>,
-    dmu_u: DevBuf<f32>,
-    dls_u: DevBuf<f32>,
+    /// The heads' gradient [b, 2Z + 2U] = [dμz | dlog σz | dμu | dlog σu].
+    dheads: DevBuf<f32>,
     dh1: DevBuf<f32>,
     dh2: DevBuf<f32>,
     /// The warp basis by function, [nb, D] (`Warp::basis_by_function`).
@@ -91,6 +89,10 @@ struct Buffers {
     /// Per step of the epoch: loss and the non-finite flag.
     loss_hist: DevBuf<f32>,
     bad_hist: DevBuf<i32>,
+    /// The epoch's permutation of the training images, and the step of the
+    /// epoch that the next `batch_items` reads (`record_step` advances it).
+    perm: DevBuf<u32>,
+    step: DevBuf<i32>,
 }
 
 /// The ops of one training step, in order; each is one unit of the kernel
@@ -148,6 +150,8 @@ pub struct GpuEngine {
     /// turns it off: same results, for telling a graph problem from a
     /// kernel problem).
     graphs: bool,
+    /// Images in the permutation of the current epoch (`begin_epoch`).
+    perm_len: usize,
     buf: Buffers,
 }
 
@@ -211,10 +215,7 @@ impl GpuEngine {
             dd2: f(n * hd)?,
             dz: f(n * z)?,
             du: f(n * u)?,
-            dmu_z: f(b * z)?,
-            dls_z: f(b * z)?,
-            dmu_u: f(b * u)?,
-            dls_u: f(b * u)?,
+            dheads: f(b * layout.enc_heads.out)?,
             dh1: f(b * hd)?,
             dh2: f(b * hd)?,
             basis: up(if nb > 0 { net.warp.basis_by_function() } else { &[] })?,
@@ -229,6 +230,8 @@ impl GpuEngine {
             bad: s.alloc_zeros::<i32>(1)?,
             loss_hist: f(steps)?,
             bad_hist: s.alloc_zeros::<i32>(steps.max(1))?,
+            perm: s.alloc_zeros::<u32>(data.len().max(1))?,
+            step: s.alloc_zeros::<i32>(1)?,
         };
         Ok(GpuEngine {
             gpu,
@@ -239,6 +242,7 @@ impl GpuEngine {
             opt_kind: OptimizerKind::parse(&cfg.optimizer)?,
             batch_size: cfg.batch_size,
             graphs: std::env::var_os("IWTVAE_NO_CUDA_GRAPHS").is_none(),
+            perm_len: data.len(),
             buf,
         })
     }
@@ -343,19 +347,20 @@ impl GpuEngine {
             }
             StepOp::LatentBackward => {
                 let kl_scale = if self.obj == Objective::ElboKl { 1.0 / b as f32 } else { 0.0 };
+                let ld = l.enc_heads.out;
                 g.latent_bwd(
                     [&bf.enc.mu_z, &bf.enc.ls_z, &bf.enc.ls_z_raw, &bf.z, &bf.eps, &bf.dz, &bf.coef_w],
-                    &mut bf.dmu_z,
-                    &mut bf.dls_z,
+                    &mut bf.dheads,
+                    (ld, 0),
                     (b, k, z),
                     kl_scale,
                     false,
                 )?;
-                if u > 0 {
+                if l.u_mu.is_some() {
                     g.latent_bwd(
                         [&bf.enc.mu_u, &bf.enc.ls_u, &bf.enc.ls_u_raw, &bf.u, &bf.eta, &bf.du, &bf.coef_w],
-                        &mut bf.dmu_u,
-                        &mut bf.dls_u,
+                        &mut bf.dheads,
+                        (ld, 2 * z),
                         (b, k, u),
                         kl_scale,
                         true,
@@ -363,31 +368,12 @@ impl GpuEngine {
                 }
             }
             StepOp::EncoderBackward => {
-                let mut heads: Vec<(&LinearSlot, &DevBuf<f32>)> =
-                    vec![(&l.z_mu, &bf.dmu_z), (&l.z_logsigma, &bf.dls_z)];
-                if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
-                    heads.push((mu, &bf.dmu_u));
-                    heads.push((ls, &bf.dls_u));
-                }
-                let last = heads.len() - 1;
-                for (i, (slot, dy)) in heads.into_iter().enumerate() {
-                    // The heads' dx add up in dh2, through h2's ReLU once the last is in.
-                    let dh2 =
-                        InputGrad { buf: &mut bf.dh2, accumulate: i > 0, relu_of: (i == last).then_some(&bf.enc.h2) };
-                    g.linear_backward(&bf.enc.h2, dy, b, slot, &bf.params, &mut bf.grads, Some(dh2), &mut bf.gemm)?;
-                }
+                let (p, x) = (&bf.params, &bf.x);
+                let dh2 = InputGrad::through_relu(&mut bf.dh2, &bf.enc.h2);
+                g.linear_backward(&bf.enc.h2, &bf.dheads, b, &l.enc_heads, p, &mut bf.grads, Some(dh2), &mut bf.gemm)?;
                 let dh1 = InputGrad::through_relu(&mut bf.dh1, &bf.enc.h1);
-                g.linear_backward(
-                    &bf.enc.h1,
-                    &bf.dh2,
-                    b,
-                    &l.enc_fc2,
-                    &bf.params,
-                    &mut bf.grads,
-                    Some(dh1),
-                    &mut bf.gemm,
-                )?;
-                g.linear_backward(&bf.x, &bf.dh1, b, &l.enc_fc1, &bf.params, &mut bf.grads, None, &mut bf.gemm)?;
+                g.linear_backward(&bf.enc.h1, &bf.dh2, b, &l.enc_fc2, p, &mut bf.grads, Some(dh1), &mut bf.gemm)?;
+                g.linear_backward(x, &bf.dh1, b, &l.enc_fc1, p, &mut bf.grads, None, &mut bf.gemm)?;
             }
             StepOp::Optimizer => {
                 let total = l.total as i64;
@@ -396,17 +382,12 @@ impl GpuEngine {
                     block_dim: (256, 1, 1),
                     shared_mem_bytes: 0,
                 };
-                {
-                    let mut lb = s.launcher("flag_nonfinite");
-                    lb.arg(&bf.grads).arg(&total).arg(&mut bf.bad);
-                    // SAFETY: grads holds total f32, bad one i32; grid-stride loop.
-                    unsafe { lb.launch(grid) }?;
-                }
                 match self.opt_kind {
                     OptimizerKind::Adadelta => {
                         let mut lb = s.launcher("adadelta_step");
                         lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
-                        // SAFETY: the four vectors hold total f32; grid-stride loop.
+                        lb.arg(&mut bf.bad);
+                        // SAFETY: the four vectors hold total f32, bad one i32; grid-stride loop.
                         unsafe { lb.launch(grid) }?;
                     }
                     OptimizerKind::Adam => {
@@ -416,7 +397,7 @@ impl GpuEngine {
                         unsafe { lb.launch(cfg1(1, 1)) }?;
                         let mut lb = s.launcher("adam_step_dev");
                         lb.arg(&mut bf.params).arg(&bf.grads).arg(&mut bf.s1).arg(&mut bf.s2).arg(&total).arg(&lr);
-                        lb.arg(&bf.opt_steps);
+                        lb.arg(&bf.opt_steps).arg(&mut bf.bad);
                         // SAFETY: as adadelta_step; opt_steps holds one i64.
                         unsafe { lb.launch(grid) }?;
                     }
@@ -426,10 +407,58 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Captures one full-batch step as a graph.
+    /// Steps in an epoch: batches of the permutation (the last may be short).
+    fn epoch_steps(&self) -> usize {
+        self.perm_len.div_ceil(self.batch_size).max(1)
+    }
+
+    /// Uploads the epoch's permutation and starts the step counter (and
+    /// the non-finite flag, which stays set once a step sets it: the first
+    /// flagged step is the one reported).
+    fn begin_epoch(&mut self, perm: &[u32]) -> Result<()> {
+        Gpu::check(
+            "batch_items",
+            !perm.is_empty() && perm.len() <= self.buf.perm.len(),
+            format!("a permutation of {} images for a training set of {}", perm.len(), self.buf.perm.len()),
+        )?;
+        self.perm_len = perm.len();
+        let s = &self.gpu.device;
+        s.memcpy_htod(perm, &mut self.buf.perm.slice_mut(0..perm.len()))?;
+        s.memset_zeros(&mut self.buf.step)?;
+        s.memset_zeros(&mut self.buf.bad)?;
+        s.memset_zeros(&mut self.buf.bad_hist)
+    }
+
+    /// One step of the epoch, `b` images: its batch from the permutation
+    /// at the step counter, the step, and its loss and flag recorded.
+    fn epoch_step(&mut self, b: usize, keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<()> {
+        let steps = self.epoch_steps();
+        let bf = &mut self.buf;
+        Gpu::check(
+            "batch_items",
+            b <= self.batch_size && bf.items.len() >= b && bf.loss_hist.len() >= steps && bf.bad_hist.len() >= steps,
+            format!("{b} images of a batch of {}, {steps} steps", self.batch_size),
+        )?;
+        let (n_perm, steps_i, stride_i, b_i) = (self.perm_len as i64, steps as i32, self.batch_size as i32, b as i32);
+        let s = &self.gpu.device;
+        let mut lb = s.launcher("batch_items");
+        lb.arg(&bf.perm).arg(&n_perm).arg(&bf.step).arg(&steps_i).arg(&stride_i).arg(&b_i).arg(&mut bf.items);
+        // SAFETY: items holds ≥ b u32 (checked); perm is read below n_perm.
+        unsafe { lb.launch(cfg1(b, 256)) }?;
+        self.step(b, keys, lr)?;
+        let bf = &mut self.buf;
+        let mut lb = self.gpu.device.launcher("record_step");
+        lb.arg(&bf.loss).arg(&bf.bad).arg(&mut bf.loss_hist).arg(&mut bf.bad_hist).arg(&mut bf.step).arg(&steps_i);
+        // SAFETY: the histories hold ≥ steps values (checked) and the kernel
+        // writes at the counter mod steps; loss, bad and step hold one each.
+        unsafe { lb.launch(cfg1(1, 32)) }?;
+        Ok(())
+    }
+
+    /// Captures one full-batch step of the epoch as a graph.
     fn capture(&mut self, keys: (NoiseKey, NoiseKey, NoiseKey), lr: f32) -> Result<Graph> {
         self.gpu.device.begin_capture()?;
-        let launched = self.step(self.batch_size, keys, lr);
+        let launched = self.epoch_step(self.batch_size, keys, lr);
         // End the capture whatever happened, so the stream is usable again.
         let graph = self.gpu.device.end_capture();
         launched?;
@@ -510,8 +539,18 @@ impl GpuEngine {
         Ok(t0.elapsed())
     }
 
-    /// Wall time of `reps` whole steps replayed from one captured graph.
+    /// The kernels of one captured full-batch step of `plan`'s epoch, in
+    /// order (on the emulator; None on a GPU): what a replay launches.
+    pub fn captured_step_kernels(&mut self, plan: &EpochPlan) -> Result<Option<Vec<&'static str>>> {
+        self.begin_epoch(plan.perm)?;
+        let graph = self.capture((plan.bin_key, plan.keys.eps, plan.keys.eta), plan.lr as f32)?;
+        Ok(graph.kernels())
+    }
+
+    /// Wall time of `reps` whole steps replayed from one captured graph, as
+    /// `run_epoch` replays them (steps cycle through the epoch).
     pub fn time_graph_steps(&mut self, plan: &EpochPlan, reps: u64) -> Result<std::time::Duration> {
+        self.begin_epoch(plan.perm)?;
         let graph = self.capture((plan.bin_key, plan.keys.eps, plan.keys.eta), plan.lr as f32)?;
         self.gpu.device.upload(&graph)?;
         self.gpu.device.synchronize()?;
@@ -564,19 +603,17 @@ impl Engine for GpuEngine {
         let lr = plan.lr as f32;
         let batches: Vec<&[u32]> = plan.perm.chunks(self.batch_size).collect();
         let full = batches.iter().any(|b| b.len() == self.batch_size);
+        self.begin_epoch(plan.perm)?;
         let graph = if self.graphs && full { Some(self.capture(keys, lr)?) } else { None };
-        self.gpu.device.memset_zeros(&mut self.buf.bad_hist)?;
         let mut last_loss = f64::NAN;
+        // Each step takes its batch from the permutation on the device and
+        // records its own loss: the host only launches.
         for (step, batch) in batches.iter().enumerate() {
-            self.gpu.device.memcpy_htod(batch, &mut self.buf.items.slice_mut(0..batch.len()))?;
-            self.gpu.device.memset_zeros(&mut self.buf.bad)?;
             match &graph {
                 Some(gr) if batch.len() == self.batch_size => self.gpu.device.replay(gr)?,
-                _ => self.step(batch.len(), keys, lr)?,
+                _ => self.epoch_step(batch.len(), keys, lr)?,
             }
             let s = &self.gpu.device;
-            s.memcpy_dtod(&self.buf.loss, &mut self.buf.loss_hist.slice_mut(step..step + 1))?;
-            s.memcpy_dtod(&self.buf.bad, &mut self.buf.bad_hist.slice_mut(step..step + 1))?;
             if step % PROGRESS_EVERY == 0 || step + 1 == batches.len() {
                 let mut v = [0f32];
                 s.memcpy_dtoh(&self.buf.loss_hist.slice(step..step + 1), &mut v[..])?;

@@ -145,7 +145,8 @@ pub fn train_on(
         }
         let mut p = init_params::<f32>(&layout, cfg.seed);
         if let (Some(slot), "identity") = (&layout.u2theta, cfg.theta_init.as_str()) {
-            p[slot.w..slot.b + slot.out].iter_mut().for_each(|v| *v = 0.0);
+            p[slot.w_range()].fill(0.0);
+            p[slot.b_range()].fill(0.0);
         }
         (p, Optimizer::new(OptimizerKind::parse(&cfg.optimizer)?, layout.total), 0)
     };
