@@ -594,6 +594,26 @@ mod gpu {
         }
     }
 
+    /// 58 training images in batches of 24 (two full, one short) for a
+    /// small TPS model with k = 3: the epoch-level tests' run.
+    fn small_run(seed: u64) -> Option<(iwtvae::data::Dataset, iwtvae::train::TrainConfig)> {
+        let Some(data) = mnist(iwtvae::data::Split::Train, 58) else {
+            super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
+            return None;
+        };
+        let cfg = iwtvae::train::TrainConfig {
+            z_dim: 8,
+            u_dim: 6,
+            hidden: 32,
+            k: 3,
+            batch_size: 24,
+            limit_train: Some(58),
+            seed,
+            ..iwtvae::train::TrainConfig::seed_protocol()
+        };
+        Some((data, cfg))
+    }
+
     /// A non-finite loss stops device training where it stops the CPU's: the
     /// device files each step's loss and gradient flag itself (record_step)
     /// and the host reports the first bad step after the epoch; no
@@ -603,22 +623,8 @@ mod gpu {
     fn a_non_finite_loss_stops_device_training_at_the_cpus_step() {
         use iwtvae::error::Error;
         use iwtvae::train::{train_on, Silent, TrainConfig};
-        let Some(data) = mnist(iwtvae::data::Split::Train, 58) else {
-            super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
-            return;
-        };
-        let cfg = TrainConfig {
-            z_dim: 8,
-            u_dim: 6,
-            hidden: 32,
-            k: 3,
-            batch_size: 24,
-            limit_train: Some(58),
-            lr: 1e30,
-            schedule: "constant".into(),
-            seed: 3,
-            ..TrainConfig::seed_protocol()
-        };
+        let Some((data, cfg)) = small_run(3) else { return };
+        let cfg = TrainConfig { lr: 1e30, schedule: "constant".into(), ..cfg };
         let stop = |device: Device| {
             let dir = tempfile::tempdir().unwrap();
             let err = train_on(device, &cfg, &data, dir.path(), false, &mut Silent).err();
@@ -645,21 +651,8 @@ mod gpu {
     fn graph_replay_matches_direct_launches() {
         use iwtvae::cuda::train::GpuEngine;
         use iwtvae::model::{init_params, Layout};
-        use iwtvae::train::{Engine, EpochPlan, Silent, TrainConfig};
-        let Some(data) = mnist(iwtvae::data::Split::Train, 58) else {
-            super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
-            return;
-        };
-        let cfg = TrainConfig {
-            z_dim: 8,
-            u_dim: 6,
-            hidden: 32,
-            k: 3,
-            batch_size: 24,
-            limit_train: Some(58),
-            seed: 5,
-            ..TrainConfig::seed_protocol()
-        };
+        use iwtvae::train::{Engine, EpochPlan, Silent};
+        let Some((data, cfg)) = small_run(5) else { return };
         let layout = Layout::new(cfg.model_config(28, 28).unwrap());
         let params0 = init_params::<f32>(&layout, cfg.seed);
         let perm = iwtvae::rng::epoch_permutation(cfg.seed, 0, data.len());
