@@ -267,7 +267,7 @@ impl Gpu {
     ) -> Result<()> {
         Self::check(
             "linear_fwd",
-            x.len() >= rows * s.inp && y.len() >= rows * s.out && params.len() >= s.w_range().end.max(s.b_range().end),
+            x.len() >= rows * s.inp && y.len() >= rows * s.out && params.len() >= s.end(),
             format!("x {} y {} rows {rows} [{}x{}]", x.len(), y.len(), s.out, s.inp),
         )?;
         let (w, bias) = (params.slice(s.w_range()), params.slice(s.b_range()));
@@ -298,8 +298,8 @@ impl Gpu {
             "linear_backward",
             x.len() >= rows * inp
                 && dy.len() >= rows * out
-                && grads.len() >= s.w_range().end.max(s.b_range().end)
-                && params.len() >= s.w_range().end.max(s.b_range().end)
+                && grads.len() >= s.end()
+                && params.len() >= s.end()
                 && dx
                     .as_ref()
                     .is_none_or(|v| v.buf.len() >= rows * inp && v.relu_of.is_none_or(|h| h.len() >= rows * inp)),

@@ -21,6 +21,11 @@ impl LinearSlot {
     pub fn b_range(&self) -> Range<usize> {
         self.b..self.b + self.out
     }
+    /// One past the layer's last parameter (its bias lies after its weight,
+    /// not always right after: Layout::enc_heads).
+    pub fn end(&self) -> usize {
+        self.w_range().end.max(self.b_range().end)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -85,11 +90,10 @@ impl Layout {
             }
             slots
         };
-        let mut linear = |name: &str, out: usize, inp: usize| layers(&[(name, out)], inp)[0];
         let (d, hd, z, u) = (config.pixels(), config.hidden, config.z_dim, config.u_dim);
         let has_u = config.transform != Transform::None;
-        let enc_fc1 = linear("enc.fc1", hd, d);
-        let enc_fc2 = linear("enc.fc2", hd, hd);
+        let enc_fc1 = layers(&[("enc.fc1", hd)], d)[0];
+        let enc_fc2 = layers(&[("enc.fc2", hd)], hd)[0];
         let mut head_specs = vec![("enc.z_mu", z), ("enc.z_logsigma", z)];
         if has_u {
             head_specs.extend([("enc.u_mu", u), ("enc.u_logsigma", u)]);
@@ -98,11 +102,10 @@ impl Layout {
         let (z_mu, z_logsigma) = (heads[0], heads[1]);
         let (u_mu, u_logsigma) = (heads.get(2).copied(), heads.get(3).copied());
         let enc_heads = LinearSlot { w: heads[0].w, b: heads[0].b, out: head_specs.iter().map(|s| s.1).sum(), inp: hd };
-        let mut linear = |name: &str, out: usize, inp: usize| layers(&[(name, out)], inp)[0];
-        let dec_fc1 = linear("dec.fc1", hd, z);
-        let dec_fc2 = linear("dec.fc2", hd, hd);
-        let dec_fc3 = linear("dec.fc3", d, hd);
-        let u2theta = has_u.then(|| linear("u2theta", config.theta_dim(), u));
+        let dec_fc1 = layers(&[("dec.fc1", hd)], z)[0];
+        let dec_fc2 = layers(&[("dec.fc2", hd)], hd)[0];
+        let dec_fc3 = layers(&[("dec.fc3", d)], hd)[0];
+        let u2theta = has_u.then(|| layers(&[("u2theta", config.theta_dim())], u)[0]);
         Layout {
             config,
             entries,
