@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 #[cfg(iwtvae_cuda)]
 mod gpu {
     use criterion::{Criterion, Throughput};
-    use iwtvae::cuda::linear::SPLIT_TARGET_BLOCKS;
+    use iwtvae::cuda::linear::{GemmMath, SPLIT_TARGET_BLOCKS};
     use iwtvae::cuda::train::{GpuEngine, StepOp, STEP_OPS};
     use iwtvae::data::{Dataset, Split};
     use iwtvae::eval::Precision;
@@ -112,33 +112,39 @@ mod gpu {
         );
         // Split-K (src/cuda/linear.rs): the ops that run GEMMs and the whole
         // captured step at several block targets, 0 being one block per
-        // output tile (IWTVAE_NO_SPLIT_K=1); the default is marked.
+        // output tile (IWTVAE_NO_SPLIT_K=1); the default is marked. Then
+        // the same with the GEMMs on the TF32 tensor cores (train
+        // --precision tf32).
         let gemm_ops = [StepOp::Encoder, StepOp::DecoderLayers, StepOp::DecoderBackward, StepOp::EncoderBackward];
         let targets = [0, 132, SPLIT_TARGET_BLOCKS, 512, 1024];
-        print!("\nsplit-K block target (µs){:<7}", "");
-        for t in targets {
-            let mark = if t == SPLIT_TARGET_BLOCKS { "*" } else { "" };
-            print!(" {:>9}", format!("{t}{mark}"));
-        }
-        println!();
-        let mut rows = vec![Vec::new(); gemm_ops.len() + 1];
-        for t in targets {
-            engine.set_split_target(t).expect("split target");
-            for (row, &op) in rows.iter_mut().zip(&gemm_ops) {
-                row.push(engine.time_op(op, plan, reps).expect("op").as_secs_f64() / reps as f64 * 1e6);
-            }
-            let graph = engine.time_graph_steps(plan, reps).expect("graph").as_secs_f64();
-            rows[gemm_ops.len()].push(graph / reps as f64 * 1e6);
-        }
-        engine.set_split_target(SPLIT_TARGET_BLOCKS).expect("split target");
-        let names = gemm_ops.iter().map(|op| format!("{op:?}")).chain(["whole step (graph)".to_string()]);
-        for (name, row) in names.zip(&rows) {
-            print!("{name:<32}");
-            for v in row {
-                print!(" {v:>9.1}");
+        for math in [GemmMath::Fp32, GemmMath::Tf32] {
+            engine.set_gemm_math(math);
+            print!("\n{:<32}", format!("split-K block target, {math:?} (µs)"));
+            for t in targets {
+                let mark = if t == SPLIT_TARGET_BLOCKS { "*" } else { "" };
+                print!(" {:>9}", format!("{t}{mark}"));
             }
             println!();
+            let mut rows = vec![Vec::new(); gemm_ops.len() + 1];
+            for t in targets {
+                engine.set_split_target(t).expect("split target");
+                for (row, &op) in rows.iter_mut().zip(&gemm_ops) {
+                    row.push(engine.time_op(op, plan, reps).expect("op").as_secs_f64() / reps as f64 * 1e6);
+                }
+                let graph = engine.time_graph_steps(plan, reps).expect("graph").as_secs_f64();
+                rows[gemm_ops.len()].push(graph / reps as f64 * 1e6);
+            }
+            let names = gemm_ops.iter().map(|op| format!("{op:?}")).chain(["whole step (graph)".to_string()]);
+            for (name, row) in names.zip(&rows) {
+                print!("{name:<32}");
+                for v in row {
+                    print!(" {v:>9.1}");
+                }
+                println!();
+            }
         }
+        engine.set_gemm_math(GemmMath::Fp32);
+        engine.set_split_target(SPLIT_TARGET_BLOCKS).expect("split target");
         // The evaluator's two big kernels, per precision, on one launch's
         // worth of rows (128 images × 500 samples).
         let layout = iwtvae::model::Layout::new(TrainConfig::seed_protocol().model_config(28, 28).expect("config"));

@@ -5,6 +5,7 @@
 //!     cargo bench --bench speed                    # full epoch, 200 NLL images
 //!     IWTVAE_BENCH_TRAIN=12000 IWTVAE_BENCH_NLL=50 IWTVAE_BENCH_SHARDS=4 cargo bench --bench speed
 //!     IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_NLL=10000 cargo bench --bench speed   # on a GPU
+//!     IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_TRAIN_PRECISION=tf32 cargo bench --bench speed   # TF32 training
 //!
 //! benches/compare.sh runs this beside benches/pytorch/iwtvae_torch.py.
 use iwtvae::data::{Binarize, Dataset, Split};
@@ -30,8 +31,11 @@ fn main() {
     let device = select(&device_spec).expect("IWTVAE_BENCH_DEVICE").device;
     let n_train = env("IWTVAE_BENCH_TRAIN", 60_000);
     let n_nll = env("IWTVAE_BENCH_NLL", 200);
+    // The GPU's training GEMMs: fp32, or tf32 (tensor cores).
+    let train_precision = std::env::var("IWTVAE_BENCH_TRAIN_PRECISION").unwrap_or_else(|_| "fp32".into());
     let cfg = TrainConfig {
         epochs: 1,
+        precision: train_precision.clone(),
         limit_train: Some(n_train),
         shards: env("IWTVAE_BENCH_SHARDS", rayon::current_num_threads()),
         ..TrainConfig::seed_protocol()
@@ -59,6 +63,7 @@ fn main() {
             "threads": rayon::current_num_threads(),
             "shards": cfg.shards,
             "train_images": n_train,
+            "train_precision": train_precision,
             "train_images_per_sec": epoch.images_per_sec,
             "train_epoch_seconds_with_checkpoint": train_s,
             "nll_images": n_nll,

@@ -5,6 +5,8 @@
 //             (dX ⊙ relu'(H) when H is the layer below's ReLU output)
 //             db = Σ_rows dY                                  col_sum
 //   split-K   the same GEMMs in K slices, summed in order     gemm_partial, splitk_sum
+//   TF32      the training step's GEMMs on the tensor cores    linear_fwd_tile_tf32,
+//             (--precision tf32)                              gemm_strided_tf32, gemm_partial_tf32
 // Plain 64×64-tiled fp32 GEMMs (each thread a 4×4 micro-tile, K in steps of
 // 16 through shared memory). Every sum runs in a fixed order, so results are
 // deterministic. The evaluator's big layer (fc3) does not come here:
@@ -56,6 +58,73 @@ __device__ __forceinline__ void tile_product(const float* A, long long rsa, long
   }
 }
 
+// tile_product on the tensor cores, for training with --precision tf32:
+// the same 64×64 tile of A·B (same strides, same coalesced staging), its A
+// and B slices rounded to TF32 as they are staged (round to nearest, as
+// wmma::__float_to_tf32 and cuBLAS's TF32 mode), multiplied by WMMA
+// 16×16×8 with fp32 sums. Each of the 8 warps owns two of the tile's
+// sixteen 16×16 fragments (fragment row w / 2, fragment columns 2·(w % 2)
+// and one more). The sums go through shared memory into tile_product's
+// acc layout, so the kernels' epilogues are the same code for both.
+#define TC_LDA (KSTEP + 4)  // as_[r][k], padded: wmma wants ld a multiple of 16 bytes
+#define TC_LDB (TILE + 4)   // bs_[k][c] and the result cs[r][c]
+static_assert(IWTVAE_GEMM_THREADS == 8 * 32 && KSTEP % 8 == 0, "8 warps of two fragments; k steps of 8");
+__device__ __forceinline__ void tile_product_tf32(const float* A, long long rsa, long long csa, const float* B,
+                                                  long long rsb, long long csb, int M, int N, int K,
+                                                  float acc[4][4]) {
+  using namespace nvcuda;
+  __align__(32) __shared__ float as_[TILE * TC_LDA];
+  __align__(32) __shared__ float bs_[KSTEP * TC_LDB];
+  __align__(32) __shared__ float cs[TILE * TC_LDB];
+  int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
+  bool a_rows_fast = (rsa == 1), b_cols_fast = (csb == 1);
+  int warp = threadIdx.x / 32, fr = warp / 2, fc = (warp % 2) * 2;
+  using Acc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+  Acc c0, c1;
+  wmma::fill_fragment(c0, 0.0f);
+  wmma::fill_fragment(c1, 0.0f);
+  for (int k0 = 0; k0 < K; k0 += KSTEP) {
+    for (int t = threadIdx.x; t < TILE * KSTEP; t += IWTVAE_GEMM_THREADS) {
+      int r = a_rows_fast ? t % TILE : t / KSTEP, kk = a_rows_fast ? t / TILE : t % KSTEP;
+      int gr = row0 + r, gk = k0 + kk;
+      as_[r * TC_LDA + kk] = wmma::__float_to_tf32((gr < M && gk < K) ? A[gr * rsa + gk * csa] : 0.0f);
+      int c = b_cols_fast ? t % TILE : t / KSTEP, kb = b_cols_fast ? t / TILE : t % KSTEP;
+      int gc = col0 + c, gkb = k0 + kb;
+      bs_[kb * TC_LDB + c] = wmma::__float_to_tf32((gc < N && gkb < K) ? B[gkb * rsb + gc * csb] : 0.0f);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < KSTEP; ks += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb0, fb1;
+      wmma::load_matrix_sync(fa, as_ + fr * 16 * TC_LDA + ks, TC_LDA);
+      wmma::load_matrix_sync(fb0, bs_ + ks * TC_LDB + fc * 16, TC_LDB);
+      wmma::load_matrix_sync(fb1, bs_ + ks * TC_LDB + (fc + 1) * 16, TC_LDB);
+      wmma::mma_sync(c0, fa, fb0, c0);
+      wmma::mma_sync(c1, fa, fb1, c1);
+    }
+    __syncthreads();
+  }
+  wmma::store_matrix_sync(cs + fr * 16 * TC_LDB + fc * 16, c0, TC_LDB, wmma::mem_row_major);
+  wmma::store_matrix_sync(cs + fr * 16 * TC_LDB + (fc + 1) * 16, c1, TC_LDB, wmma::mem_row_major);
+  __syncthreads();
+  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = cs[(ty * 4 + i) * TC_LDB + tx * 4 + j];
+}
+
+// The tile product in the kernel's arithmetic: fp32 FMAs, or TF32 tensor cores.
+template <bool TF32>
+__device__ __forceinline__ void tile(const float* A, long long rsa, long long csa, const float* B, long long rsb,
+                                     long long csb, int M, int N, int K, float acc[4][4]) {
+  if constexpr (TF32)
+    tile_product_tf32(A, rsa, csa, B, rsb, csb, M, N, K, acc);
+  else
+    tile_product(A, rsa, csa, B, rsb, csb, M, N, K, acc);
+}
+
 // Calls store(r, c, value) for every element of this thread's 4×4 micro-tile
 // that lies inside [M, N].
 template <typename Store>
@@ -74,14 +143,25 @@ __device__ __forceinline__ void store_tile(const float acc[4][4], int M, int N, 
 }
 
 // Y[M,N] = act(X[M,K] · W[N,K]ᵀ + b[N]).
-extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
-    linear_fwd(const float* X, const float* W, const float* b, float* Y, int M, int N, int K, int relu) {
+template <bool TF32>
+__device__ __forceinline__ void linear_tile(const float* X, const float* W, const float* b, float* Y, int M, int N,
+                                            int K, int relu) {
   float acc[4][4] = {};
-  tile_product(X, K, 1, W, 1, K, M, N, K, acc);
+  tile<TF32>(X, K, 1, W, 1, K, M, N, K, acc);
   store_tile(acc, M, N, [&](int r, int c, float v) {
     v += b[c];
     Y[(size_t)r * N + c] = relu ? fmaxf(v, 0.0f) : v;
   });
+}
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    linear_fwd(const float* X, const float* W, const float* b, float* Y, int M, int N, int K, int relu) {
+  linear_tile<false>(X, W, b, Y, M, N, K, relu);
+}
+// The training step's layer in TF32 (not the evaluator's linear_fwd_tf32,
+// which takes a padded weight).
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    linear_fwd_tile_tf32(const float* X, const float* W, const float* b, float* Y, int M, int N, int K, int relu) {
+  linear_tile<true>(X, W, b, Y, M, N, K, relu);
 }
 
 // The store of a backward GEMM: v (+ what C holds when accumulate), then
@@ -99,12 +179,23 @@ __device__ __forceinline__ void store_grad(float* C, int ldc, int r, int c, floa
 // C[M,N] (row-major, leading dimension ldc) = A[M,K] · B[K,N] (+ C when
 // accumulate; ⊙ relu'(relu_of) when masked): dY·W (both row-major) and
 // dYᵀ·X (A a transposed view).
+template <bool TF32>
+__device__ __forceinline__ void strided_tile(const float* A, long long rsa, long long csa, const float* B, long long rsb,
+                                             long long csb, float* C, int ldc, int M, int N, int K, int accumulate,
+                                             const float* relu_of, int masked) {
+  float acc[4][4] = {};
+  tile<TF32>(A, rsa, csa, B, rsb, csb, M, N, K, acc);
+  store_tile(acc, M, N, [&](int r, int c, float v) { store_grad(C, ldc, r, c, v, accumulate, relu_of, masked); });
+}
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     gemm_strided(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb, float* C,
                  int ldc, int M, int N, int K, int accumulate, const float* relu_of, int masked) {
-  float acc[4][4] = {};
-  tile_product(A, rsa, csa, B, rsb, csb, M, N, K, acc);
-  store_tile(acc, M, N, [&](int r, int c, float v) { store_grad(C, ldc, r, c, v, accumulate, relu_of, masked); });
+  strided_tile<false>(A, rsa, csa, B, rsb, csb, C, ldc, M, N, K, accumulate, relu_of, masked);
+}
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    gemm_strided_tf32(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb,
+                      float* C, int ldc, int M, int N, int K, int accumulate, const float* relu_of, int masked) {
+  strided_tile<true>(A, rsa, csa, B, rsb, csb, C, ldc, M, N, K, accumulate, relu_of, masked);
 }
 
 // Split-K, for the training step's GEMMs whose output has too few 64×64
@@ -113,15 +204,25 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
 // partial product goes to P[z] [M, N]; splitk_sum then adds the partials
 // in order z = 0, 1, … and applies the epilogue, so the result does not
 // depend on which block finishes first. How many splits: src/cuda/gemm.rs.
-extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
-    gemm_partial(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb, float* P,
-                 int M, int N, int K, int kchunk) {
+template <bool TF32>
+__device__ __forceinline__ void partial_tile(const float* A, long long rsa, long long csa, const float* B, long long rsb,
+                                             long long csb, float* P, int M, int N, int K, int kchunk) {
   long long k0 = (long long)blockIdx.z * kchunk;
   int kn = min(kchunk, K - (int)k0);
   float acc[4][4] = {};
-  tile_product(A + k0 * csa, rsa, csa, B + k0 * rsb, rsb, csb, M, N, kn, acc);
+  tile<TF32>(A + k0 * csa, rsa, csa, B + k0 * rsb, rsb, csb, M, N, kn, acc);
   float* Pz = P + (size_t)blockIdx.z * M * N;
   store_tile(acc, M, N, [&](int r, int c, float v) { Pz[(size_t)r * N + c] = v; });
+}
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    gemm_partial(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb, float* P,
+                 int M, int N, int K, int kchunk) {
+  partial_tile<false>(A, rsa, csa, B, rsb, csb, P, M, N, K, kchunk);
+}
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    gemm_partial_tf32(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb,
+                      float* P, int M, int N, int K, int kchunk) {
+  partial_tile<true>(A, rsa, csa, B, rsb, csb, P, M, N, K, kchunk);
 }
 
 // C[r, c] (leading dimension ldc) = Σ_z P[z][r, c], then + bias[c] and

@@ -118,6 +118,15 @@ if [ "${SKIP_SPEED:-0}" != 1 ]; then
   ours=$(IWTVAE_BENCH_DEVICE=$DEVICE IWTVAE_BENCH_TRAIN=$BENCH_TRAIN IWTVAE_BENCH_NLL=$NLL_IMAGES \
     IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-auto} t "$here/benches/speed" | tail -1)
   echo "$ours"
+  # The same with training's GEMMs on the TF32 tensor cores (train
+  # --precision tf32); TRAIN_TF32=0 leaves it out.
+  ours_tf32=
+  if [ "${TRAIN_TF32:-1}" = 1 ]; then
+    step "speed: iwtvae on $DEVICE, training --precision tf32"
+    ours_tf32=$(IWTVAE_BENCH_DEVICE=$DEVICE IWTVAE_BENCH_TRAIN=$BENCH_TRAIN IWTVAE_BENCH_NLL=$NLL_IMAGES \
+      IWTVAE_BENCH_PRECISION=${BENCH_PRECISION:-auto} IWTVAE_BENCH_TRAIN_PRECISION=tf32 t "$here/benches/speed" | tail -1)
+    echo "$ours_tf32"
+  fi
   torch_bench=("$PYTHON" benches/pytorch/iwtvae_torch.py bench --device "$TORCH_DEVICE"
     --train-steps "$TORCH_TRAIN_STEPS" --nll-images "$TORCH_NLL_IMAGES")
   step "speed: PyTorch eager on $TORCH_DEVICE (TF32, batched; NLL the fastest of images $TORCH_NLL_BATCH x samples $TORCH_CHUNK per forward)"
@@ -144,6 +153,9 @@ if [ "${SKIP_SPEED:-0}" != 1 ]; then
     compiled+=("$run")
   done
   "$PYTHON" benches/pytorch/ratios.py "$ours" "$theirs" "${compiled[@]}" || status=1
+  if [ -n "$ours_tf32" ]; then
+    "$PYTHON" benches/pytorch/ratios.py "$ours_tf32" "$theirs" "${compiled[@]}" || status=1
+  fi
 fi
 rm -rf "$work"
 step "done, status $status"

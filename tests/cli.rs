@@ -296,6 +296,15 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     let o = iwtvae(&["eval", "--precision", "fp64", "--checkpoint", ck, "--data", MNIST]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--precision \"fp64\""), "{}", stderr(&o));
+    // Training's TF32 is the GPU's; the CPU refuses it before --out exists.
+    let tf32_out = dir.path().join("tf32");
+    let o = iwtvae(&["train", "--device", "cpu", "--precision", "tf32", "--out", tf32_out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--precision tf32 trains on the GPU only"), "{}", stderr(&o));
+    assert!(!tf32_out.exists() && !stderr(&o).contains("training tps"), "{}", stderr(&o));
+    let o = iwtvae(&["train", "--precision", "bf16"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--precision \"bf16\": training runs in fp32 or tf32"), "{}", stderr(&o));
 
     // A run directory that already holds a checkpoint is not overwritten.
     let run = dir.path().join("kept");

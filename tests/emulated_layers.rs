@@ -62,37 +62,6 @@ fn linear_forward_matches_cpu() {
     }
 }
 
-/// C[m, n] = A[m, k]·B[k, n] (+ C when `accumulate`; ⊙ relu'(H) given
-/// H) through gemm_strided, A and B given by (row, column) strides, with
-/// src/cuda/linear.rs's arguments.
-fn gemm_strided(
-    (a, (rsa, csa)): (&mut Buffer<f32>, (usize, usize)),
-    (b, (rsb, csb)): (&mut Buffer<f32>, (usize, usize)),
-    c: &mut Buffer<f32>,
-    (m, n, k): (usize, usize, usize),
-    accumulate: bool,
-    relu_of: Option<&Buffer<f32>>,
-) {
-    let stride = |v: usize| Arg::I64(v as i64);
-    let args = [
-        a.arg(),
-        stride(rsa),
-        stride(csa),
-        b.arg(),
-        stride(rsb),
-        stride(csb),
-        c.arg(),
-        i32_(n),
-        i32_(m),
-        i32_(n),
-        i32_(k),
-        Arg::I32(accumulate as i32),
-        relu_of.unwrap_or(c).arg(),
-        Arg::I32(relu_of.is_some() as i32),
-    ];
-    run("gemm_strided", gemm_grid(m, n), &args);
-}
-
 /// dX = dY·W and dW = dYᵀ·X through gemm_strided's strided views, db by
 /// col_sum, the ReLU mask, each with the arguments src/cuda/linear.rs passes.
 #[test]
@@ -105,7 +74,7 @@ fn linear_backward_matches_cpu() {
     let mut want_dx = dx0.clone();
     linear_backward_input(&dy, M, &w, N, K, &mut want_dx, true, Par::Seq);
     let mut dx = input(&dx0);
-    gemm_strided((&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut dx, (M, K, N), true, None);
+    gemm_strided("gemm_strided", (&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut dx, (M, K, N), true, None);
     let scale: Vec<f32> = abs_products(&dy, &transpose(&w, N, K), M, K, N).iter().map(|s| s + 1.0).collect();
     close_gemm("dx", &read(&dx), &want_dx, &scale);
 
@@ -113,7 +82,7 @@ fn linear_backward_matches_cpu() {
     let (mut want_dw, mut want_db) = (vec![0f32; N * K], vec![0f32; N]);
     linear_backward_params(&x, &dy, M, N, K, &mut want_dw, &mut want_db, Par::Seq);
     let mut dw = output(N * K);
-    gemm_strided((&mut bdy, (1, N)), (&mut bx, (K, 1)), &mut dw, (N, K, M), false, None);
+    gemm_strided("gemm_strided", (&mut bdy, (1, N)), (&mut bx, (K, 1)), &mut dw, (N, K, M), false, None);
     let scale = abs_products(&transpose(&dy, M, N), &transpose(&x, M, K), N, K, M);
     close_gemm("dW", &read(&dw), &want_dw, &scale);
     let db = output(N);
@@ -141,13 +110,80 @@ fn linear_backward_matches_cpu() {
     let bh = input(&h);
     let mut want = read(&dx);
     let mut plain = input(&dx0);
-    gemm_strided((&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut plain, (M, K, N), true, None);
+    gemm_strided("gemm_strided", (&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut plain, (M, K, N), true, None);
     assert_eq!(bits(&read(&plain)), bits(&want), "the same launch twice");
     relu_backward(&h, &mut want);
     let mut masked = input(&dx0);
-    gemm_strided((&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut masked, (M, K, N), true, Some(&bh));
+    gemm_strided("gemm_strided", (&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut masked, (M, K, N), true, Some(&bh));
     assert_eq!(bits(&read(&masked)), bits(&want), "dx ⊙ relu'(h)");
     assert!(want.iter().filter(|&&v| v == 0.0).count() > M * K / 4, "the mask zeroed too little to tell");
+}
+
+/// out[r, c] = Σ_k a[r, k]·b[c, k] (+ bias[c]) in f64, rounded once to f32:
+/// a [m, k], b [n, k].
+fn exact_products(a: &[f32], b: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    for r in 0..m {
+        for c in 0..n {
+            let dot: f64 = (0..k).map(|q| a[r * k + q] as f64 * b[c * k + q] as f64).sum();
+            out[r * n + c] = (dot + bias.map_or(0.0, |b| b[c] as f64)) as f32;
+        }
+    }
+    out
+}
+
+/// The training step's GEMMs on the TF32 tensor cores (train --precision
+/// tf32; src/cuda/linear.rs passes them the fp32 kernels' arguments):
+/// each is the exact product of its operands rounded to TF32 (the products
+/// of two 11-bit significands are exact, so only the fp32 sums differ from
+/// it, within the fp32 kernels' bound), and lies outside that bound of the
+/// unrounded product somewhere, so the rounding is real. Bias, the
+/// accumulated dx and the ReLU mask are applied in fp32, unrounded.
+#[test]
+fn tf32_training_gemms_multiply_tf32_rounded_operands() {
+    let (x, w, b) = (values(M * K, 1, -1.0, 1.0), values(N * K, 2, -1.0, 1.0), values(N, 3, -1.0, 1.0));
+    let dy = values(M * N, 4, -1.0, 1.0);
+    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&e| tf32(e)).collect() };
+    let check = |name: &str, got: &[f32], exact: &[f32], unrounded: &[f32], scale: &[f32]| {
+        close_gemm(name, got, exact, scale);
+        let outside = got.iter().zip(unrounded).zip(scale).filter(|((g, u), s)| (*g - *u).abs() > 1e-5 * (1.0 + *s));
+        assert!(outside.count() > 0, "{name}: indistinguishable from the fp32 product");
+    };
+
+    // y [M, N] = act(x · Wᵀ + b).
+    for relu in [false, true] {
+        let act = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|e| if relu { e.max(0.0) } else { e }).collect() };
+        let exact = act(exact_products(&round(&x), &round(&w), Some(&b), M, N, K));
+        let unrounded = act(exact_products(&x, &w, Some(&b), M, N, K));
+        let (bx, bw, bb, y) = (input(&x), input(&w), input(&b), output(M * N));
+        let args = [bx.arg(), bw.arg(), bb.arg(), y.arg(), i32_(M), i32_(N), i32_(K), Arg::I32(relu as i32)];
+        run("linear_fwd_tile_tf32", gemm_grid(M, N), &args);
+        let scale = abs_products(&round(&x), &round(&w), M, N, K);
+        check(&format!("linear_fwd_tile_tf32 relu {relu}"), &read(&y), &exact, &unrounded, &scale);
+    }
+
+    // dx [M, K] = dy · W + dx0, through the ReLU output h below.
+    let (mut bdy, mut bw, mut bx) = (input(&dy), input(&w), input(&x));
+    let (wt, dx0) = (transpose(&w, N, K), values(M * K, 5, -1.0, 1.0));
+    let h: Vec<f32> = values(M * K, 6, -1.0, 1.0).iter().map(|v| v.max(0.0)).collect();
+    let through = |v: Vec<f32>| -> Vec<f32> {
+        v.iter().zip(&dx0).zip(&h).map(|((p, d), &hv)| if hv > 0.0 { p + d } else { 0.0 }).collect()
+    };
+    let exact = through(exact_products(&round(&dy), &round(&wt), None, M, K, N));
+    let unrounded = through(exact_products(&dy, &wt, None, M, K, N));
+    let (mut dx, bh) = (input(&dx0), input(&h));
+    gemm_strided("gemm_strided_tf32", (&mut bdy, (N, 1)), (&mut bw, (K, 1)), &mut dx, (M, K, N), true, Some(&bh));
+    let scale: Vec<f32> = abs_products(&round(&dy), &round(&wt), M, K, N).iter().map(|s| s + 1.0).collect();
+    check("gemm_strided_tf32 dx", &read(&dx), &exact, &unrounded, &scale);
+
+    // dW [N, K] = dyᵀ · x: A a transposed view.
+    let (dyt, xt) = (transpose(&dy, M, N), transpose(&x, M, K));
+    let exact = exact_products(&round(&dyt), &round(&xt), None, N, K, M);
+    let unrounded = exact_products(&dyt, &xt, None, N, K, M);
+    let mut dw = output(N * K);
+    gemm_strided("gemm_strided_tf32", (&mut bdy, (1, N)), (&mut bx, (K, 1)), &mut dw, (N, K, M), false, None);
+    let scale = abs_products(&round(&dyt), &round(&xt), N, K, M);
+    check("gemm_strided_tf32 dW", &read(&dw), &exact, &unrounded, &scale);
 }
 
 /// Split-K, bit for bit against its definition: slice z of gemm_partial is
@@ -155,7 +191,8 @@ fn linear_backward_matches_cpu() {
 /// and splitk_sum adds the slices in order z = 0, 1, … before the epilogue:
 /// bias and ReLU, or a store that may accumulate, through a leading
 /// dimension wider than N whose extra columns it must leave alone. K = 150
-/// in slices of 64 leaves a short last one (64, 64, 22).
+/// in slices of 64 leaves a short last one (64, 64, 22). The TF32 partials
+/// are likewise gemm_strided_tf32 on the slices.
 #[test]
 fn split_k_partials_are_slices_of_k_summed_in_order() {
     const KS: usize = 150;
@@ -179,17 +216,22 @@ fn split_k_partials_are_slices_of_k_summed_in_order() {
         i32_(chunk),
     ];
     let grid = gemm_grid(M, N);
-    run("gemm_partial", LaunchConfig::new((grid.grid_dim.0, grid.grid_dim.1, splits as u32), grid.block_dim, 0), &args);
-    let partials = read(&p);
-    for z in 0..splits {
-        let (k0, kn) = (z * chunk, chunk.min(KS - z * chunk));
-        let cols = |a: &[f32], rows: usize| -> Vec<f32> {
-            (0..rows).flat_map(|r| a[r * KS + k0..r * KS + k0 + kn].to_vec()).collect()
-        };
-        let (mut xs, mut ws, mut c) = (input(&cols(&x, M)), input(&cols(&w, N)), output(M * N));
-        gemm_strided((&mut xs, (kn, 1)), (&mut ws, (1, kn)), &mut c, (M, N, kn), false, None);
-        assert_eq!(bits(&read(&c)), bits(&partials[z * M * N..(z + 1) * M * N]), "slice {z}");
+    let split_grid = LaunchConfig::new((grid.grid_dim.0, grid.grid_dim.1, splits as u32), grid.block_dim, 0);
+    // The TF32 pair (train --precision tf32) first; the fp32 partials stay in p.
+    for (partial, strided) in [("gemm_partial_tf32", "gemm_strided_tf32"), ("gemm_partial", "gemm_strided")] {
+        run(partial, split_grid, &args);
+        let partials = read(&p);
+        for z in 0..splits {
+            let (k0, kn) = (z * chunk, chunk.min(KS - z * chunk));
+            let cols = |a: &[f32], rows: usize| -> Vec<f32> {
+                (0..rows).flat_map(|r| a[r * KS + k0..r * KS + k0 + kn].to_vec()).collect()
+            };
+            let (mut xs, mut ws, mut c) = (input(&cols(&x, M)), input(&cols(&w, N)), output(M * N));
+            gemm_strided(strided, (&mut xs, (kn, 1)), (&mut ws, (1, kn)), &mut c, (M, N, kn), false, None);
+            assert_eq!(bits(&read(&c)), bits(&partials[z * M * N..(z + 1) * M * N]), "{partial} slice {z}");
+        }
     }
+    let partials = read(&p);
     let in_order = |i: usize| (0..splits).fold(0f32, |v, z| v + partials[z * M * N + i]);
 
     for relu in [false, true] {
@@ -260,11 +302,6 @@ fn split_k_partials_are_slices_of_k_summed_in_order() {
             .collect();
         assert_eq!(bits(&read(&c)), bits(&want), "store epilogue, accumulate {accumulate}, masked {masked}");
     }
-}
-
-/// cvt.rna.tf32.f32, as the kernels round both operands.
-fn tf32(v: f32) -> f32 {
-    f32::from_bits((v.to_bits() + 0x1000) & 0xffff_e000)
 }
 
 fn bf16(v: f32) -> f32 {

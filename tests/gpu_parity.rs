@@ -283,24 +283,38 @@ mod gpu {
     /// (the noise floor of a 500-row f32 sum of mixed-sign terms); Adadelta's
     /// first step divides by √(0.1·g² + 1e-6), so the parameter updates
     /// move by at most the gradients' error (see below).
+    ///
+    /// With --precision tf32 the reference is the CPU with its GEMM operands
+    /// rounded to TF32 (`with_tf32_operands`), and the bounds are the same.
+    /// Against the plain fp32 CPU a TF32 step's gradients differ by up to
+    /// 10% of their norm at initialisation (TF32 moves each sample's
+    /// log p(x|z,u), a sum over 784 pixels, by a few 0.01 nats, which shifts
+    /// the IWAE weights; ReLU masks flip where a pre-activation is within
+    /// rounding of 0), while against the rounded CPU they agree to 4e-4:
+    /// the difference is TF32's, not the kernels'.
     #[test]
     fn training_step_matches_cpu() {
         use iwtvae::model::{init_params, Layout};
         use iwtvae::network::Network;
         use iwtvae::objective::{loss_and_grad, Objective};
+        use iwtvae::ops::linear::with_tf32_operands;
         use iwtvae::train::{EpochPlan, TrainConfig};
         for device in device_kinds() {
             let Some(data) = mnist(iwtvae::data::Split::Train, 64) else {
                 super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
                 return;
             };
-            for (transform, objective, k, binarize) in [
-                ("tps", "iwae", 5, "dynamic"),
-                ("affine", "elbo", 3, "dynamic"),
-                ("none", "elbo-kl", 1, "none"),
-                ("tps", "elbo-kl", 1, "none"),
+            for (transform, objective, k, binarize, precision) in [
+                ("tps", "iwae", 5, "dynamic", "fp32"),
+                ("affine", "elbo", 3, "dynamic", "fp32"),
+                ("none", "elbo-kl", 1, "none", "fp32"),
+                ("tps", "elbo-kl", 1, "none", "fp32"),
+                ("tps", "iwae", 5, "dynamic", "tf32"),
+                ("affine", "elbo", 3, "dynamic", "tf32"),
+                ("none", "elbo-kl", 1, "none", "tf32"),
             ] {
                 let cfg = TrainConfig {
+                    precision: precision.into(),
                     transform: transform.into(),
                     z_dim: 10,
                     u_dim: if transform == "none" { 0 } else { 6 },
@@ -336,17 +350,21 @@ mod gpu {
                 }
                 let mut cpu_grads = vec![0f32; layout.total];
                 let obj = Objective::parse(objective).unwrap();
-                let cpu_loss = loss_and_grad(
-                    &net,
-                    &params,
-                    Some(&mut cpu_grads),
-                    &mut ws,
-                    &items,
-                    k,
-                    obj,
-                    plan.keys,
-                    iwtvae::ops::Par::Seq,
-                );
+                let mut step = || {
+                    loss_and_grad(
+                        &net,
+                        &params,
+                        Some(&mut cpu_grads),
+                        &mut ws,
+                        &items,
+                        k,
+                        obj,
+                        plan.keys,
+                        iwtvae::ops::Par::Seq,
+                    )
+                };
+                // TF32 against the CPU with its GEMM operands rounded alike.
+                let cpu_loss = if precision == "tf32" { with_tf32_operands(step) } else { step() };
                 let mut cpu_params = params.clone();
                 let mut cpu_opt = opt.clone();
                 cpu_opt.step(&mut cpu_params, &cpu_grads, 1.0);
@@ -364,7 +382,7 @@ mod gpu {
                 let gpu_grads = engine.gradients().unwrap();
                 let (mut gpu_params, mut gpu_opt) = (vec![0f32; layout.total], opt.clone());
                 engine.state(&mut gpu_params, &mut gpu_opt).unwrap();
-                let name = format!("{transform}/{objective}");
+                let name = format!("{transform}/{objective}/{precision}");
                 assert!(
                     ((gpu_loss as f64) - cpu_loss).abs() <= 1e-4 * cpu_loss.abs(),
                     "{name}: loss gpu {gpu_loss} cpu {cpu_loss}"
@@ -407,25 +425,33 @@ mod gpu {
     /// Stability of Numerical Algorithms, §4.2), n = K products plus the
     /// bias or the accumulated value. The emulator and a GPU's FMAs both
     /// stay inside it; an indexing mistake misses by whole terms.
+    ///
+    /// The TF32 GEMMs (training's --precision tf32) against the exact
+    /// product of their TF32-rounded operands (bias, accumulated value and
+    /// db unrounded): the products of two 11-bit significands are exact, so
+    /// what is left is the fp32 sum, within the same bound at u = 2⁻²³ (a
+    /// tensor core aligns a block's addends to the largest and truncates:
+    /// Fasi, Higham, Mikaitis, Pranesh, "Numerical behavior of NVIDIA tensor
+    /// cores", PeerJ CS 2021).
     #[test]
     fn linear_layers_match_an_f64_reference_split_or_not() {
-        use iwtvae::cuda::linear::{SplitK, SPLIT_TARGET_BLOCKS};
+        use iwtvae::cuda::linear::{GemmMath, SplitK, SPLIT_TARGET_BLOCKS};
         let wave = |n: usize, seed: usize| -> Vec<f32> {
             (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
         };
-        let gamma = |n: usize| {
-            let nu = n as f64 * 2f64.powi(-24);
+        let gamma = |n: usize, u: f64| {
+            let nu = n as f64 * u;
             nu / (1.0 - nu)
         };
-        let check = |name: &str, got: &[f32], exact: &[f64], scale: &[f64], n: usize| {
+        let check = |name: &str, got: &[f32], exact: &[f64], scale: &[f64], n: usize, u: f64| {
             for i in 0..got.len() {
                 let err = (got[i] as f64 - exact[i]).abs();
                 assert!(
-                    err <= gamma(n) * scale[i] + 1e-30,
+                    err <= gamma(n, u) * scale[i] + 1e-30,
                     "{name}[{i}]: {} vs exact {} (bound {})",
                     got[i],
                     exact[i],
-                    gamma(n) * scale[i]
+                    gamma(n, u) * scale[i]
                 );
             }
         };
@@ -436,14 +462,23 @@ mod gpu {
         let shapes = [(100, 256, 784), (37, 42, 256), (130, 70, 200), (500, 18, 18)];
         let plan = |m, n, k| SplitK::plan(m, n, k, SPLIT_TARGET_BLOCKS);
         assert!(plan(100, 256, 784).splits == 10 && plan(130, 70, 200).splits == 3);
+        let cases = [(GemmMath::Fp32, true), (GemmMath::Fp32, false), (GemmMath::Tf32, true), (GemmMath::Tf32, false)];
         for device in device_kinds() {
-            for split in [true, false] {
+            for (math, split) in cases {
                 let mut gpu = Gpu::open(device).unwrap();
                 gpu.set_split_target(if split { SPLIT_TARGET_BLOCKS } else { 0 });
+                gpu.set_gemm_math(math);
+                let (round, u): (fn(f32) -> f32, f64) = match math {
+                    GemmMath::Fp32 => (|v| v, 2f64.powi(-24)),
+                    GemmMath::Tf32 => (super::emu::tf32, 2f64.powi(-23)),
+                };
                 for (rows, out, inp) in shapes {
-                    let name = format!("{} split {split} [{rows}x{inp}]·[{out}x{inp}]ᵀ", gpu.kind());
+                    let name = format!("{} {math:?} split {split} [{rows}x{inp}]·[{out}x{inp}]ᵀ", gpu.kind());
                     let (x, w, b) = (wave(rows * inp, 1), wave(out * inp, 2), wave(out, 3));
                     let (dy, dx0) = (wave(rows * out, 4), wave(rows * inp, 5));
+                    // The GEMMs' operands as the kernels multiply them.
+                    let r = |v: &[f32]| -> Vec<f32> { v.iter().map(|&e| round(e)).collect() };
+                    let (xr, wr, dyr) = (r(&x), r(&w), r(&dy));
                     let (mut y, mut ys) = (vec![0f64; rows * out], vec![0f64; rows * out]);
                     let (mut dw, mut dws) = (vec![0f64; out * inp], vec![0f64; out * inp]);
                     let (mut db, mut dbs) = (vec![0f64; out], vec![0f64; out]);
@@ -452,11 +487,12 @@ mod gpu {
                     for r in 0..rows {
                         for o in 0..out {
                             let (mut acc, mut mag) = (b[o] as f64, (b[o] as f64).abs());
-                            let g = dy[r * out + o] as f64;
+                            let (g, gr) = (dy[r * out + o] as f64, dyr[r * out + o] as f64);
                             db[o] += g;
                             dbs[o] += g.abs();
+                            let g = gr;
                             for i in 0..inp {
-                                let (xv, wv) = (x[r * inp + i] as f64, w[o * inp + i] as f64);
+                                let (xv, wv) = (xr[r * inp + i] as f64, wr[o * inp + i] as f64);
                                 acc += xv * wv;
                                 mag += (xv * wv).abs();
                                 dw[o * inp + i] += g * xv;
@@ -471,12 +507,12 @@ mod gpu {
                     for relu in [false, true] {
                         let got = gpu.linear_layer(&x, &w, &b, rows, relu).unwrap();
                         let exact: Vec<f64> = y.iter().map(|&v| if relu { v.max(0.0) } else { v }).collect();
-                        check(&format!("{name} relu {relu}: y"), &got, &exact, &ys, inp + 1);
+                        check(&format!("{name} relu {relu}: y"), &got, &exact, &ys, inp + 1, u);
                     }
                     let (gw, gb, gx) = gpu.linear_layer_backward(&x, &dy, &w, &b, rows, &dx0).unwrap();
-                    check(&format!("{name}: dW"), &gw, &dw, &dws, rows);
-                    check(&format!("{name}: db"), &gb, &db, &dbs, rows);
-                    check(&format!("{name}: dx"), &gx, &dx, &dxs, out + 1);
+                    check(&format!("{name}: dW"), &gw, &dw, &dws, rows, u);
+                    check(&format!("{name}: db"), &gb, &db, &dbs, rows, 2f64.powi(-24));
+                    check(&format!("{name}: dx"), &gx, &dx, &dxs, out + 1, u);
                 }
             }
         }
@@ -612,6 +648,47 @@ mod gpu {
             ..iwtvae::train::TrainConfig::seed_protocol()
         };
         Some((data, cfg))
+    }
+
+    /// `train --precision tf32` end to end: one epoch (3 steps, the full
+    /// batches replayed from a captured graph) on the tensor-core GEMMs. The
+    /// step itself is checked against the TF32-rounded CPU in
+    /// training_step_matches_cpu; here the run must reach those kernels (its
+    /// parameters differ from the fp32 run's: Adadelta's near-sign updates
+    /// pass TF32's gradient changes on to 1e-2, where fp32 runs agree to
+    /// 2e-4) and its epoch loss stay within 3e-4 of the CPU's fp32 one (TF32
+    /// moves it by ~2e-5). The CPU path refuses tf32 before writing
+    /// anything, and bf16 is not a training precision.
+    #[test]
+    fn a_tf32_training_run_reaches_the_tensor_cores_and_keeps_the_loss() {
+        use iwtvae::train::{train_on, Silent, TrainConfig};
+        let Some((data, cfg)) = small_run(9) else { return };
+        let cfg = TrainConfig { epochs: 1, ..cfg };
+        let tf32 = TrainConfig { precision: "tf32".into(), ..cfg.clone() };
+        let dir = tempfile::tempdir().unwrap();
+        let err = train_on(Device::Cpu, &tf32, &data, dir.path(), false, &mut Silent).err().unwrap();
+        assert!(err.to_string().contains("--precision tf32"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the refused run wrote to --out");
+        let bad = TrainConfig { precision: "bf16".into(), ..cfg.clone() };
+        assert!(bad.validate().unwrap_err().to_string().contains("--precision \"bf16\""));
+
+        let run = |device: Device, cfg: &TrainConfig| {
+            let dir = tempfile::tempdir().unwrap();
+            train_on(device, cfg, &data, dir.path(), false, &mut Silent).unwrap()
+        };
+        let cpu = run(Device::Cpu, &cfg);
+        for device in device_kinds() {
+            let (fp32, tc) = (run(device, &cfg), run(device, &tf32));
+            let drift = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            let vs_fp32 = drift(&tc.params, &fp32.params);
+            let dloss = (tc.logs[0].loss - cpu.logs[0].loss).abs() / cpu.logs[0].loss.abs();
+            super::note(&format!(
+                "{device:?} tf32 epoch: loss {} vs cpu {} (rel {dloss:e}); max |Δparam| vs its fp32 run {vs_fp32:e}",
+                tc.logs[0].loss, cpu.logs[0].loss
+            ));
+            assert!(dloss <= 3e-4, "{device:?}: tf32 loss {} vs cpu {}", tc.logs[0].loss, cpu.logs[0].loss);
+            assert!(vs_fp32 > 0.0, "{device:?}: the tf32 run is the fp32 run");
+        }
     }
 
     /// A non-finite loss stops device training where it stops the CPU's: the

@@ -17,8 +17,9 @@ for text in sys.argv[2:]:
         print(f"a PyTorch run printed no result, left out: {text[:200]!r}")
 if not runs:
     sys.exit("no PyTorch result to compare with")
-for key, name in [("train_images_per_sec", "training epoch (TPS, k=5, batch 100)"),
-                  ("nll_k5000_images_per_sec", "NLL k=5000")]:
+train = f"training epoch (TPS, k=5, batch 100, {ours.get('train_precision', 'fp32')})"
+for key, name in [("train_images_per_sec", train),
+                  ("nll_k5000_images_per_sec", f"NLL k=5000 ({ours.get('precision', 'fp32')})")]:
     best = max(runs, key=lambda r: r[key])
     a, b = ours[key], best[key]
     others = ", ".join(f"{r.get('mode', 'eager')} {r[key]:.1f}" for r in runs if r is not best)

@@ -31,6 +31,18 @@ pub const SPLIT_MIN_K: usize = 64;
 /// start on a step.
 const KSTEP: usize = 16;
 
+/// The arithmetic of the GEMMs behind `Gpu::linear` and its backward (the
+/// training step's; the evaluator picks its own by `--precision`): fp32
+/// FMAs (the default, the CPU's arithmetic up to summation order), or TF32
+/// tensor cores (inputs rounded to 10 mantissa bits, fp32 sums), as
+/// PyTorch's `allow_tf32`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmMath {
+    #[default]
+    Fp32,
+    Tf32,
+}
+
 /// How the K of C[M, N] = A[M, K] · B[K, N] is cut: `splits` slices of
 /// `chunk` values (the last one shorter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,12 +202,14 @@ impl Gpu {
         let (m_i, n_i, k_i, ldc_i) = (m as i32, n as i32, k as i32, ldc as i32);
         let (rsa, csa, rsb, csb) = (a.rs as i64, a.cs as i64, b.rs as i64, b.cs as i64);
         let st = &self.device;
+        let tf32 = self.gemm_math == GemmMath::Tf32;
         if plan.splits == 1 {
             match epilogue {
                 // The layer kernel reads X row-major and W [N, K] (B = Wᵀ).
                 Epilogue::Layer { bias, relu } if a.cs == 1 && a.rs == k && b.rs == 1 && b.cs == k && ldc == n => {
                     let relu_i = relu as i32;
-                    let mut lb = st.launcher("linear_fwd");
+                    let name = if tf32 { "linear_fwd_tile_tf32" } else { "linear_fwd" };
+                    let mut lb = st.launcher(name);
                     lb.arg(&a.view).arg(&b.view).arg(&bias).arg(&mut c).arg(&m_i).arg(&n_i).arg(&k_i).arg(&relu_i);
                     // SAFETY: X [M, K] and W [N, K] lie in their views, Y
                     // [M, N] in c, N values in bias (checked above); the
@@ -213,7 +227,8 @@ impl Gpu {
                     let (acc, masked) = (accumulate as i32, relu_of.is_some() as i32);
                     // Without a mask the kernel never reads relu_of; any valid pointer will do.
                     let mask = relu_of.as_ref().unwrap_or(&a.view).kernel_arg();
-                    let mut lb = st.launcher("gemm_strided");
+                    let name = if tf32 { "gemm_strided_tf32" } else { "gemm_strided" };
+                    let mut lb = st.launcher(name);
                     lb.arg(&a.view).arg(&rsa).arg(&csa).arg(&b.view).arg(&rsb).arg(&csb).arg(&mut c);
                     lb.arg(&ldc_i).arg(&m_i).arg(&n_i).arg(&k_i).arg(&acc).arg(mask).arg(&masked);
                     // SAFETY: A [M, K] and B [K, N] under their strides lie in
@@ -225,7 +240,8 @@ impl Gpu {
             }
         }
         let chunk_i = plan.chunk as i32;
-        let mut lb = st.launcher("gemm_partial");
+        let name = if tf32 { "gemm_partial_tf32" } else { "gemm_partial" };
+        let mut lb = st.launcher(name);
         lb.arg(&a.view).arg(&rsa).arg(&csa).arg(&b.view).arg(&rsb).arg(&csb).arg(&mut *scratch);
         lb.arg(&m_i).arg(&n_i).arg(&k_i).arg(&chunk_i);
         // SAFETY: as above for A and B; slice z reads k in [z·chunk,

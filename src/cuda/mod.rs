@@ -37,7 +37,18 @@ const MODULES: driver::ModuleTable = &[
     (
         "linear",
         fatbin!("linear"),
-        &["linear_fwd", "linear_fwd_tf32", "linear_fwd_bf16", "gemm_strided", "gemm_partial", "splitk_sum", "col_sum"],
+        &[
+            "linear_fwd",
+            "linear_fwd_tf32",
+            "linear_fwd_bf16",
+            "gemm_strided",
+            "gemm_partial",
+            "splitk_sum",
+            "col_sum",
+            "linear_fwd_tile_tf32",
+            "gemm_strided_tf32",
+            "gemm_partial_tf32",
+        ],
     ),
     ("decode_row", fatbin!("decode_row"), &["decode_row_fwd", "decode_row_bwd"]),
     ("latent", fatbin!("latent"), &["encoder_heads", "latent_bwd"]),
@@ -62,6 +73,8 @@ pub struct Gpu {
     /// The blocks a GEMM with few output tiles is split K to reach
     /// (linear.rs; 0: never split).
     split_target: usize,
+    /// fp32 FMAs or TF32 tensor cores for those GEMMs (linear.rs).
+    gemm_math: linear::GemmMath,
 }
 
 impl Gpu {
@@ -82,7 +95,7 @@ impl Gpu {
     fn with(device: Device) -> Self {
         let split_target =
             if std::env::var_os("IWTVAE_NO_SPLIT_K").is_some() { 0 } else { linear::SPLIT_TARGET_BLOCKS };
-        Gpu { device, split_target }
+        Gpu { device, split_target, gemm_math: linear::GemmMath::Fp32 }
     }
 
     /// The blocks a GEMM with few output tiles is split K to reach (0:
@@ -94,6 +107,16 @@ impl Gpu {
 
     pub fn split_target(&self) -> usize {
         self.split_target
+    }
+
+    /// The arithmetic of the layers' GEMMs (`linear` and its backward):
+    /// fp32 unless set.
+    pub fn set_gemm_math(&mut self, math: linear::GemmMath) {
+        self.gemm_math = math;
+    }
+
+    pub fn gemm_math(&self) -> linear::GemmMath {
+        self.gemm_math
     }
 
     /// The GPU for `Device::Cuda(i)`, or the emulator for `Device::Emulated`.

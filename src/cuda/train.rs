@@ -157,7 +157,7 @@ pub struct GpuEngine {
 
 impl GpuEngine {
     pub fn new(
-        gpu: Gpu,
+        mut gpu: Gpu,
         layout: &Layout,
         cfg: &TrainConfig,
         data: &Dataset,
@@ -184,6 +184,7 @@ impl GpuEngine {
             smem <= 48 * 1024 && dims.t == 2 * nb,
             format!("{smem} bytes of shared memory for {} pixels, θ {} vs basis {nb}", dims.d, dims.t),
         )?;
+        gpu.set_gemm_math(cfg.gemm_math()?);
         let s = &gpu.device;
         let (b, n) = (cfg.batch_size, cfg.batch_size * cfg.k);
         let f = |len: usize| s.alloc_zeros::<f32>(len.max(1));
@@ -497,6 +498,12 @@ impl GpuEngine {
         let len = linear::scratch_len(&self.layout, n, true, blocks);
         self.buf.gemm = self.gpu.device.alloc_zeros::<f32>(len)?;
         Ok(())
+    }
+
+    /// The arithmetic of the step's layer GEMMs (`--precision`; fp32 or
+    /// TF32 tensor cores). A graph captured before a change is stale.
+    pub fn set_gemm_math(&mut self, math: linear::GemmMath) {
+        self.gpu.set_gemm_math(math);
     }
 
     /// The last step's gradient (for tests).

@@ -46,6 +46,36 @@ pub fn gemm<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], par: Par) {
     gemm_ld(a, b, beta, c, b.cols, par)
 }
 
+thread_local! {
+    static TF32_OPERANDS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every GEMM it starts on this thread rounding both operands
+/// to TF32 first (through f32; round to nearest, ties away from zero, to 10
+/// mantissa bits, as cvt.rna.tf32.f32), sums unchanged: the CPU spec of the
+/// GPU's `--precision tf32` GEMMs (kernels/linear.cu tile_product_tf32),
+/// which the GPU's TF32 training step is tested against. Not a training
+/// mode of the CPU path, which is fp32; the rounding copies each operand.
+pub fn with_tf32_operands<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TF32_OPERANDS.with(|t| t.set(self.0));
+        }
+    }
+    let _reset = Reset(TF32_OPERANDS.with(|t| t.replace(true)));
+    f()
+}
+
+/// cvt.rna.tf32.f32 on a finite or non-finite f32 (NaN and ±∞ pass).
+pub fn round_to_tf32(v: f32) -> f32 {
+    let u = v.to_bits();
+    if u & 0x7f80_0000 == 0x7f80_0000 {
+        return v;
+    }
+    f32::from_bits((u + 0x1000) & 0xffff_e000)
+}
+
 /// C[m,n] (row-major, leading dimension ldc ≥ n) = A·B + beta·C.
 pub fn gemm_ld<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], ldc: usize, par: Par) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -55,6 +85,14 @@ pub fn gemm_ld<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], ldc: usize, 
     if m == 0 || n == 0 {
         return;
     }
+    let (ra, rb): (Vec<T>, Vec<T>);
+    let (a, b) = if TF32_OPERANDS.with(|t| t.get()) {
+        let round = |v: &T| T::of(round_to_tf32(v.f64() as f32) as f64);
+        (ra, rb) = (a.data.iter().map(round).collect(), b.data.iter().map(round).collect());
+        (Mat { data: &ra[..], ..a }, Mat { data: &rb[..], ..b })
+    } else {
+        (a, b)
+    };
     let run = |row0: usize, rows: usize, c_rows: &mut [T]| {
         // SAFETY: A, B and C fit their slices (asserted above); the sub-block
         // starts at row0 < m and spans `rows` rows, all inside A and C.
@@ -192,6 +230,25 @@ mod tests {
                 assert!((x - y).abs() < 1e-12);
             }
         }
+    }
+
+    #[test]
+    fn tf32_operands_round_to_nearest_ties_away_within_the_scope_only() {
+        // 1 + 2⁻¹¹ is a tie between 1 and 1 + 2⁻¹⁰: away from zero. 1 + 2⁻¹² rounds down.
+        let tie = 1.0 + 2f32.powi(-11);
+        assert_eq!(round_to_tf32(tie), 1.0 + 2f32.powi(-10));
+        assert_eq!(round_to_tf32(-tie), -(1.0 + 2f32.powi(-10)));
+        assert_eq!(round_to_tf32(1.0 + 2f32.powi(-12)), 1.0);
+        assert!(round_to_tf32(f32::NAN).is_nan() && round_to_tf32(f32::INFINITY) == f32::INFINITY);
+        let (a, b) = ([tie], [1.0f32]);
+        let product = || {
+            let mut c = [0f32];
+            gemm(Mat::row_major(&a, 1, 1), Mat::row_major(&b, 1, 1), 0.0, &mut c, Par::Seq);
+            c[0]
+        };
+        assert_eq!(product(), tie);
+        assert_eq!(with_tf32_operands(product), 1.0 + 2f32.powi(-10));
+        assert_eq!(product(), tie, "the rounding outlives its scope");
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub struct TrainConfig {
     /// common practice for spatial transformers, not the seed's).
     #[serde(default = "torch_init")]
     pub theta_init: String,
+    /// The arithmetic of the GPU's layer GEMMs: "fp32" (the default; the
+    /// CPU's only arithmetic) or "tf32" (tensor cores, as PyTorch's
+    /// allow_tf32; GPU only).
+    #[serde(default = "fp32")]
+    pub precision: String,
+}
+
+fn fp32() -> String {
+    "fp32".into()
 }
 
 fn torch_init() -> String {
@@ -69,6 +78,7 @@ impl TrainConfig {
             seed: 1,
             shards: 1,
             theta_init: "torch".into(),
+            precision: "fp32".into(),
         }
     }
 
@@ -115,10 +125,35 @@ impl TrainConfig {
         if self.theta_init != "torch" && self.theta_init != "identity" {
             return Err(Error::Config(format!("--theta-init {:?}: expected torch or identity", self.theta_init)));
         }
+        self.gemm_math()?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::Config(format!("--lr {} must be a positive number", self.lr)));
         }
         Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// Whether `device` can train with these settings: the CPU's GEMMs are
+    /// fp32 only.
+    pub fn check_device(&self, device: crate::device::Device) -> Result<()> {
+        if matches!(device, crate::device::Device::Cpu) && self.gemm_math()? != crate::cuda::linear::GemmMath::Fp32 {
+            return Err(Error::Config(format!(
+                "--precision {} trains on the GPU only (--device cuda); the CPU path is fp32",
+                self.precision
+            )));
+        }
+        Ok(())
+    }
+
+    /// `--precision`, parsed: the GEMM arithmetic of a GPU run.
+    pub fn gemm_math(&self) -> Result<crate::cuda::linear::GemmMath> {
+        use crate::cuda::linear::GemmMath;
+        match self.precision.as_str() {
+            "fp32" => Ok(GemmMath::Fp32),
+            "tf32" => Ok(GemmMath::Tf32),
+            o => Err(Error::Config(format!("--precision {o:?}: training runs in fp32 or tf32"))),
+        }
     }
 }
 

@@ -117,6 +117,7 @@ pub fn train_on(
     progress: &mut dyn Progress,
 ) -> Result<Trained> {
     cfg.validate()?;
+    cfg.check_device(device)?; // before anything is written to --out
     let model = cfg.model_config(data.height, data.width)?;
     let layout = Layout::new(model);
     let obj = cfg.objective()?;

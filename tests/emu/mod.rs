@@ -34,6 +34,44 @@ pub fn gemm_grid(m: usize, n: usize) -> LaunchConfig {
     LaunchConfig::new((blocks(n, GEMM_TILE), blocks(m, GEMM_TILE), 1), (GEMM_THREADS as u32, 1, 1), 0)
 }
 
+/// C[m, n] = A[m, k]·B[k, n] (+ C when `accumulate`; ⊙ relu'(H) given
+/// H) through `kernel` (gemm_strided or gemm_strided_tf32), A and B given by (row, column) strides, with
+/// src/cuda/linear.rs's arguments.
+pub fn gemm_strided(
+    kernel: &str,
+    (a, (rsa, csa)): (&mut Buffer<f32>, (usize, usize)),
+    (b, (rsb, csb)): (&mut Buffer<f32>, (usize, usize)),
+    c: &mut Buffer<f32>,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    relu_of: Option<&Buffer<f32>>,
+) {
+    let stride = |v: usize| Arg::I64(v as i64);
+    let args = [
+        a.arg(),
+        stride(rsa),
+        stride(csa),
+        b.arg(),
+        stride(rsb),
+        stride(csb),
+        c.arg(),
+        i32_(n),
+        i32_(m),
+        i32_(n),
+        i32_(k),
+        Arg::I32(accumulate as i32),
+        relu_of.unwrap_or(c).arg(),
+        Arg::I32(relu_of.is_some() as i32),
+    ];
+    run(kernel, gemm_grid(m, n), &args);
+}
+
+/// cvt.rna.tf32.f32 (round to nearest, ties away from zero, to 10 mantissa
+/// bits), as the tensor-core kernels round both operands; finite inputs.
+pub fn tf32(v: f32) -> f32 {
+    f32::from_bits((v.to_bits() + 0x1000) & 0xffff_e000)
+}
+
 pub fn i32_(v: usize) -> Arg {
     Arg::I32(i32::try_from(v).expect("a test size fits i32"))
 }

@@ -159,6 +159,9 @@ pub(crate) struct TrainArgs {
     /// u2theta's init: torch (PyTorch default, as the seed) or identity (zero weight and bias: warps start at the identity).
     #[arg(long, default_value = "torch")]
     pub(crate) theta_init: String,
+    /// The GPU's layer GEMMs: fp32 (the CPU's arithmetic) or tf32 (tensor cores, as PyTorch's allow_tf32; --device cuda only).
+    #[arg(long, default_value = "fp32")]
+    pub(crate) precision: String,
 }
 
 #[derive(Args)]

@@ -34,8 +34,10 @@ pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
         seed: a.common.seed,
         shards: rayon::current_num_threads().min(a.batch_size).max(1),
         theta_init: a.theta_init.clone(),
+        precision: a.precision.clone(),
     };
     cfg.validate()?;
+    cfg.check_device(device)?;
     let data =
         Dataset::load(&a.common.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
     eprintln!(
