@@ -23,7 +23,7 @@ for key, name in [("train_images_per_sec", train),
     best = max(runs, key=lambda r: r[key])
     a, b = ours[key], best[key]
     others = ", ".join(f"{r.get('mode', 'eager')} {r[key]:.1f}" for r in runs if r is not best)
-    print(f"{name:40s} iwtvae {a:10.1f} img/s   pytorch ({best.get('mode', 'eager')}) {b:10.1f} img/s   "
+    print(f"{name:44s} iwtvae {a:10.1f} img/s   pytorch ({best.get('mode', 'eager')}) {b:10.1f} img/s   "
           f"ratio {a / b:6.2f}x" + (f"   (pytorch {others})" if others else ""))
 if "nll_seconds" in ours:
     print(f"iwtvae NLL k=5000 over {ours['nll_images']} test images: {ours['nll_seconds']:.3f} s on {ours.get('device')}")
