@@ -12,6 +12,8 @@ use iwtvae::model::{ModelConfig, Transform};
 use iwtvae::ops::fused::{decode_row, decode_row_backward, RowBackward, RowGrid};
 use iwtvae::ops::grid::Warp;
 use iwtvae::ops::linear::{linear_backward_input, linear_backward_params, linear_forward, relu_backward, Activation};
+// cvt.rna.tf32.f32, as the tensor-core kernels round both operands.
+use iwtvae::ops::linear::round_to_tf32 as tf32;
 use iwtvae::ops::rows::Par;
 
 /// A GEMM's error bound: fp32 sums of K products in different orders differ

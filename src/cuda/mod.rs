@@ -115,10 +115,6 @@ impl Gpu {
         self.gemm_math = math;
     }
 
-    pub fn gemm_math(&self) -> linear::GemmMath {
-        self.gemm_math
-    }
-
     /// The GPU for `Device::Cuda(i)`, or the emulator for `Device::Emulated`.
     pub fn open(device: crate::device::Device) -> Result<Self> {
         match device {

@@ -66,12 +66,6 @@ pub fn gemm_strided(
     run(kernel, gemm_grid(m, n), &args);
 }
 
-/// cvt.rna.tf32.f32 (round to nearest, ties away from zero, to 10 mantissa
-/// bits), as the tensor-core kernels round both operands; finite inputs.
-pub fn tf32(v: f32) -> f32 {
-    f32::from_bits((v.to_bits() + 0x1000) & 0xffff_e000)
-}
-
 pub fn i32_(v: usize) -> Arg {
     Arg::I32(i32::try_from(v).expect("a test size fits i32"))
 }

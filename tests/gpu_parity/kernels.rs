@@ -269,7 +269,7 @@ fn linear_layers_match_an_f64_reference_split_or_not() {
             gpu.set_gemm_math(math);
             let (round, u): (fn(f32) -> f32, f64) = match math {
                 GemmMath::Fp32 => (|v| v, 2f64.powi(-24)),
-                GemmMath::Tf32 => (super::emu::tf32, 2f64.powi(-23)),
+                GemmMath::Tf32 => (iwtvae::ops::linear::round_to_tf32, 2f64.powi(-23)),
             };
             for (rows, out, inp) in shapes {
                 let name = format!("{} {math:?} split {split} [{rows}x{inp}]·[{out}x{inp}]ᵀ", gpu.kind());
