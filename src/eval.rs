@@ -12,6 +12,8 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::network::{DecodeMode, Network, Workspace};
 use crate::objective::LatentKeys;
+use crate::ops::linear::Activation;
+use crate::ops::linear_bf16::Bf16Linear;
 use crate::ops::logsumexp::Lse;
 use crate::ops::Par;
 use crate::rng::{NoiseKey, Stream};
@@ -29,16 +31,18 @@ pub struct EvalOptions {
     pub chunk: usize,
     pub binarize: Binarize,
     pub seed: u64,
-    /// Arithmetic of the decoder's layers (fc1, fc2, fc3) in the GPU
-    /// evaluator's k-sample loop; the CPU path is fp32 only.
+    /// Arithmetic of the decoder's layers (fc1, fc2, fc3) in the k-sample
+    /// loop: fp32 or bf16 on the CPU, any of the three on a GPU.
     pub precision: Precision,
 }
 
-/// How the GPU evaluator computes the decoder's layers: fp32 SIMT, or on
-/// tensor cores with inputs rounded to TF32 (10-bit mantissa) or BF16
-/// (8-bit), fp32 sums. The encoder and recon at the mean stay fp32.
-/// `Default` (what library callers get) is fp32, exact on every device; the
-/// CLI's `--precision auto` is [`Precision::default_for`] the device.
+/// How the evaluator computes the decoder's layers in its k-sample loop:
+/// fp32, or with inputs rounded to TF32 (10-bit mantissa; GPU tensor cores
+/// only) or BF16 (8-bit; GPU tensor cores, or on the CPU
+/// `ops::linear_bf16`, AVX512-BF16 where the CPU has it), fp32 sums. The
+/// encoder, u → θ and recon at the mean stay fp32. `Default` (what library
+/// callers get) is fp32, exact on every device; the CLI's `--precision auto`
+/// is [`Precision::default_for`] the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]
@@ -70,13 +74,26 @@ impl Precision {
         }
     }
 
-    /// fp32 on the CPU (its only arithmetic); [`GPU_DEFAULT_PRECISION`] on a
-    /// GPU and on the emulator, which stands in for one.
+    /// fp32 on the CPU (the executable spec; bf16 is opt-in there, see
+    /// README "Speed (CPU)"); [`GPU_DEFAULT_PRECISION`] on a GPU and on the
+    /// emulator, which stands in for one.
     pub fn default_for(device: Device) -> Self {
         match device {
             Device::Cpu => Self::Fp32,
             Device::Cuda(_) | Device::Emulated => GPU_DEFAULT_PRECISION,
         }
+    }
+
+    /// Whether `device` evaluates in this precision: TF32 is a GPU
+    /// tensor-core format; every other pair does.
+    pub fn check_device(self, device: Device) -> Result<()> {
+        if self == Self::Tf32 && device == Device::Cpu {
+            return Err(Error::Config(
+                "--precision tf32 is the GPU's tensor-core format (--device cuda); the CPU evaluates in fp32 or bf16"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     pub fn name(self) -> &'static str {
@@ -122,7 +139,7 @@ pub struct EvalReport {
     pub seconds: f64,
     pub images_per_sec: f64,
     pub device: String,
-    /// fc3's arithmetic (fp32 on the CPU; see `Precision`).
+    /// The decoder layers' arithmetic (see `Precision`).
     pub precision: String,
     pub binarize: String,
     pub seed: u64,
@@ -136,7 +153,9 @@ fn one_image(
     index: usize,
     opts: &EvalOptions,
     ws: &mut Workspace<f32>,
+    bf16: Option<(&Bf16Decoder, &mut Vec<u32>)>,
 ) -> (ImageEstimate, Vec<f32>) {
+    let mut bf16 = bf16;
     let cfg = &net.layout.config;
     let d = data.pixels();
     let bin_key = NoiseKey::new(opts.seed, Stream::EvalBinarize, 0);
@@ -161,7 +180,13 @@ fn one_image(
         let kk = opts.chunk.min(opts.k - s0);
         net.fill_noise(ws, &[index as u32], kk, s0, keys.eps, keys.eta);
         net.sample_latents(ws, 1, kk, false);
-        net.decode(params, ws, 1, kk, DecodeMode::Score, Par::Seq);
+        match bf16.as_mut() {
+            Some((layers, scratch)) => {
+                layers.forward(ws, kk, scratch);
+                net.decode_logits(params, ws, 1, kk, DecodeMode::Score, Par::Seq);
+            }
+            None => net.decode(params, ws, 1, kk, DecodeMode::Score, Par::Seq),
+        }
         net.log_weights(ws, 1, kk);
         if s0 == 0 {
             recon = -(ws.logpx[0] as f64);
@@ -182,6 +207,31 @@ fn one_image(
         recon_at_mean,
     };
     (est, means)
+}
+
+/// The decoder's three layers in bf16 (`ops::linear_bf16`), packed once per
+/// evaluation: z → d1 → d2 → c, as `Network::decode` computes them in fp32.
+pub struct Bf16Decoder {
+    fc1: Bf16Linear,
+    fc2: Bf16Linear,
+    fc3: Bf16Linear,
+}
+
+impl Bf16Decoder {
+    pub fn new(net: &Network<f32>, params: &[f32]) -> Self {
+        let l = &net.layout;
+        let pack =
+            |s: &crate::model::LinearSlot| Bf16Linear::new(&params[s.w_range()], &params[s.b_range()], s.out, s.inp);
+        Bf16Decoder { fc1: pack(&l.dec_fc1), fc2: pack(&l.dec_fc2), fc3: pack(&l.dec_fc3) }
+    }
+
+    /// ws.z [n, Z] → ws.c [n, D] (logits); `scratch` holds each layer's
+    /// bf16 inputs.
+    pub fn forward(&self, ws: &mut Workspace<f32>, n: usize, scratch: &mut Vec<u32>) {
+        self.fc1.forward(&ws.z, n, Activation::Relu, &mut ws.d1, scratch);
+        self.fc2.forward(&ws.d1, n, Activation::Relu, &mut ws.d2, scratch);
+        self.fc3.forward(&ws.d2, n, Activation::Identity, &mut ws.c, scratch);
+    }
 }
 
 /// Evaluate every image of `data`.
@@ -228,17 +278,19 @@ pub fn evaluate_indices_reporting(
     if opts.k == 0 || opts.chunk == 0 {
         return Err(Error::Config("--k and the chunk size must be at least 1".into()));
     }
+    opts.precision.check_device(Device::Cpu)?;
     data.check_fits(&net.layout.config)?;
     let t0 = Instant::now();
     let chunk = opts.chunk.min(opts.k);
+    let bf16 = (opts.precision == Precision::Bf16).then(|| Bf16Decoder::new(net, params));
     let results: Vec<(ImageEstimate, Vec<f32>)> = indices
         .par_iter()
         .copied()
         .with_max_len(1)
         .map_init(
-            || net.workspace(1, chunk, false),
-            |ws, i| {
-                let estimate = one_image(net, params, data, i, opts, ws);
+            || (net.workspace(1, chunk, false), Vec::new()),
+            |(ws, scratch), i| {
+                let estimate = one_image(net, params, data, i, opts, ws, bf16.as_ref().map(|l| (l, scratch)));
                 done(1);
                 estimate
             },
@@ -339,10 +391,6 @@ pub fn evaluate_on_reporting(
     done: ImagesDone<'_>,
 ) -> Result<(EvalReport, Vec<ImageEstimate>)> {
     match device {
-        Device::Cpu if opts.precision != Precision::Fp32 => Err(Error::Config(format!(
-            "--precision {} runs on the GPU only (--device cuda); the CPU path is fp32",
-            opts.precision.name()
-        ))),
         Device::Cpu => {
             let all: Vec<usize> = (0..data.len()).collect();
             evaluate_indices_reporting(net, params, data, &all, opts, done)

@@ -266,13 +266,25 @@ impl<T: Real> Network<T> {
     pub fn decode(&self, params: &[T], ws: &mut Workspace<T>, b: usize, k: usize, mode: DecodeMode, par: Par) {
         let l = &self.layout;
         let n = b * k;
-        let d = l.config.pixels();
         let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| {
             linear_forward(x, n, &params[s.w_range()], &params[s.b_range()], s.out, s.inp, act, y, par)
         };
         lin(&l.dec_fc1, &ws.z, Activation::Relu, &mut ws.d1);
         lin(&l.dec_fc2, &ws.d1, Activation::Relu, &mut ws.d2);
         lin(&l.dec_fc3, &ws.d2, Activation::Identity, &mut ws.c);
+        self.decode_logits(params, ws, b, k, mode, par);
+    }
+
+    /// `decode` after the decoder's three layers: ws.c (fc3's logits) and
+    /// ws.u → ws.logpx[..n], for a caller that computed ws.c its own way
+    /// (the CPU evaluator's bf16 layers).
+    pub fn decode_logits(&self, params: &[T], ws: &mut Workspace<T>, b: usize, k: usize, mode: DecodeMode, par: Par) {
+        let l = &self.layout;
+        let n = b * k;
+        let d = l.config.pixels();
+        let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| {
+            linear_forward(x, n, &params[s.w_range()], &params[s.b_range()], s.out, s.inp, act, y, par)
+        };
         let t = l.config.theta_dim();
         if let Some(s) = &l.u2theta {
             lin(s, &ws.u, Activation::Identity, &mut ws.theta);

@@ -152,4 +152,19 @@ fn speed_ratios_take_pytorchs_best_run() {
     assert!(out.contains("left out") && out.contains("0.400 s"), "{out}");
     let o = run(Command::new("python3").arg("benches/pytorch/ratios.py").args([ours.to_string(), String::new()]));
     assert!(!o.status.success() && text(&o).contains("no PyTorch result"), "{}", text(&o));
+    // --nll-only (compare.sh's bf16 runs): the NLL line alone, each side's
+    // precision named.
+    let mut ours_bf16 = ours.clone();
+    ours_bf16["precision"] = "bf16".into();
+    let mut eager_bf16 = eager.clone();
+    eager_bf16["nll_precision"] = "bf16".into();
+    let o = run(Command::new("python3").arg("benches/pytorch/ratios.py").args([
+        "--nll-only".to_string(),
+        ours_bf16.to_string(),
+        eager_bf16.to_string(),
+    ]));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("NLL k=5000 (bf16 vs bf16)") && out.contains("25.00x"), "{out}");
+    assert!(!out.contains("training epoch"), "{out}");
 }

@@ -6,6 +6,7 @@ pub mod grid;
 pub mod grid_sample;
 pub mod likelihood;
 pub mod linear;
+pub mod linear_bf16;
 pub mod logsumexp;
 pub mod rows;
 pub mod simd;

@@ -367,3 +367,56 @@ fn tensor_core_evaluators_are_close_to_fp32() {
         }
     }
 }
+
+/// The GPU's bf16 evaluator against the CPU's (`ops::linear_bf16`): the
+/// same operands rounded to bf16, fp32 sums in another order (tensor-core
+/// fragments vs VDPBF16PS's), so a hidden activation that lands near a
+/// bf16 rounding boundary can round the other way on the other device.
+/// Measured on the emulator (TPS): mean |ΔNLL| 4e-5, max 1.1e-4 nats, vs
+/// 0.02 mean from the CPU's fp32. Bound 0.02: the tensor cores' own
+/// accumulation (not IEEE step by step) may add to the emulator's.
+#[test]
+fn bf16_evaluator_matches_the_cpus_bf16() {
+    use iwtvae::eval::Precision;
+    use iwtvae::model::Transform;
+    for g in devices() {
+        let Some(data) = mnist(iwtvae::data::Split::Test, 24) else {
+            super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
+            return;
+        };
+        for transform in [Transform::None, Transform::Tps] {
+            let layout = iwtvae::model::Layout::new(super::emu::small_config(transform));
+            let params = iwtvae::model::init_params::<f32>(&layout, 5);
+            let net = iwtvae::network::Network::<f32>::new(layout);
+            let mut opts = iwtvae::eval::EvalOptions {
+                k: 600,
+                chunk: 250,
+                binarize: iwtvae::data::Binarize::Dynamic,
+                seed: 4,
+                precision: Precision::Fp32,
+            };
+            let (_, cpu_fp32) = iwtvae::eval::evaluate(&net, &params, &data, &opts).unwrap();
+            opts.precision = Precision::Bf16;
+            let (cpu_report, cpu) = iwtvae::eval::evaluate(&net, &params, &data, &opts).unwrap();
+            assert_eq!(cpu_report.precision, "bf16");
+            let (_, gpu) = g.evaluate(&net, &params, &data, &opts).unwrap();
+            let diff = |x: &[iwtvae::eval::ImageEstimate], y: &[iwtvae::eval::ImageEstimate]| -> (f64, f64) {
+                let d: Vec<f64> = x.iter().zip(y).map(|(a, b)| (a.nll - b.nll).abs()).collect();
+                (d.iter().sum::<f64>() / d.len() as f64, d.iter().fold(0f64, |m, &v| m.max(v)))
+            };
+            let (mean, worst) = diff(&gpu, &cpu);
+            let (mean_fp32, _) = diff(&gpu, &cpu_fp32);
+            super::note(&format!(
+                "{} {} bf16: mean |ΔNLL| {mean:.6}, max {worst:.6} nats vs CPU bf16 ({mean_fp32:.6} vs CPU fp32)",
+                g.kind(),
+                transform.name(),
+            ));
+            assert!(worst < 0.02, "{}: max |ΔNLL| {worst} vs the CPU's bf16", transform.name());
+            assert!(
+                mean < 0.5 * mean_fp32,
+                "{}: no closer to CPU bf16 ({mean}) than to fp32 ({mean_fp32})",
+                transform.name()
+            );
+        }
+    }
+}

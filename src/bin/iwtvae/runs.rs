@@ -4,7 +4,8 @@ use crate::progress::{evaluate_with_bar, print_report, Bar, ReproduceLines};
 use crate::setup;
 use anyhow::{Context, Result};
 use iwtvae::data::{Dataset, Split};
-use iwtvae::eval::{per_image_csv, EvalOptions, DEFAULT_CHUNK};
+use iwtvae::device::Device;
+use iwtvae::eval::{per_image_csv, EvalOptions, Precision, DEFAULT_CHUNK};
 use iwtvae::fsutil::atomic_write;
 use iwtvae::model::checkpoint::load_checkpoint;
 use iwtvae::network::Network;
@@ -85,6 +86,12 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
     anyhow::ensure!(a.k >= 1, "--k must be at least 1");
     anyhow::ensure!(a.chunk >= 1, "--chunk must be at least 1");
     let precision = iwtvae::eval::Precision::parse_for(&a.precision, device)?;
+    precision.check_device(device)?;
+    if device == Device::Cpu && precision == Precision::Bf16 && !iwtvae::ops::linear_bf16::has_avx512bf16() {
+        eprintln!(
+            "note: no AVX512-BF16 here (the CPU lacks it, or IWTVAE_SIMD caps it), so --precision bf16 runs its portable loop, slower than fp32"
+        );
+    }
     if let Some(p) = &a.per_image {
         iwtvae::fsutil::prepare_output_file(p).context("--per-image")?;
     }
