@@ -6,7 +6,10 @@
 #      IWTVAE_BENCH_NLL (test images for NLL k=5000, default 200),
 #      TORCH_TRAIN_STEPS (default 200), TORCH_NLL_IMAGES (default 20), THREADS (default 2),
 #      TORCH_COMPILE (default 1: PyTorch is timed eager and, in a second run,
-#      through torch.compile; the faster is the baseline; 0: eager only).
+#      through torch.compile; the faster is the baseline; 0: eager only),
+#      NLL_BF16 (default 1: the NLL again with the decoder's layers in bf16,
+#      ours `eval --precision bf16` beside PyTorch's under
+#      torch.autocast(bfloat16); 0 leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -24,3 +27,14 @@ echo "$ours"
 echo "$theirs"
 [ -n "$compiled" ] && echo "$compiled"
 $PYTHON benches/pytorch/ratios.py "$ours" "$theirs" ${compiled:+"$compiled"}
+if [ "${NLL_BF16:-1}" = 1 ]; then
+  # Only the NLL counts here: a 1,000-image epoch trains the model it times.
+  ours_bf16=$(IWTVAE_BENCH_TRAIN=1000 IWTVAE_BENCH_PRECISION=bf16 RAYON_NUM_THREADS=$THREADS \
+    cargo bench -q --bench speed 2>/dev/null | tail -1)
+  theirs_bf16=$(TORCH_TRAIN_STEPS=1 torch_bench --mode eager --nll-precision bf16)
+  compiled_bf16=$([ "${TORCH_COMPILE:-1}" = 1 ] && TORCH_TRAIN_STEPS=1 torch_bench --mode compiled --nll-precision bf16 || true)
+  echo "$ours_bf16"
+  echo "$theirs_bf16"
+  [ -n "$compiled_bf16" ] && echo "$compiled_bf16"
+  $PYTHON benches/pytorch/ratios.py --nll-only "$ours_bf16" "$theirs_bf16" ${compiled_bf16:+"$compiled_bf16"}
+fi

@@ -1,16 +1,20 @@
 """Print iwtvae vs PyTorch speed ratios from the benches' JSON lines.
-Usage: python ratios.py '<iwtvae json>' '<pytorch json>' ['<pytorch json>' ...]
+Usage: python ratios.py [--nll-only] '<iwtvae json>' '<pytorch json>' ['<pytorch json>' ...]
 Several PyTorch runs (eager, compiled) give PyTorch's best of them for each
 figure; a run that printed no JSON (a failed or timed-out compilation) is
-reported and left out, so the others' figures still stand."""
+reported and left out, so the others' figures still stand. --nll-only
+prints the NLL line alone (runs that trained only to have a model)."""
 import json
 import sys
 
-if len(sys.argv) < 3:
+args = sys.argv[1:]
+nll_only = bool(args) and args[0] == "--nll-only"
+args = args[1:] if nll_only else args
+if len(args) < 2:
     sys.exit(__doc__)
-ours = json.loads(sys.argv[1])
+ours = json.loads(args[0])
 runs = []
-for text in sys.argv[2:]:
+for text in args[1:]:
     try:
         runs.append(json.loads(text))
     except ValueError:
@@ -18,8 +22,10 @@ for text in sys.argv[2:]:
 if not runs:
     sys.exit("no PyTorch result to compare with")
 train = f"training epoch (TPS, k=5, batch 100, {ours.get('train_precision', 'fp32')})"
-for key, name in [("train_images_per_sec", train),
-                  ("nll_k5000_images_per_sec", f"NLL k=5000 ({ours.get('precision', 'fp32')})")]:
+theirs_nll = runs[0].get("nll_precision", "fp32")
+lines = [("train_images_per_sec", train),
+         ("nll_k5000_images_per_sec", f"NLL k=5000 ({ours.get('precision', 'fp32')} vs {theirs_nll})")]
+for key, name in lines[1:] if nll_only else lines:
     best = max(runs, key=lambda r: r[key])
     a, b = ours[key], best[key]
     others = ", ".join(f"{r.get('mode', 'eager')} {r[key]:.1f}" for r in runs if r is not best)
