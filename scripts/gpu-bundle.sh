@@ -99,6 +99,10 @@ if [ -f "$ck" ] && [ "${SKIP_PRECISION:-0}" != 1 ]; then
   step "precision: NLL k=$PREC_K of the first $n test images, $DEVICE fp32/tf32/bf16 vs CPU fp32"
   t "$here/iwtvae" eval --device cpu --checkpoint "$ck" --k "$PREC_K" --limit "$n" --per-image "$work/cpu.csv" \
     --json || status=1
+  # The CPU's bf16 (ops::linear_bf16) rounds as the GPU's bf16 does: the
+  # two should agree far closer than either does with fp32.
+  t "$here/iwtvae" eval --device cpu --precision bf16 --checkpoint "$ck" --k "$PREC_K" --limit "$n" \
+    --per-image "$work/cpu-bf16.csv" --json || status=1
   for p in fp32 tf32 bf16; do
     t "$here/iwtvae" eval --device "$DEVICE" --precision $p --checkpoint "$ck" --k "$PREC_K" --limit "$n" \
       --per-image "$work/gpu-$p.csv" --json || status=1
@@ -112,6 +116,8 @@ if [ -f "$ck" ] && [ "${SKIP_PRECISION:-0}" != 1 ]; then
   step "precision: which is the fastest within 0.01 nats of the CPU"
   "$PYTHON" benches/precision.py "$work/cpu.csv" "$work"/gpu-fp32.csv "$work"/gpu-tf32.csv "$work"/gpu-bf16.csv \
     --timing "$work"/full-fp32.json "$work"/full-tf32.json "$work"/full-bf16.json || status=1
+  step "precision: the GPU's bf16 against the CPU's bf16 (same rounding, sums in another order)"
+  "$PYTHON" benches/precision.py "$work/cpu-bf16.csv" "$work"/gpu-bf16.csv || status=1
 fi
 if [ "${SKIP_SPEED:-0}" != 1 ]; then
   step "speed: iwtvae on $DEVICE (epoch of $BENCH_TRAIN images, NLL k=5000 over $NLL_IMAGES test images)"

@@ -186,7 +186,7 @@ pub(crate) struct EvalArgs {
     /// Arithmetic of the decoder layers over the k samples: fp32, or tf32 or
     /// bf16 inputs with fp32 sums (tf32: GPU tensor cores; bf16: tensor cores,
     /// or on the CPU AVX512-BF16, ~1.5x fp32 there). auto: tf32 on a GPU, fp32
-    /// on the CPU (both within 0.01 nats of fp32, see the README).
+    /// on the CPU (tf32 and bf16 are within 0.01 nats of fp32, see the README).
     #[arg(long, default_value = "auto")]
     pub(crate) precision: String,
     /// Print one JSON object on stdout instead of a table.
