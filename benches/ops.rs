@@ -1,11 +1,13 @@
 //! Per-op CPU benchmarks on the model's shapes (criterion): the fused decoder
 //! epilogue forward, backward, and training row (forward + backward in one)
-//! for one chunk of 500 rows, and the decoder's largest linear layer.
+//! for one chunk of 500 rows, and the decoder's largest linear layer (fp32,
+//! and bf16 as `eval --precision bf16` runs it).
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use iwtvae::model::{ModelConfig, Transform};
 use iwtvae::ops::fused::{decode_row, decode_row_backward, decode_row_train, RowBackward, RowGrid, RowTrain};
 use iwtvae::ops::grid::Warp;
 use iwtvae::ops::linear::{linear_forward, Activation};
+use iwtvae::ops::linear_bf16::{has_avx512bf16, Bf16Linear};
 use iwtvae::ops::Par;
 
 const ROWS: usize = 500;
@@ -114,6 +116,14 @@ fn bench(c: &mut Criterion) {
             b.iter(|| linear_forward(&xin, ROWS, &w, &bias, out, inp, Activation::Identity, &mut y, par))
         });
     }
+    // The evaluator's bf16 layer (one thread, as each evaluation task runs
+    // it): AVX512-BF16 where the CPU has it, else the portable loop.
+    let bf16 = Bf16Linear::new(&w, &bias, out, inp);
+    let mut scratch = Vec::new();
+    let kernel = if has_avx512bf16() { "avx512bf16" } else { "portable" };
+    g.bench_function(format!("dec.fc3 bf16 fwd x{ROWS} Seq {kernel} (flop/s)"), |b| {
+        b.iter(|| bf16.forward(&xin, ROWS, Activation::Identity, &mut y, &mut scratch))
+    });
     g.finish();
 }
 
