@@ -317,6 +317,24 @@ fn linear_layers_match_an_f64_reference_split_or_not() {
     }
 }
 
+/// The precision tests' model and options: an untrained small model whose
+/// hidden 40 and 28×28 are not multiples of 16, so the tensor-core tiles'
+/// padding is exercised; k = 600 in chunks of 250; fp32.
+fn precision_case(
+    transform: iwtvae::model::Transform,
+) -> (iwtvae::network::Network<f32>, Vec<f32>, iwtvae::eval::EvalOptions) {
+    let layout = iwtvae::model::Layout::new(super::emu::small_config(transform));
+    let params = iwtvae::model::init_params::<f32>(&layout, 5);
+    let opts = iwtvae::eval::EvalOptions {
+        k: 600,
+        chunk: 250,
+        binarize: iwtvae::data::Binarize::Dynamic,
+        seed: 4,
+        precision: iwtvae::eval::Precision::Fp32,
+    };
+    (iwtvae::network::Network::<f32>::new(layout), params, opts)
+}
+
 /// The tensor-core evaluators against the CPU's fp32 on the same noise.
 /// TF32 and BF16 round the decoder layers' inputs to 10- and 8-bit mantissas (relative
 /// 2⁻¹¹, 2⁻⁹ per product; fp32 sums), which moves logits by ~1e-3 (TF32)
@@ -334,17 +352,7 @@ fn tensor_core_evaluators_are_close_to_fp32() {
             return;
         };
         for transform in [Transform::None, Transform::Tps] {
-            // hidden 40 and 28×28 are not multiples of 16: the padding is exercised.
-            let layout = iwtvae::model::Layout::new(super::emu::small_config(transform));
-            let params = iwtvae::model::init_params::<f32>(&layout, 5);
-            let net = iwtvae::network::Network::<f32>::new(layout);
-            let mut opts = iwtvae::eval::EvalOptions {
-                k: 600,
-                chunk: 250,
-                binarize: iwtvae::data::Binarize::Dynamic,
-                seed: 4,
-                precision: Precision::Fp32,
-            };
+            let (net, params, mut opts) = precision_case(transform);
             let (_, cpu) = iwtvae::eval::evaluate(&net, &params, &data, &opts).unwrap();
             for (precision, bound) in [(Precision::Tf32, 0.05), (Precision::Bf16, 0.5)] {
                 opts.precision = precision;
@@ -385,16 +393,7 @@ fn bf16_evaluator_matches_the_cpus_bf16() {
             return;
         };
         for transform in [Transform::None, Transform::Tps] {
-            let layout = iwtvae::model::Layout::new(super::emu::small_config(transform));
-            let params = iwtvae::model::init_params::<f32>(&layout, 5);
-            let net = iwtvae::network::Network::<f32>::new(layout);
-            let mut opts = iwtvae::eval::EvalOptions {
-                k: 600,
-                chunk: 250,
-                binarize: iwtvae::data::Binarize::Dynamic,
-                seed: 4,
-                precision: Precision::Fp32,
-            };
+            let (net, params, mut opts) = precision_case(transform);
             let (_, cpu_fp32) = iwtvae::eval::evaluate(&net, &params, &data, &opts).unwrap();
             opts.precision = Precision::Bf16;
             let (cpu_report, cpu) = iwtvae::eval::evaluate(&net, &params, &data, &opts).unwrap();
