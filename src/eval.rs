@@ -153,9 +153,8 @@ fn one_image(
     index: usize,
     opts: &EvalOptions,
     ws: &mut Workspace<f32>,
-    bf16: Option<(&Bf16Decoder, &mut Vec<u32>)>,
+    mut bf16: Option<(&Bf16Decoder, &mut Vec<u32>)>,
 ) -> (ImageEstimate, Vec<f32>) {
-    let mut bf16 = bf16;
     let cfg = &net.layout.config;
     let d = data.pixels();
     let bin_key = NoiseKey::new(opts.seed, Stream::EvalBinarize, 0);
