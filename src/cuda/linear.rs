@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(SplitK::plan(500, 256, 784, SPLIT_TARGET_BLOCKS), SplitK { splits: 7, chunk: 112 }); // decoder fc3 dX
         assert_eq!(SplitK::plan(784, 256, 500, SPLIT_TARGET_BLOCKS), SplitK { splits: 5, chunk: 112 }); // decoder fc3 dW
         assert_eq!(SplitK::plan(256, 784, 100, SPLIT_TARGET_BLOCKS), SplitK::unsplit(100)); // encoder fc1 dW: K too short
+                                                                                            // the evaluator's rows
         assert_eq!(SplitK::plan(5000, 784, 256, SPLIT_TARGET_BLOCKS), SplitK::unsplit(256));
-        // the evaluator's rows
     }
 }

@@ -20,7 +20,7 @@
 //! The GPU's `--precision bf16` rounds the same operands to bf16 and sums
 //! in fp32 in the tensor cores' order, so the two agree to fp32 rounding.
 use super::linear::Activation;
-use super::simd::{simd, simd_dispatch, Simd};
+use super::simd::simd_dispatch;
 
 /// Outputs per panel: one 512-bit register of fp32 sums.
 pub const LANES: usize = 16;
@@ -141,7 +141,9 @@ pub fn has_avx512bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| simd() == Simd::Avx512 && std::is_x86_feature_detected!("avx512bf16"))
+        *HAS.get_or_init(|| {
+            super::simd::simd() == super::simd::Simd::Avx512 && std::is_x86_feature_detected!("avx512bf16")
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -155,15 +157,11 @@ fn activate(v: f32, act: Activation) -> f32 {
     }
 }
 
-/// The spec: the module doc's loop, on any CPU.
-pub fn forward_portable(layer: &Bf16Linear, a: &[u32], n: usize, act: Activation, y: &mut [f32]) {
-    spec_rows(layer, a, n, act, y)
-}
-
 simd_dispatch!(
-    /// The spec loop, compiled with FMA where the CPU has it (mul_add is one
+    /// The spec: the module doc's loop, on any CPU, over x's bf16 pairs a
+    /// [n, pairs]; compiled with FMA where the CPU has it (mul_add is one
     /// fused rounding either way, so every clone gives the same bits).
-    fn spec_rows(layer: &Bf16Linear, a: &[u32], n: usize, act: Activation, y: &mut [f32]) => spec_rows_body
+    pub fn forward_portable(layer: &Bf16Linear, a: &[u32], n: usize, act: Activation, y: &mut [f32]) => spec_rows_body
 );
 
 #[inline(always)]
