@@ -335,6 +335,13 @@ fn precision_case(
     (iwtvae::network::Network::<f32>::new(layout), params, opts)
 }
 
+/// Mean and largest |ΔNLL| between two evaluations of the same images.
+fn nll_gaps(a: &[iwtvae::eval::ImageEstimate], b: &[iwtvae::eval::ImageEstimate]) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let gaps: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x.nll - y.nll).abs()).collect();
+    (gaps.iter().sum::<f64>() / gaps.len() as f64, gaps.iter().fold(0f64, |m, &v| m.max(v)))
+}
+
 /// The tensor-core evaluators against the CPU's fp32 on the same noise.
 /// TF32 and BF16 round the decoder layers' inputs to 10- and 8-bit mantissas (relative
 /// 2⁻¹¹, 2⁻⁹ per product; fp32 sums), which moves logits by ~1e-3 (TF32)
@@ -358,9 +365,7 @@ fn tensor_core_evaluators_are_close_to_fp32() {
                 opts.precision = precision;
                 let (report, rows) = g.evaluate(&net, &params, &data, &opts).unwrap();
                 assert_eq!(report.precision, precision.name());
-                let diffs: Vec<f64> = rows.iter().zip(&cpu).map(|(a, b)| (a.nll - b.nll).abs()).collect();
-                let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
-                let worst = diffs.iter().fold(0f64, |m, &v| m.max(v));
+                let (mean, worst) = nll_gaps(&rows, &cpu);
                 super::note(&format!(
                     "{} {} {}: mean |ΔNLL| {mean:.5}, max {worst:.5} nats vs CPU fp32",
                     g.kind(),
@@ -399,12 +404,8 @@ fn bf16_evaluator_matches_the_cpus_bf16() {
             let (cpu_report, cpu) = iwtvae::eval::evaluate(&net, &params, &data, &opts).unwrap();
             assert_eq!(cpu_report.precision, "bf16");
             let (_, gpu) = g.evaluate(&net, &params, &data, &opts).unwrap();
-            let diff = |x: &[iwtvae::eval::ImageEstimate], y: &[iwtvae::eval::ImageEstimate]| -> (f64, f64) {
-                let d: Vec<f64> = x.iter().zip(y).map(|(a, b)| (a.nll - b.nll).abs()).collect();
-                (d.iter().sum::<f64>() / d.len() as f64, d.iter().fold(0f64, |m, &v| m.max(v)))
-            };
-            let (mean, worst) = diff(&gpu, &cpu);
-            let (mean_fp32, _) = diff(&gpu, &cpu_fp32);
+            let (mean, worst) = nll_gaps(&gpu, &cpu);
+            let (mean_fp32, _) = nll_gaps(&gpu, &cpu_fp32);
             super::note(&format!(
                 "{} {} bf16: mean |ΔNLL| {mean:.6}, max {worst:.6} nats vs CPU bf16 ({mean_fp32:.6} vs CPU fp32)",
                 g.kind(),
