@@ -2,9 +2,20 @@
 //! crash leaves either the old file or the new one, never half of either.
 use crate::error::{Error, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    // A pipe, terminal or device (`--per-image /dev/stdout`): renaming a
+    // file over it would replace the node itself, so write through it.
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() && !m.is_dir() {
+            return write_through(path, bytes);
+        }
+    }
+    replace(&final_target(path)?, bytes)
+}
+
+fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = folder_of(path);
     ensure_dir(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -19,6 +30,28 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+fn write_through(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).and_then(|_| f.flush()).map_err(|e| Error::io(path, e))
+}
+
+/// The file that `path`'s chain of symlinks ends at (`path` itself when it
+/// is none), so that the rename replaces that file and the links stay links.
+fn final_target(path: &Path) -> Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    // The kernel's own limit on a chain of links (ELOOP).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
+                p = if to.is_absolute() { to } else { folder_of(&p).join(to) };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(Error::io(path, std::io::Error::other("too many levels of symbolic links")))
 }
 
 /// Check, before minutes of work, that `atomic_write(path, ..)` can succeed
@@ -45,5 +78,73 @@ fn folder_of(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("iwtvae-fsutil-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn replaces_a_file_and_leaves_no_temp_file() {
+        let d = scratch("plain");
+        let f = d.join("a.json");
+        atomic_write(&f, b"old").unwrap();
+        atomic_write(&f, b"new").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "a temp file was left behind");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writes_through_symlinks_and_keeps_them() {
+        let d = scratch("links");
+        let target = d.join("sub").join("real.csv");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, "old").unwrap();
+        // A relative link to a relative link: both must survive.
+        std::os::unix::fs::symlink("sub/real.csv", d.join("first")).unwrap();
+        std::os::unix::fs::symlink("first", d.join("second")).unwrap();
+        atomic_write(&d.join("second"), b"new").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        for link in ["first", "second"] {
+            assert!(std::fs::symlink_metadata(d.join(link)).unwrap().file_type().is_symlink(), "{link} was replaced");
+        }
+        // A dangling link creates its target.
+        std::os::unix::fs::symlink("sub/later.csv", d.join("dangling")).unwrap();
+        atomic_write(&d.join("dangling"), b"x").unwrap();
+        assert_eq!(std::fs::read(d.join("sub/later.csv")).unwrap(), b"x");
+        std::os::unix::fs::symlink("loop", d.join("loop")).unwrap();
+        assert!(atomic_write(&d.join("loop"), b"x").is_err());
+    }
+
+    /// `--per-image /dev/stdout` once replaced the machine's /dev/stdout
+    /// link with a regular file: a FIFO stands in for it here.
+    #[cfg(unix)]
+    #[test]
+    fn writes_into_a_fifo_instead_of_replacing_it() {
+        let d = scratch("fifo");
+        let fifo = d.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !matches!(made, Ok(s) if s.success()) {
+            eprintln!("SKIPPED: mkfifo unavailable");
+            return;
+        }
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        atomic_write(&fifo, b"through the pipe").unwrap();
+        // Checked before the join: had the FIFO been replaced, the reader
+        // could wait for a writer forever.
+        assert!(!std::fs::metadata(&fifo).unwrap().is_file(), "the FIFO was replaced by a file");
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
     }
 }
