@@ -353,6 +353,31 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
     assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), b"precious");
     assert!(Path::new(&run).join("checkpoint.safetensors").exists());
+
+    // --resume where there is no run says so, and makes no directory.
+    let empty = dir.path().join("never-trained");
+    let o = iwtvae(&["train", "--data", MNIST, "--limit-train", "100", "--resume", "--out", empty.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--resume") && stderr(&o).contains("holds no run to continue"), "{}", stderr(&o));
+    assert!(!empty.exists());
+
+    // A count of 0 is refused by the flag's name before anything runs; a
+    // negative --lr reaches the check that explains it (not "unexpected
+    // argument '-1'").
+    for (args, flag) in [
+        (&["train", "--k", "0"][..], "--k <K>"),
+        (&["train", "--limit-train", "0"][..], "--limit-train"),
+        (&["eval", "--checkpoint", "x", "--chunk", "0"][..], "--chunk"),
+        (&["reproduce", "--jobs", "0"][..], "--jobs"),
+        (&["show", "--checkpoint", "x", "--scale", "0"][..], "--scale"),
+    ] {
+        let o = iwtvae(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(flag) && stderr(&o).contains("must be at least 1"), "{args:?}: {}", stderr(&o));
+    }
+    let o = iwtvae(&["train", "--lr", "-1", "--out", dir.path().join("neg").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--lr -1 must be a positive number"), "{}", stderr(&o));
 }
 
 /// `--device emulated` runs the CUDA path (engine, graphs, fused evaluator)

@@ -61,7 +61,7 @@ impl Dataset {
         let mut ds = Dataset { images: images.data, labels: labels.data, height, width };
         if let Some(l) = limit {
             if l == 0 {
-                return Err(Error::Config("--limit must be at least 1".into()));
+                return Err(Error::Config("the image limit (--limit, --limit-train) must be at least 1".into()));
             }
             let keep = l.min(n);
             ds.images.truncate(keep * height * width);

@@ -124,6 +124,13 @@ pub fn train_on(
     let binarize = cfg.binarize()?;
     let schedule = Schedule::parse(&cfg.schedule)?;
     let paths = RunPaths::new(out);
+    if resume && !paths.checkpoint.exists() {
+        return Err(Error::Config(format!(
+            "--resume: {} holds no run to continue ({} is missing)",
+            out.display(),
+            paths.checkpoint.display()
+        )));
+    }
     crate::fsutil::ensure_dir(out).map_err(|e| Error::Config(format!("--out: {e}")))?;
 
     let mut cfg = cfg.clone();

@@ -3,6 +3,16 @@ use clap::Args;
 use iwtvae::eval::DEFAULT_CHUNK;
 use std::path::PathBuf;
 
+/// A count flag (images, samples, epochs, threads, sizes): clap refuses 0
+/// and names the flag, before any work starts.
+fn count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct ProbeArgs {
     /// A checkpoint; its run directory's config.json gives the default --binarize.
@@ -14,10 +24,10 @@ pub(crate) struct ProbeArgs {
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "-45,-30,-15,0,15,30,45")]
     pub(crate) angles: Vec<f64>,
     /// Fit the read-outs on the first N training images only.
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub(crate) limit_train: Option<usize>,
     /// Test on the first N test images only.
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub(crate) limit: Option<usize>,
     /// Targets encoded: dynamic or none (default: the run's, else dynamic).
     #[arg(long)]
@@ -26,7 +36,7 @@ pub(crate) struct ProbeArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub(crate) threads: Option<usize>,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
@@ -52,10 +62,10 @@ pub(crate) struct ShowArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
     /// Test digits in the reconstruction figure.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, value_parser = count, default_value_t = 24)]
     pub(crate) digits: usize,
     /// Pixel scale of the images.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = count, default_value_t = 3)]
     pub(crate) scale: usize,
 }
 
@@ -69,14 +79,14 @@ pub(crate) struct ReproduceArgs {
     #[arg(long, default_value = "auto")]
     pub(crate) device: String,
     /// Configurations trained at the same time (threads are split between them).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = count, default_value_t = 1)]
     pub(crate) jobs: usize,
     /// Worker threads in all (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub(crate) threads: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = count, default_value_t = 50)]
     pub(crate) epochs: usize,
     #[arg(long, default_value_t = 5000)]
     pub(crate) eval_k: usize,
@@ -84,7 +94,7 @@ pub(crate) struct ReproduceArgs {
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Use only the first N training and test images (a quick smoke run).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub(crate) limit: Option<usize>,
 }
 
@@ -98,7 +108,7 @@ pub(crate) struct Common {
     #[arg(long, default_value = "auto")]
     pub(crate) device: String,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub(crate) threads: Option<usize>,
     /// Seed for initialisation, shuffling and all noise.
     #[arg(long, default_value_t = 1)]
@@ -115,12 +125,12 @@ pub(crate) struct TrainArgs {
     /// none (plain VAE), affine, or tps.
     #[arg(long, default_value = "tps")]
     pub(crate) transform: String,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, value_parser = count, default_value_t = 42)]
     pub(crate) z_dim: usize,
     /// Size of u (default 18; 0 for --transform none).
     #[arg(long)]
     pub(crate) u_dim: Option<usize>,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, value_parser = count, default_value_t = 256)]
     pub(crate) hidden: usize,
     /// TPS control points per side.
     #[arg(long, default_value_t = 3)]
@@ -129,11 +139,11 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value = "iwae")]
     pub(crate) objective: String,
     /// Importance samples per image (default 5; 1 for elbo-kl).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub(crate) k: Option<usize>,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = count, default_value_t = 50)]
     pub(crate) epochs: usize,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = count, default_value_t = 100)]
     pub(crate) batch_size: usize,
     /// adadelta (the seed) or adam (the IWAE paper).
     #[arg(long, default_value = "adadelta")]
@@ -142,10 +152,10 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value = "poly")]
     pub(crate) schedule: String,
     /// Learning rate (default 1.0 for adadelta, 1e-3 for adam).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub(crate) lr: Option<f64>,
     /// Train on the first N training images only.
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub(crate) limit_train: Option<usize>,
     /// Run directory: checkpoint, optimizer state, log.jsonl, eval.json.
     #[arg(long, default_value = "runs/iwtvae")]
@@ -175,13 +185,13 @@ pub(crate) struct EvalArgs {
     #[arg(long, default_value = "test")]
     pub(crate) split: String,
     /// Importance samples per image.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, value_parser = count, default_value_t = 5000)]
     pub(crate) k: usize,
     /// Evaluate the first N images only.
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub(crate) limit: Option<usize>,
     /// Samples per decoder pass (memory ∝ chunk × image size per thread).
-    #[arg(long, default_value_t = DEFAULT_CHUNK)]
+    #[arg(long, value_parser = count, default_value_t = DEFAULT_CHUNK)]
     pub(crate) chunk: usize,
     /// Arithmetic of the decoder layers over the k samples: fp32, or tf32 or
     /// bf16 inputs with fp32 sums (tf32: GPU tensor cores; bf16: tensor cores,

@@ -8,7 +8,6 @@ use iwtvae::network::Network;
 
 pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
     use iwtvae::viz::{curves, figures, transfer};
-    anyhow::ensure!(a.digits >= 1 && a.scale >= 1, "--digits and --scale must be at least 1");
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
     let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
     let binarize = binarize_of_run(&a.binarize, &run_dir)?;

@@ -42,7 +42,6 @@ enum Command {
 
 pub(crate) fn init_threads(threads: Option<usize>) -> Result<()> {
     if let Some(t) = threads {
-        anyhow::ensure!(t >= 1, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("--threads: starting the thread pool")?;
     }
     Ok(())

@@ -83,8 +83,6 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
         o => anyhow::bail!("--split {o:?}: expected test or train"),
     };
     let binarize = parse_binarize(&a.common.binarize)?;
-    anyhow::ensure!(a.k >= 1, "--k must be at least 1");
-    anyhow::ensure!(a.chunk >= 1, "--chunk must be at least 1");
     let precision = iwtvae::eval::Precision::parse_for(&a.precision, device)?;
     precision.check_device(device)?;
     if device == Device::Cpu && precision == Precision::Bf16 && !iwtvae::ops::linear_bf16::has_avx512bf16() {
@@ -116,9 +114,7 @@ pub(crate) fn run_reproduce(a: ReproduceArgs) -> Result<()> {
     if let Some(note) = &selection.note {
         eprintln!("{note}");
     }
-    anyhow::ensure!(a.jobs >= 1, "--jobs must be at least 1");
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
     let opts = iwtvae::reproduce::ReproduceOptions {
         out: a.out.clone(),
         data: a.data.clone(),
