@@ -16,6 +16,28 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A reader of stdout that leaves early ends the run quietly (SIGPIPE, as
+/// Unix tools do), not with a panic: Rust ignores SIGPIPE by default, so
+/// println! would panic on the broken pipe.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("a.csv");
+    std::fs::write(&csv, "index,label,nll\n0,7,1\n1,3,2\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iwtvae"))
+        .args(["compare", csv.to_str().unwrap(), csv.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // Closed before the child can have written (it has not parsed its
+    // flags yet); had it written first, it exits 0, which passes too.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_ne!(o.status.code(), Some(101), "panicked: {}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
 #[test]
 fn train_one_epoch_then_eval_json() {
     let dir = tempfile::tempdir().unwrap();

@@ -66,7 +66,21 @@ pub(crate) fn binarize_of_run(flag: &Option<String>, run_dir: &std::path::Path) 
             .unwrap_or(iwtvae::data::Binarize::Dynamic),
     })
 }
+/// When the reader of stdout goes away (`iwtvae eval --json | head -c 1`),
+/// stop as Unix tools do, by SIGPIPE, instead of panicking in `println!`:
+/// Rust's runtime ignores SIGPIPE, which turns the write into an error.
+#[cfg(unix)]
+fn quiet_broken_pipe() {
+    // SAFETY: first thing in main, before any other thread exists; SIG_DFL
+    // is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    #[cfg(unix)]
+    quiet_broken_pipe();
     let cli = Cli::parse();
     let result = iwtvae::ops::simd::simd_cap_from_env().map_err(anyhow::Error::msg).and_then(|_| match cli.command {
         Command::Train(a) => run_train(a),
