@@ -161,3 +161,20 @@ fn flipped_and_truncated_idx_bytes_are_errors() {
         }
     }
 }
+
+#[test]
+fn non_finite_weights_are_refused_by_name() {
+    let layout = Layout::new(tiny_config(Transform::Tps));
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut params = init_params::<f32>(&layout, 5);
+        let entry = layout.entries.iter().find(|e| e.name == "dec.fc2.bias").unwrap();
+        params[entry.offset + 2] = bad;
+        let bytes = serialize_flat(&layout, &params, model_metadata(&layout.config)).unwrap();
+        let err = parse_checkpoint(Path::new("diverged.safetensors"), &bytes).err().expect("refused").to_string();
+        assert!(
+            err.contains("diverged.safetensors") && err.contains("dec.fc2.bias") && err.contains("1 non-finite"),
+            "{bad}: {err}"
+        );
+        assert!(err.contains("flat index 2"), "{err}");
+    }
+}

@@ -185,6 +185,20 @@ pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<LoadedCheckpoint> {
             return Err(err(path, format!("tensor {} has shape {:?}, expected {:?}", e.name, view.shape(), e.shape)));
         }
         let v = tensor_f32(path, &e.name, &view)?;
+        // A NaN or infinite weight (a diverged run exported from elsewhere)
+        // would otherwise surface minutes later as a NaN NLL, or not at all
+        // where the sampler's clamping hides it.
+        let bad = v.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            let first = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
+            return Err(err(
+                path,
+                format!(
+                    "tensor {} holds {bad} non-finite values (the first at flat index {first}: {})",
+                    e.name, v[first]
+                ),
+            ));
+        }
         params[e.offset..e.offset + e.len].copy_from_slice(&v);
     }
     Ok(LoadedCheckpoint { layout, params, metadata: meta })
