@@ -73,7 +73,7 @@ impl Precision {
             "fp32" => Ok(Self::Fp32),
             "tf32" => Ok(Self::Tf32),
             "bf16" => Ok(Self::Bf16),
-            o => Err(Error::Config(format!("unknown --precision {o:?} (expected auto, fp32, tf32 or bf16)"))),
+            o => Err(Error::Config(format!("--precision {o:?}: expected auto, fp32, tf32 or bf16"))),
         }
     }
 

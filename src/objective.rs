@@ -33,7 +33,7 @@ impl Objective {
             "iwae" => Ok(Objective::Iwae),
             "elbo" => Ok(Objective::Elbo),
             "elbo-kl" => Ok(Objective::ElboKl),
-            o => Err(Error::Config(format!("unknown objective {o:?} (expected iwae, elbo or elbo-kl)"))),
+            o => Err(Error::Config(format!("--objective {o:?}: expected iwae, elbo or elbo-kl"))),
         }
     }
 }

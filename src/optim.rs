@@ -23,7 +23,7 @@ impl OptimizerKind {
         match s {
             "adadelta" => Ok(Self::Adadelta),
             "adam" => Ok(Self::Adam),
-            o => Err(Error::Config(format!("unknown optimizer {o:?} (expected adadelta or adam)"))),
+            o => Err(Error::Config(format!("--optimizer {o:?}: expected adadelta or adam"))),
         }
     }
     pub fn name(self) -> &'static str {
@@ -47,7 +47,7 @@ impl Schedule {
             "poly" => Ok(Self::Poly),
             "iwae" => Ok(Self::Iwae),
             "constant" => Ok(Self::Constant),
-            o => Err(Error::Config(format!("unknown schedule {o:?} (expected poly, iwae or constant)"))),
+            o => Err(Error::Config(format!("--schedule {o:?}: expected poly, iwae or constant"))),
         }
     }
     pub fn name(self) -> &'static str {

@@ -282,6 +282,13 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     // Checked before the banner, so nothing claims a "spiral" run started.
     assert!(stderr(&o).contains("--transform \"spiral\": expected"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("training spiral"), "{}", stderr(&o));
+    for (flag, value) in
+        [("--optimizer", "sgd"), ("--schedule", "cosine"), ("--objective", "vi"), ("--binarize", "maybe")]
+    {
+        let o = iwtvae(&["train", flag, value]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains(&format!("{flag} \"{value}\": expected")), "{}", stderr(&o));
+    }
 
     // A width that would overflow the parameter count is refused up front.
     let o = iwtvae(&["train", "--hidden", "100000"]);

@@ -25,7 +25,7 @@ impl Transform {
             "none" => Ok(Transform::None),
             "affine" => Ok(Transform::Affine),
             "tps" => Ok(Transform::Tps),
-            other => Err(Error::Config(format!("unknown transform {other:?} (expected none, affine or tps)"))),
+            other => Err(Error::Config(format!("--transform {other:?}: expected none, affine or tps"))),
         }
     }
 }

@@ -161,6 +161,6 @@ pub fn parse_binarize(s: &str) -> Result<Binarize> {
     match s {
         "dynamic" => Ok(Binarize::Dynamic),
         "none" => Ok(Binarize::None),
-        o => Err(Error::Config(format!("unknown --binarize {o:?} (expected dynamic or none)"))),
+        o => Err(Error::Config(format!("--binarize {o:?}: expected dynamic or none"))),
     }
 }
