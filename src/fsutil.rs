@@ -54,6 +54,66 @@ fn final_target(path: &Path) -> Result<PathBuf> {
     Err(Error::io(path, std::io::Error::other("too many levels of symbolic links")))
 }
 
+/// An exclusive claim on a run directory, held while it lives: a second
+/// process training into the same `--out` would interleave checkpoints,
+/// optimizer states and log lines of two runs (or delete the first's log as
+/// a leftover). An advisory `flock` on `<dir>/.iwtvae.lock`, so the kernel
+/// releases it when the process ends, however it ends; the file holds the
+/// owner's pid for the message.
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    pub const FILE: &'static str = ".iwtvae.lock";
+
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(Self::FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        if !try_lock_exclusive(&file).map_err(|e| Error::io(&path, e))? {
+            let owner = std::fs::read_to_string(&path).unwrap_or_default();
+            let owner = owner.trim();
+            return Err(Error::Config(format!(
+                "{} is in use by another iwtvae process{}: two runs would overwrite each other's checkpoints",
+                dir.display(),
+                if owner.is_empty() { String::new() } else { format!(" (pid {owner})") }
+            )));
+        }
+        file.set_len(0).and_then(|_| write!(file, "{}", std::process::id())).map_err(|e| Error::io(&path, e))?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// Ok(false) when another open file description holds the lock.
+#[cfg(unix)]
+fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for as long as `file` lives; flock
+    // takes no pointers.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Elsewhere runs are not guarded against each other.
+#[cfg(not(unix))]
+fn try_lock_exclusive(_file: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
+}
+
 /// Check, before minutes of work, that `atomic_write(path, ..)` can succeed
 /// later: the folder exists (or is made) and `path` is not a folder.
 pub fn prepare_output_file(path: &Path) -> Result<()> {
@@ -90,6 +150,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_run_directory_is_claimed_once_at_a_time() {
+        let d = scratch("lock");
+        let held = RunLock::acquire(&d).unwrap();
+        // flock conflicts between open file descriptions, even in one process.
+        let e = RunLock::acquire(&d).err().expect("a second claim is refused").to_string();
+        assert!(
+            e.contains("in use by another iwtvae process") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(held);
+        RunLock::acquire(&d).expect("free again once the first claim is dropped");
     }
 
     #[test]

@@ -383,6 +383,19 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), b"precious");
     assert!(Path::new(&run).join("checkpoint.safetensors").exists());
 
+    // A run directory another process is training into is refused, and its
+    // files are left alone (the claim is held here, as that process would).
+    let busy = dir.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("log.jsonl"), b"the other run's log\n").unwrap();
+    let claim = iwtvae::fsutil::RunLock::acquire(&busy).unwrap();
+    let o =
+        iwtvae(&["train", "--data", MNIST, "--limit-train", "100", "--epochs", "1", "--out", busy.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("in use by another iwtvae process"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(busy.join("log.jsonl")).unwrap(), b"the other run's log\n");
+    drop(claim);
+
     // --resume where there is no run says so, and makes no directory.
     let empty = dir.path().join("never-trained");
     let o = iwtvae(&["train", "--data", MNIST, "--limit-train", "100", "--resume", "--out", empty.to_str().unwrap()]);

@@ -132,6 +132,7 @@ pub fn train_on(
         )));
     }
     crate::fsutil::ensure_dir(out).map_err(|e| Error::Config(format!("--out: {e}")))?;
+    let _claim = crate::fsutil::RunLock::acquire(out)?;
 
     let mut cfg = cfg.clone();
     let (mut params, mut opt, start) = if resume {
