@@ -76,7 +76,7 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        if !try_lock_exclusive(&file).map_err(|e| Error::io(&path, e))? {
+        if !try_lock_exclusive(&file) {
             let owner = std::fs::read_to_string(&path).unwrap_or_default();
             let owner = owner.trim();
             return Err(Error::Config(format!(
@@ -90,28 +90,22 @@ impl RunLock {
     }
 }
 
-/// Ok(false) when another open file description holds the lock.
+/// False when another open file description holds the lock. A file system
+/// without flock (ENOLCK on some network mounts) leaves runs unguarded
+/// rather than refusing to train there.
 #[cfg(unix)]
-fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<bool> {
+fn try_lock_exclusive(file: &std::fs::File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: the descriptor is open for as long as `file` lives; flock
     // takes no pointers.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.kind() == std::io::ErrorKind::WouldBlock {
-        Ok(false)
-    } else {
-        Err(e)
-    }
+    rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
 }
 
 /// Elsewhere runs are not guarded against each other.
 #[cfg(not(unix))]
-fn try_lock_exclusive(_file: &std::fs::File) -> std::io::Result<bool> {
-    Ok(true)
+fn try_lock_exclusive(_file: &std::fs::File) -> bool {
+    true
 }
 
 /// Check, before minutes of work, that `atomic_write(path, ..)` can succeed
