@@ -4,6 +4,7 @@
 //!
 //!     cargo bench --bench speed                    # full epoch, 200 NLL images
 //!     IWTVAE_BENCH_TRAIN=12000 IWTVAE_BENCH_NLL=50 IWTVAE_BENCH_SHARDS=4 cargo bench --bench speed
+//!     IWTVAE_BENCH_NLL=0 cargo bench --bench speed   # the training epoch alone (NLL fields null)
 //!     IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_NLL=10000 cargo bench --bench speed   # on a GPU
 //!     IWTVAE_BENCH_DEVICE=cuda IWTVAE_BENCH_TRAIN_PRECISION=tf32 cargo bench --bench speed   # TF32 training
 //!
@@ -48,18 +49,21 @@ fn main() {
     // The loop's own timing excludes checkpoint writing.
     let epoch = &trained.logs[0];
 
-    let test = Dataset::load(&data_dir, Split::Test, Some(n_nll)).expect("bundled MNIST");
-    let net = Network::<f32>::new(trained.layout.clone());
-    // As the CLI: auto is the device's default (tf32 on a GPU, fp32 on the CPU).
-    let precision = std::env::var("IWTVAE_BENCH_PRECISION").unwrap_or("auto".into());
-    let precision = iwtvae::eval::Precision::parse_for(&precision, device).expect("IWTVAE_BENCH_PRECISION");
-    let opts = EvalOptions { k: 5000, chunk: DEFAULT_CHUNK, binarize: Binarize::Dynamic, seed: 1, precision };
-    let (report, _) = evaluate_on(device, &net, &trained.params, &test, &opts).expect("evaluation");
+    // IWTVAE_BENCH_NLL=0 times training alone.
+    let report = (n_nll > 0).then(|| {
+        let test = Dataset::load(&data_dir, Split::Test, Some(n_nll)).expect("bundled MNIST");
+        let net = Network::<f32>::new(trained.layout.clone());
+        // As the CLI: auto is the device's default (tf32 on a GPU, fp32 on the CPU).
+        let precision = std::env::var("IWTVAE_BENCH_PRECISION").unwrap_or("auto".into());
+        let precision = iwtvae::eval::Precision::parse_for(&precision, device).expect("IWTVAE_BENCH_PRECISION");
+        let opts = EvalOptions { k: 5000, chunk: DEFAULT_CHUNK, binarize: Binarize::Dynamic, seed: 1, precision };
+        evaluate_on(device, &net, &trained.params, &test, &opts).expect("evaluation").0
+    });
     println!(
         "{}",
         serde_json::json!({
             "impl": format!("iwtvae-{}", device.name()),
-            "device": report.device,
+            "device": report.as_ref().map_or(device.name().to_string(), |r| r.device.clone()),
             "threads": rayon::current_num_threads(),
             "shards": cfg.shards,
             "train_images": n_train,
@@ -67,10 +71,10 @@ fn main() {
             "train_images_per_sec": epoch.images_per_sec,
             "train_epoch_seconds_with_checkpoint": train_s,
             "nll_images": n_nll,
-            "nll_k5000_images_per_sec": report.images_per_sec,
-            "nll_seconds": report.seconds,
-            "precision": report.precision,
-            "nll": report.nll,
+            "nll_k5000_images_per_sec": report.as_ref().map(|r| r.images_per_sec),
+            "nll_seconds": report.as_ref().map(|r| r.seconds),
+            "precision": report.as_ref().map(|r| r.precision.clone()),
+            "nll": report.as_ref().map(|r| r.nll),
         })
     );
 }
