@@ -76,7 +76,7 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        if !try_lock_exclusive(&file) {
+        if !lock_within(&file, std::time::Duration::from_secs(2)) {
             let owner = std::fs::read_to_string(&path).unwrap_or_default();
             let owner = owner.trim();
             return Err(Error::Config(format!(
@@ -87,6 +87,24 @@ impl RunLock {
         }
         file.set_len(0).and_then(|_| write!(file, "{}", std::process::id())).map_err(|e| Error::io(&path, e))?;
         Ok(RunLock { _file: file })
+    }
+}
+
+/// Waits up to `patience` for the lock. A process that spawns a child
+/// shares its open files with the child until the child's exec closes them,
+/// so a lock this process has just released (a run stopped, then resumed
+/// in the same process) can look held for that instant, by ourselves;
+/// another run holds it for minutes.
+fn lock_within(file: &std::fs::File, patience: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if try_lock_exclusive(file) {
+            return true;
+        }
+        if start.elapsed() >= patience {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
