@@ -125,7 +125,7 @@ mod gpu {
                 print!(" {:>9}", format!("{t}{mark}"));
             }
             println!();
-            let mut rows = vec![Vec::new(); gemm_ops.len() + 1];
+            let mut rows = vec![Vec::new(); gemm_ops.len() + 2];
             for t in targets {
                 engine.set_split_target(t).expect("split target");
                 for (row, &op) in rows.iter_mut().zip(&gemm_ops) {
@@ -133,8 +133,17 @@ mod gpu {
                 }
                 let graph = engine.time_graph_steps(plan, reps).expect("graph").as_secs_f64();
                 rows[gemm_ops.len()].push(graph / reps as f64 * 1e6);
+                // The same step with each split GEMM's sum in a launch of its
+                // own (IWTVAE_SPLITK_TWO_PASS=1): what the one-launch sum saves.
+                engine.set_splitk_two_pass(true);
+                let graph = engine.time_graph_steps(plan, reps).expect("graph").as_secs_f64();
+                rows[gemm_ops.len() + 1].push(graph / reps as f64 * 1e6);
+                engine.set_splitk_two_pass(false);
             }
-            let names = gemm_ops.iter().map(|op| format!("{op:?}")).chain(["whole step (graph)".to_string()]);
+            let names = gemm_ops
+                .iter()
+                .map(|op| format!("{op:?}"))
+                .chain(["whole step (graph)".to_string(), "  the same, sum as 2nd launch".to_string()]);
             for (name, row) in names.zip(&rows) {
                 print!("{name:<32}");
                 for v in row {

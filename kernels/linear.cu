@@ -4,9 +4,11 @@
 //   backward  dX = dY · W,  dW = dYᵀ · X                      gemm_strided
 //             (dX ⊙ relu'(H) when H is the layer below's ReLU output)
 //             db = Σ_rows dY                                  col_sum
-//   split-K   the same GEMMs in K slices, summed in order     gemm_partial, splitk_sum
+//   split-K   the same GEMMs in K slices, summed in order     gemm_splitk (one launch), or
+//                                                             gemm_partial + splitk_sum
 //   TF32      the training step's GEMMs on the tensor cores    linear_fwd_tile_tf32,
-//             (--precision tf32)                              gemm_strided_tf32, gemm_partial_tf32
+//             (--precision tf32)                              gemm_strided_tf32, gemm_splitk_tf32,
+//                                                             gemm_partial_tf32
 // Plain 64×64-tiled fp32 GEMMs (each thread a 4×4 micro-tile, K in steps of
 // 16 through shared memory). Every sum runs in a fixed order, so results are
 // deterministic. The evaluator's big layer (fc3) does not come here:
@@ -225,10 +227,22 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   partial_tile<true>(A, rsa, csa, B, rsb, csb, P, M, N, K, kchunk);
 }
 
-// C[r, c] (leading dimension ldc) = Σ_z P[z][r, c], then + bias[c] and
-// ReLU (a layer's forward, has_bias), or gemm_strided's store (+ C when
-// accumulate, ⊙ relu'(relu_of) when masked): the epilogues of linear_fwd
-// and gemm_strided.
+// C[r, c] (leading dimension ldc) = v, then + bias[c] and ReLU (a layer's
+// forward, has_bias), or gemm_strided's store (+ C when accumulate,
+// ⊙ relu'(relu_of) when masked): the epilogues of linear_fwd and
+// gemm_strided, after a split GEMM's sum.
+__device__ __forceinline__ void splitk_store(float v, int r, int c, const float* bias, int has_bias, int relu,
+                                             float* C, int ldc, int accumulate, const float* relu_of, int masked) {
+  if (has_bias) {
+    v += bias[c];
+    C[(size_t)r * ldc + c] = relu ? fmaxf(v, 0.0f) : v;
+  } else {
+    store_grad(C, ldc, r, c, v, accumulate, relu_of, masked);
+  }
+}
+
+// C = epilogue(Σ_z P[z]) over all of [M, N], one thread per element: the
+// second launch of the two-launch split-K (IWTVAE_SPLITK_TWO_PASS=1).
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     splitk_sum(const float* P, int splits, int M, int N, const float* bias, int has_bias, int relu, float* C, int ldc,
                int accumulate, const float* relu_of, int masked) {
@@ -237,12 +251,54 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   int r = (int)(i / N), c = (int)(i % N);
   float v = 0.0f;
   for (int z = 0; z < splits; ++z) v += P[(size_t)z * M * N + i];
-  if (has_bias) {
-    v += bias[c];
-    C[(size_t)r * ldc + c] = relu ? fmaxf(v, 0.0f) : v;
-  } else {
-    store_grad(C, ldc, r, c, v, accumulate, relu_of, masked);
-  }
+  splitk_store(v, r, c, bias, has_bias, relu, C, ldc, accumulate, relu_of, masked);
+}
+
+// Split-K in one launch: each block writes its slice's partial to P[z] as
+// gemm_partial does; then the tile's last block to finish adds the tile's
+// partials in order z = 0, 1, … and applies splitk_sum's epilogue. "Last"
+// is decided by a ticket per output tile (tickets[tile], counted with
+// atomicAdd after a __threadfence that makes the block's partial visible
+// to the whole GPU, then read from L2, __ldcg, past the SM's own cache),
+// and that block puts the ticket back to 0 for the next GEMM or the
+// graph's next replay. The sum's order does not depend on which block is
+// last, so C is the same bits as gemm_partial + splitk_sum, one launch
+// fewer per split GEMM.
+template <bool TF32>
+__device__ __forceinline__ void splitk_tile(const float* A, long long rsa, long long csa, const float* B,
+                                            long long rsb, long long csb, float* P, unsigned* tickets, int M, int N,
+                                            int K, int kchunk, int splits, const float* bias, int has_bias, int relu,
+                                            float* C, int ldc, int accumulate, const float* relu_of, int masked) {
+  __shared__ int last;
+  partial_tile<TF32>(A, rsa, csa, B, rsb, csb, P, M, N, K, kchunk);
+  unsigned tile_id = blockIdx.y * gridDim.x + blockIdx.x;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&tickets[tile_id], 1u) == (unsigned)splits - 1;
+  __syncthreads();
+  if (!last) return;
+  float unused[4][4] = {};
+  store_tile(unused, M, N, [&](int r, int c, float) {
+    size_t i = (size_t)r * N + c;
+    float v = 0.0f;
+    for (int z = 0; z < splits; ++z) v += __ldcg(P + (size_t)z * M * N + i);
+    splitk_store(v, r, c, bias, has_bias, relu, C, ldc, accumulate, relu_of, masked);
+  });
+  if (threadIdx.x == 0) tickets[tile_id] = 0u;
+}
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    gemm_splitk(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb, float* P,
+                unsigned* tickets, int M, int N, int K, int kchunk, int splits, const float* bias, int has_bias,
+                int relu, float* C, int ldc, int accumulate, const float* relu_of, int masked) {
+  splitk_tile<false>(A, rsa, csa, B, rsb, csb, P, tickets, M, N, K, kchunk, splits, bias, has_bias, relu, C, ldc,
+                     accumulate, relu_of, masked);
+}
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    gemm_splitk_tf32(const float* A, long long rsa, long long csa, const float* B, long long rsb, long long csb,
+                     float* P, unsigned* tickets, int M, int N, int K, int kchunk, int splits, const float* bias,
+                     int has_bias, int relu, float* C, int ldc, int accumulate, const float* relu_of, int masked) {
+  splitk_tile<true>(A, rsa, csa, B, rsb, csb, P, tickets, M, N, K, kchunk, splits, bias, has_bias, relu, C, ldc,
+                    accumulate, relu_of, masked);
 }
 
 // out[c] = Σ_r dy[r, c] (+ out[c] when accumulate). A block sums 32

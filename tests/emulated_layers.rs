@@ -306,6 +306,75 @@ fn split_k_partials_are_slices_of_k_summed_in_order() {
     }
 }
 
+/// Split-K in one launch (gemm_splitk, the default): the tile's last block
+/// to finish adds the partials, so C must be the same bits as gemm_partial +
+/// splitk_sum for every epilogue, whichever block is last (both block
+/// orders), with every ticket back at zero afterwards so that the next GEMM
+/// (or replay) can use them; the second run below reuses them.
+#[test]
+fn split_k_in_one_launch_is_the_two_launch_sum_bit_for_bit() {
+    const KS: usize = 150;
+    let (chunk, splits) = (64, 3);
+    let (tiles_x, tiles_y) = (N.div_ceil(64), M.div_ceil(64));
+    let (x, w, b) = (values(M * KS, 11, -1.0, 1.0), values(N * KS, 12, -1.0, 1.0), values(N, 13, -1.0, 1.0));
+    let (bx, bw, bb) = (input(&x), input(&w), input(&b));
+    let ldc = N + 3;
+    let h: Vec<f32> = values(M * ldc, 14, -1.0, 1.0).iter().map(|v| v.max(0.0)).collect();
+    let bh = input(&h);
+    let c0 = values(M * ldc, 15, -1.0, 1.0);
+    let stride = |v: usize| Arg::I64(v as i64);
+    let grid = gemm_grid(M, N);
+    let split_grid = LaunchConfig::new((grid.grid_dim.0, grid.grid_dim.1, splits as u32), grid.block_dim, 0);
+    let operands = [bx.arg(), stride(KS), stride(1), bw.arg(), stride(1), stride(KS)];
+    // (has_bias, relu, accumulate, masked): the layer's forward, and the stores.
+    let epilogues = [(1, 0, 0, 0), (1, 1, 0, 0), (0, 0, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (0, 0, 1, 1)];
+    for (tf32, fused, partial) in
+        [(false, "gemm_splitk", "gemm_partial"), (true, "gemm_splitk_tf32", "gemm_partial_tf32")]
+    {
+        for (has_bias, relu, accumulate, masked) in epilogues {
+            let epilogue = |p: &Buffer<f32>, c: &Buffer<f32>| {
+                [
+                    if has_bias == 1 { bb.arg() } else { p.arg() },
+                    Arg::I32(has_bias),
+                    Arg::I32(relu),
+                    c.arg(),
+                    i32_(ldc),
+                    Arg::I32(accumulate),
+                    if masked == 1 { bh.arg() } else { p.arg() },
+                    Arg::I32(masked),
+                ]
+            };
+            let sizes = [i32_(M), i32_(N), i32_(KS), i32_(chunk)];
+            // The two launches.
+            let (p, want) = (output(splits * M * N), input(&c0));
+            let args: Vec<Arg> = operands.iter().copied().chain([p.arg()]).chain(sizes).collect();
+            run(partial, split_grid, &args);
+            let head = [p.arg(), i32_(splits), i32_(M), i32_(N)];
+            run("splitk_sum", cfg1(M * N, 256), &head.into_iter().chain(epilogue(&p, &want)).collect::<Vec<_>>());
+            // One launch, twice with the same tickets, in either block order.
+            let tickets = Buffer::from_slice(&vec![0u32; tiles_x * tiles_y]);
+            for reverse in [false, true] {
+                cuda_emu::set_reverse_block_order(reverse);
+                let (p, c) = (output(splits * M * N), input(&c0));
+                let args: Vec<Arg> = operands
+                    .iter()
+                    .copied()
+                    .chain([p.arg(), tickets.arg()])
+                    .chain(sizes)
+                    .chain([i32_(splits)])
+                    .chain(epilogue(&p, &c))
+                    .collect();
+                run(fused, split_grid, &args);
+                cuda_emu::set_reverse_block_order(false);
+                let what =
+                    format!("{fused}, bias {has_bias} relu {relu} acc {accumulate} masked {masked}, reverse {reverse}");
+                assert_eq!(bits(&read(&c)), bits(&read(&want)), "{what} (tf32 {tf32})");
+                assert!(read(&tickets).iter().all(|&t| t == 0), "{what}: tickets left at {:?}", read(&tickets));
+            }
+        }
+    }
+}
+
 fn bf16(v: f32) -> f32 {
     half::bf16::from_f32(v).to_f32()
 }

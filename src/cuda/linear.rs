@@ -7,10 +7,18 @@
 //! 500×256 or 784×256) on a GPU with 132 SMs, and a block that sums K = 784
 //! alone sets the GEMM's time. Split-K gives each of `splits` blocks per
 //! tile a slice of K, writes the partial products to a scratch buffer and
-//! adds them in a fixed order (`splitk_sum`), so the result is deterministic
-//! and the same on every GPU: the plan depends on the shape only.
+//! adds them in a fixed order, so the result is deterministic and the same
+//! on every GPU: the plan depends on the shape only. The sum is done by
+//! each tile's last block to finish, in the same launch (`gemm_splitk`; a
+//! ticket per tile says which block is last), or with
+//! `IWTVAE_SPLITK_TWO_PASS=1` by a second launch (`gemm_partial`, then
+//! `splitk_sum`): the same bits, one launch more per split GEMM.
 //! `IWTVAE_NO_SPLIT_K=1` launches every GEMM unsplit (one block per tile),
 //! for comparison; `Gpu::set_split_target` sets the block target.
+//!
+//! The scratch buffer: its first `split_target` words are the tickets (u32
+//! counters, zero as allocated and back to zero after every GEMM; a split
+//! GEMM has fewer tiles than the target), the partials follow.
 use super::driver::{AsDevView, DevBuf, DevView, DevViewMut, IntoKernelArg};
 use super::forward::cfg1;
 use super::shapes::{COL_SUM_THREADS, GEMM_THREADS, GEMM_TILE};
@@ -86,10 +94,10 @@ fn slots(l: &Layout) -> impl Iterator<Item = &LinearSlot> {
         .flatten()
 }
 
-/// Scratch floats for the split-K partials, at block target `target`, of
-/// any linear layer of `l` run on up to `max_rows` rows: its forward, and
-/// with `backward` its dW and dX. (Every row count: a plan's scratch does
-/// not grow monotonically with it.)
+/// Scratch words for the split-K tickets and partials, at block target
+/// `target`, of any linear layer of `l` run on up to `max_rows` rows: its
+/// forward, and with `backward` its dW and dX. (Every row count: a plan's
+/// scratch does not grow monotonically with it.) Allocate it zeroed.
 pub fn scratch_len(l: &Layout, max_rows: usize, backward: bool, target: usize) -> usize {
     let mut most = 0;
     let plan = |m, n, k| SplitK::plan(m, n, k, target);
@@ -102,7 +110,10 @@ pub fn scratch_len(l: &Layout, max_rows: usize, backward: bool, target: usize) -
             }
         }
     }
-    most.max(1)
+    if most == 0 {
+        return 1;
+    }
+    most + target
 }
 
 /// One GEMM operand: a view and its (row, column) strides.
@@ -176,6 +187,9 @@ impl Gpu {
         scratch: &mut DevBuf<f32>,
     ) -> Result<()> {
         let plan = self.gemm_plan(m, n, k);
+        let tiles = m.div_ceil(GEMM_TILE) * n.div_ceil(GEMM_TILE);
+        // The tickets ahead of the partials (see the module comment).
+        let tickets = if plan.splits > 1 { self.split_target } else { 0 };
         let c_span = if m == 0 { 0 } else { (m - 1) * ldc + n };
         Self::check(
             "gemm",
@@ -183,16 +197,18 @@ impl Gpu {
                 && b.fits(k, n)
                 && ldc >= n
                 && c_span <= c.len()
-                && scratch.len() >= plan.scratch(m, n)
+                && scratch.len() >= tickets + plan.scratch(m, n)
+                && (plan.splits == 1 || tiles <= tickets)
                 && match &epilogue {
                     Epilogue::Layer { bias, .. } => bias.len() >= n,
                     Epilogue::Store { relu_of, .. } => relu_of.as_ref().is_none_or(|h| h.len() >= c_span),
                 }
                 && [m, n, k, ldc].iter().all(|&v| v < i32::MAX as usize),
             format!(
-                "[{m}x{k}]·[{k}x{n}] into {} (ldc {ldc}); scratch {} of {} floats",
+                "[{m}x{k}]·[{k}x{n}] into {} (ldc {ldc}); scratch {} of {} tickets ({tiles} tiles) + {} floats",
                 c.len(),
                 scratch.len(),
+                tickets,
                 plan.scratch(m, n)
             ),
         )?;
@@ -239,19 +255,12 @@ impl Gpu {
                 }
             }
         }
-        let chunk_i = plan.chunk as i32;
-        let name = if tf32 { "gemm_partial_tf32" } else { "gemm_partial" };
-        let mut lb = st.launcher(name);
-        lb.arg(&a.view).arg(&rsa).arg(&csa).arg(&b.view).arg(&rsb).arg(&csb).arg(&mut *scratch);
-        lb.arg(&m_i).arg(&n_i).arg(&k_i).arg(&chunk_i);
-        // SAFETY: as above for A and B; slice z reads k in [z·chunk,
-        // min(K, (z+1)·chunk)), inside K since splits = ⌈K / chunk⌉, and
-        // writes P[z] [M, N] inside scratch (splits·M·N floats, checked).
-        unsafe { lb.launch(gemm_grid(m, n, plan.splits)) }?;
-        let splits_i = plan.splits as i32;
+        let (chunk_i, splits_i) = (plan.chunk as i32, plan.splits as i32);
+        let ticket_arg = scratch.slice_mut(0..tickets).kernel_arg();
+        let mut partials = scratch.slice_mut(tickets..scratch.len());
         // A pointer the kernel is told not to read (bias without has_bias,
-        // relu_of without masked) is any valid one: the scratch.
-        let unread = (&*scratch).kernel_arg();
+        // relu_of without masked) is any valid one: the partials.
+        let unread = (&mut partials).kernel_arg();
         let (bias, has_bias, relu, acc, mask, masked) = match &epilogue {
             Epilogue::Layer { bias, relu } => (bias.kernel_arg(), 1i32, *relu as i32, 0i32, unread, 0i32),
             Epilogue::Store { accumulate, relu_of } => {
@@ -259,8 +268,31 @@ impl Gpu {
                 (unread, 0, 0, *accumulate as i32, mask, relu_of.is_some() as i32)
             }
         };
+        if !self.splitk_two_pass {
+            let name = if tf32 { "gemm_splitk_tf32" } else { "gemm_splitk" };
+            let mut lb = st.launcher(name);
+            lb.arg(&a.view).arg(&rsa).arg(&csa).arg(&b.view).arg(&rsb).arg(&csb).arg(&mut partials).arg(ticket_arg);
+            lb.arg(&m_i).arg(&n_i).arg(&k_i).arg(&chunk_i).arg(&splits_i).arg(bias).arg(&has_bias).arg(&relu);
+            lb.arg(&mut c).arg(&ldc_i).arg(&acc).arg(mask).arg(&masked);
+            // SAFETY: A [M, K] and B [K, N] under their strides lie in their
+            // views; slice z reads k in [z·chunk, min(K, (z+1)·chunk)),
+            // inside K since splits = ⌈K / chunk⌉, and writes P[z] [M, N]
+            // inside the partials (splits·M·N floats); one ticket per tile,
+            // tiles ≤ tickets, all zero (allocated so, and each GEMM's last
+            // blocks put theirs back); C's M rows of ldc lie in c, bias
+            // (read only when has_bias) holds N values and relu_of (read only
+            // when masked) C's span (all checked above).
+            unsafe { lb.launch(gemm_grid(m, n, plan.splits)) }?;
+            return Ok(());
+        }
+        let name = if tf32 { "gemm_partial_tf32" } else { "gemm_partial" };
+        let mut lb = st.launcher(name);
+        lb.arg(&a.view).arg(&rsa).arg(&csa).arg(&b.view).arg(&rsb).arg(&csb).arg(&mut partials);
+        lb.arg(&m_i).arg(&n_i).arg(&k_i).arg(&chunk_i);
+        // SAFETY: as above for A, B and P.
+        unsafe { lb.launch(gemm_grid(m, n, plan.splits)) }?;
         let mut lb = st.launcher("splitk_sum");
-        lb.arg(&*scratch).arg(&splits_i).arg(&m_i).arg(&n_i).arg(bias);
+        lb.arg(&mut partials).arg(&splits_i).arg(&m_i).arg(&n_i).arg(bias);
         lb.arg(&has_bias).arg(&relu).arg(&mut c).arg(&ldc_i).arg(&acc).arg(mask).arg(&masked);
         // SAFETY: P holds splits·M·N floats, C M rows of ldc, bias (read
         // only when has_bias) N values, relu_of (read only when masked) C's
@@ -361,8 +393,8 @@ impl Gpu {
         let (slot, params) = Self::upload_layer(self, w, b, rows, x.len())?;
         let s = &self.device;
         let (x, mut y) = (s.htod(x)?, s.alloc_zeros::<f32>((rows * slot.out).max(1))?);
-        let mut scratch =
-            s.alloc_zeros::<f32>(self.gemm_plan(rows, slot.out, slot.inp).scratch(rows, slot.out).max(1))?;
+        let partials = self.gemm_plan(rows, slot.out, slot.inp).scratch(rows, slot.out);
+        let mut scratch = s.alloc_zeros::<f32>(self.split_target + partials.max(1))?;
         self.linear(&x, &params, &slot, rows, relu, &mut y, &mut scratch)?;
         Ok(s.dtoh(&y)?[..rows * slot.out].to_vec())
     }
@@ -385,7 +417,7 @@ impl Gpu {
         let mut grads = s.alloc_zeros::<f32>(params.len())?;
         let most =
             self.gemm_plan(out, inp, rows).scratch(out, inp).max(self.gemm_plan(rows, inp, out).scratch(rows, inp));
-        let mut scratch = s.alloc_zeros::<f32>(most.max(1))?;
+        let mut scratch = s.alloc_zeros::<f32>(self.split_target + most.max(1))?;
         let dx_out = InputGrad { buf: &mut dx, accumulate: true, relu_of: None };
         self.linear_backward(&x, &dy, rows, &slot, &params, &mut grads, Some(dx_out), &mut scratch)?;
         let g = s.dtoh(&grads)?;

@@ -42,11 +42,13 @@ const MODULES: driver::ModuleTable = &[
             "linear_fwd_tf32",
             "linear_fwd_bf16",
             "gemm_strided",
+            "gemm_splitk",
             "gemm_partial",
             "splitk_sum",
             "col_sum",
             "linear_fwd_tile_tf32",
             "gemm_strided_tf32",
+            "gemm_splitk_tf32",
             "gemm_partial_tf32",
         ],
     ),
@@ -75,6 +77,9 @@ pub struct Gpu {
     split_target: usize,
     /// fp32 FMAs or TF32 tensor cores for those GEMMs (linear.rs).
     gemm_math: linear::GemmMath,
+    /// A split GEMM's sum in a launch of its own (IWTVAE_SPLITK_TWO_PASS;
+    /// linear.rs): the same bits, one launch more.
+    splitk_two_pass: bool,
 }
 
 impl Gpu {
@@ -95,7 +100,8 @@ impl Gpu {
     fn with(device: Device) -> Self {
         let split_target =
             if std::env::var_os("IWTVAE_NO_SPLIT_K").is_some() { 0 } else { linear::SPLIT_TARGET_BLOCKS };
-        Gpu { device, split_target, gemm_math: linear::GemmMath::Fp32 }
+        let splitk_two_pass = std::env::var_os("IWTVAE_SPLITK_TWO_PASS").is_some();
+        Gpu { device, split_target, gemm_math: linear::GemmMath::Fp32, splitk_two_pass }
     }
 
     /// The blocks a GEMM with few output tiles is split K to reach (0:
@@ -107,6 +113,12 @@ impl Gpu {
 
     pub fn split_target(&self) -> usize {
         self.split_target
+    }
+
+    /// A split GEMM's sum by the tiles' last blocks (false, the default) or
+    /// by a second launch (true). The same bits either way.
+    pub fn set_splitk_two_pass(&mut self, on: bool) {
+        self.splitk_two_pass = on;
     }
 
     /// The arithmetic of the layers' GEMMs (`linear` and its backward):

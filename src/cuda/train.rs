@@ -500,6 +500,13 @@ impl GpuEngine {
         Ok(())
     }
 
+    /// A split GEMM's sum by a second launch (true) instead of the tiles'
+    /// last blocks (linear.rs): the same bits, one launch more per split
+    /// GEMM. A graph captured before a change is stale.
+    pub fn set_splitk_two_pass(&mut self, on: bool) {
+        self.gpu.set_splitk_two_pass(on);
+    }
+
     /// The arithmetic of the step's layer GEMMs (`--precision`; fp32 or
     /// TF32 tensor cores). A graph captured before a change is stale.
     pub fn set_gemm_math(&mut self, math: linear::GemmMath) {

@@ -89,6 +89,16 @@ inline int atomicAdd(int* p, int v) {
   *p = old + v;
   return old;
 }
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  unsigned old = *p;
+  *p = old + v;
+  return old;
+}
+// Blocks run one after another and share the host's memory: an earlier
+// block's writes are visible to a later one without a fence or a cache
+// bypass.
+inline void __threadfence() {}
+inline float __ldcg(const float* p) { return *p; }
 
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
