@@ -274,7 +274,12 @@ __device__ __forceinline__ void splitk_tile(const float* A, long long rsa, long 
   unsigned tile_id = blockIdx.y * gridDim.x + blockIdx.x;
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(&tickets[tile_id], 1u) == (unsigned)splits - 1;
+  if (threadIdx.x == 0) {
+    last = atomicAdd(&tickets[tile_id], 1u) == (unsigned)splits - 1;
+    // The acquire side: the other blocks' partials are read after the
+    // ticket that says they are all written.
+    __threadfence();
+  }
   __syncthreads();
   if (!last) return;
   float unused[4][4] = {};
