@@ -21,6 +21,16 @@ fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED (gpu_parity): {why}");
 }
 
+/// The first `n` images of the bundled MNIST, or a loud skip when it is
+/// not found.
+fn mnist(split: iwtvae::data::Split, n: usize) -> Option<iwtvae::data::Dataset> {
+    let data = emu::mnist(split, n);
+    if data.is_none() {
+        skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
+    }
+    data
+}
+
 /// A measurement worth seeing in the log (stderr, uncaptured like `skip`).
 fn note(what: &str) {
     use std::io::Write;

@@ -2,8 +2,7 @@
 //! TF32), epochs with CUDA graphs, a non-finite loss, graph replay against
 //! direct launches, and the kernel benches' entry points.
 #![allow(clippy::needless_range_loop)]
-use super::emu::mnist;
-use super::{close, device_kinds};
+use super::{close, device_kinds, mnist};
 use iwtvae::cuda::Gpu;
 use iwtvae::device::Device;
 use iwtvae::optim::{Optimizer, OptimizerKind};
@@ -36,7 +35,6 @@ fn training_step_matches_cpu() {
     use iwtvae::train::{EpochPlan, TrainConfig};
     for device in device_kinds() {
         let Some(data) = mnist(iwtvae::data::Split::Train, 64) else {
-            super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
             return;
         };
         for (transform, objective, k, binarize, precision) in [
@@ -168,7 +166,6 @@ fn training_epochs_with_graphs_match_cpu() {
     for device in device_kinds() {
         for (transform, u_dim, images, epochs) in [("none", 0, 130, 2), ("tps", 6, 58, 1)] {
             let Some(data) = mnist(iwtvae::data::Split::Train, images) else {
-                super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
                 return;
             };
             let cfg = TrainConfig {
@@ -203,10 +200,7 @@ fn training_epochs_with_graphs_match_cpu() {
 /// 58 training images in batches of 24 (two full, one short) for a
 /// small TPS model with k = 3: the epoch-level tests' run.
 fn small_run(seed: u64) -> Option<(iwtvae::data::Dataset, iwtvae::train::TrainConfig)> {
-    let Some(data) = mnist(iwtvae::data::Split::Train, 58) else {
-        super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
-        return None;
-    };
+    let data = mnist(iwtvae::data::Split::Train, 58)?;
     let cfg = iwtvae::train::TrainConfig {
         z_dim: 8,
         u_dim: 6,
@@ -340,7 +334,6 @@ fn kernel_bench_entry_points_run() {
     use iwtvae::model::{init_params, Layout};
     use iwtvae::train::{EpochPlan, TrainConfig};
     let Some(data) = mnist(iwtvae::data::Split::Train, 16) else {
-        super::skip("MNIST not found (set IWTVAE_DATA or run from the repository root)");
         return;
     };
     let cfg = TrainConfig { z_dim: 6, u_dim: 4, hidden: 40, batch_size: 8, ..TrainConfig::seed_protocol() };
