@@ -127,10 +127,10 @@ __device__ __forceinline__ void tile(const float* A, long long rsa, long long cs
     tile_product(A, rsa, csa, B, rsb, csb, M, N, K, acc);
 }
 
-// Calls store(r, c, value) for every element of this thread's 4×4 micro-tile
-// that lies inside [M, N].
-template <typename Store>
-__device__ __forceinline__ void store_tile(const float acc[4][4], int M, int N, Store store) {
+// Calls f(r, c, i, j) for every element (r, c) of this thread's 4×4
+// micro-tile (its entry i, j) that lies inside [M, N].
+template <typename F>
+__device__ __forceinline__ void for_tile(int M, int N, F f) {
   int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -139,9 +139,16 @@ __device__ __forceinline__ void store_tile(const float acc[4][4], int M, int N, 
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       int c = blockIdx.x * TILE + tx * 4 + j;
-      if (c < N) store(r, c, acc[i][j]);
+      if (c < N) f(r, c, i, j);
     }
   }
+}
+
+// Calls store(r, c, value) for every element of this thread's micro-tile
+// that lies inside [M, N].
+template <typename Store>
+__device__ __forceinline__ void store_tile(const float acc[4][4], int M, int N, Store store) {
+  for_tile(M, N, [&](int r, int c, int i, int j) { store(r, c, acc[i][j]); });
 }
 
 // Y[M,N] = act(X[M,K] · W[N,K]ᵀ + b[N]).
@@ -282,8 +289,7 @@ __device__ __forceinline__ void splitk_tile(const float* A, long long rsa, long 
   }
   __syncthreads();
   if (!last) return;
-  float unused[4][4] = {};
-  store_tile(unused, M, N, [&](int r, int c, float) {
+  for_tile(M, N, [&](int r, int c, int, int) {
     size_t i = (size_t)r * N + c;
     float v = 0.0f;
     for (int z = 0; z < splits; ++z) v += __ldcg(P + (size_t)z * M * N + i);

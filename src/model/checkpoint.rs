@@ -188,9 +188,8 @@ pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<LoadedCheckpoint> {
         // A NaN or infinite weight (a diverged run exported from elsewhere)
         // would otherwise surface minutes later as a NaN NLL, or not at all
         // where the sampler's clamping hides it.
-        let bad = v.iter().filter(|x| !x.is_finite()).count();
-        if bad > 0 {
-            let first = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
+        if let Some(first) = v.iter().position(|x| !x.is_finite()) {
+            let bad = v[first..].iter().filter(|x| !x.is_finite()).count();
             return Err(err(
                 path,
                 format!(
