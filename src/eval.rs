@@ -341,10 +341,7 @@ pub fn summarize(
         images_per_sec: n / seconds,
         device,
         precision: opts.precision.name().into(),
-        binarize: match opts.binarize {
-            Binarize::Dynamic => "dynamic".into(),
-            Binarize::None => "none".into(),
-        },
+        binarize: opts.binarize.name().into(),
         seed: opts.seed,
     }
 }

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod cuda;
 pub mod data;
 pub mod device;
+pub mod encode;
 pub mod error;
 pub mod eval;
 pub mod fsutil;

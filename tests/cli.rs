@@ -211,6 +211,30 @@ fn train_one_epoch_then_eval_json() {
     let o = probe("0,400");
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--angles") && stderr(&o).contains("400"), "{}", stderr(&o));
+
+    // The codes of the same model: safetensors with the run's metadata,
+    // and the same numbers as CSV.
+    let (st, csv) = (dir.path().join("codes.safetensors"), dir.path().join("codes.csv"));
+    for file in [&st, &csv] {
+        let args = ["encode", "--data", MNIST, "--checkpoint", ck.to_str().unwrap(), "--limit", "30", "--out"];
+        let o = iwtvae(&[&args[..], &[file.to_str().unwrap()]].concat());
+        assert!(o.status.success(), "encode failed: {}", stderr(&o));
+        assert!(stderr(&o).contains("wrote the codes of 30 test images (z 42, u 18, θ 18)"), "{}", stderr(&o));
+    }
+    let bytes = std::fs::read(&st).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(
+        (meta["format"].as_str(), meta["split"].as_str(), meta["images"].as_str()),
+        ("iwtvae-codes", "test", "30")
+    );
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("mu_z").unwrap().shape(), &[30, 42]);
+    assert_eq!(st.tensor("theta").unwrap().shape(), &[30, 18]);
+    let first_mu_z = f32::from_le_bytes(st.tensor("mu_z").unwrap().data()[..4].try_into().unwrap());
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(csv.lines().count(), 31);
+    assert_eq!(csv.lines().nth(1).unwrap().split(',').nth(2).unwrap().parse::<f32>().unwrap(), first_mu_z);
 }
 
 #[test]
@@ -313,12 +337,22 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     let pictures = dir.path().join("pictures");
     let eval = ["eval", "--checkpoint", small.to_str().unwrap()];
     let show = ["show", "--checkpoint", small.to_str().unwrap(), "--out", pictures.to_str().unwrap()];
-    for args in [&eval[..], &show[..]] {
+    let codes = dir.path().join("codes.safetensors");
+    std::fs::write(&codes, "earlier codes").unwrap();
+    let encode = ["encode", "--checkpoint", small.to_str().unwrap(), "--out", codes.to_str().unwrap()];
+    for args in [&eval[..], &show[..], &encode[..]] {
         let o = iwtvae(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         assert!(stderr(&o).contains("expects 5x6 images but the data has 28x28"), "{args:?}: {}", stderr(&o));
     }
     assert!(!pictures.exists());
+    assert_eq!(std::fs::read_to_string(&codes).unwrap(), "earlier codes");
+    // encode's format comes from --out's extension, checked before any work.
+    let npy = dir.path().join("codes.npy");
+    let o = iwtvae(&["encode", "--checkpoint", "nowhere.safetensors", "--out", npy.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--out") && stderr(&o).contains(".safetensors or .csv"), "{}", stderr(&o));
+    assert!(!npy.exists());
 
     // An unwritable --per-image is found before the evaluation, not after it.
     let o = iwtvae(&["eval", "--checkpoint", small.to_str().unwrap(), "--per-image", dir.path().to_str().unwrap()]);

@@ -13,6 +13,22 @@ pub enum Split {
 }
 
 impl Split {
+    /// `--split test|train`.
+    pub fn parse(s: &str) -> Result<Split> {
+        match s {
+            "test" => Ok(Split::Test),
+            "train" => Ok(Split::Train),
+            o => Err(Error::Config(format!("--split {o:?}: expected test or train"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+
     fn stems(self) -> (&'static str, &'static str) {
         match self {
             Split::Train => ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -28,6 +44,16 @@ pub enum Binarize {
     None,
     /// x ~ Bernoulli(byte / 255), a fresh draw each time an image is used.
     Dynamic,
+}
+
+impl Binarize {
+    /// The `--binarize` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Binarize::None => "none",
+            Binarize::Dynamic => "dynamic",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

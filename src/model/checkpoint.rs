@@ -30,20 +30,44 @@ pub fn model_metadata(cfg: &ModelConfig) -> HashMap<String, String> {
 }
 
 /// Serialise named f32 tensors taken from a flat vector, in the safetensors
-/// format. The header is written here (not by the safetensors crate) so that
-/// its keys are sorted: the same model always gives the same bytes.
+/// format.
 pub fn serialize_flat(layout: &Layout, flat: &[f32], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
-    let mut entries: Vec<_> = layout.entries.iter().collect();
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let tensors = layout
+        .entries
+        .iter()
+        .map(|e| TensorBytes {
+            name: e.name.clone(),
+            dtype: "F32",
+            shape: e.shape.clone(),
+            bytes: flat[e.offset..e.offset + e.len].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+        .collect();
+    Ok(serialize_tensors(tensors, metadata))
+}
+
+/// One tensor to serialise: a safetensors dtype name ("F32", "F64", "U8")
+/// and its little-endian bytes, row-major over `shape`.
+pub struct TensorBytes {
+    pub name: String,
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// The safetensors file of `tensors`. The header is written here (not by
+/// the safetensors crate) so that its keys are sorted and the data follows
+/// in the same order: the same tensors always give the same bytes.
+pub fn serialize_tensors(mut tensors: Vec<TensorBytes>, metadata: HashMap<String, String>) -> Vec<u8> {
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let mut header = serde_json::Map::new();
     let meta: std::collections::BTreeMap<_, _> = metadata.into_iter().collect();
     header.insert("__metadata__".into(), serde_json::to_value(meta).expect("strings serialise"));
     let mut offset = 0usize;
-    for e in &entries {
-        let end = offset + 4 * e.len;
+    for t in &tensors {
+        let end = offset + t.bytes.len();
         header.insert(
-            e.name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": e.shape, "data_offsets": [offset, end]}),
+            t.name.clone(),
+            serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, end]}),
         );
         offset = end;
     }
@@ -55,12 +79,10 @@ pub fn serialize_flat(layout: &Layout, flat: &[f32], metadata: HashMap<String, S
     let mut out = Vec::with_capacity(8 + head.len() + offset);
     out.extend_from_slice(&(head.len() as u64).to_le_bytes());
     out.extend_from_slice(&head);
-    for e in &entries {
-        for v in &flat[e.offset..e.offset + e.len] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+    for t in &tensors {
+        out.extend_from_slice(&t.bytes);
     }
-    Ok(out)
+    out
 }
 
 /// Write a model checkpoint atomically. `extra` adds metadata (epoch, ...).

@@ -23,17 +23,15 @@ pub use readout::{LeastSquares, LinearDiscriminant, NormalEquations};
 
 use crate::data::dataset::bernoulli_targets;
 use crate::data::{Binarize, Dataset};
+use crate::encode::encode_with;
 use crate::error::{Error, Result};
 use crate::network::Network;
 use crate::ops::grid_sample::grid_sample_row;
-use crate::rng::{NoiseKey, Stream};
-use rayon::prelude::*;
+use crate::rng::NoiseKey;
 use serde::Serialize;
 use std::borrow::Cow;
 use std::time::Instant;
 
-/// Images encoded per task.
-const CHUNK: usize = 256;
 const CLASSES: usize = 10;
 
 #[derive(Clone, Debug)]
@@ -48,7 +46,7 @@ pub struct ProbeOptions {
 impl ProbeOptions {
     /// Evaluation's binarization key: upright targets are eval's own.
     pub fn key(&self) -> NoiseKey {
-        NoiseKey::new(self.seed, Stream::EvalBinarize, 0)
+        crate::encode::eval_key(self.seed)
     }
 }
 
@@ -214,10 +212,7 @@ pub fn probe(
         u_dim: ud,
         train_images: train.len(),
         test_images: test.len(),
-        binarize: match opts.binarize {
-            Binarize::None => "none",
-            Binarize::Dynamic => "dynamic",
-        },
+        binarize: opts.binarize.name(),
         seed: opts.seed,
         rows,
         angle_readout,
@@ -386,39 +381,15 @@ fn encode_rotated(
     degrees: f64,
     opts: &ProbeOptions,
 ) -> Result<Codes> {
-    let cfg = &net.layout.config;
-    let d = data.pixels();
     let key = opts.key();
-    let chunks: Vec<(Vec<f32>, Vec<f32>, Vec<f64>)> = (0..data.len().div_ceil(CHUNK))
-        .into_par_iter()
-        .map(|c| {
-            let range = c * CHUNK..((c + 1) * CHUNK).min(data.len());
-            let mut x = vec![0f32; range.len() * d];
-            let mut turn = Turn::new(data.height, data.width, degrees);
-            for (r, i) in range.clone().enumerate() {
-                turn.targets(data, i, opts.binarize, key, &mut x[r * d..(r + 1) * d]);
-            }
-            let post = net.posterior(params, &x, range.len());
-            let theta = net.theta_of(params, &post.mu_u, range.len());
-            let (mut xs, mut ys) = (vec![0f32; d], vec![0f32; d]);
-            let turn: Vec<f64> = theta
-                .chunks_exact(cfg.theta_dim().max(1))
-                .map(|t| {
-                    net.warp.grid_row(t, &mut xs, &mut ys);
-                    warp_rotation_deg(&net.warp.base_x, &net.warp.base_y, &xs, &ys)
-                })
-                .collect();
-            (post.mu_z, post.mu_u, turn)
-        })
-        .collect();
-    let mut codes = Codes { z: Vec::new(), u: Vec::new(), turn: Vec::new() };
-    for (z, u, turn) in chunks {
-        codes.z.extend(z.iter().map(|&v| v as f64));
-        codes.u.extend(u.iter().map(|&v| v as f64));
-        codes.turn.extend(turn);
-    }
-    if codes.z.iter().chain(&codes.u).any(|v| !v.is_finite()) {
-        return Err(Error::Config(format!("the encoder gave a non-finite posterior mean (rotation {degrees}°)")));
-    }
-    Ok(codes)
+    let codes = encode_with(
+        net,
+        params,
+        data,
+        || Turn::new(data.height, data.width, degrees),
+        |turn, i, out| turn.targets(data, i, opts.binarize, key, out),
+    )
+    .map_err(|e| Error::Config(format!("{e} (rotation {degrees}°)")))?;
+    let wide = |v: &[f32]| v.iter().map(|&e| e as f64).collect();
+    Ok(Codes { z: wide(&codes.mu_z), u: wide(&codes.mu_u), turn: codes.warp_rotation_deg })
 }

@@ -13,22 +13,14 @@ fn count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// What probe and encode read: a model, the images and how they become targets.
 #[derive(Args)]
-pub(crate) struct ProbeArgs {
+pub(crate) struct ModelInput {
     /// A checkpoint; its run directory's config.json gives the default --binarize.
     #[arg(long)]
     pub(crate) checkpoint: PathBuf,
     #[arg(long, default_value = "data/mnist")]
     pub(crate) data: PathBuf,
-    /// Rotation angles in degrees, counter-clockwise as displayed, comma-separated.
-    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "-45,-30,-15,0,15,30,45")]
-    pub(crate) angles: Vec<f64>,
-    /// Fit the read-outs on the first N training images only.
-    #[arg(long, value_parser = count)]
-    pub(crate) limit_train: Option<usize>,
-    /// Test on the first N test images only.
-    #[arg(long, value_parser = count)]
-    pub(crate) limit: Option<usize>,
     /// Targets encoded: dynamic or none (default: the run's, else dynamic).
     #[arg(long)]
     pub(crate) binarize: Option<String>,
@@ -38,9 +30,39 @@ pub(crate) struct ProbeArgs {
     /// Worker threads (default: all cores).
     #[arg(long, value_parser = count)]
     pub(crate) threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub(crate) struct ProbeArgs {
+    #[command(flatten)]
+    pub(crate) input: ModelInput,
+    /// Rotation angles in degrees, counter-clockwise as displayed, comma-separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "-45,-30,-15,0,15,30,45")]
+    pub(crate) angles: Vec<f64>,
+    /// Fit the read-outs on the first N training images only.
+    #[arg(long, value_parser = count)]
+    pub(crate) limit_train: Option<usize>,
+    /// Test on the first N test images only.
+    #[arg(long, value_parser = count)]
+    pub(crate) limit: Option<usize>,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct EncodeArgs {
+    #[command(flatten)]
+    pub(crate) input: ModelInput,
+    /// Output file: .safetensors (numpy / PyTorch: safetensors.numpy.load_file) or .csv.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// test or train.
+    #[arg(long, default_value = "test")]
+    pub(crate) split: String,
+    /// Encode the first N images only.
+    #[arg(long, value_parser = count)]
+    pub(crate) limit: Option<usize>,
 }
 
 #[derive(Args)]

@@ -1,10 +1,12 @@
-//! show (pictures) and probe (the disentanglement in numbers).
-use crate::args::{ProbeArgs, ShowArgs};
+//! show (pictures), probe (the disentanglement in numbers) and encode (the
+//! codes themselves, for analysis elsewhere).
+use crate::args::{EncodeArgs, ModelInput, ProbeArgs, ShowArgs};
 use crate::{binarize_of_run, init_threads};
 use anyhow::{Context, Result};
-use iwtvae::data::{Dataset, Split};
+use iwtvae::data::{Binarize, Dataset, Split};
 use iwtvae::model::checkpoint::load_checkpoint;
 use iwtvae::network::Network;
+use std::time::Instant;
 
 pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
     use iwtvae::viz::{curves, figures, transfer};
@@ -71,21 +73,25 @@ pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
     Ok(())
 }
 
+/// The checkpoint's network and parameters, and the targets' binarization
+/// (`--binarize`, else the run's own).
+fn open_model(input: &ModelInput) -> Result<(Network<f32>, Vec<f32>, Binarize)> {
+    let ck = load_checkpoint(&input.checkpoint).context("--checkpoint")?;
+    let run_dir = input.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let binarize = binarize_of_run(&input.binarize, &run_dir)?;
+    Ok((Network::new(ck.layout), ck.params, binarize))
+}
+
 pub(crate) fn run_probe(a: ProbeArgs) -> Result<()> {
-    init_threads(a.threads)?;
+    init_threads(a.input.threads)?;
     iwtvae::probe::check_angles(&a.angles).context("--angles")?;
-    let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
-    let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let opts = iwtvae::probe::ProbeOptions {
-        angles_deg: a.angles.clone(),
-        binarize: binarize_of_run(&a.binarize, &run_dir)?,
-        seed: a.seed,
-    };
-    let train = Dataset::load(&a.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
-    let test = Dataset::load(&a.data, Split::Test, a.limit).context("loading the test set (--data)")?;
-    let net = Network::<f32>::new(ck.layout);
-    let r = iwtvae::probe::probe(&net, &ck.params, &train, &test, &opts)
-        .with_context(|| format!("probing {}", a.checkpoint.display()))?;
+    let (net, params, binarize) = open_model(&a.input)?;
+    let opts = iwtvae::probe::ProbeOptions { angles_deg: a.angles.clone(), binarize, seed: a.input.seed };
+    let train =
+        Dataset::load(&a.input.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
+    let test = Dataset::load(&a.input.data, Split::Test, a.limit).context("loading the test set (--data)")?;
+    let r = iwtvae::probe::probe(&net, &params, &train, &test, &opts)
+        .with_context(|| format!("probing {}", a.input.checkpoint.display()))?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
@@ -128,5 +134,48 @@ pub(crate) fn run_probe(a: ProbeArgs) -> Result<()> {
             num(ar.r2_zu)
         );
     }
+    Ok(())
+}
+
+pub(crate) fn run_encode(a: EncodeArgs) -> Result<()> {
+    let start = Instant::now();
+    init_threads(a.input.threads)?;
+    let split = Split::parse(&a.split)?;
+    let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let csv = match ext {
+        "csv" => true,
+        "safetensors" => false,
+        _ => anyhow::bail!("--out {}: expected a file name ending in .safetensors or .csv", a.out.display()),
+    };
+    iwtvae::fsutil::prepare_output_file(&a.out).context("--out")?;
+    let (net, params, binarize) = open_model(&a.input)?;
+    let data = Dataset::load(&a.input.data, split, a.limit).context("loading --data")?;
+    let codes = iwtvae::encode::encode_dataset(&net, &params, &data, binarize, a.input.seed)
+        .with_context(|| format!("encoding with {}", a.input.checkpoint.display()))?;
+    let bytes = if csv {
+        codes.csv().into_bytes()
+    } else {
+        let cfg = &net.layout.config;
+        let mut meta = iwtvae::model::checkpoint::model_metadata(cfg);
+        meta.insert("format".into(), "iwtvae-codes".into());
+        meta.insert("checkpoint".into(), a.input.checkpoint.display().to_string());
+        meta.insert("data".into(), a.input.data.display().to_string());
+        meta.insert("split".into(), split.name().into());
+        meta.insert("images".into(), codes.images().to_string());
+        meta.insert("binarize".into(), binarize.name().into());
+        meta.insert("seed".into(), a.input.seed.to_string());
+        codes.safetensors(meta)
+    };
+    iwtvae::fsutil::atomic_write(&a.out, &bytes).context("--out")?;
+    eprintln!(
+        "wrote the codes of {} {} images (z {}, u {}, θ {}) to {} in {:.1} s",
+        codes.images(),
+        split.name(),
+        codes.z_dim,
+        codes.u_dim,
+        codes.theta_dim,
+        a.out.display(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

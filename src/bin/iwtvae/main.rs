@@ -8,10 +8,10 @@ mod progress;
 mod runs;
 
 use anyhow::{Context, Result};
-use args::{Common, CompareArgs, EvalArgs, ProbeArgs, ReproduceArgs, ShowArgs, TrainArgs};
+use args::{Common, CompareArgs, EncodeArgs, EvalArgs, ProbeArgs, ReproduceArgs, ShowArgs, TrainArgs};
 use clap::Parser;
 use compare::run_compare;
-use inspect::{run_probe, run_show};
+use inspect::{run_encode, run_probe, run_show};
 use iwtvae::train::{parse_binarize, TrainConfig};
 use runs::{run_eval, run_reproduce, run_train};
 
@@ -35,6 +35,9 @@ enum Command {
     /// Disentanglement in numbers: the digit label and the rotation angle read linearly from z and from u,
     /// and how far rotating a digit moves each.
     Probe(ProbeArgs),
+    /// The posterior codes of a split (means and log σ of z and u, the warp θ at μu, its rotation, the label)
+    /// as safetensors or CSV, for analysis elsewhere.
+    Encode(EncodeArgs),
     /// Two models image by image: the mean difference of their per-image estimates (`eval --per-image`)
     /// with its paired standard error, overall and per label.
     Compare(CompareArgs),
@@ -88,6 +91,7 @@ fn main() {
         Command::Reproduce(a) => run_reproduce(a),
         Command::Show(a) => run_show(a),
         Command::Probe(a) => run_probe(a),
+        Command::Encode(a) => run_encode(a),
         Command::Compare(a) => run_compare(a),
     });
     if let Err(e) = result {

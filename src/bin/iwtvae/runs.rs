@@ -77,11 +77,7 @@ pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
 
 pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
     let device = setup(&a.common)?;
-    let split = match a.split.as_str() {
-        "test" => Split::Test,
-        "train" => Split::Train,
-        o => anyhow::bail!("--split {o:?}: expected test or train"),
-    };
+    let split = Split::parse(&a.split)?;
     let binarize = parse_binarize(&a.common.binarize)?;
     let precision = iwtvae::eval::Precision::parse_for(&a.precision, device)?;
     precision.check_device(device)?;
