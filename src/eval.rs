@@ -2,11 +2,13 @@
 //! ELBO, a one-sample reconstruction, the reconstruction at the posterior
 //! mean, and active units.
 //!
-//! Each image is one task: its encoder runs once (M = 1), its k samples go
-//! through the decoder in chunks whose log-weights fold into a streaming
-//! logsumexp, so memory is one chunk per thread whatever k is, and an image's
-//! estimate depends on nothing but its index, the seed and the checkpoint
-//! (not the batch size, the thread count or the other images).
+//! Each image's encoder runs once, its k samples go through the decoder in
+//! chunks whose log-weights fold into a streaming logsumexp, so memory is
+//! one chunk per thread whatever k is, and an image's estimate depends on
+//! nothing but its index, the seed and the checkpoint (not the batch size,
+//! the thread count or the other images). With large k an image is a task;
+//! with small k a task takes as many images as one chunk holds, so the
+//! GEMMs have rows enough to be efficient.
 use crate::data::{Binarize, Dataset};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -19,6 +21,7 @@ use crate::ops::Par;
 use crate::rng::{NoiseKey, Stream};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Samples per decoder pass: big enough for efficient GEMMs, small enough
@@ -148,67 +151,109 @@ pub struct EvalReport {
     pub seed: u64,
 }
 
-/// Estimates for one image, plus its posterior means (for active units).
-fn one_image(
+/// What a thread keeps between its groups of images: the workspace and the
+/// scratch of `image_group`, made once, so a group allocates nothing.
+struct GroupScratch {
+    ws: Workspace<f32>,
+    bf16: Vec<u32>,
+    items: Vec<u32>,
+    lse: Vec<Lse>,
+}
+
+/// Estimates for a group of images into `rows` and their posterior means
+/// into `means` ([g, Z + U], for active units). A group shares its GEMMs:
+/// its encoder runs over all its images at once and, when k is small, one
+/// decoder pass takes every image's k samples; with one image the k samples
+/// go in chunks. Each row of a GEMM is summed in the same order whatever the
+/// rows beside it, so an image's estimates are the same bits in any group
+/// (`tests/determinism.rs`).
+#[allow(clippy::too_many_arguments)]
+fn image_group(
     net: &Network<f32>,
     params: &[f32],
     data: &Dataset,
-    index: usize,
+    indices: &[usize],
     opts: &EvalOptions,
-    ws: &mut Workspace<f32>,
-    mut bf16: Option<(&Bf16Decoder, &mut Vec<u32>)>,
-) -> (ImageEstimate, Vec<f32>) {
+    bf16: Option<&Bf16Decoder>,
+    scratch: &mut GroupScratch,
+    rows: &mut [ImageEstimate],
+    means: &mut [f32],
+) {
     let cfg = &net.layout.config;
-    let d = data.pixels();
+    let (d, g) = (data.pixels(), indices.len());
+    let (zd, ud) = (cfg.z_dim, cfg.u_dim);
+    let GroupScratch { ws, bf16: bf16_scratch, items, lse } = scratch;
+    // Samples per image in one decoder pass: the whole k for a group of
+    // several images (group_size keeps g·k within the workspace's rows).
+    let per_pass = (ws.batch_cap * ws.k / g).min(opts.k);
+    debug_assert!(g == 1 || per_pass == opts.k, "a group of {g} images with k = {} split into passes", opts.k);
     let bin_key = NoiseKey::new(opts.seed, Stream::EvalBinarize, 0);
     let keys = LatentKeys {
         eps: NoiseKey::new(opts.seed, Stream::EvalEps, 0),
         eta: NoiseKey::new(opts.seed, Stream::EvalEta, 0),
     };
-    data.targets(index, opts.binarize, bin_key, &mut ws.scratch_u32, &mut ws.x[..d]);
-    net.encode(params, ws, 1, Par::Seq);
-    let mut means: Vec<f32> = ws.mu_z[..cfg.z_dim].to_vec();
-    means.extend_from_slice(&ws.mu_u[..cfg.u_dim]);
+    for (j, &index) in indices.iter().enumerate() {
+        data.targets(index, opts.binarize, bin_key, &mut ws.scratch_u32, &mut ws.x[j * d..(j + 1) * d]);
+    }
+    net.encode(params, ws, g, Par::Seq);
+    for (j, m) in means.chunks_exact_mut(zd + ud).enumerate() {
+        m[..zd].copy_from_slice(&ws.mu_z[j * zd..(j + 1) * zd]);
+        m[zd..].copy_from_slice(&ws.mu_u[j * ud..(j + 1) * ud]);
+    }
+    net.sample_latents(ws, g, 1, true);
+    net.decode(params, ws, g, 1, DecodeMode::Score, Par::Seq);
+    for ((row, &index), &lp) in rows.iter_mut().zip(indices).zip(&ws.logpx[..g]) {
+        *row = ImageEstimate {
+            index,
+            label: data.labels[index],
+            nll: f64::NAN,
+            elbo: 0.0, // Σ log w until the end
+            recon: f64::NAN,
+            recon_at_mean: -(lp as f64),
+        };
+    }
 
-    net.sample_latents(ws, 1, 1, true);
-    net.decode(params, ws, 1, 1, DecodeMode::Score, Par::Seq);
-    let recon_at_mean = -(ws.logpx[0] as f64);
-
-    let mut lse = Lse::default();
-    let mut sum = 0.0f64;
-    let mut recon = f64::NAN;
+    items.clear();
+    items.extend(indices.iter().map(|&i| i as u32));
+    lse.clear();
+    lse.resize(g, Lse::default());
     let mut s0 = 0;
     while s0 < opts.k {
-        let kk = opts.chunk.min(opts.k - s0);
-        net.fill_noise(ws, &[index as u32], kk, s0, keys.eps, keys.eta);
-        net.sample_latents(ws, 1, kk, false);
-        match bf16.as_mut() {
-            Some((layers, scratch)) => {
-                layers.forward(ws, kk, scratch);
-                net.decode_logits(params, ws, 1, kk, DecodeMode::Score, Par::Seq);
+        let kk = per_pass.min(opts.k - s0);
+        net.fill_noise(ws, items, kk, s0, keys.eps, keys.eta);
+        net.sample_latents(ws, g, kk, false);
+        match bf16 {
+            Some(layers) => {
+                layers.forward(ws, g * kk, bf16_scratch);
+                net.decode_logits(params, ws, g, kk, DecodeMode::Score, Par::Seq);
             }
-            None => net.decode(params, ws, 1, kk, DecodeMode::Score, Par::Seq),
+            None => net.decode(params, ws, g, kk, DecodeMode::Score, Par::Seq),
         }
-        net.log_weights(ws, 1, kk);
-        if s0 == 0 {
-            recon = -(ws.logpx[0] as f64);
-        }
-        for &v in &ws.logw[..kk] {
-            lse.push(v as f64);
-            sum += v as f64;
+        net.log_weights(ws, g, kk);
+        for (j, (row, lse)) in rows.iter_mut().zip(lse.iter_mut()).enumerate() {
+            if s0 == 0 {
+                row.recon = -(ws.logpx[j * kk] as f64);
+            }
+            for &v in &ws.logw[j * kk..(j + 1) * kk] {
+                lse.push(v as f64);
+                row.elbo += v as f64;
+            }
         }
         s0 += kk;
     }
     let k = opts.k as f64;
-    let est = ImageEstimate {
-        index,
-        label: data.labels[index],
-        nll: -(lse.value() - k.ln()),
-        elbo: -sum / k,
-        recon,
-        recon_at_mean,
-    };
-    (est, means)
+    for (row, lse) in rows.iter_mut().zip(lse.iter()) {
+        row.nll = -(lse.value() - k.ln());
+        row.elbo = -row.elbo / k;
+    }
+}
+
+/// Images per task: one when an image's k samples fill the chunk (large-k
+/// NLL), else as many as the chunk holds whole, but no fewer than four
+/// groups per thread so that every thread has work.
+fn group_size(images: usize, k: usize, chunk: usize) -> usize {
+    let per_thread = images.div_ceil(4 * rayon::current_num_threads());
+    (chunk / k).clamp(1, per_thread.max(1))
 }
 
 /// The decoder's three layers in bf16 (`ops::linear_bf16`), packed once per
@@ -284,22 +329,40 @@ pub fn evaluate_indices_reporting(
     data.check_fits(&net.layout.config)?;
     let t0 = Instant::now();
     let chunk = opts.chunk.min(opts.k);
+    let group = group_size(indices.len(), opts.k, opts.chunk);
     let bf16 = (opts.precision == Precision::Bf16).then(|| Bf16Decoder::new(net, params));
-    let results: Vec<(ImageEstimate, Vec<f32>)> = indices
-        .par_iter()
-        .copied()
+    // Each thread keeps one GroupScratch for the whole evaluation, made on
+    // its first group, and the results go straight into `rows` and `means`
+    // (allocated here): nothing is allocated per group. (With map_init's
+    // scratch per split and a result vector per image, glibc's arena for a
+    // worker fragmented between matrixmultiply's 800 KB packing buffers and
+    // mapped a fresh heap for each: --k 5 --chunk 5 ran 40% slower on
+    // 87 page faults an image.)
+    let dims = net.layout.config.z_dim + net.layout.config.u_dim;
+    let placeholder = ImageEstimate { index: 0, label: 0, nll: 0.0, elbo: 0.0, recon: 0.0, recon_at_mean: 0.0 };
+    let mut rows = vec![placeholder; indices.len()];
+    let mut means = vec![0f32; indices.len() * dims];
+    let slots: Vec<Mutex<Option<GroupScratch>>> = (0..rayon::current_num_threads()).map(|_| Mutex::new(None)).collect();
+    rows.par_chunks_mut(group)
+        .zip(means.par_chunks_mut(group * dims.max(1)))
+        .zip(indices.par_chunks(group))
         .with_max_len(1)
-        .map_init(
-            || (net.workspace(1, chunk, false), Vec::new()),
-            |(ws, scratch), i| {
-                let estimate = one_image(net, params, data, i, opts, ws, bf16.as_ref().map(|l| (l, scratch)));
-                done(1);
-                estimate
-            },
-        )
-        .collect();
+        .for_each(|((rows, means), images)| {
+            let slot = &slots[rayon::current_thread_index().unwrap_or(0) % slots.len()];
+            // Only this thread takes this slot, so the lock is never
+            // contended; a panic elsewhere leaves it usable.
+            let mut guard = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let scratch = guard.get_or_insert_with(|| GroupScratch {
+                ws: net.workspace(group, chunk, false),
+                bf16: Vec::new(),
+                items: Vec::with_capacity(group),
+                lse: Vec::with_capacity(group),
+            });
+            image_group(net, params, data, images, opts, bf16.as_ref(), scratch, rows, means);
+            done(images.len());
+        });
     let seconds = t0.elapsed().as_secs_f64();
-    let (rows, means): (Vec<ImageEstimate>, Vec<Vec<f32>>) = results.into_iter().unzip();
+    let means: Vec<Vec<f32>> = means.chunks(dims.max(1)).map(|m| m[..dims].to_vec()).collect();
     let report = summarize(&rows, &means, net.layout.config.z_dim, opts, seconds, "cpu".into());
     Ok((report, rows))
 }

@@ -147,6 +147,36 @@ fn per_image_nll_is_independent_of_batch_and_threads() {
     }
 }
 
+/// Small k: a task takes as many images as a chunk holds (chunk / k, at
+/// most ⌈images / (4 · threads)⌉), so the same 37 images go alone (chunk
+/// 5), in groups of 2, 3 and 5 on 2 threads (chunk 10, 15, 250; the last
+/// group shorter), and of 10 on 1 thread; every figure of every image is
+/// the same bits, and so is the report.
+#[test]
+fn small_k_groups_of_images_give_each_image_its_own_bits() {
+    let layout = Layout::new(iwtvae::model::ModelConfig { height: 28, width: 28, ..tiny_config(Transform::Tps) });
+    let params: Vec<f32> = tiny_params(&layout, 6).iter().map(|&v| v as f32).collect();
+    let net = Network::<f32>::new(layout);
+    let all = Dataset::load(Path::new(MNIST), Split::Test, Some(37)).unwrap();
+    let opts = |chunk| EvalOptions { k: 5, chunk, binarize: Binarize::Dynamic, seed: 4, precision: Default::default() };
+    let bits = |r: &iwtvae::eval::ImageEstimate| {
+        (r.index, r.nll.to_bits(), r.elbo.to_bits(), r.recon.to_bits(), r.recon_at_mean.to_bits())
+    };
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let (report, alone) = two.install(|| evaluate(&net, &params, &all, &opts(5))).unwrap();
+    for chunk in [10, 15, 250] {
+        let (grouped_report, grouped) = two.install(|| evaluate(&net, &params, &all, &opts(chunk))).unwrap();
+        for (a, b) in alone.iter().zip(&grouped) {
+            assert_eq!(bits(a), bits(b), "chunk {chunk}, image {}", a.index);
+        }
+        assert_eq!(report.nll.to_bits(), grouped_report.nll.to_bits(), "chunk {chunk}");
+        assert_eq!(report.active_units, grouped_report.active_units, "chunk {chunk}");
+    }
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let (_, single) = one.install(|| evaluate(&net, &params, &all, &opts(250))).unwrap();
+    assert!(alone.iter().zip(&single).all(|(a, b)| bits(a) == bits(b)), "one thread, one group of 37");
+}
+
 /// The progress callback hears of every image once, on the CPU (from the
 /// worker threads) and on the GPU path (per batch; the emulator here), and
 /// listening changes no estimate.
