@@ -62,6 +62,10 @@ fn train_one_epoch_then_eval_json() {
     let line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     let (start, end) = (line["loss_start"].as_f64().unwrap(), line["loss_end"].as_f64().unwrap());
     assert!(end < start - 20.0, "the loss did not fall: first steps {start}, last steps {end}");
+    // By default each epoch ends with the test split's bound at the training k.
+    let test_nll = line["test_nll"].as_f64().expect("test_nll in the log");
+    assert_eq!(line["test_k"], 5);
+    assert!(test_nll > 50.0 && test_nll <= line["test_elbo"].as_f64().unwrap(), "{line}");
 
     let per_image = dir.path().join("per_image.csv");
     let o = iwtvae(&[
@@ -443,6 +447,8 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
     for (args, flag) in [
         (&["train", "--k", "0"][..], "--k <K>"),
         (&["train", "--limit-train", "0"][..], "--limit-train"),
+        (&["train", "--test-k", "0"][..], "--test-k"),
+        (&["encode", "--checkpoint", "x", "--out", "c.csv", "--limit", "0"][..], "--limit"),
         (&["eval", "--checkpoint", "x", "--chunk", "0"][..], "--chunk"),
         (&["reproduce", "--jobs", "0"][..], "--jobs"),
         (&["show", "--checkpoint", "x", "--scale", "0"][..], "--scale"),
@@ -463,7 +469,7 @@ fn bad_input_is_a_clear_error_and_keeps_existing_files() {
 #[test]
 fn emulated_device_trains_and_evaluates_like_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
-    let mut losses = Vec::new();
+    let (mut losses, mut test_nlls) = (Vec::new(), Vec::new());
     for (device, precision) in [("cpu", "fp32"), ("emulated", "fp32"), ("emulated", "tf32")] {
         let out = dir.path().join(format!("{device}-{precision}"));
         let o = iwtvae(&[
@@ -490,6 +496,8 @@ fn emulated_device_trains_and_evaluates_like_the_cpu() {
             "1",
             "--eval-k",
             "0",
+            "--test-limit",
+            "12",
             "--out",
             out.to_str().unwrap(),
         ]);
@@ -500,6 +508,7 @@ fn emulated_device_trains_and_evaluates_like_the_cpu() {
         let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
         let line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
         losses.push(line["loss"].as_f64().unwrap());
+        test_nlls.push(line["test_nll"].as_f64().unwrap());
         let config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
         assert_eq!(config["precision"], precision, "the run records its precision");
@@ -508,7 +517,19 @@ fn emulated_device_trains_and_evaluates_like_the_cpu() {
     // TF32 GEMMs move an epoch's loss by ~2e-5 relative (gpu_parity's training tests).
     assert!((losses[0] - losses[2]).abs() <= 3e-4 * losses[0].abs(), "epoch loss cpu vs emulated tf32: {losses:?}");
     assert_ne!(losses[1], losses[2], "--precision tf32 trained as fp32");
+    // The monitor's bound on 12 test images, by the CPU evaluator and by the
+    // GPU's (TF32 decoder inputs by default on a GPU, so on the emulator),
+    // of models as far apart as their losses (TF32 training: ~3e-4 relative).
+    for (i, t) in test_nlls.iter().enumerate() {
+        assert!((t - test_nlls[0]).abs() < 1e-3 * test_nlls[0], "test nll cpu vs emulated run {i}: {test_nlls:?}");
+    }
+    // The CPU run's monitor is `eval` of its model on the first 12 test images.
     let ck = dir.path().join("cpu-fp32/checkpoint.safetensors");
+    let args = ["eval", "--data", MNIST, "--checkpoint", ck.to_str().unwrap(), "--k", "2", "--limit", "12", "--json"];
+    let o = iwtvae(&args);
+    assert!(o.status.success(), "eval failed: {}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(report["nll"].as_f64(), Some(test_nlls[0]), "the monitor is not eval --k 2 --limit 12");
     let mut nll = Vec::new();
     // `--precision auto` (the default) is fp32 on the CPU and tf32 on a GPU,
     // for which the emulator stands in.

@@ -72,6 +72,49 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     assert!(err.contains("different settings"), "{err}");
 }
 
+/// The test monitor reads the model and changes nothing: the same
+/// parameters as an unmonitored run, the held-out figures on the due
+/// epochs only (every 2 of 3: epochs 2 and 3, the last), and the last one
+/// what `eval` says of the final model with the same k and seed; a resumed
+/// run logs the same lines.
+#[test]
+fn the_test_monitor_logs_evals_figures_and_changes_no_training_bit() {
+    use iwtvae::device::Device;
+    use iwtvae::train::{train_monitored, TestMonitor};
+    let cfg = small_config();
+    let data = Dataset::load(Path::new(MNIST), Split::Train, cfg.limit_train).unwrap();
+    let test = Dataset::load(Path::new(MNIST), Split::Test, Some(40)).unwrap();
+    let monitor = TestMonitor { data: &test, every: 2, k: 4 };
+    let (plain, watched, resumed) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = train(&cfg, &data, plain.path(), false, &mut Silent).unwrap();
+    let b = train_monitored(Device::Cpu, &cfg, &data, Some(monitor), watched.path(), false, &mut Silent).unwrap();
+    assert_eq!(a.params, b.params, "monitoring changed the training");
+    let due: Vec<(usize, Option<usize>)> = b.logs.iter().map(|l| (l.epoch, l.test_k)).collect();
+    assert_eq!(due, [(1, None), (2, Some(4)), (3, Some(4))]);
+    assert!(a.logs.iter().all(|l| l.test_nll.is_none()));
+
+    let net = Network::<f32>::new(b.layout.clone());
+    let opts =
+        EvalOptions { k: 4, chunk: 250, binarize: Binarize::Dynamic, seed: cfg.seed, precision: Default::default() };
+    let (report, _) = evaluate(&net, &b.params, &test, &opts).unwrap();
+    let last = &b.logs[2];
+    assert_eq!((last.test_nll, last.test_elbo), (Some(report.nll), Some(report.elbo)));
+    assert!(last.test_seconds.is_some_and(|s| s >= 0.0));
+
+    train_monitored(Device::Cpu, &cfg, &data, Some(monitor), resumed.path(), false, &mut StopAfter(2, 0)).unwrap();
+    train_monitored(Device::Cpu, &cfg, &data, Some(monitor), resumed.path(), true, &mut Silent).unwrap();
+    let numbers = |dir: &Path| -> Vec<(Option<u64>, Option<u64>)> {
+        std::fs::read_to_string(dir.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<EpochLog>(l).unwrap())
+            .map(|l| (l.test_nll.map(f64::to_bits), l.test_elbo.map(f64::to_bits)))
+            .collect()
+    };
+    assert_eq!(numbers(resumed.path()), numbers(watched.path()));
+}
+
 /// A run killed after an epoch's optimizer state was written but before its
 /// checkpoint was resumes from the pair that matches (the state kept as
 /// optim.prev) and still ends bit-identical to an uninterrupted run.

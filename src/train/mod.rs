@@ -15,9 +15,11 @@ pub use run_dir::{EpochLog, RunPaths};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::eval::{evaluate_on, EvalOptions, Precision, DEFAULT_CHUNK};
 use crate::fsutil::atomic_write;
 use crate::model::checkpoint::save_checkpoint;
 use crate::model::{init_params, Layout};
+use crate::network::Network;
 use crate::objective::LatentKeys;
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
 use crate::rng::{epoch_permutation, NoiseKey, Stream};
@@ -87,6 +89,23 @@ pub trait Engine {
     ) -> Result<Vec<f64>>;
 }
 
+/// Held-out figures during training: after every `every` epochs and after
+/// the last, `eval`'s estimates with `k` samples over `data` (the test
+/// split, binarized and keyed as `eval --seed` keys it), in that epoch's log
+/// line. The training itself is untouched: the same steps, the same bits.
+#[derive(Clone, Copy)]
+pub struct TestMonitor<'a> {
+    pub data: &'a Dataset,
+    pub every: usize,
+    pub k: usize,
+}
+
+impl TestMonitor<'_> {
+    fn due(&self, epochs_done: usize, epochs: usize) -> bool {
+        self.every > 0 && (epochs_done.is_multiple_of(self.every) || epochs_done == epochs)
+    }
+}
+
 /// The outcome of a training run.
 pub struct Trained {
     pub layout: Layout,
@@ -116,7 +135,26 @@ pub fn train_on(
     resume: bool,
     progress: &mut dyn Progress,
 ) -> Result<Trained> {
+    train_monitored(device, cfg, data, None, out, resume, progress)
+}
+
+/// [`train_on`], with held-out figures in the log when `test` is given.
+pub fn train_monitored(
+    device: Device,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    test: Option<TestMonitor>,
+    out: &Path,
+    resume: bool,
+    progress: &mut dyn Progress,
+) -> Result<Trained> {
     cfg.validate()?;
+    if let Some(m) = &test {
+        if m.k == 0 {
+            return Err(Error::Config("--test-k must be at least 1".into()));
+        }
+        m.data.check_fits(&cfg.model_config(data.height, data.width)?)?;
+    }
     cfg.check_device(device)?; // before anything is written to --out
     let model = cfg.model_config(data.height, data.width)?;
     let layout = Layout::new(model);
@@ -185,7 +223,7 @@ pub fn train_on(
         let seconds = t0.elapsed().as_secs_f64();
         let edge = (step_losses.len() / 10).clamp(1, 10);
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let line = EpochLog {
+        let mut line = EpochLog {
             epoch: epoch + 1,
             loss: loss_sum / n as f64,
             loss_start: mean(&step_losses[..edge]),
@@ -193,7 +231,26 @@ pub fn train_on(
             lr,
             seconds,
             images_per_sec: n as f64 / seconds,
+            test_k: None,
+            test_nll: None,
+            test_elbo: None,
+            test_seconds: None,
         };
+        if let Some(m) = test.filter(|m| m.due(epoch + 1, cfg.epochs)) {
+            let opts = EvalOptions {
+                k: m.k,
+                chunk: DEFAULT_CHUNK,
+                binarize,
+                seed: cfg.seed,
+                precision: Precision::default_for(device),
+            };
+            let net = Network::<f32>::new(layout.clone());
+            let (report, _) = evaluate_on(device, &net, &params, m.data, &opts)?;
+            line.test_k = Some(m.k);
+            line.test_nll = Some(report.nll);
+            line.test_elbo = Some(report.elbo);
+            line.test_seconds = Some(report.seconds);
+        }
         append_log(&paths.log, &line)?;
         save_optim(&paths, &layout, &opt, epoch + 1, cfg)?;
         save_checkpoint(&paths.checkpoint, &layout, &params, &[("epoch", (epoch + 1).to_string())])?;

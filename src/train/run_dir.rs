@@ -21,6 +21,19 @@ pub struct EpochLog {
     pub lr: f64,
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// With a test monitor (`train --test-every`), at the epoch's end: the
+    /// test split's `eval` nll with `test_k` samples (for k > 1 the IWAE
+    /// bound, loose by what k = 5000 would tighten), its −ELBO, and the
+    /// seconds it took (not in `seconds`). Absent on other epochs; null
+    /// (JSON has no NaN) where a figure is not finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_k: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_nll: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_elbo: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_seconds: Option<f64>,
 }
 
 pub struct RunPaths {

@@ -100,6 +100,12 @@ pub fn plot_curves(
 
 /// (epoch, loss) pairs from a log.jsonl.
 pub fn read_log(path: &Path) -> Result<Vec<(f64, f64)>> {
+    read_log_field(path, "loss")
+}
+
+/// (epoch, `field`) for every line of a run's log.jsonl that has a number
+/// there (`test_nll` is on the monitored epochs only).
+pub fn read_log_field(path: &Path, field: &str) -> Result<Vec<(f64, f64)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -107,7 +113,7 @@ pub fn read_log(path: &Path) -> Result<Vec<(f64, f64)>> {
             path: path.to_path_buf(),
             problem: format!("line {}: not JSON ({e})", n + 1),
         })?;
-        if let (Some(e), Some(l)) = (v["epoch"].as_f64(), v["loss"].as_f64()) {
+        if let (Some(e), Some(l)) = (v["epoch"].as_f64(), v[field].as_f64()) {
             out.push((e, l));
         }
     }

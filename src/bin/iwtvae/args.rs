@@ -185,6 +185,16 @@ pub(crate) struct TrainArgs {
     /// Importance samples for the final test-set NLL (0 skips it).
     #[arg(long, default_value_t = 5000)]
     pub(crate) eval_k: usize,
+    /// The test split's bound (eval's nll with --test-k samples) in the log
+    /// every N epochs and after the last (0: never).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) test_every: usize,
+    /// Samples for that bound (default: the training --k).
+    #[arg(long, value_parser = count)]
+    pub(crate) test_k: Option<usize>,
+    /// Monitor on the first N test images only (the final evaluation takes them all).
+    #[arg(long, value_parser = count)]
+    pub(crate) test_limit: Option<usize>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub(crate) resume: bool,

@@ -55,7 +55,11 @@ pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
     }
     let log = run_dir.join("log.jsonl");
     if log.exists() {
-        let series = vec![("training loss (-bound, train set)".to_string(), curves::read_log(&log)?)];
+        let mut series = vec![("training loss (-bound, train set)".to_string(), curves::read_log(&log)?)];
+        let test = curves::read_log_field(&log, "test_nll")?;
+        if let (Some(k), false) = (curves::read_log_field(&log, "test_k")?.first(), test.is_empty()) {
+            series.push((format!("test -bound, k = {} (test set)", k.1), test));
+        }
         let last = series[0].1.last().map(|p| p.0).unwrap_or(1.0);
         let nll: Vec<(String, f64, f64)> = std::fs::read_to_string(run_dir.join("eval.json"))
             .ok()

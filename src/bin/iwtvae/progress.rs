@@ -64,8 +64,13 @@ impl Progress for Bar {
             b.finish_and_clear();
         }
         if !self.quiet {
+            let test = match (log.test_k, log.test_nll) {
+                (Some(k), Some(nll)) => format!("  test nll(k={k}) {nll:.4}"),
+                (Some(k), None) => format!("  test nll(k={k}) not finite"),
+                _ => String::new(),
+            };
             eprintln!(
-                "epoch {:>4}  loss {:.4}  lr {:.4}  {:.1} s  {:.0} img/s",
+                "epoch {:>4}  loss {:.4}{test}  lr {:.4}  {:.1} s  {:.0} img/s",
                 log.epoch, log.loss, log.lr, log.seconds, log.images_per_sec
             );
         }

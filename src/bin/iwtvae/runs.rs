@@ -10,7 +10,7 @@ use iwtvae::fsutil::atomic_write;
 use iwtvae::model::checkpoint::load_checkpoint;
 use iwtvae::network::Network;
 use iwtvae::optim::OptimizerKind;
-use iwtvae::train::{parse_binarize, train_on, TrainConfig};
+use iwtvae::train::{parse_binarize, train_monitored, TestMonitor, TrainConfig};
 use std::time::Instant;
 
 pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
@@ -53,10 +53,18 @@ pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
         cfg.epochs,
         a.out.display()
     );
+    let load_test = |limit| Dataset::load(&a.common.data, Split::Test, limit).context("loading the test set (--data)");
+    let test = if a.eval_k > 0 { Some(load_test(None)?) } else { None };
+    let monitored = match (a.test_every, a.test_limit, &test) {
+        (0, _, _) => None,
+        (_, None, Some(all)) => Some(std::borrow::Cow::Borrowed(all)),
+        (_, limit, _) => Some(std::borrow::Cow::Owned(load_test(limit)?)),
+    };
+    let monitor =
+        monitored.as_deref().map(|data| TestMonitor { data, every: a.test_every, k: a.test_k.unwrap_or(cfg.k) });
     let mut bar = Bar { bar: None, start: Instant::now(), images: 0, quiet: false };
-    let trained = train_on(device, &cfg, &data, &a.out, a.resume, &mut bar)?;
-    if a.eval_k > 0 {
-        let test = Dataset::load(&a.common.data, Split::Test, None).context("loading the test set (--data)")?;
+    let trained = train_monitored(device, &cfg, &data, monitor, &a.out, a.resume, &mut bar)?;
+    if let (true, Some(test)) = (a.eval_k > 0, &test) {
         eprintln!("evaluating on {} test images with k = {} ...", test.len(), a.eval_k);
         let net = Network::<f32>::new(trained.layout.clone());
         let opts = EvalOptions {
@@ -66,7 +74,7 @@ pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
             seed: a.common.seed,
             precision: iwtvae::eval::Precision::default_for(device),
         };
-        let (report, _) = evaluate_with_bar(device, &net, &trained.params, &test, &opts)?;
+        let (report, _) = evaluate_with_bar(device, &net, &trained.params, test, &opts)?;
         let path = a.out.join("eval.json");
         atomic_write(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
         print_report(&report);
