@@ -114,32 +114,25 @@ pub fn encode_with<S>(
             }
         })
         .collect();
-    let mut all = Codes {
-        z_dim: cfg.z_dim,
-        u_dim: cfg.u_dim,
-        theta_dim: t,
-        mu_z: Vec::new(),
-        log_sigma_z: Vec::new(),
-        mu_u: Vec::new(),
-        log_sigma_u: Vec::new(),
-        theta: Vec::new(),
-        warp_rotation_deg: Vec::new(),
-        labels: Vec::new(),
-    };
-    for p in parts {
-        all.mu_z.extend(p.mu_z);
-        all.log_sigma_z.extend(p.log_sigma_z);
-        all.mu_u.extend(p.mu_u);
-        all.log_sigma_u.extend(p.log_sigma_u);
-        all.theta.extend(p.theta);
-        all.warp_rotation_deg.extend(p.warp_rotation_deg);
-        all.labels.extend(p.labels);
-    }
+    let mut parts = parts.into_iter();
+    let mut all = parts.next().ok_or_else(|| Error::Config("no images to encode".into()))?;
+    parts.for_each(|p| all.append(p));
     all.check_finite()?;
     Ok(all)
 }
 
 impl Codes {
+    /// The next images' codes after these.
+    fn append(&mut self, p: Codes) {
+        self.mu_z.extend(p.mu_z);
+        self.log_sigma_z.extend(p.log_sigma_z);
+        self.mu_u.extend(p.mu_u);
+        self.log_sigma_u.extend(p.log_sigma_u);
+        self.theta.extend(p.theta);
+        self.warp_rotation_deg.extend(p.warp_rotation_deg);
+        self.labels.extend(p.labels);
+    }
+
     pub fn images(&self) -> usize {
         self.labels.len()
     }

@@ -207,6 +207,8 @@ pub fn train_monitored(
             Box::new(crate::cuda::train::GpuEngine::new(gpu, &layout, cfg, data, &params, &opt)?)
         }
     };
+    // The monitor with its network (its TPS basis), made once per run.
+    let monitor = test.map(|m| (m, Network::<f32>::new(layout.clone())));
     let n = data.len();
     let steps = n.div_ceil(cfg.batch_size);
     let mut logs = Vec::new();
@@ -236,7 +238,7 @@ pub fn train_monitored(
             test_elbo: None,
             test_seconds: None,
         };
-        if let Some(m) = test.filter(|m| m.due(epoch + 1, cfg.epochs)) {
+        if let Some((m, net)) = monitor.as_ref().filter(|(m, _)| m.due(epoch + 1, cfg.epochs)) {
             let opts = EvalOptions {
                 k: m.k,
                 chunk: DEFAULT_CHUNK,
@@ -244,8 +246,7 @@ pub fn train_monitored(
                 seed: cfg.seed,
                 precision: Precision::default_for(device),
             };
-            let net = Network::<f32>::new(layout.clone());
-            let (report, _) = evaluate_on(device, &net, &params, m.data, &opts)?;
+            let (report, _) = evaluate_on(device, net, &params, m.data, &opts)?;
             line.test_k = Some(m.k);
             line.test_nll = Some(report.nll);
             line.test_elbo = Some(report.elbo);
