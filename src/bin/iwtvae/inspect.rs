@@ -126,7 +126,11 @@ pub(crate) fn run_probe(a: ProbeArgs) -> Result<()> {
     }
     if let Some(row) = r.rows.iter().max_by(|a, b| a.angle_deg.abs().total_cmp(&b.angle_deg.abs())) {
         if let Some(by_class) = &row.warp_turn_by_class_deg {
-            let list: Vec<String> = by_class.iter().enumerate().map(|(c, v)| format!("{c}: {v:.1}°")).collect();
+            let list: Vec<String> = by_class
+                .iter()
+                .enumerate()
+                .map(|(c, v)| if v.is_nan() { format!("{c}: —") } else { format!("{c}: {v:.1}°") })
+                .collect();
             println!("warp turn per class at {}°: {}", row.angle_deg, list.join(", "));
         }
     }
