@@ -268,10 +268,17 @@ impl<T: Real> CornerPlan<'_, T> {
         // A max, not `all`: it vectorizes.
         let max_idx = idx.iter().fold(0u32, |m, &i| m.max(i));
         assert!((max_idx as usize) < dc.len(), "corner index {max_idx} outside the image");
+        // One slice per corner, each exactly n long, so indexing by p < n
+        // needs no bounds check in the loop.
+        let (i0, i1, i2, i3) = (&idx[..n], &idx[n..2 * n], &idx[2 * n..3 * n], &idx[3 * n..]);
+        let (a0, a1, a2, a3) = (&add[..n], &add[n..2 * n], &add[2 * n..3 * n], &add[3 * n..]);
         in_scatter_order(n, |p| {
-            for q in 0..4 {
-                // SAFETY: every index was checked against dc.len() above.
-                unsafe { *dc.get_unchecked_mut(idx[q * n + p] as usize) += add[q * n + p] };
+            // SAFETY: every index was checked against dc.len() above.
+            unsafe {
+                *dc.get_unchecked_mut(i0[p] as usize) += a0[p];
+                *dc.get_unchecked_mut(i1[p] as usize) += a1[p];
+                *dc.get_unchecked_mut(i2[p] as usize) += a2[p];
+                *dc.get_unchecked_mut(i3[p] as usize) += a3[p];
             }
         });
     }
