@@ -33,10 +33,10 @@ pub struct Codes {
     /// [n, T]: the warp's parameters at u = μu, as the decoder forms them
     /// (identity added; empty for transform none).
     pub theta: Vec<f32>,
-    /// [n]: the rotation of that warp in degrees, counter-clockwise as
+    /// `[n]`: the rotation of that warp in degrees, counter-clockwise as
     /// displayed (`probe::warp_rotation_deg`; empty for transform none).
     pub warp_rotation_deg: Vec<f64>,
-    /// [n]
+    /// `[n]`
     pub labels: Vec<u8>,
 }
 
@@ -159,9 +159,9 @@ impl Codes {
     }
 
     /// The codes as safetensors: F32 `mu_z`, `log_sigma_z` [n, Z], `mu_u`,
-    /// `log_sigma_u` [n, U], `theta` [n, T], F64 `warp_rotation_deg` [n]
+    /// `log_sigma_u` `[n, U]`, `theta` `[n, T]`, F64 `warp_rotation_deg` `[n]`
     /// (the u tensors, θ and the rotation only with a transform), U8
-    /// `label` [n]; `metadata` goes to `__metadata__`.
+    /// `label` `[n]`; `metadata` goes to `__metadata__`.
     pub fn safetensors(&self, metadata: HashMap<String, String>) -> Vec<u8> {
         let n = self.images();
         let f32s = |v: &[f32]| v.iter().flat_map(|e| e.to_le_bytes()).collect::<Vec<u8>>();

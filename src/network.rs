@@ -105,7 +105,7 @@ pub struct Workspace<T> {
     /// use their own.
     pub corner_idx: Vec<u32>,
     pub corner_add: Vec<T>,
-    /// f64 scratch of the objective: [k] log-weights and weights, [B] KL.
+    /// f64 scratch of the objective: `[k]` log-weights and weights, `[B]` KL.
     pub lse_lw: Vec<f64>,
     pub lse_w: Vec<f64>,
     pub kl: Vec<f64>,
@@ -220,7 +220,7 @@ impl<T: Real> Network<T> {
         }
     }
 
-    /// ε, η for rows r = b·k + s: item = items[b], sample = sample0 + s.
+    /// ε, η for rows r = b·k + s: item = `items[b]`, sample = sample0 + s.
     pub fn fill_noise(
         &self,
         ws: &mut Workspace<T>,
@@ -390,7 +390,7 @@ impl<T: Real> Network<T> {
         });
     }
 
-    /// log w[r] from log p(x|z,u) and the latent terms.
+    /// log `w[r]` from log p(x|z,u) and the latent terms.
     pub fn log_weights(&self, ws: &mut Workspace<T>, b: usize, k: usize) {
         let (zd, ud) = (self.layout.config.z_dim, self.layout.config.u_dim);
         let half = T::of(0.5);
@@ -424,7 +424,7 @@ impl<T: Real> Network<T> {
     }
 
     /// Backward of the whole model into `grads` (accumulated; same layout as
-    /// params), after `decode(.., DecodeMode::Train, ..)`. Needs ws.coef_px[r] = ∂Loss/∂log p(x|z_r,u_r), ws.coef_w[r] =
+    /// params), after `decode(.., DecodeMode::Train, ..)`. Needs `ws.coef_px[r]` = ∂Loss/∂log p(x|z_r,u_r), `ws.coef_w[r]` =
     /// ∂Loss/∂(explicit latent terms of log w_r), and `kl_scale` = ∂Loss/∂KL_b
     /// (elbo-kl; 0 otherwise).
     #[allow(clippy::too_many_arguments)]

@@ -39,7 +39,7 @@ impl Objective {
 }
 
 /// The loss (−L, mean over the b images) and, in ws.coef_px / ws.coef_w,
-/// the coefficients the backward needs. ws.kl[i] is image i's analytic KL
+/// the coefficients the backward needs. `ws.kl[i]` is image i's analytic KL
 /// (elbo-kl only). Returns (loss, kl_scale).
 pub fn loss_and_coefficients<T: Real>(obj: Objective, ws: &mut Workspace<T>, b: usize, k: usize) -> (f64, T) {
     let Workspace { logpx, logw, coef_px, coef_w, lse_lw, lse_w, kl, .. } = ws;

@@ -22,7 +22,7 @@ pub trait Real: Float + Debug + Default + Send + Sync + Sum + AddAssign + SubAss
     /// `self` must be finite and within i32's range.
     unsafe fn trunc_i32_unchecked(self) -> i32;
     fn from_i32(v: i32) -> Self;
-    /// C[m,n] = alpha·A[m,k]·B[k,n] + beta·C with arbitrary strides (matrixmultiply).
+    /// `C[m,n] = alpha·A[m,k]·B[k,n] + beta·C` with arbitrary strides (matrixmultiply).
     ///
     /// # Safety
     /// Every strided index of A, B and C must lie inside its allocation.

@@ -104,12 +104,12 @@ impl NoiseKey {
         philox4x32_10([block, sample, item, self.hi], self.key)
     }
 
-    /// out[d] = uniform for dims 0..out.len().
+    /// `out[d]` = uniform for dims 0..out.len().
     pub fn uniforms(&self, item: u32, sample: u32, out: &mut [f32]) {
         uniforms_wide(self, item, sample, out)
     }
 
-    /// out[d] = standard normal for dims 0..out.len().
+    /// `out[d]` = standard normal for dims 0..out.len().
     pub fn normals<T: crate::Real>(&self, item: u32, sample: u32, out: &mut [T]) {
         normals_wide(self, item, sample, out)
     }

@@ -386,7 +386,7 @@ impl Gpu {
 }
 
 /// The layer wrappers on host slices, for the parity tests: W [out, inp]
-/// and b [out] in torch's layout.
+/// and b `[out]` in torch's layout.
 impl Gpu {
     /// y [rows, out] = act(x · Wᵀ + b).
     pub fn linear_layer(&self, x: &[f32], w: &[f32], b: &[f32], rows: usize, relu: bool) -> Result<Vec<f32>> {

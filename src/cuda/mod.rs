@@ -169,7 +169,7 @@ impl Gpu {
         }
     }
 
-    /// out[r, d] for r = b·k + s: uniforms of (items[b], sample0 + s, d).
+    /// `out[r, d]` for r = b·k + s: uniforms of (`items[b]`, sample0 + s, d).
     pub fn philox(
         &self,
         normals: bool,
@@ -204,7 +204,7 @@ impl Gpu {
         s.dtoh(&out)
     }
 
-    /// out[r, p] = bilinear(c[r], xs[r, p], ys[r, p]) for rows of [h·w].
+    /// `out[r, p] = bilinear(c[r], xs[r, p], ys[r, p])` for rows of `[h·w]`.
     pub fn grid_sample_fwd(&self, c: &[f32], xs: &[f32], ys: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
         let d = h * w;
         Self::check(

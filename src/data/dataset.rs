@@ -124,7 +124,7 @@ impl Dataset {
         &self.images[i * d..(i + 1) * d]
     }
 
-    /// Write the targets of image `index` into `out` ([pixels]). Binarized
+    /// Write the targets of image `index` into `out` (`[pixels]`). Binarized
     /// draws use sample 0 of `key`'s stream with the image index as the item.
     pub fn targets<T: Real>(
         &self,

@@ -5,7 +5,7 @@ use crate::rng::{NoiseKey, Stream};
 use crate::Real;
 use std::ops::Range;
 
-/// One nn.Linear: weight [out, in] and bias [out], torch layout.
+/// One nn.Linear: weight `[out, in]` and bias `[out]`, torch layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinearSlot {
     pub w: usize,

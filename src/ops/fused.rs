@@ -22,7 +22,7 @@ use crate::Real;
 
 /// Per-row buffers of the transform (unused when the transform is none).
 pub struct RowGrid<'a, T> {
-    /// [D] scratch for the per-pixel log-likelihood terms.
+    /// `[D]` scratch for the per-pixel log-likelihood terms.
     pub terms: &'a mut [T],
     pub p: &'a mut [T],
     pub gx: &'a mut [T],
@@ -57,13 +57,13 @@ pub struct RowBackward<'a, T> {
     pub x: &'a [T],
     /// ∂Loss/∂log p(x|z,u) of this row.
     pub coef: T,
-    /// Scratch [D] for ∂Loss/∂p.
+    /// Scratch `[D]` for ∂Loss/∂p.
     pub dp: &'a mut [T],
     pub dgx: &'a mut [T],
     pub dgy: &'a mut [T],
-    /// Out: ∂Loss/∂logits [D].
+    /// Out: ∂Loss/∂logits `[D]`.
     pub da: &'a mut [T],
-    /// Out: ∂Loss/∂θ [T] (empty for transform none).
+    /// Out: ∂Loss/∂θ `[T]` (empty for transform none).
     pub dtheta: &'a mut [T],
 }
 
@@ -94,9 +94,9 @@ pub struct RowTrain<'a, T> {
     /// Scratch [4·D] each: the bilinear backward's scatter plan.
     pub corner_idx: &'a mut [u32],
     pub corner_add: &'a mut [T],
-    /// Out: ∂log p(x|z,u)/∂logits [D] (the backward with coef = 1).
+    /// Out: ∂log p(x|z,u)/∂logits `[D]` (the backward with coef = 1).
     pub da: &'a mut [T],
-    /// Out: ∂log p(x|z,u)/∂θ [T] (empty for transform none).
+    /// Out: ∂log p(x|z,u)/∂θ `[T]` (empty for transform none).
     pub dtheta: &'a mut [T],
 }
 

@@ -3,7 +3,7 @@
 //! Output pixel (i, j) sits at x_j = −1 + 2j/(W−1), y_i = −1 + 2i/(H−1)
 //! (align_corners = true).
 //! - affine: (xs, ys) = θ·(x, y, 1), θ 2×3 row-major, identity (1,0,0, 0,1,0).
-//! - tps:    xs = M·Qx, ys = M·Qy with θ = (Qx[g²], Qy[g²]), identity (PX, PY);
+//! - tps:    xs = M·Qx, ys = M·Qy with θ = (`Qx[g²]`, `Qy[g²]`), identity (PX, PY);
 //!   g² multiply-adds per coordinate on the fly, M from `tps::tps_matrix`,
 //!   stored transposed ([g², H·W]) so both directions run along pixels.
 use super::tps::{control_points, tps_matrix};
@@ -147,8 +147,8 @@ impl<T: Real> Warp<T> {
         }
     }
 
-    /// dθ (overwritten) from dxs, dys of one row: dθ[q] = Σ_p B[p,q]·dxs[p],
-    /// dθ[nb+q] = Σ_p B[p,q]·dys[p]. Basis rows go in blocks of BLOCK with
+    /// dθ (overwritten) from dxs, dys of one row: `dθ[q] = Σ_p B[p,q]·dxs[p]`,
+    /// `dθ[nb+q] = Σ_p B[p,q]·dys[p]`. Basis rows go in blocks of BLOCK with
     /// LANES partial sums each, so all 2·BLOCK accumulators stay in
     /// registers and each block is one pass over the (L1-resident) row.
     #[inline(always)]

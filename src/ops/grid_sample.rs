@@ -96,7 +96,7 @@ fn floor_in_image<T: Real>(v: T) -> i32 {
     unsafe { v.trunc_i32_unchecked() }
 }
 
-/// out[p] = bilinear(c, xs[p], ys[p]).
+/// `out[p] = bilinear(c, xs[p], ys[p])`.
 ///
 /// The same arithmetic as `footprint` + `sample`, branch-free
 /// (`clamped_footprint`) so that the loop vectorizes (gathers on AVX2); a

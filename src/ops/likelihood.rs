@@ -64,7 +64,7 @@ pub fn lane_sum<T: Real>(n: usize, f: impl Fn(usize) -> T) -> T {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// Σ_j log p(x_j | p_j) over a row. `terms` ([D] scratch) receives the
+/// Σ_j log p(x_j | p_j) over a row. `terms` (`[D]` scratch) receives the
 /// per-pixel terms first: that loop has no cross-iteration dependency and
 /// vectorizes; the lane-wise sum then runs over plain numbers.
 #[inline(always)]

@@ -41,7 +41,7 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
-/// C[m,n] (row-major, leading dimension n) = A·B + beta·C.
+/// `C[m,n]` (row-major, leading dimension n) = A·B + beta·C.
 pub fn gemm<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], par: Par) {
     gemm_ld(a, b, beta, c, b.cols, par)
 }
@@ -76,7 +76,7 @@ pub fn round_to_tf32(v: f32) -> f32 {
     f32::from_bits((u + 0x1000) & 0xffff_e000)
 }
 
-/// C[m,n] (row-major, leading dimension ldc ≥ n) = A·B + beta·C.
+/// `C[m,n]` (row-major, leading dimension ldc ≥ n) = A·B + beta·C.
 pub fn gemm_ld<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], ldc: usize, par: Par) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions {k} vs {}", b.rows);
@@ -129,7 +129,7 @@ pub fn gemm_ld<T: Real>(a: Mat<T>, b: Mat<T>, beta: T, c: &mut [T], ldc: usize, 
     });
 }
 
-/// y[n,out] = act(x[n,in] · Wᵀ + b).
+/// `y[n,out] = act(x[n,in] · Wᵀ + b)`.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_forward<T: Real>(
     x: &[T],
@@ -167,7 +167,7 @@ pub fn relu_backward<T: Real>(y: &[T], dy: &mut [T]) {
     }
 }
 
-/// dx[n,in] = dy[n,out] · W (+ dx when `accumulate`).
+/// `dx[n,in] = dy[n,out] · W` (+ dx when `accumulate`).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_input<T: Real>(
     dy: &[T],
@@ -183,7 +183,7 @@ pub fn linear_backward_input<T: Real>(
     gemm(Mat::row_major(dy, n, out), Mat::row_major(w, out, inp), beta, dx, par);
 }
 
-/// dW[out,in] += dyᵀ · x;  db[out] += Σ_n dy.
+/// `dW[out,in] += dyᵀ · x`,  `db[out] += Σ_n dy`.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_params<T: Real>(
     x: &[T],

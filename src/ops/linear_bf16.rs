@@ -91,7 +91,7 @@ pub struct Bf16Linear {
 }
 
 impl Bf16Linear {
-    /// From nn.Linear's weight [out, in] and bias [out].
+    /// From nn.Linear's weight `[out, in]` and bias `[out]`.
     pub fn new(w: &[f32], b: &[f32], out: usize, inp: usize) -> Self {
         assert!(w.len() == out * inp && b.len() == out, "Bf16Linear: weight [{out}, {inp}] and bias [{out}]");
         let (pairs, panels) = (inp.div_ceil(2), out.div_ceil(LANES));
@@ -107,7 +107,7 @@ impl Bf16Linear {
         Bf16Linear { out, inp, pairs, panels, w: packed, bias: b.to_vec() }
     }
 
-    /// y[n,out] = act(x[n,in] · Wᵀ + b) in bf16 × bf16 → fp32 (the module
+    /// `y[n,out] = act(x[n,in] · Wᵀ + b)` in bf16 × bf16 → fp32 (the module
     /// doc's order). `scratch` holds x's bf16 pairs; it grows once.
     pub fn forward(&self, x: &[f32], n: usize, act: Activation, y: &mut [f32], scratch: &mut Vec<u32>) {
         let (inp, pairs) = (self.inp, self.pairs);

@@ -1,10 +1,12 @@
 //! Thin-plate-spline kernel matrix (SPEC §1).
 //!
-//! Control points P_n (n < g²) on meshgrid(linspace(-1,1,g)) with x fastest.
-//! L = [[K, P], [Pᵀ, 0]], K_mn = U(|P_m − P_n|²), P = [1, PX, PY],
-//! U(r²) = r² ln r² (U(0) = 0), Li = L⁻¹. Every grid point p maps to
-//! (xs, ys) = M[p,:] · (Qx, Qy) with
-//! M[p,:] = [1, x_p, y_p] · Li[g²:, :g²] + [U(|p − P_n|²)]_n · Li[:g², :g²].
+//! ```text
+//! control points P_n (n < g²) on meshgrid(linspace(-1,1,g)), x fastest
+//! L = [[K, P], [Pᵀ, 0]],  K_mn = U(|P_m − P_n|²),  P = [1, PX, PY]
+//! U(r²) = r² ln r² (U(0) = 0),  Li = L⁻¹
+//! every grid point p maps to (xs, ys) = M[p,:] · (Qx, Qy) with
+//! M[p,:] = [1, x_p, y_p] · Li[g²:, :g²] + [U(|p − P_n|²)]_n · Li[:g², :g²]
+//! ```
 //! M is fixed for a given image size and g: computed once, in f64.
 
 /// U(r²) = r² ln r², with U(0) = 0.

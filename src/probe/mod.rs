@@ -64,7 +64,7 @@ pub struct AngleRow {
     /// the digit does (degrees, see `warp_rotation_deg`): the rotation
     /// angle itself when u takes the whole rotation, 0 when z does.
     pub warp_turn_deg: Option<f64>,
-    /// The same per class of the label, [10] (NaN for a class absent from
+    /// The same per class of the label, `[10]` (NaN for a class absent from
     /// the test digits): how much of the turn the warp takes differs by digit.
     pub warp_turn_by_class_deg: Option<Vec<f64>>,
 }
@@ -351,7 +351,7 @@ impl Turn {
         grid_sample_row(img, h, w, &self.xs, &self.ys, out);
     }
 
-    /// The targets of image `index` of `data` turned into `out` [pixels]:
+    /// The targets of image `index` of `data` turned into `out` `[pixels]`:
     /// the grey image turned, then, binarized, drawn with the upright
     /// image's uniforms (`Dataset::targets`'s key and item), so that the
     /// turn is the only difference. At 0° exactly the upright targets, not

@@ -23,7 +23,7 @@ pub struct LinearDiscriminant {
 }
 
 impl LinearDiscriminant {
-    /// Fit on rows x [n, d] with labels [n] in 0..classes.
+    /// Fit on rows x `[n, d]` with labels `[n]` in 0..classes.
     pub fn fit(x: &[f64], labels: &[u8], d: usize, classes: usize) -> Result<Self> {
         let n = labels.len();
         check_rows("LinearDiscriminant::fit", x, n, d)?;
@@ -79,7 +79,7 @@ impl LinearDiscriminant {
         Ok(LinearDiscriminant { d, weights, offsets })
     }
 
-    /// The most probable class of one row [d].
+    /// The most probable class of one row `[d]`.
     pub fn predict(&self, row: &[f64]) -> usize {
         let mut best = (0, f64::NEG_INFINITY);
         for (c, (w, b)) in self.weights.chunks_exact(self.d.max(1)).zip(&self.offsets).enumerate() {
@@ -132,7 +132,7 @@ impl NormalEquations {
         }
     }
 
-    /// One row [d] and its target (rows of another length are refused by `solve`).
+    /// One row `[d]` and its target (rows of another length are refused by `solve`).
     pub fn add(&mut self, row: &[f64], y: f64) {
         let d = self.d;
         if row.len() != d {
@@ -179,7 +179,7 @@ impl NormalEquations {
 }
 
 impl LeastSquares {
-    /// Fit on rows x [n, d] with targets y [n].
+    /// Fit on rows x `[n, d]` with targets y `[n]`.
     pub fn fit(x: &[f64], y: &[f64], d: usize) -> Result<Self> {
         check_rows("LeastSquares::fit", x, y.len(), d)?;
         let mut eq = NormalEquations::new(d);
