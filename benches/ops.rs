@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
         });
         let (mut dgx, mut dgy, mut da, mut dth) =
             (vec![0f32; D], vec![0f32; D], vec![0f32; D], vec![0f32; theta.len()]);
-        let (mut cidx, mut cadd) = (vec![0u32; 4 * D], vec![0f32; 4 * D]);
+        let (mut cidx, mut cadd) = (vec![0u32; 2 * D], vec![0f32; 4 * D]);
         let none = transform == Transform::None;
         g.bench_function(format!("decode_row_train x{ROWS} {}", transform.name()), |b| {
             b.iter(|| {

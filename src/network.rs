@@ -100,7 +100,8 @@ pub struct Workspace<T> {
     pub row_terms: Vec<T>,
     pub row_dgx: Vec<T>,
     pub row_dgy: Vec<T>,
-    /// Training's scatter plans ([4·D] per row, `ops::grid_sample::CornerPlan`):
+    /// Training's scatter plans (`[2·D]` pair starts and `[4·D]` additions per
+    /// row, `ops::grid_sample::CornerPlan`):
     /// row 0 serves rows decoded one after another; rows decoded in parallel
     /// use their own.
     pub corner_idx: Vec<u32>,
@@ -186,7 +187,7 @@ impl<T: Real> Network<T> {
             row_terms: v(d),
             row_dgx: v(d),
             row_dgy: v(d),
-            corner_idx: if with_backward && has_t { vec![0; n * 4 * d] } else { Vec::new() },
+            corner_idx: if with_backward && has_t { vec![0; n * 2 * d] } else { Vec::new() },
             corner_add: if with_backward { tv(n * 4 * d) } else { Vec::new() },
             lse_lw: vec![0.0; k],
             lse_w: vec![0.0; k],
@@ -330,7 +331,7 @@ impl<T: Real> Network<T> {
             (RowsMut::new(&mut ws.row_dgx, d, 1), RowsMut::new(&mut ws.row_dgy, d, 1))
         };
         let (cidx_rows, cadd_rows) = if train && has_t {
-            (RowsMut::new(&mut ws.corner_idx, 4 * d, n), RowsMut::new(&mut ws.corner_add, 4 * d, n))
+            (RowsMut::new(&mut ws.corner_idx, 2 * d, n), RowsMut::new(&mut ws.corner_add, 4 * d, n))
         } else {
             (RowsMut::new(&mut ws.corner_idx[..0], 0, 0), RowsMut::new(&mut ws.corner_add[..0], 0, 0))
         };

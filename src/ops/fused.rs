@@ -91,7 +91,7 @@ fn backward_row<T: Real>(warp: &Warp<T>, r: RowBackward<T>) {
 pub struct RowTrain<'a, T> {
     pub dgx: &'a mut [T],
     pub dgy: &'a mut [T],
-    /// Scratch [4·D] each: the bilinear backward's scatter plan.
+    /// Scratch `[2·D]` and `[4·D]`: the bilinear backward's scatter plan.
     pub corner_idx: &'a mut [u32],
     pub corner_add: &'a mut [T],
     /// Out: ∂log p(x|z,u)/∂logits `[D]` (the backward with coef = 1).
@@ -178,7 +178,7 @@ fn sample_and_differentiate<T: Real, const BINARY: bool>(
     plan: &mut CornerPlan<T>,
 ) -> T {
     let d = c.len();
-    assert!(d == warp.height * warp.width && plan.idx.len() >= 4 * d && plan.add.len() >= 4 * d);
+    assert!(d == warp.height * warp.width && plan.idx.len() >= 2 * d && plan.add.len() >= 4 * d);
     let (xs, ys, x, terms, dxs, dys) = (&xs[..d], &ys[..d], &x[..d], &mut terms[..d], &mut dxs[..d], &mut dys[..d]);
     let geo = Geometry::new(warp.height, warp.width);
     for j in 0..d {
@@ -259,7 +259,7 @@ mod tests {
                 let mut c2 = logits.clone();
                 let (mut terms2, mut p2, mut gx2, mut gy2) = (z(d), z(d), z(d), z(d));
                 let (mut dgx2, mut dgy2, mut da2, mut dth2) = (z(d), z(d), z(d), z(t));
-                let (mut idx, mut add) = (vec![0u32; 4 * d], z(4 * d));
+                let (mut idx, mut add) = (vec![0u32; 2 * d], z(4 * d));
                 let lp2 = decode_row_train(
                     &warp,
                     &mut c2,

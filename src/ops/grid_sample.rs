@@ -241,12 +241,27 @@ pub fn in_scatter_order(n: usize, mut f: impl FnMut(usize)) {
     }
 }
 
-/// The scatter half of the bilinear backward, planned by a vectorized pass:
-/// for every pixel p of a row of n, its four corners' indices into c and
-/// what each receives (∂/∂p times the bilinear weight; 0 for a non-finite
-/// pixel), corner-major: `idx[q·n + p]`, `add[q·n + p]`, q = 00, 01, 10, 11.
+/// The scatter half of the bilinear backward, planned by a vectorized pass.
+///
+/// A pixel's four corners are two pairs of neighbours in a row of c (00, 01
+/// and 10, 11), so the plan records, for every pixel p of a row of n, where
+/// each pair starts and what its two elements receive (∂/∂p times the
+/// bilinear weights; 0 for a non-finite pixel), and the scatter adds each
+/// pair with one two-lane load, add and store: `idx[r·n + p]` and
+/// `add[(2r + e)·n + p]` for pair r = 0 (row y0), 1 (row y1) and element e.
+///
+/// Where the footprint is clamped at the right edge (x0 = x1 = W − 1, so
+/// tx = 0), corners 01 and 11 are corners 00 and 10 again and receive ±0;
+/// the pair then starts one element to the left and the weight moves to its
+/// second element, the ±0 to its first. This is the same sum, bit for bit,
+/// as four scalar additions in corner order: the elements start at +0, so a
+/// running sum is never −0 (round to nearest gives −0 only for −0 + −0),
+/// and adding ±0 to anything else leaves it unchanged. Needs W ≥ 2, which
+/// `ModelConfig` enforces.
 pub struct CornerPlan<'a, T> {
+    /// [2·n] used of the caller's [4·n].
     pub idx: &'a mut [u32],
+    /// [4·n].
     pub add: &'a mut [T],
 }
 
@@ -254,32 +269,103 @@ impl<T: Real> CornerPlan<'_, T> {
     /// Records pixel p's corners (from `clamped_footprint`) and ∂/∂p.
     #[inline(always)]
     pub fn set(&mut self, n: usize, p: usize, i: [usize; 4], tx: T, ty: T, dout: T) {
-        let add = corner_weights(dout, tx, ty);
-        for q in 0..4 {
-            self.idx[q * n + p] = i[q] as u32;
-            self.add[q * n + p] = add[q];
-        }
+        let [a00, a01, a10, a11] = corner_weights(dout, tx, ty);
+        // i01 − 1 is x0's element, or x0 − 1's where clamped (W ≥ 2).
+        let clamped = i[0] == i[1];
+        self.idx[p] = i[1] as u32 - 1;
+        self.idx[n + p] = i[3] as u32 - 1;
+        self.add[p] = if clamped { a01 } else { a00 };
+        self.add[n + p] = if clamped { a00 } else { a01 };
+        self.add[2 * n + p] = if clamped { a11 } else { a10 };
+        self.add[3 * n + p] = if clamped { a10 } else { a11 };
     }
 
     /// dc += the planned additions, pixels in `in_scatter_order`.
     #[inline(always)]
     pub fn scatter(&self, n: usize, dc: &mut [T]) {
-        let (idx, add) = (&self.idx[..4 * n], &self.add[..4 * n]);
+        let (idx, add) = (&self.idx[..2 * n], &self.add[..4 * n]);
         // A max, not `all`: it vectorizes.
         let max_idx = idx.iter().fold(0u32, |m, &i| m.max(i));
-        assert!((max_idx as usize) < dc.len(), "corner index {max_idx} outside the image");
-        // One slice per corner, each exactly n long, so indexing by p < n
-        // needs no bounds check in the loop.
-        let (i0, i1, i2, i3) = (&idx[..n], &idx[n..2 * n], &idx[2 * n..3 * n], &idx[3 * n..]);
+        assert!((max_idx as usize) + 1 < dc.len(), "corner pair at {max_idx} outside the image");
+        // One slice per pair and element, each exactly n long, so indexing
+        // by p < n needs no bounds check in the loop.
+        let (i0, i1) = (&idx[..n], &idx[n..]);
         let (a0, a1, a2, a3) = (&add[..n], &add[n..2 * n], &add[2 * n..3 * n], &add[3 * n..]);
+        let base = dc.as_mut_ptr();
         in_scatter_order(n, |p| {
-            // SAFETY: every index was checked against dc.len() above.
+            // SAFETY: every pair lies in dc (base + 1 < dc.len(), asserted above).
             unsafe {
-                *dc.get_unchecked_mut(i0[p] as usize) += a0[p];
-                *dc.get_unchecked_mut(i1[p] as usize) += a1[p];
-                *dc.get_unchecked_mut(i2[p] as usize) += a2[p];
-                *dc.get_unchecked_mut(i3[p] as usize) += a3[p];
+                let (e0, e1) = (base.add(i0[p] as usize), base.add(i1[p] as usize));
+                *e0 += a0[p];
+                *e0.add(1) += a1[p];
+                *e1 += a2[p];
+                *e1.add(1) += a3[p];
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// dc from the paired plan and from `grid_sample_row_backward`'s four
+    /// scalar additions per pixel, both starting at zero; asserts the same bits.
+    fn scatter_both_ways(h: usize, w: usize, xs: &[f32], ys: &[f32], dout: &[f32]) -> Vec<f32> {
+        let n = xs.len();
+        let c: Vec<f32> = (0..h * w).map(|i| (i as f32 * 0.61).sin()).collect();
+        let mut want = vec![0f32; h * w];
+        let (mut dxs, mut dys) = (vec![0f32; n], vec![0f32; n]);
+        grid_sample_row_backward(&c, h, w, xs, ys, dout, &mut want, &mut dxs, &mut dys);
+
+        let geo = Geometry::new(h, w);
+        let (mut idx, mut add) = (vec![0u32; 2 * n], vec![0f32; 4 * n]);
+        let mut plan = CornerPlan { idx: &mut idx, add: &mut add };
+        for p in 0..n {
+            let (i, tx, ty, _, _, finite) = clamped_footprint(&geo, xs[p], ys[p]);
+            plan.set(n, p, i, tx, ty, if finite { dout[p] } else { 0.0 });
+        }
+        let mut got = vec![0f32; h * w];
+        plan.scatter(n, &mut got);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "paired plan {got:?} vs corner by corner {want:?}");
+        got
+    }
+
+    /// Every point of `xs` × `ys`, as two coordinate lists.
+    fn mesh(xs: &[f32], ys: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        ys.iter().flat_map(|&y| xs.iter().map(move |&x| (x, y))).unzip()
+    }
+
+    /// The paired plan adds, element for element, the same sums as the four
+    /// scalar additions per pixel, bit for bit: pixels inside, on and beyond
+    /// every edge and corner (where the pairs start one element to the
+    /// left), and non-finite ones (whose ±0 additions must change nothing).
+    #[test]
+    fn paired_scatter_plan_adds_the_same_bits_as_corner_by_corner() {
+        let edges = [-1.7f32, -1.0, -0.999, -0.31, 0.0, 0.5, 0.999, 1.0, 1.3, f32::NAN, f32::INFINITY, -f32::INFINITY];
+        let (xs, ys) = mesh(&edges, &edges);
+        let dout: Vec<f32> = (0..xs.len()).map(|p| ((p * 7919) % 23) as f32 * 0.37 - 4.0).collect();
+        scatter_both_ways(5, 4, &xs, &ys, &dout);
+    }
+
+    /// The same where sums cancel to exactly zero, so that a −0 would show:
+    /// W = 3 and H = 5 make every weight dyadic (ix = x + 1, iy = 2(y + 1)),
+    /// so with small integer ∂/∂p every sum is exact, and each point comes
+    /// back with ∂/∂p negated, then as −0 and +0.
+    #[test]
+    fn paired_scatter_plan_keeps_exact_zeros() {
+        let (px, py) = mesh(&[-1.0f32, -0.5, 0.25, 1.0, 1.5, f32::NAN], &[-1.0f32, -0.75, 0.125, 1.0, 2.0]);
+        let n0 = px.len();
+        let xs: Vec<f32> = px.iter().cycle().take(4 * n0).copied().collect();
+        let ys: Vec<f32> = py.iter().cycle().take(4 * n0).copied().collect();
+        let dout: Vec<f32> = (0..4 * n0)
+            .map(|p| {
+                let v = ((p % n0) % 7) as f32 - 3.0;
+                [v, -v, -0.0, 0.0][p / n0]
+            })
+            .collect();
+        let got = scatter_both_ways(5, 3, &xs, &ys, &dout);
+        assert!(got.iter().all(|&v| v.to_bits() == 0), "not every sum cancelled to +0: {got:?}");
     }
 }
