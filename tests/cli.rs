@@ -562,3 +562,86 @@ fn emulated_device_trains_and_evaluates_like_the_cpu() {
     // TF32 inputs move this small model's NLL by ~1e-3 (gpu_parity bounds it per image).
     assert!((nll[0] - nll[2]).abs() < 2e-2, "NLL cpu {} vs emulated tf32 {}", nll[0], nll[2]);
 }
+
+/// `train --resume --out DIR` needs none of the run's flags: it takes them
+/// from the run (its config.json) and ends with the checkpoint bytes of the
+/// uninterrupted run; a flag given anyway must agree, and one that does not
+/// is refused by name before anything in DIR changes.
+#[test]
+fn resume_takes_the_runs_own_settings() {
+    use iwtvae::data::{Dataset, Split};
+    use iwtvae::train::{train, Progress, TrainConfig};
+    struct StopAfterFirst(bool);
+    impl Progress for StopAfterFirst {
+        fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
+        fn step(&mut self, _: f64, _: usize) {}
+        fn epoch_end(&mut self, _: &iwtvae::train::EpochLog) {
+            self.0 = true;
+        }
+        fn should_stop(&self) -> bool {
+            self.0
+        }
+    }
+    let flags = [
+        "--transform",
+        "affine",
+        "--z-dim",
+        "3",
+        "--u-dim",
+        "2",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.7",
+        "--limit-train",
+        "200",
+        "--seed",
+        "3",
+        "--threads",
+        "2",
+        "--data",
+        MNIST,
+        "--eval-k",
+        "0",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
+    let o = iwtvae(&[&["train", "--out", whole.to_str().unwrap()][..], &flags].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // The same run stopped after its first epoch, as a killed one would be.
+    let cfg: TrainConfig = serde_json::from_slice(&std::fs::read(whole.join("config.json")).unwrap()).unwrap();
+    let data = Dataset::load(Path::new(MNIST), Split::Train, cfg.limit_train).unwrap();
+    let first = train(&cfg, &data, &cut, false, &mut StopAfterFirst(false)).unwrap();
+    assert_eq!(first.logs.len(), 1);
+
+    let before = std::fs::read(cut.join("checkpoint.safetensors")).unwrap();
+    for (flag, value) in [("--epochs", "3"), ("--transform", "tps"), ("--seed", "1"), ("--lr", "1.5")] {
+        let o = iwtvae(&["train", "--resume", "--out", cut.to_str().unwrap(), "--data", MNIST, flag, value]);
+        assert_eq!(o.status.code(), Some(1), "{flag}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("{flag} {value} (the run's: ")), "{flag}: {}", stderr(&o));
+        assert_eq!(std::fs::read(cut.join("checkpoint.safetensors")).unwrap(), before, "{flag} changed the run");
+    }
+    // Flags that agree with the run are accepted; the rest come from it.
+    let o = iwtvae(&[
+        "train",
+        "--resume",
+        "--out",
+        cut.to_str().unwrap(),
+        "--data",
+        MNIST,
+        "--transform",
+        "affine",
+        "--eval-k",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("training affine (z 3, u 2)"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(cut.join("checkpoint.safetensors")).unwrap(),
+        std::fs::read(whole.join("checkpoint.safetensors")).unwrap(),
+        "the resumed run's checkpoint differs from the uninterrupted one's"
+    );
+}

@@ -57,6 +57,34 @@ impl RunPaths {
     }
 }
 
+/// The settings of the run in `out`, for `--resume` without repeating its
+/// flags: its config.json, or, where that is missing (a run that stopped
+/// before writing it), the optimizer state's copy. None where `out` holds no
+/// run (no checkpoint).
+pub fn saved_config(out: &Path) -> Result<Option<TrainConfig>> {
+    let paths = RunPaths::new(out);
+    if !paths.checkpoint.exists() {
+        return Ok(None);
+    }
+    let bad = |path: &Path, problem: String| Error::Checkpoint { path: path.to_path_buf(), problem };
+    if paths.config.exists() {
+        let text = std::fs::read_to_string(&paths.config).map_err(|e| Error::io(&paths.config, e))?;
+        let cfg = serde_json::from_str(&text).map_err(|e| bad(&paths.config, format!("not a run's settings ({e})")))?;
+        return Ok(Some(cfg));
+    }
+    for path in [&paths.optim, &paths.optim_prev] {
+        if let Ok(bytes) = std::fs::read(path) {
+            let (_, header) =
+                SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
+            let text = header.metadata().as_ref().and_then(|m| m.get("train_config").cloned());
+            let text = text.ok_or_else(|| bad(path, "metadata train_config missing".into()))?;
+            let cfg = serde_json::from_str(&text).map_err(|e| bad(path, format!("train_config: {e}")))?;
+            return Ok(Some(cfg));
+        }
+    }
+    Err(Error::io(&paths.config, std::io::ErrorKind::NotFound.into()))
+}
+
 /// Optimizer state and position, stored beside the checkpoint. The state of
 /// the epoch before stays, as `optim.prev`, until the next checkpoint is
 /// written: a run killed between this write and the checkpoint's still holds

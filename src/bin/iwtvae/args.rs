@@ -195,7 +195,8 @@ pub(crate) struct TrainArgs {
     /// Monitor on the first N test images only (the final evaluation takes them all).
     #[arg(long, value_parser = count)]
     pub(crate) test_limit: Option<usize>,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint, with its own settings
+    /// (its config.json): other flags need not be repeated, and must agree if given.
     #[arg(long)]
     pub(crate) resume: bool,
     /// u2theta's init: torch (PyTorch default, as the seed) or identity (zero weight and bias: warps start at the identity).

@@ -9,7 +9,7 @@ mod runs;
 
 use anyhow::{Context, Result};
 use args::{Common, CompareArgs, EncodeArgs, EvalArgs, ProbeArgs, ReproduceArgs, ShowArgs, TrainArgs};
-use clap::Parser;
+use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser};
 use compare::run_compare;
 use inspect::{run_encode, run_probe, run_show};
 use iwtvae::train::{parse_binarize, TrainConfig};
@@ -84,9 +84,14 @@ fn quiet_broken_pipe() {
 fn main() {
     #[cfg(unix)]
     quiet_broken_pipe();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Which flags the command line gave (not their defaults): `train --resume`
+    // takes the others from the run.
+    let given =
+        |id: &str| matches.subcommand().is_some_and(|(_, m)| m.value_source(id) == Some(ValueSource::CommandLine));
     let result = iwtvae::ops::simd::simd_cap_from_env().map_err(anyhow::Error::msg).and_then(|_| match cli.command {
-        Command::Train(a) => run_train(a),
+        Command::Train(a) => run_train(a, &given),
         Command::Eval(a) => run_eval(a),
         Command::Reproduce(a) => run_reproduce(a),
         Command::Show(a) => run_show(a),
@@ -97,5 +102,34 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `train --resume` compares the flags of `runs::RUN_SETTING_FLAGS` by
+    /// clap id: every id must be one of train's arguments (an unknown id
+    /// would read as "not given" in a release build), spelled as the flag
+    /// says, and together they must name every setting of a run but the
+    /// shard count (which follows --threads and stays with the run).
+    #[test]
+    fn run_setting_flags_are_trains_arguments_and_cover_its_settings() {
+        let m = Cli::command().try_get_matches_from(["iwtvae", "train"]).unwrap();
+        let (_, sub) = m.subcommand().unwrap();
+        let train = Cli::command().find_subcommand("train").unwrap().clone();
+        for (id, flag) in runs::RUN_SETTING_FLAGS {
+            assert!(sub.try_get_raw(id).is_ok(), "{id} is not an argument of train");
+            let arg = train.get_arguments().find(|a| a.get_id() == id).unwrap();
+            assert_eq!(format!("--{}", arg.get_long().unwrap()), flag);
+        }
+        let json = serde_json::to_value(TrainConfig::seed_protocol()).unwrap();
+        let mut settings: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        settings.retain(|k| *k != "shards");
+        settings.sort();
+        let mut ids: Vec<&str> = runs::RUN_SETTING_FLAGS.iter().map(|(id, _)| *id).collect();
+        ids.sort();
+        assert_eq!(ids, settings);
     }
 }

@@ -13,11 +13,12 @@ use iwtvae::optim::OptimizerKind;
 use iwtvae::train::{parse_binarize, train_monitored, TestMonitor, TrainConfig};
 use std::time::Instant;
 
-pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
+/// `train`; `given(id)` says whether the command line set flag `id`.
+pub(crate) fn run_train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     let device = setup(&a.common)?;
     let optimizer = OptimizerKind::parse(&a.optimizer)?;
     let objective = iwtvae::objective::Objective::parse(&a.objective)?;
-    let cfg = TrainConfig {
+    let flags = TrainConfig {
         transform: a.transform.clone(),
         z_dim: a.z_dim,
         u_dim: a.u_dim.unwrap_or(if a.transform == "none" { 0 } else { 18 }),
@@ -37,10 +38,11 @@ pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
         theta_init: a.theta_init.clone(),
         precision: a.precision.clone(),
     };
+    let cfg = if a.resume { settings_to_resume(flags, &a.out, given)? } else { flags };
     cfg.validate()?;
     cfg.check_device(device)?;
     let data =
-        Dataset::load(&a.common.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
+        Dataset::load(&a.common.data, Split::Train, cfg.limit_train).context("loading the training set (--data)")?;
     eprintln!(
         "training {} (z {}, u {}) with {} k={} on {} images of {}, {} epochs, out {}",
         cfg.transform,
@@ -71,7 +73,7 @@ pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
             k: a.eval_k,
             chunk: DEFAULT_CHUNK,
             binarize: cfg.binarize()?,
-            seed: a.common.seed,
+            seed: cfg.seed,
             precision: iwtvae::eval::Precision::default_for(device),
         };
         let (report, _) = evaluate_with_bar(device, &net, &trained.params, test, &opts)?;
@@ -81,6 +83,58 @@ pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The flags of `train` that make a run's settings (`TrainConfig`): clap's
+/// id of each, and how the command line spells it.
+pub(crate) const RUN_SETTING_FLAGS: [(&str, &str); 17] = [
+    ("transform", "--transform"),
+    ("z_dim", "--z-dim"),
+    ("u_dim", "--u-dim"),
+    ("hidden", "--hidden"),
+    ("tps_grid", "--tps-grid"),
+    ("objective", "--objective"),
+    ("k", "--k"),
+    ("epochs", "--epochs"),
+    ("batch_size", "--batch-size"),
+    ("optimizer", "--optimizer"),
+    ("schedule", "--schedule"),
+    ("lr", "--lr"),
+    ("binarize", "--binarize"),
+    ("limit_train", "--limit-train"),
+    ("seed", "--seed"),
+    ("theta_init", "--theta-init"),
+    ("precision", "--precision"),
+];
+
+/// `train --resume`: the run's own settings (its config.json), so that its
+/// flags need not be repeated; a flag given anyway must agree with them, and
+/// one that does not is an error naming it (a resumed run continues as it
+/// was set up, bit for bit).
+fn settings_to_resume(flags: TrainConfig, out: &std::path::Path, given: &dyn Fn(&str) -> bool) -> Result<TrainConfig> {
+    let Some(saved) = iwtvae::train::saved_config(out).context("--resume")? else {
+        // No run there: the library's error says so.
+        return Ok(flags);
+    };
+    let value = |c: &TrainConfig, id: &str| -> String {
+        let json = serde_json::to_value(c).unwrap_or_default();
+        json.get(id).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default()
+    };
+    let differing: Vec<String> = RUN_SETTING_FLAGS
+        .iter()
+        .filter(|(id, _)| given(id) && value(&flags, id) != value(&saved, id))
+        .map(|(id, flag)| format!("{flag} {} (the run's: {})", value(&flags, id), value(&saved, id)))
+        .collect();
+    if !differing.is_empty() {
+        anyhow::bail!(
+            "--resume continues the run in {} with its own settings ({}), and these flags differ from them: {}. \
+             Leave them out, or start a new run with another --out",
+            out.display(),
+            out.join("config.json").display(),
+            differing.join(", ")
+        );
+    }
+    Ok(saved)
 }
 
 pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
