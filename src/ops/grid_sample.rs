@@ -246,9 +246,11 @@ pub fn in_scatter_order(n: usize, mut f: impl FnMut(usize)) {
 /// A pixel's four corners are two pairs of neighbours in a row of c (00, 01
 /// and 10, 11), so the plan records, for every pixel p of a row of n, where
 /// each pair starts and what its two elements receive (∂/∂p times the
-/// bilinear weights; 0 for a non-finite pixel), and the scatter adds each
-/// pair with one two-lane load, add and store: `idx[r·n + p]` and
-/// `add[(2r + e)·n + p]` for pair r = 0 (row y0), 1 (row y1) and element e.
+/// bilinear weights; 0 for a non-finite pixel): one index per pair, so the
+/// scatter loads half the indices, `idx[r·n + p]` and `add[(2r + e)·n + p]`
+/// for pair r = 0 (row y0), 1 (row y1) and element e. The additions stay
+/// scalar: a 64-bit load that half-overlaps the previous pixel's pending
+/// store (a zoomed-in warp) cannot be forwarded and stalls.
 ///
 /// Where the footprint is clamped at the right edge (x0 = x1 = W − 1, so
 /// tx = 0), corners 01 and 11 are corners 00 and 10 again and receive ±0;
