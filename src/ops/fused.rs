@@ -9,8 +9,7 @@
 //! the same bits.
 use super::grid::Warp;
 use super::grid_sample::{
-    bilinear, clamped_footprint, corner_slopes, corner_values, grid_sample_row, grid_sample_row_backward, CornerPlan,
-    Geometry,
+    bilinear, clamped_footprint, corner_slopes, corner_values, grid_sample_row_backward, CornerPlan, Geometry,
 };
 use super::likelihood::{
     bernoulli_logp, bernoulli_logp_binary, bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary,
@@ -38,8 +37,38 @@ fn forward_row<T: Real>(warp: &Warp<T>, a: &mut [T], theta: &[T], x: &[T], binar
         return loglik(a, g.terms);
     }
     warp.grid_row(theta, g.gx, g.gy);
-    grid_sample_row(a, warp.height, warp.width, g.gx, g.gy, g.p);
-    loglik(g.p, g.terms)
+    if binary {
+        sample_and_score::<T, true>(warp, a, g.gx, g.gy, x, g.p, g.terms)
+    } else {
+        sample_and_score::<T, false>(warp, a, g.gx, g.gy, x, g.p, g.terms)
+    }
+}
+
+/// p = bilinear(c) at (xs, ys) exactly as `grid_sample_row` computes it, and
+/// its log-likelihood term, in one pass over the row's pixels (the term
+/// while p is in a register). Returns Σ terms as `bernoulli_logp_row`.
+#[inline(always)]
+fn sample_and_score<T: Real, const BINARY: bool>(
+    warp: &Warp<T>,
+    c: &[T],
+    xs: &[T],
+    ys: &[T],
+    x: &[T],
+    p: &mut [T],
+    terms: &mut [T],
+) -> T {
+    let d = c.len();
+    assert!(d == warp.height * warp.width);
+    let (xs, ys, x, p, terms) = (&xs[..d], &ys[..d], &x[..d], &mut p[..d], &mut terms[..d]);
+    let geo = Geometry::new(warp.height, warp.width);
+    for j in 0..d {
+        let (i, tx, ty, _, _, finite) = clamped_footprint(&geo, xs[j], ys[j]);
+        // SAFETY: clamped_footprint's indices lie in [0, h·w) = c's range.
+        let v = bilinear(unsafe { corner_values(c, &i) }, tx, ty);
+        p[j] = if finite { v } else { T::nan() };
+        terms[j] = if BINARY { bernoulli_logp_binary(x[j], p[j]) } else { bernoulli_logp(x[j], p[j]) };
+    }
+    lane_sum(d, |j| terms[j])
 }
 
 simd_dispatch!(
@@ -206,6 +235,7 @@ simd_dispatch!(
 mod tests {
     use super::*;
     use crate::model::ModelConfig;
+    use crate::ops::grid_sample::grid_sample_row;
 
     /// The fused training row equals the forward followed by the backward with
     /// coef = 1, value for value: the same log-likelihood bits, and gradients
@@ -238,6 +268,23 @@ mod tests {
                     binary,
                     RowGrid { terms: &mut terms, p: &mut p, gx: &mut gx, gy: &mut gy },
                 );
+                if transform != Transform::None {
+                    // The forward's one pass samples and scores as the two
+                    // separate ops do, bit for bit.
+                    let mut q = z(d);
+                    grid_sample_row(&c, 9, 7, &gx, &gy, &mut q);
+                    assert_eq!(
+                        p.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        q.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{transform:?}: p"
+                    );
+                    let row = if binary {
+                        bernoulli_logp_row_binary(&x, &q, &mut z(d))
+                    } else {
+                        bernoulli_logp_row(&x, &q, &mut z(d))
+                    };
+                    assert_eq!(lp.to_bits(), row.to_bits(), "{transform:?}: log-likelihood of p");
+                }
                 let (mut dp, mut dgx, mut dgy, mut da, mut dth) = (z(d), z(d), z(d), z(d), z(t));
                 decode_row_backward(
                     &warp,
