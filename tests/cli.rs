@@ -624,21 +624,26 @@ fn resume_takes_the_runs_own_settings() {
         assert!(stderr(&o).contains(&format!("{flag} {value} (the run's: ")), "{flag}: {}", stderr(&o));
         assert_eq!(std::fs::read(cut.join("checkpoint.safetensors")).unwrap(), before, "{flag} changed the run");
     }
-    // Flags that agree with the run are accepted; the rest come from it, here
-    // from the optimizer state's copy, as config.json is gone.
+    // Other training images under the same names (MNIST's test split) are
+    // refused by their digest, naming the run's --data.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for (from, to) in [
+        ("t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz"),
+        ("t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    ] {
+        std::fs::copy(Path::new(MNIST).join(from), other.join(to)).unwrap();
+        std::fs::copy(Path::new(MNIST).join(from), other.join(from)).unwrap();
+    }
+    let o = iwtvae(&["train", "--resume", "--out", cut.to_str().unwrap(), "--data", other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--data: these training images") && stderr(&o).contains(MNIST), "{}", stderr(&o));
+    assert_eq!(std::fs::read(cut.join("checkpoint.safetensors")).unwrap(), before, "other data changed the run");
+
+    // Flags that agree with the run are accepted; the rest, --data included,
+    // come from it, here from the optimizer state's copy, as config.json is gone.
     std::fs::remove_file(cut.join("config.json")).unwrap();
-    let o = iwtvae(&[
-        "train",
-        "--resume",
-        "--out",
-        cut.to_str().unwrap(),
-        "--data",
-        MNIST,
-        "--transform",
-        "affine",
-        "--eval-k",
-        "0",
-    ]);
+    let o = iwtvae(&["train", "--resume", "--out", cut.to_str().unwrap(), "--transform", "affine", "--eval-k", "0"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("training affine (z 3, u 2)"), "{}", stderr(&o));
     assert_eq!(

@@ -32,6 +32,30 @@ fn loads_both_splits_with_limit() {
     assert_eq!(test.labels[0], 7);
 }
 
+/// The digest a training run keeps of its images (resume refuses others) is
+/// stable across versions: runs written by one must resume in the next.
+/// Golden value from an independent implementation:
+/// ```python
+/// import gzip, struct
+/// img = gzip.open('data/mnist/train-images-idx3-ubyte.gz').read()[16:16 + 100 * 784]
+/// lab = gzip.open('data/mnist/train-labels-idx1-ubyte.gz').read()[8:8 + 100]
+/// h = 0xcbf29ce484222325
+/// for b in struct.pack('<QQ', 28, 28) + img + lab:
+///     h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+/// print(f"fnv1a64:{h:016x}")  # fnv1a64:8513be0e575fdc89
+/// ```
+#[test]
+fn the_training_data_digest_is_fnv1a_of_size_images_and_labels() {
+    let train = Dataset::load(Path::new(MNIST), Split::Train, Some(100)).unwrap();
+    assert_eq!(train.digest(), "fnv1a64:8513be0e575fdc89");
+    let mut one_pixel = train.clone();
+    one_pixel.images[4321] ^= 1;
+    assert_ne!(one_pixel.digest(), train.digest());
+    let mut one_label = train.clone();
+    one_label.labels[7] = (one_label.labels[7] + 1) % 10;
+    assert_ne!(one_label.digest(), train.digest());
+}
+
 /// Fashion-MNIST in the layout Debian's dataset-fashion-mnist installs
 /// (gzipped IDX) loads through the same path. Absent in CI, so it skips loudly.
 #[test]

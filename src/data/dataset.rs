@@ -119,6 +119,20 @@ impl Dataset {
         Ok(())
     }
 
+    /// A digest of the images and labels (after any limit), kept with a
+    /// training run so that `--resume` on other data is refused:
+    /// "fnv1a64:" and 16 hex digits of FNV-1a (64-bit) over the height and
+    /// width (u64 little-endian), then the image bytes, then the label bytes.
+    pub fn digest(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let dims = [(self.height as u64).to_le_bytes(), (self.width as u64).to_le_bytes()];
+        for &b in dims.iter().flatten().chain(&self.images).chain(&self.labels) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("fnv1a64:{h:016x}")
+    }
+
     pub fn image(&self, i: usize) -> &[u8] {
         let d = self.pixels();
         &self.images[i * d..(i + 1) * d]

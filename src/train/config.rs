@@ -41,6 +41,16 @@ pub struct TrainConfig {
     /// allow_tf32; GPU only).
     #[serde(default = "fp32")]
     pub precision: String,
+    /// The data directory the run was started with (`--data`), where the
+    /// CLI knows it: `train --resume` reads it when `--data` is not given.
+    /// Not compared on resume (a path may be spelt many ways); the digest is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// `Dataset::digest` of the training images, set when training starts; a
+    /// resume on images with another digest is refused. Absent in runs from
+    /// before it was kept, which resume unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_digest: Option<String>,
 }
 
 fn fp32() -> String {
@@ -79,6 +89,8 @@ impl TrainConfig {
             shards: 1,
             theta_init: "torch".into(),
             precision: "fp32".into(),
+            data_dir: None,
+            data_digest: None,
         }
     }
 

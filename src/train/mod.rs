@@ -172,11 +172,12 @@ pub fn train_monitored(
     crate::fsutil::ensure_dir(out).map_err(|e| Error::Config(format!("--out: {e}")))?;
     let _claim = crate::fsutil::RunLock::acquire(out)?;
 
-    let mut cfg = cfg.clone();
+    let mut cfg = TrainConfig { data_digest: Some(data.digest()), ..cfg.clone() };
     let (mut params, mut opt, start) = if resume {
         let r = load_resume(&paths, &cfg, &layout)?;
         truncate_log(&paths.log, r.epochs_done)?;
         cfg.shards = r.shards;
+        cfg.data_dir = cfg.data_dir.take().or(r.data_dir);
         (r.params, r.opt, r.epochs_done)
     } else {
         if paths.checkpoint.exists() {

@@ -129,6 +129,8 @@ pub(super) struct Resumed {
     /// The run's own shard count (the requested one may differ when the
     /// thread count changed; the run's keeps results bit-identical).
     pub(super) shards: usize,
+    /// The run's `--data`, where it was recorded.
+    pub(super) data_dir: Option<String>,
 }
 
 /// The checkpoint and the optimizer state of the same epoch: `optim`, or
@@ -156,6 +158,7 @@ pub(super) fn load_resume(paths: &RunPaths, cfg: &TrainConfig, layout: &Layout) 
                 opt: state.opt,
                 epochs_done: state.epochs_done,
                 shards: state.shards,
+                data_dir: state.data_dir,
             });
         }
         found.push(format!("{} is for epoch {}", path.display(), state.epochs_done));
@@ -170,6 +173,7 @@ struct OptimState {
     opt: Optimizer,
     epochs_done: usize,
     shards: usize,
+    data_dir: Option<String>,
 }
 
 /// One optimizer-state file, refused when its run had other settings.
@@ -181,12 +185,30 @@ fn read_optim(path: &Path, cfg: &TrainConfig, layout: &Layout) -> Result<OptimSt
     let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata {k} missing")));
     let saved: TrainConfig =
         serde_json::from_str(&get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
-    if saved != (TrainConfig { shards: saved.shards, ..cfg.clone() }) {
+    // The shard count stays with the run; the data directory may be spelt
+    // another way, so the data are compared by their digest below.
+    let comparable = TrainConfig {
+        shards: saved.shards,
+        data_dir: saved.data_dir.clone(),
+        data_digest: saved.data_digest.clone(),
+        ..cfg.clone()
+    };
+    if saved != comparable {
         return Err(bad(format!(
             "the run in this directory was trained with different settings; resume needs the same flags.\n  saved:     {}\n  requested: {}",
             serde_json::to_string(&saved).unwrap_or_default(),
             serde_json::to_string(cfg).unwrap_or_default()
         )));
+    }
+    if let (Some(was), Some(now)) = (&saved.data_digest, &cfg.data_digest) {
+        if was != now {
+            let hint =
+                saved.data_dir.as_ref().map(|d| format!(" (it was started with --data {d})")).unwrap_or_default();
+            return Err(Error::Config(format!(
+                "--data: these training images (digest {now}) are not the ones the run in {} was trained on{hint}",
+                path.parent().unwrap_or(path).display()
+            )));
+        }
     }
     let epochs_done: usize = get("epochs_done")?.parse().map_err(|_| bad("epochs_done is not an integer".into()))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e}")))?;
@@ -205,7 +227,7 @@ fn read_optim(path: &Path, cfg: &TrainConfig, layout: &Layout) -> Result<OptimSt
             }
         }
     }
-    Ok(OptimState { opt, epochs_done, shards: saved.shards })
+    Ok(OptimState { opt, epochs_done, shards: saved.shards, data_dir: saved.data_dir })
 }
 
 /// Keep only the log lines of epochs already in the checkpoint.

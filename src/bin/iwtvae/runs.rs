@@ -37,12 +37,20 @@ pub(crate) fn run_train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()
         shards: rayon::current_num_threads().min(a.batch_size).max(1),
         theta_init: a.theta_init.clone(),
         precision: a.precision.clone(),
+        data_dir: Some(a.common.data.display().to_string()),
+        data_digest: None,
     };
-    let cfg = if a.resume { settings_to_resume(flags, &a.out, given)? } else { flags };
+    let mut cfg = if a.resume { settings_to_resume(flags, &a.out, given)? } else { flags };
+    // A resumed run reads its own data unless --data says otherwise (and the
+    // library refuses images other than the run's).
+    let data_dir = match (&cfg.data_dir, a.resume && !given("data")) {
+        (Some(d), true) => std::path::PathBuf::from(d),
+        _ => a.common.data.clone(),
+    };
+    cfg.data_dir = Some(data_dir.display().to_string());
     cfg.validate()?;
     cfg.check_device(device)?;
-    let data =
-        Dataset::load(&a.common.data, Split::Train, cfg.limit_train).context("loading the training set (--data)")?;
+    let data = Dataset::load(&data_dir, Split::Train, cfg.limit_train).context("loading the training set (--data)")?;
     eprintln!(
         "training {} (z {}, u {}) with {} k={} on {} images of {}, {} epochs, out {}",
         cfg.transform,
@@ -51,11 +59,11 @@ pub(crate) fn run_train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()
         cfg.objective,
         cfg.k,
         data.len(),
-        a.common.data.display(),
+        data_dir.display(),
         cfg.epochs,
         a.out.display()
     );
-    let load_test = |limit| Dataset::load(&a.common.data, Split::Test, limit).context("loading the test set (--data)");
+    let load_test = |limit| Dataset::load(&data_dir, Split::Test, limit).context("loading the test set (--data)");
     let test = if a.eval_k > 0 { Some(load_test(None)?) } else { None };
     let monitored = match (a.test_every, a.test_limit, &test) {
         (0, _, _) => None,
