@@ -190,6 +190,7 @@ fn one_run(
         limit_train: opts.limit,
         seed: opts.seed,
         shards: threads.min(spec.batch_size).max(1),
+        data_dir: Some(opts.data.display().to_string()),
         ..TrainConfig::seed_protocol()
     };
     let resume = dir.join("checkpoint.safetensors").exists();
