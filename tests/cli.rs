@@ -97,6 +97,21 @@ fn train_one_epoch_then_eval_json() {
     let csv = std::fs::read_to_string(&per_image).unwrap();
     assert_eq!(csv.lines().count(), 51);
     assert!(csv.starts_with("index,label,nll,elbo,recon,recon_at_mean"));
+    // The run directory stands for its checkpoint; a directory without one is
+    // refused by the flag's name.
+    let by_dir =
+        ["eval", "--data", MNIST, "--checkpoint", out.to_str().unwrap(), "--k", "100", "--limit", "50", "--json"];
+    let o = iwtvae(&by_dir);
+    assert!(o.status.success(), "eval of the run directory failed: {}", stderr(&o));
+    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(again["nll"], report["nll"]);
+    let o = iwtvae(&["eval", "--checkpoint", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--checkpoint") && stderr(&o).contains("without a checkpoint.safetensors"),
+        "{}",
+        stderr(&o)
+    );
 
     // --precision bf16 on the CPU: AVX512-BF16 where the CPU has it, and
     // with IWTVAE_SIMD=avx2 the portable loop, the same bits; near fp32.

@@ -13,11 +13,27 @@ fn count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--checkpoint`: a checkpoint file, or a run directory, which stands for
+/// its checkpoint.safetensors.
+fn checkpoint_file(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if !path.is_dir() {
+        return Ok(path);
+    }
+    let file = path.join("checkpoint.safetensors");
+    if file.is_file() {
+        Ok(file)
+    } else {
+        Err(format!("{s} is a directory without a checkpoint.safetensors"))
+    }
+}
+
 /// What probe and encode read: a model, the images and how they become targets.
 #[derive(Args)]
 pub(crate) struct ModelInput {
-    /// A checkpoint; its run directory's config.json gives the default --binarize.
-    #[arg(long)]
+    /// A checkpoint, or a run directory (its checkpoint.safetensors); the run
+    /// directory's config.json gives the default --binarize.
+    #[arg(long, value_parser = checkpoint_file)]
     pub(crate) checkpoint: PathBuf,
     #[arg(long, default_value = "data/mnist")]
     pub(crate) data: PathBuf,
@@ -67,8 +83,9 @@ pub(crate) struct EncodeArgs {
 
 #[derive(Args)]
 pub(crate) struct ShowArgs {
-    /// A checkpoint; its run directory's log.jsonl, eval.json and config.json are used when present.
-    #[arg(long)]
+    /// A checkpoint, or a run directory (its checkpoint.safetensors); the run
+    /// directory's log.jsonl, eval.json and config.json are used when present.
+    #[arg(long, value_parser = checkpoint_file)]
     pub(crate) checkpoint: PathBuf,
     #[arg(long, default_value = "data/mnist")]
     pub(crate) data: PathBuf,
@@ -211,8 +228,9 @@ pub(crate) struct TrainArgs {
 pub(crate) struct EvalArgs {
     #[command(flatten)]
     pub(crate) common: Common,
-    /// A checkpoint in the iwtvae safetensors format.
-    #[arg(long)]
+    /// A checkpoint in the iwtvae safetensors format, or a run directory (its
+    /// checkpoint.safetensors).
+    #[arg(long, value_parser = checkpoint_file)]
     pub(crate) checkpoint: PathBuf,
     /// test or train.
     #[arg(long, default_value = "test")]
