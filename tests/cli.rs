@@ -666,4 +666,19 @@ fn resume_takes_the_runs_own_settings() {
         std::fs::read(whole.join("checkpoint.safetensors")).unwrap(),
         "the resumed run's checkpoint differs from the uninterrupted one's"
     );
+    // eval of the run reads the run's --data by default: from a directory
+    // where the default data/mnist does not exist, it still finds the images.
+    let o = Command::new(env!("CARGO_BIN_EXE_iwtvae"))
+        .args(["eval", "--checkpoint", cut.to_str().unwrap(), "--k", "2", "--limit", "3", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_iwtvae"))
+        .args(["eval", "--checkpoint", "cut/checkpoint.safetensors", "--k", "2", "--data", "data/mnist"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("data/mnist") && stderr(&o).contains("missing file"), "{}", stderr(&o));
 }

@@ -35,8 +35,9 @@ pub(crate) struct ModelInput {
     /// directory's config.json gives the default --binarize.
     #[arg(long, value_parser = checkpoint_file)]
     pub(crate) checkpoint: PathBuf,
-    #[arg(long, default_value = "data/mnist")]
-    pub(crate) data: PathBuf,
+    /// Directory with the IDX files (default: the run's --data, else data/mnist).
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
     /// Targets encoded: dynamic or none (default: the run's, else dynamic).
     #[arg(long)]
     pub(crate) binarize: Option<String>,
@@ -87,8 +88,9 @@ pub(crate) struct ShowArgs {
     /// directory's log.jsonl, eval.json and config.json are used when present.
     #[arg(long, value_parser = checkpoint_file)]
     pub(crate) checkpoint: PathBuf,
-    #[arg(long, default_value = "data/mnist")]
-    pub(crate) data: PathBuf,
+    /// Directory with the IDX files (default: the run's --data, else data/mnist).
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
     /// Output directory (default: <checkpoint dir>/pictures).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
@@ -139,9 +141,10 @@ pub(crate) struct ReproduceArgs {
 
 #[derive(Args, Clone)]
 pub(crate) struct Common {
-    /// Directory with train-/t10k- images and labels in IDX format (raw or .gz).
-    #[arg(long, default_value = "data/mnist")]
-    pub(crate) data: PathBuf,
+    /// Directory with train-/t10k- images and labels in IDX format (raw or .gz)
+    /// (default: data/mnist; for eval, and for train --resume, the run's own --data).
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
     /// Where to run: auto, cpu, cuda[:i], or emulated (the CUDA kernels on
     /// the CPU emulator: slow, for checking the GPU path without a GPU).
     #[arg(long, default_value = "auto")]

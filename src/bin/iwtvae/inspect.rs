@@ -1,7 +1,7 @@
 //! show (pictures), probe (the disentanglement in numbers) and encode (the
 //! codes themselves, for analysis elsewhere).
 use crate::args::{EncodeArgs, ModelInput, ProbeArgs, ShowArgs};
-use crate::{binarize_of_run, init_threads};
+use crate::{binarize_of_run, data_of_run, init_threads};
 use anyhow::{Context, Result};
 use iwtvae::data::{Binarize, Dataset, Split};
 use iwtvae::model::checkpoint::load_checkpoint;
@@ -14,7 +14,8 @@ pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
     let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
     let binarize = binarize_of_run(&a.binarize, &run_dir)?;
     let out = a.out.clone().unwrap_or_else(|| run_dir.join("pictures"));
-    let test = Dataset::load(&a.data, Split::Test, None).context("loading the test set (--data)")?;
+    let test =
+        Dataset::load(&data_of_run(&a.data, &run_dir), Split::Test, None).context("loading the test set (--data)")?;
     test.check_fits(&ck.layout.config).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     iwtvae::fsutil::ensure_dir(&out).context("--out")?;
     let net = Network::<f32>::new(ck.layout);
@@ -77,23 +78,23 @@ pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint's network and parameters, and the targets' binarization
-/// (`--binarize`, else the run's own).
-fn open_model(input: &ModelInput) -> Result<(Network<f32>, Vec<f32>, Binarize)> {
+/// The checkpoint's network and parameters, the targets' binarization
+/// (`--binarize`, else the run's own) and the data directory (`--data`, else
+/// the run's own).
+fn open_model(input: &ModelInput) -> Result<(Network<f32>, Vec<f32>, Binarize, std::path::PathBuf)> {
     let ck = load_checkpoint(&input.checkpoint).context("--checkpoint")?;
     let run_dir = input.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
     let binarize = binarize_of_run(&input.binarize, &run_dir)?;
-    Ok((Network::new(ck.layout), ck.params, binarize))
+    Ok((Network::new(ck.layout), ck.params, binarize, data_of_run(&input.data, &run_dir)))
 }
 
 pub(crate) fn run_probe(a: ProbeArgs) -> Result<()> {
     init_threads(a.input.threads)?;
     iwtvae::probe::check_angles(&a.angles).context("--angles")?;
-    let (net, params, binarize) = open_model(&a.input)?;
+    let (net, params, binarize, data_dir) = open_model(&a.input)?;
     let opts = iwtvae::probe::ProbeOptions { angles_deg: a.angles.clone(), binarize, seed: a.input.seed };
-    let train =
-        Dataset::load(&a.input.data, Split::Train, a.limit_train).context("loading the training set (--data)")?;
-    let test = Dataset::load(&a.input.data, Split::Test, a.limit).context("loading the test set (--data)")?;
+    let train = Dataset::load(&data_dir, Split::Train, a.limit_train).context("loading the training set (--data)")?;
+    let test = Dataset::load(&data_dir, Split::Test, a.limit).context("loading the test set (--data)")?;
     let r = iwtvae::probe::probe(&net, &params, &train, &test, &opts)
         .with_context(|| format!("probing {}", a.input.checkpoint.display()))?;
     if a.json {
@@ -156,8 +157,8 @@ pub(crate) fn run_encode(a: EncodeArgs) -> Result<()> {
         _ => anyhow::bail!("--out {}: expected a file name ending in .safetensors or .csv", a.out.display()),
     };
     iwtvae::fsutil::prepare_output_file(&a.out).context("--out")?;
-    let (net, params, binarize) = open_model(&a.input)?;
-    let data = Dataset::load(&a.input.data, split, a.limit).context("loading --data")?;
+    let (net, params, binarize, data_dir) = open_model(&a.input)?;
+    let data = Dataset::load(&data_dir, split, a.limit).context("loading --data")?;
     let codes = iwtvae::encode::encode_dataset(&net, &params, &data, binarize, a.input.seed)
         .with_context(|| format!("encoding with {}", a.input.checkpoint.display()))?;
     let bytes = if csv {
@@ -167,7 +168,7 @@ pub(crate) fn run_encode(a: EncodeArgs) -> Result<()> {
         let mut meta = iwtvae::model::checkpoint::model_metadata(cfg);
         meta.insert("format".into(), "iwtvae-codes".into());
         meta.insert("checkpoint".into(), a.input.checkpoint.display().to_string());
-        meta.insert("data".into(), a.input.data.display().to_string());
+        meta.insert("data".into(), data_dir.display().to_string());
         meta.insert("split".into(), split.name().into());
         meta.insert("images".into(), codes.images().to_string());
         meta.insert("binarize".into(), binarize.name().into());

@@ -58,16 +58,30 @@ pub(crate) fn setup(common: &Common) -> Result<iwtvae::device::Device> {
     }
     Ok(sel.device)
 }
+/// The settings of the run in `run_dir` (its config.json), where there is one.
+fn run_config(run_dir: &std::path::Path) -> Option<TrainConfig> {
+    let text = std::fs::read_to_string(run_dir.join("config.json")).ok()?;
+    serde_json::from_str::<TrainConfig>(&text).ok()
+}
+
 /// `--binarize` when given, else the run's own (its config.json), else dynamic.
 pub(crate) fn binarize_of_run(flag: &Option<String>, run_dir: &std::path::Path) -> Result<iwtvae::data::Binarize> {
     Ok(match flag {
         Some(b) => parse_binarize(b)?,
-        None => std::fs::read_to_string(run_dir.join("config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
-            .and_then(|c| c.binarize().ok())
-            .unwrap_or(iwtvae::data::Binarize::Dynamic),
+        None => run_config(run_dir).and_then(|c| c.binarize().ok()).unwrap_or(iwtvae::data::Binarize::Dynamic),
     })
+}
+
+/// Where `--data` points when it is not given.
+pub(crate) const DEFAULT_DATA: &str = "data/mnist";
+
+/// `--data` when given, else the run's own (its config.json; a model of
+/// Fashion-MNIST is not evaluated on MNIST by default), else data/mnist.
+pub(crate) fn data_of_run(flag: &Option<std::path::PathBuf>, run_dir: &std::path::Path) -> std::path::PathBuf {
+    match flag {
+        Some(d) => d.clone(),
+        None => run_config(run_dir).and_then(|c| c.data_dir).unwrap_or_else(|| DEFAULT_DATA.into()).into(),
+    }
 }
 /// When the reader of stdout goes away (`iwtvae eval --json | head -c 1`),
 /// stop as Unix tools do, by SIGPIPE, instead of panicking in `println!`:

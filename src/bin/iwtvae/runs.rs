@@ -1,7 +1,7 @@
 //! train, eval and reproduce.
 use crate::args::{EvalArgs, ReproduceArgs, TrainArgs};
 use crate::progress::{evaluate_with_bar, print_report, Bar, ReproduceLines};
-use crate::setup;
+use crate::{data_of_run, setup, DEFAULT_DATA};
 use anyhow::{Context, Result};
 use iwtvae::data::{Dataset, Split};
 use iwtvae::device::Device;
@@ -37,15 +37,16 @@ pub(crate) fn run_train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()
         shards: rayon::current_num_threads().min(a.batch_size).max(1),
         theta_init: a.theta_init.clone(),
         precision: a.precision.clone(),
-        data_dir: Some(a.common.data.display().to_string()),
+        data_dir: Some(a.common.data.clone().unwrap_or_else(|| DEFAULT_DATA.into()).display().to_string()),
         data_digest: None,
     };
     let mut cfg = if a.resume { settings_to_resume(flags, &a.out, given)? } else { flags };
     // A resumed run reads its own data unless --data says otherwise (and the
     // library refuses images other than the run's).
-    let data_dir = match (&cfg.data_dir, a.resume && !given("data")) {
-        (Some(d), true) => std::path::PathBuf::from(d),
-        _ => a.common.data.clone(),
+    let data_dir = match (&a.common.data, &cfg.data_dir) {
+        (Some(d), _) => d.clone(),
+        (None, Some(run)) if a.resume => run.into(),
+        (None, _) => DEFAULT_DATA.into(),
     };
     cfg.data_dir = Some(data_dir.display().to_string());
     cfg.validate()?;
@@ -160,7 +161,8 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
         iwtvae::fsutil::prepare_output_file(p).context("--per-image")?;
     }
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
-    let data = Dataset::load(&a.common.data, split, a.limit).context("loading --data")?;
+    let data_dir = data_of_run(&a.common.data, a.checkpoint.parent().unwrap_or(std::path::Path::new("")));
+    let data = Dataset::load(&data_dir, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
     let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed, precision };
     let (report, rows) = evaluate_with_bar(device, &net, &ck.params, &data, &opts)?;
