@@ -127,7 +127,8 @@ mod tests {
     /// clap id: every id must be one of train's arguments (an unknown id
     /// would read as "not given" in a release build), spelled as the flag
     /// says, and together they must name every setting of a run but the
-    /// shard count (which follows --threads and stays with the run).
+    /// shard count (which follows --threads and stays with the run) and the
+    /// data's directory and digest (checked by the digest, not by flag).
     #[test]
     fn run_setting_flags_are_trains_arguments_and_cover_its_settings() {
         let m = Cli::command().try_get_matches_from(["iwtvae", "train"]).unwrap();
@@ -138,9 +139,11 @@ mod tests {
             let arg = train.get_arguments().find(|a| a.get_id() == id).unwrap();
             assert_eq!(format!("--{}", arg.get_long().unwrap()), flag);
         }
-        let json = serde_json::to_value(TrainConfig::seed_protocol()).unwrap();
+        let every =
+            TrainConfig { data_dir: Some("d".into()), data_digest: Some("h".into()), ..TrainConfig::seed_protocol() };
+        let json = serde_json::to_value(every).unwrap();
         let mut settings: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        settings.retain(|k| *k != "shards");
+        settings.retain(|k| !["shards", "data_dir", "data_digest"].contains(k));
         settings.sort();
         let mut ids: Vec<&str> = runs::RUN_SETTING_FLAGS.iter().map(|(id, _)| *id).collect();
         ids.sort();
