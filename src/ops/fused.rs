@@ -9,7 +9,8 @@
 //! the same bits.
 use super::grid::Warp;
 use super::grid_sample::{
-    bilinear, clamped_footprint, corner_slopes, corner_values, grid_sample_row_backward, CornerPlan, Geometry,
+    bilinear, clamped_footprint, corner_slopes, corner_values, grid_sample_row_backward, sample_point, CornerPlan,
+    Geometry,
 };
 use super::likelihood::{
     bernoulli_logp, bernoulli_logp_binary, bernoulli_logp_grad, bernoulli_logp_row, bernoulli_logp_row_binary,
@@ -62,10 +63,8 @@ fn sample_and_score<T: Real, const BINARY: bool>(
     let (xs, ys, x, p, terms) = (&xs[..d], &ys[..d], &x[..d], &mut p[..d], &mut terms[..d]);
     let geo = Geometry::new(warp.height, warp.width);
     for j in 0..d {
-        let (i, tx, ty, _, _, finite) = clamped_footprint(&geo, xs[j], ys[j]);
-        // SAFETY: clamped_footprint's indices lie in [0, h·w) = c's range.
-        let v = bilinear(unsafe { corner_values(c, &i) }, tx, ty);
-        p[j] = if finite { v } else { T::nan() };
+        // SAFETY: c.len() == h·w, asserted above.
+        p[j] = unsafe { sample_point(&geo, c, xs[j], ys[j]) };
         terms[j] = if BINARY { bernoulli_logp_binary(x[j], p[j]) } else { bernoulli_logp(x[j], p[j]) };
     }
     lane_sum(d, |j| terms[j])

@@ -109,10 +109,25 @@ pub fn grid_sample_row<T: Real>(c: &[T], h: usize, w: usize, xs: &[T], ys: &[T],
     let n = out.len();
     let (xs, ys) = (&xs[..n], &ys[..n]);
     for p in 0..n {
-        let (i, tx, ty, _, _, finite) = clamped_footprint(&geo, xs[p], ys[p]);
-        // SAFETY: clamped_footprint's indices lie in [0, h·w) = c's range.
-        let v = bilinear(unsafe { corner_values(c, &i) }, tx, ty);
-        out[p] = if finite { v } else { T::nan() };
+        // SAFETY: c.len() == h·w, asserted above.
+        out[p] = unsafe { sample_point(&geo, c, xs[p], ys[p]) };
+    }
+}
+
+/// bilinear(c) at one point (x, y), NaN where the point is not finite.
+///
+/// # Safety
+/// `c.len()` must be h·w of the image `geo` was made for: the footprint's
+/// indices are clamped into that range and read unchecked.
+#[inline(always)]
+pub unsafe fn sample_point<T: Real>(geo: &Geometry<T>, c: &[T], x: T, y: T) -> T {
+    let (i, tx, ty, _, _, finite) = clamped_footprint(geo, x, y);
+    // SAFETY: clamped_footprint's indices lie in [0, h·w) = c's range (the caller's contract).
+    let v = bilinear(unsafe { corner_values(c, &i) }, tx, ty);
+    if finite {
+        v
+    } else {
+        T::nan()
     }
 }
 
