@@ -10,7 +10,7 @@ mod cpu;
 mod run_dir;
 
 pub use config::{parse_binarize, TrainConfig};
-pub use run_dir::{saved_config, EpochLog, RunPaths};
+pub use run_dir::{read_config, saved_config, EpochLog, RunPaths};
 
 use crate::data::Dataset;
 use crate::device::Device;

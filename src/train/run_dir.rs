@@ -8,6 +8,7 @@ use crate::model::Layout;
 use crate::optim::{Optimizer, OptimizerKind};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// One line of the JSONL log.
@@ -66,23 +67,32 @@ pub fn saved_config(out: &Path) -> Result<Option<TrainConfig>> {
     if !paths.checkpoint.exists() {
         return Ok(None);
     }
-    let bad = |path: &Path, problem: String| Error::Checkpoint { path: path.to_path_buf(), problem };
     if paths.config.exists() {
-        let text = std::fs::read_to_string(&paths.config).map_err(|e| Error::io(&paths.config, e))?;
-        let cfg = serde_json::from_str(&text).map_err(|e| bad(&paths.config, format!("not a run's settings ({e})")))?;
-        return Ok(Some(cfg));
+        return read_config(&paths.config).map(Some);
     }
     for path in [&paths.optim, &paths.optim_prev] {
         if let Ok(bytes) = std::fs::read(path) {
-            let (_, header) =
-                SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
-            let text = header.metadata().as_ref().and_then(|m| m.get("train_config").cloned());
-            let text = text.ok_or_else(|| bad(path, "metadata train_config missing".into()))?;
-            let cfg = serde_json::from_str(&text).map_err(|e| bad(path, format!("train_config: {e}")))?;
-            return Ok(Some(cfg));
+            return Ok(Some(optim_metadata(path, &bytes)?.1));
         }
     }
     Err(Error::io(&paths.config, std::io::ErrorKind::NotFound.into()))
+}
+
+/// A run's config.json.
+pub fn read_config(path: &Path) -> Result<TrainConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), problem: format!("not a run's settings ({e})") })
+}
+
+/// An optimizer-state file's metadata, and the run settings it carries.
+fn optim_metadata(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, String>, TrainConfig)> {
+    let bad = |p: String| Error::Checkpoint { path: path.to_path_buf(), problem: p };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let text = meta.get("train_config").ok_or_else(|| bad("metadata train_config missing".into()))?;
+    let cfg = serde_json::from_str(text).map_err(|e| bad(format!("train_config: {e}")))?;
+    Ok((meta, cfg))
 }
 
 /// Optimizer state and position, stored beside the checkpoint. The state of
@@ -180,11 +190,8 @@ struct OptimState {
 fn read_optim(path: &Path, cfg: &TrainConfig, layout: &Layout) -> Result<OptimState> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |p: String| Error::Checkpoint { path: path.to_path_buf(), problem: p };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let (meta, saved) = optim_metadata(path, &bytes)?;
     let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata {k} missing")));
-    let saved: TrainConfig =
-        serde_json::from_str(&get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
     // The shard count stays with the run; the data directory may be spelt
     // another way, so the data are compared by their digest below.
     let comparable = TrainConfig {

@@ -1,7 +1,7 @@
 //! show (pictures), probe (the disentanglement in numbers) and encode (the
 //! codes themselves, for analysis elsewhere).
 use crate::args::{EncodeArgs, ModelInput, ProbeArgs, ShowArgs};
-use crate::{binarize_of_run, data_of_run, init_threads};
+use crate::{binarize_of_run, data_of_run, init_threads, run_of};
 use anyhow::{Context, Result};
 use iwtvae::data::{Binarize, Dataset, Split};
 use iwtvae::model::checkpoint::load_checkpoint;
@@ -12,10 +12,11 @@ pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
     use iwtvae::viz::{curves, figures, transfer};
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
     let run_dir = a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let binarize = binarize_of_run(&a.binarize, &run_dir)?;
+    let run = run_of(&a.checkpoint);
+    let binarize = binarize_of_run(&a.binarize, run.as_ref())?;
     let out = a.out.clone().unwrap_or_else(|| run_dir.join("pictures"));
-    let test =
-        Dataset::load(&data_of_run(&a.data, &run_dir), Split::Test, None).context("loading the test set (--data)")?;
+    let test = Dataset::load(&data_of_run(&a.data, run.as_ref()), Split::Test, None)
+        .context("loading the test set (--data)")?;
     test.check_fits(&ck.layout.config).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     iwtvae::fsutil::ensure_dir(&out).context("--out")?;
     let net = Network::<f32>::new(ck.layout);
@@ -83,9 +84,9 @@ pub(crate) fn run_show(a: ShowArgs) -> Result<()> {
 /// the run's own).
 fn open_model(input: &ModelInput) -> Result<(Network<f32>, Vec<f32>, Binarize, std::path::PathBuf)> {
     let ck = load_checkpoint(&input.checkpoint).context("--checkpoint")?;
-    let run_dir = input.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let binarize = binarize_of_run(&input.binarize, &run_dir)?;
-    Ok((Network::new(ck.layout), ck.params, binarize, data_of_run(&input.data, &run_dir)))
+    let run = run_of(&input.checkpoint);
+    let binarize = binarize_of_run(&input.binarize, run.as_ref())?;
+    Ok((Network::new(ck.layout), ck.params, binarize, data_of_run(&input.data, run.as_ref())))
 }
 
 pub(crate) fn run_probe(a: ProbeArgs) -> Result<()> {

@@ -58,29 +58,30 @@ pub(crate) fn setup(common: &Common) -> Result<iwtvae::device::Device> {
     }
     Ok(sel.device)
 }
-/// The settings of the run in `run_dir` (its config.json), where there is one.
-fn run_config(run_dir: &std::path::Path) -> Option<TrainConfig> {
-    let text = std::fs::read_to_string(run_dir.join("config.json")).ok()?;
-    serde_json::from_str::<TrainConfig>(&text).ok()
+/// The settings of the run a checkpoint belongs to (the config.json beside
+/// it), where there is one: the defaults of --binarize and --data.
+pub(crate) fn run_of(checkpoint: &std::path::Path) -> Option<TrainConfig> {
+    let dir = checkpoint.parent().unwrap_or(std::path::Path::new(""));
+    iwtvae::train::read_config(&iwtvae::train::RunPaths::new(dir).config).ok()
 }
 
-/// `--binarize` when given, else the run's own (its config.json), else dynamic.
-pub(crate) fn binarize_of_run(flag: &Option<String>, run_dir: &std::path::Path) -> Result<iwtvae::data::Binarize> {
+/// `--binarize` when given, else the run's own, else dynamic.
+pub(crate) fn binarize_of_run(flag: &Option<String>, run: Option<&TrainConfig>) -> Result<iwtvae::data::Binarize> {
     Ok(match flag {
         Some(b) => parse_binarize(b)?,
-        None => run_config(run_dir).and_then(|c| c.binarize().ok()).unwrap_or(iwtvae::data::Binarize::Dynamic),
+        None => run.and_then(|c| c.binarize().ok()).unwrap_or(iwtvae::data::Binarize::Dynamic),
     })
 }
 
 /// Where `--data` points when it is not given.
 pub(crate) const DEFAULT_DATA: &str = "data/mnist";
 
-/// `--data` when given, else the run's own (its config.json; a model of
-/// Fashion-MNIST is not evaluated on MNIST by default), else data/mnist.
-pub(crate) fn data_of_run(flag: &Option<std::path::PathBuf>, run_dir: &std::path::Path) -> std::path::PathBuf {
+/// `--data` when given, else the run's own (a model of Fashion-MNIST is not
+/// evaluated on MNIST by default), else data/mnist.
+pub(crate) fn data_of_run(flag: &Option<std::path::PathBuf>, run: Option<&TrainConfig>) -> std::path::PathBuf {
     match flag {
         Some(d) => d.clone(),
-        None => run_config(run_dir).and_then(|c| c.data_dir).unwrap_or_else(|| DEFAULT_DATA.into()).into(),
+        None => run.and_then(|c| c.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA.into()).into(),
     }
 }
 /// When the reader of stdout goes away (`iwtvae eval --json | head -c 1`),

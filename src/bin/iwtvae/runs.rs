@@ -1,7 +1,7 @@
 //! train, eval and reproduce.
 use crate::args::{EvalArgs, ReproduceArgs, TrainArgs};
 use crate::progress::{evaluate_with_bar, print_report, Bar, ReproduceLines};
-use crate::{data_of_run, setup, DEFAULT_DATA};
+use crate::{data_of_run, run_of, setup, DEFAULT_DATA};
 use anyhow::{Context, Result};
 use iwtvae::data::{Dataset, Split};
 use iwtvae::device::Device;
@@ -139,7 +139,7 @@ fn settings_to_resume(flags: TrainConfig, out: &std::path::Path, given: &dyn Fn(
             "--resume continues the run in {} with its own settings ({}), and these flags differ from them: {}. \
              Leave them out, or start a new run with another --out",
             out.display(),
-            out.join("config.json").display(),
+            iwtvae::train::RunPaths::new(out).config.display(),
             differing.join(", ")
         );
     }
@@ -161,7 +161,7 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
         iwtvae::fsutil::prepare_output_file(p).context("--per-image")?;
     }
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
-    let data_dir = data_of_run(&a.common.data, a.checkpoint.parent().unwrap_or(std::path::Path::new("")));
+    let data_dir = data_of_run(&a.common.data, run_of(&a.checkpoint).as_ref());
     let data = Dataset::load(&data_dir, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
     let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed, precision };
