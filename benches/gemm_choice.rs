@@ -1,7 +1,10 @@
 //! Which GEMM crate for our shapes? `gemm` (AVX-512 microkernels, rayon) vs
 //! `matrixmultiply` (AVX2/FMA). The shapes are the model's hot ones:
 //! decoder fc3 forward [N,256]·[256,784]ᵀ, its weight gradient [784,N]·[N,256],
-//! and the encoder fc1 forward [B,784]·[784,256]ᵀ.
+//! and the encoder fc1 forward [B,784]·[784,256]ᵀ, plus the training shards'
+//! three GEMMs of fc3 (N = 250). `iwtvae-sgemm` is the crate's own AVX-512
+//! kernel (src/ops/sgemm.rs: matrixmultiply's bits, operands read in place),
+//! which the layers use where B's rows are contiguous.
 //! Run: `cargo bench --bench gemm_choice`.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -11,6 +14,10 @@ fn shapes() -> Vec<(&'static str, usize, usize, usize)> {
         ("dec.fc3 fwd N=1000 (eval chunk)", 1000, 784, 256),
         ("dec.fc3 dW N=500", 784, 256, 500),
         ("enc.fc1 fwd B=100", 100, 256, 784),
+        // The training shards' shapes (two shards of a 100-image, k = 5 step).
+        ("dec.fc3 fwd N=250", 250, 784, 256),
+        ("dec.fc3 dx N=250", 250, 256, 784),
+        ("dec.fc3 dW N=250", 784, 256, 250),
     ]
 }
 
@@ -53,6 +60,29 @@ fn bench(c: &mut Criterion) {
             bch.iter(|| unsafe {
                 // SAFETY: same shapes and strides as above.
                 matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    c_out.as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
+            })
+        });
+        // The crate's own AVX-512 kernel (matrixmultiply's bits, no packing;
+        // src/ops/sgemm.rs), where this CPU has AVX-512.
+        group.bench_with_input(BenchmarkId::new("iwtvae-sgemm/1t", name), &(), |bch, _| {
+            bch.iter(|| unsafe {
+                // SAFETY: same shapes and strides as above.
+                iwtvae::ops::sgemm::sgemm_or_matrixmultiply(
                     m,
                     k,
                     n,

@@ -12,7 +12,7 @@
 use crate::data::{Binarize, Dataset};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::network::{DecodeMode, Network, Workspace};
+use crate::network::{transpose_weights, DecodeMode, Network, Weights, Workspace};
 use crate::objective::LatentKeys;
 use crate::ops::linear::Activation;
 use crate::ops::linear_bf16::Bf16Linear;
@@ -173,7 +173,7 @@ struct GroupScratch {
 #[allow(clippy::too_many_arguments)]
 fn image_group(
     net: &Network<f32>,
-    params: &[f32],
+    params: Weights<f32>,
     data: &Dataset,
     indices: &[usize],
     opts: &EvalOptions,
@@ -334,6 +334,9 @@ pub fn evaluate_indices_reporting(
     let chunk = opts.chunk.min(opts.k);
     let group = group_size(indices.len(), opts.k, opts.chunk);
     let bf16 = (opts.precision == Precision::Bf16).then(|| Bf16Decoder::new(net, params));
+    let mut transposed = vec![0f32; params.len()];
+    transpose_weights(&net.layout, params, &mut transposed);
+    let weights = Weights { params, transposed: Some(&transposed) };
     // Each thread keeps one GroupScratch for the whole evaluation, made on
     // its first group, and the results go straight into `rows` and `means`
     // (allocated here): nothing is allocated per group. (With map_init's
@@ -361,7 +364,7 @@ pub fn evaluate_indices_reporting(
                 items: Vec::with_capacity(group),
                 lse: Vec::with_capacity(group),
             });
-            image_group(net, params, data, images, opts, bf16.as_ref(), scratch, rows, means);
+            image_group(net, weights, data, images, opts, bf16.as_ref(), scratch, rows, means);
             done(images.len());
         });
     let seconds = t0.elapsed().as_secs_f64();

@@ -16,7 +16,10 @@ use crate::model::{Layout, LinearSlot, Transform};
 use crate::ops::fused::{decode_row, decode_row_train, RowGrid, RowTrain};
 use crate::ops::grid::Warp;
 use crate::ops::likelihood::is_binary;
-use crate::ops::linear::{linear_backward_input, linear_backward_params, linear_forward, relu_backward, Activation};
+use crate::ops::linear::{
+    linear_backward_input, linear_backward_params, linear_forward, linear_forward_transposed, relu_backward,
+    transpose_into, Activation,
+};
 use crate::ops::rows::{for_each_row, Par, RowsMut};
 use crate::rng::NoiseKey;
 use crate::Real;
@@ -32,6 +35,64 @@ pub enum DecodeMode {
     /// while the row is in L1; `backward` scales them by the objective's
     /// coefficients (training).
     Train,
+}
+
+/// The parameters as the forward pass reads them: the flat vector (torch's
+/// layout) and, optionally, every layer's weight transposed to `[in, out]`
+/// at the same offsets (`transpose_weights`), which the forward GEMMs read
+/// in place instead of packing `Wᵀ` on every call. The same bits either way.
+#[derive(Clone, Copy)]
+pub struct Weights<'a, T> {
+    pub params: &'a [T],
+    pub transposed: Option<&'a [T]>,
+}
+
+impl<'a, T> From<&'a [T]> for Weights<'a, T> {
+    fn from(params: &'a [T]) -> Self {
+        Weights { params, transposed: None }
+    }
+}
+
+impl<'a, T> From<&'a Vec<T>> for Weights<'a, T> {
+    fn from(params: &'a Vec<T>) -> Self {
+        Weights { params, transposed: None }
+    }
+}
+
+impl<T: Real> Weights<'_, T> {
+    /// `y[n,out] = act(x[n,in] · Wᵀ + b)` for layer `s`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(&self, s: &LinearSlot, x: &[T], n: usize, act: Activation, y: &mut [T], par: Par) {
+        let b = &self.params[s.b_range()];
+        match self.transposed {
+            Some(wt) => linear_forward_transposed(x, n, &wt[s.w_range()], b, s.out, s.inp, act, y, par),
+            None => linear_forward(x, n, &self.params[s.w_range()], b, s.out, s.inp, act, y, par),
+        }
+    }
+}
+
+/// `transposed[s.w_range()] = Wᵀ` of every layer the forward runs (the
+/// biases' ranges are left alone), layers split across rayon's threads.
+pub fn transpose_weights<T: Real>(layout: &Layout, params: &[T], transposed: &mut [T]) {
+    assert!(
+        params.len() == layout.total && transposed.len() == layout.total,
+        "transpose_weights: {} parameters",
+        layout.total
+    );
+    use rayon::prelude::*;
+    let mut slots = layout.forward_slots();
+    slots.sort_by_key(|s| s.w);
+    // Disjoint destinations: split the buffer at each weight's start.
+    let mut parts = Vec::with_capacity(slots.len());
+    let mut rest = transposed;
+    let mut at = 0;
+    for s in &slots {
+        let (_, from) = rest.split_at_mut(s.w - at);
+        let (mine, after) = from.split_at_mut(s.out * s.inp);
+        parts.push((s, mine));
+        (rest, at) = (after, s.w + s.out * s.inp);
+    }
+    parts.into_par_iter().with_max_len(1).for_each(|(s, wt)| transpose_into(&params[s.w_range()], s.out, s.inp, wt));
 }
 
 /// log σ is clamped to this range (SPEC §1).
@@ -196,11 +257,10 @@ impl<T: Real> Network<T> {
     }
 
     /// Encoder: ws.x[..b] → μ and clamped log σ for z and u.
-    pub fn encode(&self, params: &[T], ws: &mut Workspace<T>, b: usize, par: Par) {
+    pub fn encode<'w>(&self, weights: impl Into<Weights<'w, T>>, ws: &mut Workspace<T>, b: usize, par: Par) {
         let l = &self.layout;
-        let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| {
-            linear_forward(x, b, &params[s.w_range()], &params[s.b_range()], s.out, s.inp, act, y, par)
-        };
+        let weights = weights.into();
+        let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| weights.forward(s, x, b, act, y, par);
         lin(&l.enc_fc1, &ws.x, Activation::Relu, &mut ws.h1);
         lin(&l.enc_fc2, &ws.h1, Activation::Relu, &mut ws.h2);
         lin(&l.z_mu, &ws.h2, Activation::Identity, &mut ws.mu_z);
@@ -264,28 +324,42 @@ impl<T: Real> Network<T> {
 
     /// Decoder, transform and likelihood: ws.z, ws.u → ws.logpx[..n]; what
     /// else `mode` says (see `DecodeMode`).
-    pub fn decode(&self, params: &[T], ws: &mut Workspace<T>, b: usize, k: usize, mode: DecodeMode, par: Par) {
+    pub fn decode<'w>(
+        &self,
+        weights: impl Into<Weights<'w, T>>,
+        ws: &mut Workspace<T>,
+        b: usize,
+        k: usize,
+        mode: DecodeMode,
+        par: Par,
+    ) {
         let l = &self.layout;
         let n = b * k;
-        let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| {
-            linear_forward(x, n, &params[s.w_range()], &params[s.b_range()], s.out, s.inp, act, y, par)
-        };
+        let weights = weights.into();
+        let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| weights.forward(s, x, n, act, y, par);
         lin(&l.dec_fc1, &ws.z, Activation::Relu, &mut ws.d1);
         lin(&l.dec_fc2, &ws.d1, Activation::Relu, &mut ws.d2);
         lin(&l.dec_fc3, &ws.d2, Activation::Identity, &mut ws.c);
-        self.decode_logits(params, ws, b, k, mode, par);
+        self.decode_logits(weights, ws, b, k, mode, par);
     }
 
     /// `decode` after the decoder's three layers: ws.c (fc3's logits) and
     /// ws.u → ws.logpx[..n], for a caller that computed ws.c its own way
     /// (the CPU evaluator's bf16 layers).
-    pub fn decode_logits(&self, params: &[T], ws: &mut Workspace<T>, b: usize, k: usize, mode: DecodeMode, par: Par) {
+    pub fn decode_logits<'w>(
+        &self,
+        weights: impl Into<Weights<'w, T>>,
+        ws: &mut Workspace<T>,
+        b: usize,
+        k: usize,
+        mode: DecodeMode,
+        par: Par,
+    ) {
         let l = &self.layout;
         let n = b * k;
         let d = l.config.pixels();
-        let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| {
-            linear_forward(x, n, &params[s.w_range()], &params[s.b_range()], s.out, s.inp, act, y, par)
-        };
+        let weights = weights.into();
+        let lin = |s: &LinearSlot, x: &[T], act, y: &mut [T]| weights.forward(s, x, n, act, y, par);
         let t = l.config.theta_dim();
         if let Some(s) = &l.u2theta {
             lin(s, &ws.u, Activation::Identity, &mut ws.theta);

@@ -94,9 +94,9 @@ pub struct LatentKeys {
 /// forward, objective, and (when `grads` is given) backward, accumulating
 /// into `grads`. Returns the loss (−bound, nats per image).
 #[allow(clippy::too_many_arguments)]
-pub fn loss_and_grad<T: Real>(
+pub fn loss_and_grad<'w, T: Real>(
     net: &crate::network::Network<T>,
-    params: &[T],
+    weights: impl Into<crate::network::Weights<'w, T>>,
     grads: Option<&mut [T]>,
     ws: &mut Workspace<T>,
     items: &[u32],
@@ -107,11 +107,12 @@ pub fn loss_and_grad<T: Real>(
 ) -> f64 {
     let b = items.len();
     assert!(b <= ws.batch_cap && k == ws.k, "workspace sized for {}×{}, got {b}×{k}", ws.batch_cap, ws.k);
-    net.encode(params, ws, b, par);
+    let weights = weights.into();
+    net.encode(weights, ws, b, par);
     net.fill_noise(ws, items, k, 0, keys.eps, keys.eta);
     net.sample_latents(ws, b, k, false);
     let mode = if grads.is_some() { DecodeMode::Train } else { DecodeMode::Score };
-    net.decode(params, ws, b, k, mode, par);
+    net.decode(weights, ws, b, k, mode, par);
     net.log_weights(ws, b, k);
     if obj == Objective::ElboKl {
         for i in 0..b {
@@ -120,7 +121,7 @@ pub fn loss_and_grad<T: Real>(
     }
     let (loss, kl_scale) = loss_and_coefficients(obj, ws, b, k);
     if let Some(g) = grads {
-        net.backward(params, g, ws, b, k, kl_scale, par);
+        net.backward(weights.params, g, ws, b, k, kl_scale, par);
     }
     loss
 }

@@ -134,5 +134,5 @@ impl FastMath for f64 {
     }
 }
 
-impl_real!(f32, matrixmultiply::sgemm);
+impl_real!(f32, crate::ops::sgemm::sgemm_or_matrixmultiply);
 impl_real!(f64, matrixmultiply::dgemm);

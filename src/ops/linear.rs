@@ -6,8 +6,10 @@
 //!           dW[out,in] += dyᵀ · x,   db[out] += Σ_n dy
 //! ```
 //!
-//! GEMMs go through matrixmultiply (see benches/gemm_choice.rs for why),
-//! split over output rows across rayon threads when `Par::Rows`.
+//! GEMMs go through matrixmultiply (see benches/gemm_choice.rs for why), or,
+//! on AVX-512 where B's rows are contiguous, through ops::sgemm, which gives
+//! matrixmultiply's bits without packing; split over output rows across
+//! rayon threads when `Par::Rows`.
 use super::rows::Par;
 use crate::Real;
 use rayon::prelude::*;
@@ -142,13 +144,54 @@ pub fn linear_forward<T: Real>(
     y: &mut [T],
     par: Par,
 ) {
-    assert!(x.len() >= n * inp && w.len() == out * inp && b.len() == out && y.len() >= n * out);
+    assert!(w.len() == out * inp, "linear_forward: weight [{out}, {inp}]");
+    forward_with(x, n, Mat::transposed(w, out, inp), b, act, y, par)
+}
+
+/// `linear_forward` from the weight already transposed, `wt[in,out] = Wᵀ`
+/// (`transpose_into`): the same bits, and the GEMM reads Wᵀ's rows where
+/// they lie (ops::sgemm) instead of packing the strided transpose each call.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_transposed<T: Real>(
+    x: &[T],
+    n: usize,
+    wt: &[T],
+    b: &[T],
+    out: usize,
+    inp: usize,
+    act: Activation,
+    y: &mut [T],
+    par: Par,
+) {
+    assert!(wt.len() == out * inp, "linear_forward_transposed: weight [{inp}, {out}]");
+    forward_with(x, n, Mat::row_major(wt, inp, out), b, act, y, par)
+}
+
+fn forward_with<T: Real>(x: &[T], n: usize, wt: Mat<T>, b: &[T], act: Activation, y: &mut [T], par: Par) {
+    let (inp, out) = (wt.rows, wt.cols);
+    assert!(x.len() >= n * inp && b.len() == out && y.len() >= n * out, "linear forward: x [{n}, {inp}], b [{out}]");
     for row in y[..n * out].chunks_exact_mut(out) {
         row.copy_from_slice(b);
     }
-    gemm(Mat::row_major(x, n, inp), Mat::transposed(w, out, inp), T::one(), y, par);
+    gemm(Mat::row_major(x, n, inp), wt, T::one(), y, par);
     if act == Activation::Relu {
         relu_inplace(&mut y[..n * out]);
+    }
+}
+
+/// `wt[in,out] = Wᵀ` of nn.Linear's `w[out,in]`, in 16 × 16 blocks so that
+/// both the reads and the writes run along cache lines.
+pub fn transpose_into<T: Copy>(w: &[T], out: usize, inp: usize, wt: &mut [T]) {
+    assert!(w.len() == out * inp && wt.len() == out * inp, "transpose_into: [{out}, {inp}]");
+    const BLOCK: usize = 16;
+    for i0 in (0..inp).step_by(BLOCK) {
+        for o0 in (0..out).step_by(BLOCK) {
+            for i in i0..(i0 + BLOCK).min(inp) {
+                for o in o0..(o0 + BLOCK).min(out) {
+                    wt[i * out + o] = w[o * inp + i];
+                }
+            }
+        }
     }
 }
 
@@ -263,6 +306,30 @@ mod tests {
             for o in 0..out {
                 let v: f64 = b[o] + (0..inp).map(|i| x[r * inp + i] * w[o * inp + i]).sum::<f64>();
                 assert_eq!(y[r * out + o], v.max(0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_weights_give_the_forward_the_same_bits() {
+        // Shapes across the 16 × 16 transpose blocks and the GEMM's 64-wide
+        // panels and 256-long k blocks; relu and identity.
+        for &(n, inp, out) in &[(1, 1, 1), (7, 17, 33), (50, 300, 70), (13, 784, 256)] {
+            let x: Vec<f32> = (0..n * inp).map(|i| (i as f32 * 0.37).sin()).collect();
+            let w: Vec<f32> = (0..out * inp).map(|i| (i as f32 * 0.11).cos() * 0.1).collect();
+            let b: Vec<f32> = (0..out).map(|i| i as f32 * 0.01 - 0.2).collect();
+            let mut wt = vec![f32::NAN; out * inp];
+            transpose_into(&w, out, inp, &mut wt);
+            for o in 0..out {
+                for i in 0..inp {
+                    assert_eq!(wt[i * out + o].to_bits(), w[o * inp + i].to_bits());
+                }
+            }
+            for act in [Activation::Identity, Activation::Relu] {
+                let (mut y, mut yt) = (vec![0f32; n * out], vec![0f32; n * out]);
+                linear_forward(&x, n, &w, &b, out, inp, act, &mut y, Par::Seq);
+                linear_forward_transposed(&x, n, &wt, &b, out, inp, act, &mut yt, Par::Rows);
+                assert!(y.iter().zip(&yt).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}×{inp}→{out}");
             }
         }
     }

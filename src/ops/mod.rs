@@ -9,6 +9,7 @@ pub mod linear;
 pub mod linear_bf16;
 pub mod logsumexp;
 pub mod rows;
+pub mod sgemm;
 pub mod simd;
 pub mod tps;
 

@@ -5,7 +5,7 @@ use super::{Engine, EpochPlan, Progress, TrainConfig};
 use crate::data::{Binarize, Dataset};
 use crate::error::{Error, Result};
 use crate::model::Layout;
-use crate::network::Network;
+use crate::network::{transpose_weights, Network, Weights};
 use crate::objective::{loss_and_grad, Objective};
 use crate::ops::simd::simd_dispatch;
 use crate::ops::Par;
@@ -18,6 +18,9 @@ pub(super) struct CpuEngine<'a> {
     net: Network<f32>,
     shards: Vec<Shard>,
     grads: Vec<f32>,
+    /// Every layer's weight transposed, refreshed after each step and
+    /// shared by the shards' forward GEMMs (`network::Weights`).
+    transposed: Vec<f32>,
     weights: Vec<f32>,
     data: &'a Dataset,
     obj: Objective,
@@ -49,6 +52,7 @@ impl<'a> CpuEngine<'a> {
             net,
             shards,
             grads: vec![0f32; layout.total],
+            transposed: vec![0f32; layout.total],
             weights: vec![0f32; shard_count],
             data,
             obj,
@@ -67,13 +71,14 @@ impl Engine for CpuEngine<'_> {
         opt: &mut Optimizer,
         progress: &mut dyn Progress,
     ) -> Result<Vec<f64>> {
-        let CpuEngine { net, shards, grads, weights, data, obj, binarize, k, batch_size } = self;
+        let CpuEngine { net, shards, grads, transposed, weights, data, obj, binarize, k, batch_size } = self;
         let (data, obj, binarize, k) = (*data, *obj, *binarize, *k);
         let shard_count = shards.len();
         let mut step_losses = Vec::with_capacity(plan.perm.len().div_ceil(*batch_size));
         for (step, batch) in plan.perm.chunks(*batch_size).enumerate() {
             let per = batch.len().div_ceil(shard_count);
-            let params_now: &[f32] = params;
+            transpose_weights(&net.layout, params, transposed);
+            let params_now = Weights { params, transposed: Some(transposed) };
             shards.par_iter_mut().enumerate().for_each(|(s, sh)| {
                 let part = &batch[(s * per).min(batch.len())..((s + 1) * per).min(batch.len())];
                 sh.items.clear();
