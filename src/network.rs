@@ -17,8 +17,7 @@ use crate::ops::fused::{decode_row, decode_row_train, RowGrid, RowTrain};
 use crate::ops::grid::Warp;
 use crate::ops::likelihood::is_binary;
 use crate::ops::linear::{
-    linear_backward_input, linear_backward_params, linear_forward, linear_forward_transposed, relu_backward,
-    transpose_into, Activation,
+    linear_backward_input, linear_backward_params, linear_forward, linear_forward_transposed, relu_backward, Activation,
 };
 use crate::ops::rows::{for_each_row, Par, RowsMut};
 use crate::rng::NoiseKey;
@@ -92,7 +91,7 @@ pub fn transpose_weights<T: Real>(layout: &Layout, params: &[T], transposed: &mu
         parts.push((s, mine));
         (rest, at) = (after, s.w + s.out * s.inp);
     }
-    parts.into_par_iter().with_max_len(1).for_each(|(s, wt)| transpose_into(&params[s.w_range()], s.out, s.inp, wt));
+    parts.into_par_iter().with_max_len(1).for_each(|(s, wt)| T::transpose(&params[s.w_range()], s.out, s.inp, wt));
 }
 
 /// log σ is clamped to this range (SPEC §1).

@@ -22,6 +22,9 @@ pub trait Real: Float + Debug + Default + Send + Sync + Sum + AddAssign + SubAss
     /// `self` must be finite and within i32's range.
     unsafe fn trunc_i32_unchecked(self) -> i32;
     fn from_i32(v: i32) -> Self;
+    /// `wt[in,out] = Wᵀ` of `w[out,in]` (ops::linear::transpose_into; f32
+    /// transposes 16 × 16 tiles in registers on AVX-512).
+    fn transpose(w: &[Self], out: usize, inp: usize, wt: &mut [Self]);
     /// `C[m,n] = alpha·A[m,k]·B[k,n] + beta·C` with arbitrary strides (matrixmultiply).
     ///
     /// # Safety
@@ -47,8 +50,11 @@ pub trait Real: Float + Debug + Default + Send + Sync + Sum + AddAssign + SubAss
 
 /// The two impls differ only in the type and matrixmultiply's entry point.
 macro_rules! impl_real {
-    ($t:ty, $gemm:path) => {
+    ($t:ty, $gemm:path, $transpose:path) => {
         impl Real for $t {
+            fn transpose(w: &[$t], out: usize, inp: usize, wt: &mut [$t]) {
+                $transpose(w, out, inp, wt)
+            }
             #[inline(always)]
             fn of(x: f64) -> Self {
                 x as $t
@@ -134,5 +140,5 @@ impl FastMath for f64 {
     }
 }
 
-impl_real!(f32, crate::ops::sgemm::sgemm_or_matrixmultiply);
-impl_real!(f64, matrixmultiply::dgemm);
+impl_real!(f32, crate::ops::sgemm::sgemm_or_matrixmultiply, crate::ops::sgemm::transpose);
+impl_real!(f64, matrixmultiply::dgemm, crate::ops::linear::transpose_into);

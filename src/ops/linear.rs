@@ -184,12 +184,16 @@ fn forward_with<T: Real>(x: &[T], n: usize, wt: Mat<T>, b: &[T], act: Activation
 pub fn transpose_into<T: Copy>(w: &[T], out: usize, inp: usize, wt: &mut [T]) {
     assert!(w.len() == out * inp && wt.len() == out * inp, "transpose_into: [{out}, {inp}]");
     const BLOCK: usize = 16;
-    for i0 in (0..inp).step_by(BLOCK) {
-        for o0 in (0..out).step_by(BLOCK) {
-            for i in i0..(i0 + BLOCK).min(inp) {
-                for o in o0..(o0 + BLOCK).min(out) {
-                    wt[i * out + o] = w[o * inp + i];
-                }
+    if out == 0 || inp == 0 {
+        return;
+    }
+    for o0 in (0..out).step_by(BLOCK) {
+        let o1 = (o0 + BLOCK).min(out);
+        for (i, dst) in wt.chunks_exact_mut(out).enumerate() {
+            // Column i of rows o0..o1: a strided walk, no index checks.
+            let column = w[o0 * inp + i..].iter().step_by(inp);
+            for (d, &v) in dst[o0..o1].iter_mut().zip(column) {
+                *d = v;
             }
         }
     }

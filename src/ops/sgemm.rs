@@ -98,10 +98,74 @@ pub unsafe fn sgemm(
     false
 }
 
+/// `wt[in,out] = Wᵀ` of `w[out,in]`, as `ops::linear::transpose_into`
+/// (the spec, which runs without AVX-512 and on the edges): on AVX-512 each
+/// 16 × 16 tile goes through registers, 16 loads and 16 stores along rows.
+pub fn transpose(w: &[f32], out: usize, inp: usize, wt: &mut [f32]) {
+    assert!(w.len() == out * inp && wt.len() == out * inp, "transpose: [{out}, {inp}]");
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::simd() == super::simd::Simd::Avx512 {
+        // SAFETY: the CPU has AVX-512 (simd() checked); both buffers hold
+        // out × inp elements (asserted).
+        unsafe { avx512::transpose(w, out, inp, wt) };
+        return;
+    }
+    super::linear::transpose_into(w, out, inp, wt)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{KC, MR, NV};
     use std::arch::x86_64::*;
+
+    /// See `super::transpose`. Each tile goes through four butterfly
+    /// stages: at distance d = 8, 4, 2, 1, rows j and j + d (j without bit
+    /// d) trade blocks of d lanes (one vpermt2ps per result row).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose(w: &[f32], out: usize, inp: usize, wt: &mut [f32]) {
+        const T: usize = 16;
+        let (full_o, full_i) = (out / T * T, inp / T * T);
+        // Lane indices of a stage's two results: lane x of the first takes
+        // block-start + x of a (or of b, + 16), the second the next block.
+        let stage_index = |d: usize, second: usize| {
+            let mut lanes = [0i32; T];
+            for (x, lane) in lanes.iter_mut().enumerate() {
+                let (pair, within) = (x / (2 * d), x % (2 * d));
+                let start = pair * 2 * d + second * d;
+                *lane = (start + within % d + if within >= d { T } else { 0 }) as i32;
+            }
+            // SAFETY: 16 i32 lanes from a 16-element array.
+            unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+        };
+        let stages = [8, 4, 2, 1].map(|d| (d, stage_index(d, 0), stage_index(d, 1)));
+        for o0 in (0..full_o).step_by(T) {
+            for i0 in (0..full_i).step_by(T) {
+                let mut r = [_mm512_setzero_ps(); T];
+                for (j, r) in r.iter_mut().enumerate() {
+                    // SAFETY: row o0 + j < out, columns i0..i0 + 16 ≤ inp.
+                    *r = unsafe { _mm512_loadu_ps(w.as_ptr().add((o0 + j) * inp + i0)) };
+                }
+                for &(d, first, second) in &stages {
+                    for j in (0..T).filter(|j| j & d == 0) {
+                        let (a, b) = (r[j], r[j + d]);
+                        r[j] = _mm512_permutex2var_ps(a, first, b);
+                        r[j + d] = _mm512_permutex2var_ps(a, second, b);
+                    }
+                }
+                for (j, &r) in r.iter().enumerate() {
+                    // SAFETY: row i0 + j < inp of wt, columns o0..o0 + 16 ≤ out.
+                    unsafe { _mm512_storeu_ps(wt.as_mut_ptr().add((i0 + j) * out + o0), r) };
+                }
+            }
+        }
+        // The edges: rows past the last whole tile, then columns.
+        for o in 0..out {
+            let from = if o < full_o { full_i } else { 0 };
+            for i in from..inp {
+                wt[i * out + o] = w[o * inp + i];
+            }
+        }
+    }
 
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
@@ -335,6 +399,17 @@ mod tests {
         for &(m, k, n) in &[(7, 300, 70), (13, 17, 33)] {
             check(m, k, n, false, 1.0, true);
             check(m, k, n, true, 0.0, true);
+        }
+    }
+
+    #[test]
+    fn register_transpose_matches_the_spec() {
+        for &(out, inp) in &[(1, 1), (16, 16), (17, 33), (32, 48), (784, 256), (256, 784), (18, 18), (5, 40)] {
+            let w = fill(out * inp, (out * 31 + inp) as u64, true);
+            let (mut ours, mut spec) = (vec![1f32; out * inp], vec![2f32; out * inp]);
+            transpose(&w, out, inp, &mut ours);
+            crate::ops::linear::transpose_into(&w, out, inp, &mut spec);
+            assert!(ours.iter().zip(&spec).all(|(a, b)| a.to_bits() == b.to_bits()), "[{out}, {inp}]");
         }
     }
 
