@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use iwtvae::model::{ModelConfig, Transform};
 use iwtvae::ops::fused::{decode_row, decode_row_backward, decode_row_train, RowBackward, RowGrid, RowTrain};
 use iwtvae::ops::grid::Warp;
-use iwtvae::ops::linear::{linear_forward, Activation};
+use iwtvae::ops::linear::{linear_forward, linear_forward_transposed, Activation};
 use iwtvae::ops::linear_bf16::{has_avx512bf16, Bf16Linear};
 use iwtvae::ops::Par;
 
@@ -116,6 +116,13 @@ fn bench(c: &mut Criterion) {
             b.iter(|| linear_forward(&xin, ROWS, &w, &bias, out, inp, Activation::Identity, &mut y, par))
         });
     }
+    // The forward as training and evaluation run it: the weight transposed
+    // once (per step or per evaluation), read in place by ops::sgemm.
+    let mut wt = vec![0f32; out * inp];
+    iwtvae::ops::sgemm::transpose(&w, out, inp, &mut wt);
+    g.bench_function(format!("dec.fc3 linear fwd pre-transposed x{ROWS} Seq (flop/s)"), |b| {
+        b.iter(|| linear_forward_transposed(&xin, ROWS, &wt, &bias, out, inp, Activation::Identity, &mut y, Par::Seq))
+    });
     // The evaluator's bf16 layer (one thread, as each evaluation task runs
     // it): AVX512-BF16 where the CPU has it, else the portable loop.
     let bf16 = Bf16Linear::new(&w, &bias, out, inp);

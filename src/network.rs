@@ -71,27 +71,50 @@ impl<T: Real> Weights<'_, T> {
 }
 
 /// `transposed[s.w_range()] = Wᵀ` of every layer the forward runs (the
-/// biases' ranges are left alone), layers split across rayon's threads.
+/// biases' ranges are left alone), the layers split across rayon's threads
+/// by rayon::join (no allocation: this runs every training step).
 pub fn transpose_weights<T: Real>(layout: &Layout, params: &[T], transposed: &mut [T]) {
     assert!(
         params.len() == layout.total && transposed.len() == layout.total,
         "transpose_weights: {} parameters",
         layout.total
     );
-    use rayon::prelude::*;
-    let mut slots = layout.forward_slots();
-    slots.sort_by_key(|s| s.w);
-    // Disjoint destinations: split the buffer at each weight's start.
-    let mut parts = Vec::with_capacity(slots.len());
-    let mut rest = transposed;
-    let mut at = 0;
-    for s in &slots {
-        let (_, from) = rest.split_at_mut(s.w - at);
-        let (mine, after) = from.split_at_mut(s.out * s.inp);
-        parts.push((s, mine));
-        (rest, at) = (after, s.w + s.out * s.inp);
+    const MAX: usize = 10;
+    let mut slots = [LinearSlot { w: 0, b: 0, out: 0, inp: 0 }; MAX];
+    let mut count = 0;
+    for s in layout.forward_slots() {
+        assert!(count < MAX && (count == 0 || slots[count - 1].w_range().end <= s.w), "forward slots in layout order");
+        slots[count] = s;
+        count += 1;
     }
-    parts.into_par_iter().with_max_len(1).for_each(|(s, wt)| T::transpose(&params[s.w_range()], s.out, s.inp, wt));
+    transpose_slots(&slots[..count], params, transposed, 0);
+}
+
+/// `buf` starts at parameter offset `start` and covers every slot's weight.
+fn transpose_slots<T: Real>(slots: &[LinearSlot], params: &[T], buf: &mut [T], start: usize) {
+    match slots {
+        [] => {}
+        [s] => {
+            let at = s.w - start;
+            T::transpose(&params[s.w_range()], s.out, s.inp, &mut buf[at..at + s.out * s.inp]);
+        }
+        _ => {
+            // Halve by weights, not by layers: the two 784 × 256 layers
+            // land on different threads.
+            let total: usize = slots.iter().map(|s| s.out * s.inp).sum();
+            let mut mid = 1;
+            let mut below = slots[0].out * slots[0].inp;
+            while mid < slots.len() - 1 && 2 * (below + slots[mid].out * slots[mid].inp) <= total {
+                below += slots[mid].out * slots[mid].inp;
+                mid += 1;
+            }
+            let (lo, hi) = buf.split_at_mut(slots[mid].w - start);
+            rayon::join(
+                || transpose_slots(&slots[..mid], params, lo, start),
+                || transpose_slots(&slots[mid..], params, hi, slots[mid].w),
+            );
+        }
+    }
 }
 
 /// log σ is clamped to this range (SPEC §1).
@@ -623,11 +646,9 @@ impl<T: Real> Network<T> {
         // Encoder heads, then the trunk.
         let hd = cfg.hidden;
         let mut first = true;
-        let mut heads: Vec<(&LinearSlot, &[T])> = vec![(&l.z_mu, &ws.dmu_z), (&l.z_logsigma, &ws.dls_z)];
-        if let (Some(mu), Some(ls)) = (&l.u_mu, &l.u_logsigma) {
-            heads.push((mu, &ws.dmu_u));
-            heads.push((ls, &ws.dls_u));
-        }
+        let u_heads =
+            l.u_mu.as_ref().zip(Some(&ws.dmu_u)).into_iter().chain(l.u_logsigma.as_ref().zip(Some(&ws.dls_u)));
+        let heads = [(&l.z_mu, &ws.dmu_z), (&l.z_logsigma, &ws.dls_z)].into_iter().chain(u_heads);
         for (s, dy) in heads {
             back(s, grads, &ws.h2, dy, b);
             linear_backward_input(dy, b, &params[s.w_range()], s.out, hd, &mut ws.dh2, !first, par);

@@ -126,12 +126,14 @@ impl Layout {
 
     /// Every layer that a forward pass runs on the CPU, each once (the
     /// encoder's heads one by one, not `enc_heads`).
-    pub fn forward_slots(&self) -> Vec<LinearSlot> {
-        let mut slots = vec![self.enc_fc1, self.enc_fc2, self.z_mu, self.z_logsigma];
-        slots.extend(self.u_mu.iter().chain(&self.u_logsigma).copied());
-        slots.extend([self.dec_fc1, self.dec_fc2, self.dec_fc3]);
-        slots.extend(self.u2theta);
-        slots
+    /// In layout order.
+    pub fn forward_slots(&self) -> impl Iterator<Item = LinearSlot> + '_ {
+        [self.enc_fc1, self.enc_fc2, self.z_mu, self.z_logsigma]
+            .into_iter()
+            .chain(self.u_mu)
+            .chain(self.u_logsigma)
+            .chain([self.dec_fc1, self.dec_fc2, self.dec_fc3])
+            .chain(self.u2theta)
     }
 
     pub fn entry(&self, name: &str) -> Option<&TensorEntry> {

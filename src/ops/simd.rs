@@ -4,7 +4,9 @@
 //! `IWTVAE_SIMD=baseline|avx2|avx512` caps the level (`IWTVAE_NO_AVX512=1`
 //! is the same as `avx2`). Rust never contracts a·b+c into an FMA, so every
 //! clone computes the same bits (tests/determinism.rs checks this end to end;
-//! matrixmultiply picks its GEMM kernel by itself and is not capped).
+//! below AVX-512 the GEMMs go to matrixmultiply, which picks its kernel by
+//! itself and is not capped, and whose AVX-512 kernel ops::sgemm matches bit
+//! for bit).
 
 /// The widest SIMD level this CPU offers, detected once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
