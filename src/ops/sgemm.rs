@@ -167,6 +167,9 @@ mod avx512 {
         }
     }
 
+    /// See `super::sgemm`: k blocks outermost (their order is the order of
+    /// additions into C), then 64-column panels of B, whose [kc, 64] block
+    /// (64 KB) stays in L2 while the 6-row tiles of A walk down it.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn sgemm(
@@ -198,6 +201,7 @@ mod avx512 {
                 let last = last as u16;
                 for i0 in (0..m).step_by(MR) {
                     let rows = MR.min(m - i0);
+                    // SAFETY: see above.
                     let (ai, bj, cij) =
                         unsafe { (a.offset(i0 as isize * rsa), b.add(j0), c.offset(i0 as isize * rsc).add(j0)) };
                     let run = match rows {
@@ -208,6 +212,10 @@ mod avx512 {
                         5 => tile_of::<5>,
                         _ => tile_of::<MR>,
                     };
+                    // SAFETY: the tile's rows × `cols` columns of C, its rows
+                    // of A and its columns of B over kc steps of k all lie
+                    // inside the operands (caller's contract); `last` masks
+                    // the columns past n.
                     unsafe { run(vectors, kc, ai, rsa, csa, bj, rsb, cij, rsc, last, accumulate) };
                 }
             }
