@@ -212,21 +212,23 @@ mod avx512 {
                         5 => tile_of::<5>,
                         _ => tile_of::<MR>,
                     };
+                    let tile = Tile { kc, a: ai, rsa, csa, b: bj, rsb, c: cij, rsc, last, accumulate };
                     // SAFETY: the tile's rows × `cols` columns of C, its rows
                     // of A and its columns of B over kc steps of k all lie
                     // inside the operands (caller's contract); `last` masks
                     // the columns past n.
-                    unsafe { run(vectors, kc, ai, rsa, csa, bj, rsb, cij, rsc, last, accumulate) };
+                    unsafe { run(vectors, tile) };
                 }
             }
         }
     }
 
-    /// `tile::<R, vectors>`.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile_of<const R: usize>(
-        vectors: usize,
+    /// One register tile's operands: A's rows from `a` (element (r, k) at
+    /// `a[r·rsa + k·csa]`), B's rows from `b` (row k at `b[k·rsb]`), C's
+    /// rows from `c`, over kc steps of k; `last` masks the final vector's
+    /// lanes (loads of B beyond column n read nothing, stores write nothing).
+    #[derive(Clone, Copy)]
+    struct Tile {
         kc: usize,
         a: *const f32,
         rsa: isize,
@@ -237,34 +239,26 @@ mod avx512 {
         rsc: isize,
         last: u16,
         accumulate: bool,
-    ) {
+    }
+
+    /// `tile::<R, vectors>`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_of<const R: usize>(vectors: usize, t: Tile) {
         // SAFETY: forwarded.
         unsafe {
             match vectors {
-                1 => tile::<R, 1>(kc, a, rsa, csa, b, rsb, c, rsc, last, accumulate),
-                2 => tile::<R, 2>(kc, a, rsa, csa, b, rsb, c, rsc, last, accumulate),
-                3 => tile::<R, 3>(kc, a, rsa, csa, b, rsb, c, rsc, last, accumulate),
-                _ => tile::<R, NV>(kc, a, rsa, csa, b, rsb, c, rsc, last, accumulate),
+                1 => tile::<R, 1>(t),
+                2 => tile::<R, 2>(t),
+                3 => tile::<R, 3>(t),
+                _ => tile::<R, NV>(t),
             }
         }
     }
 
-    /// One R × 16V tile of C over kc steps of k; `last` masks the final
-    /// vector's lanes (loads of B beyond column n read nothing).
-    #[allow(clippy::too_many_arguments)]
+    /// One R × 16V tile of C: `C = acc` or `C = acc + C`.
     #[inline(always)]
-    unsafe fn tile<const R: usize, const V: usize>(
-        kc: usize,
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        rsb: isize,
-        c: *mut f32,
-        rsc: isize,
-        last: u16,
-        accumulate: bool,
-    ) {
+    unsafe fn tile<const R: usize, const V: usize>(t: Tile) {
+        let Tile { kc, a, rsa, csa, b, rsb, c, rsc, last, accumulate } = t;
         let mask = |v: usize| if v + 1 == V { last } else { u16::MAX };
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         let mut a_k = a;
