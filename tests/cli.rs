@@ -682,3 +682,27 @@ fn resume_takes_the_runs_own_settings() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("data/mnist") && stderr(&o).contains("missing file"), "{}", stderr(&o));
 }
+
+/// eval scores a run on the targets it was trained on unless --binarize says
+/// otherwise: a model of continuous images is not silently scored on
+/// binarized ones.
+#[test]
+fn eval_takes_the_runs_binarize_unless_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("grey");
+    let args =
+        ["train", "--data", MNIST, "--limit-train", "100", "--epochs", "1", "--eval-k", "0", "--binarize", "none"];
+    let o = iwtvae(&[&args[..], &["--hidden", "16", "--out", run.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let eval = |extra: &[&str]| {
+        let base = ["eval", "--checkpoint", run.to_str().unwrap(), "--k", "2", "--limit", "5", "--json"];
+        let o = iwtvae(&[&base[..], extra].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["binarize"].as_str().unwrap().to_string(), v["recon"].as_f64().unwrap())
+    };
+    let (run_default, recon_grey) = eval(&[]);
+    let (given, recon_binary) = eval(&["--binarize", "dynamic"]);
+    assert_eq!((run_default.as_str(), given.as_str()), ("none", "dynamic"));
+    assert_ne!(recon_grey, recon_binary, "the two targets score alike");
+}

@@ -155,7 +155,8 @@ pub(crate) struct Common {
     /// Seed for initialisation, shuffling and all noise.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
-    /// Targets: dynamic (fresh Bernoulli draw per use) or none (continuous byte/255).
+    /// Targets: dynamic (fresh Bernoulli draw per use) or none (continuous
+    /// byte/255) (default: dynamic; for eval, the run's own, else dynamic).
     #[arg(long, default_value = "dynamic")]
     pub(crate) binarize: String,
 }

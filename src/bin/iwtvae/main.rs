@@ -107,7 +107,7 @@ fn main() {
         |id: &str| matches.subcommand().is_some_and(|(_, m)| m.value_source(id) == Some(ValueSource::CommandLine));
     let result = iwtvae::ops::simd::simd_cap_from_env().map_err(anyhow::Error::msg).and_then(|_| match cli.command {
         Command::Train(a) => run_train(a, &given),
-        Command::Eval(a) => run_eval(a),
+        Command::Eval(a) => run_eval(a, &given),
         Command::Reproduce(a) => run_reproduce(a),
         Command::Show(a) => run_show(a),
         Command::Probe(a) => run_probe(a),

@@ -1,7 +1,7 @@
 //! train, eval and reproduce.
 use crate::args::{EvalArgs, ReproduceArgs, TrainArgs};
 use crate::progress::{evaluate_with_bar, print_report, Bar, ReproduceLines};
-use crate::{data_of_run, run_of, setup, DEFAULT_DATA};
+use crate::{binarize_of_run, data_of_run, run_of, setup, DEFAULT_DATA};
 use anyhow::{Context, Result};
 use iwtvae::data::{Dataset, Split};
 use iwtvae::device::Device;
@@ -10,7 +10,7 @@ use iwtvae::fsutil::atomic_write;
 use iwtvae::model::checkpoint::load_checkpoint;
 use iwtvae::network::Network;
 use iwtvae::optim::OptimizerKind;
-use iwtvae::train::{parse_binarize, train_monitored, TestMonitor, TrainConfig};
+use iwtvae::train::{train_monitored, TestMonitor, TrainConfig};
 use std::time::Instant;
 
 /// `train`; `given(id)` says whether the command line set flag `id`.
@@ -146,10 +146,13 @@ fn settings_to_resume(flags: TrainConfig, out: &std::path::Path, given: &dyn Fn(
     Ok(saved)
 }
 
-pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
+pub(crate) fn run_eval(a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     let device = setup(&a.common)?;
     let split = Split::parse(&a.split)?;
-    let binarize = parse_binarize(&a.common.binarize)?;
+    // A run trained on continuous targets is scored on them unless
+    // --binarize says otherwise, as show, probe and encode do.
+    let run = run_of(&a.checkpoint);
+    let binarize = binarize_of_run(&given("binarize").then(|| a.common.binarize.clone()), run.as_ref())?;
     let precision = iwtvae::eval::Precision::parse_for(&a.precision, device)?;
     precision.check_device(device)?;
     if device == Device::Cpu && precision == Precision::Bf16 && !iwtvae::ops::linear_bf16::has_avx512bf16() {
@@ -161,7 +164,7 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
         iwtvae::fsutil::prepare_output_file(p).context("--per-image")?;
     }
     let ck = load_checkpoint(&a.checkpoint).context("--checkpoint")?;
-    let data_dir = data_of_run(&a.common.data, run_of(&a.checkpoint).as_ref());
+    let data_dir = data_of_run(&a.common.data, run.as_ref());
     let data = Dataset::load(&data_dir, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
     let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed, precision };
