@@ -25,7 +25,8 @@ pub trait Real: Float + Debug + Default + Send + Sync + Sum + AddAssign + SubAss
     /// `wt[in,out] = Wᵀ` of `w[out,in]` (ops::linear::transpose_into; f32
     /// transposes 16 × 16 tiles in registers on AVX-512).
     fn transpose(w: &[Self], out: usize, inp: usize, wt: &mut [Self]);
-    /// `C[m,n] = alpha·A[m,k]·B[k,n] + beta·C` with arbitrary strides (matrixmultiply).
+    /// `C[m,n] = alpha·A[m,k]·B[k,n] + beta·C` with arbitrary strides (matrixmultiply's
+    /// arithmetic; f32 through ops::sgemm where it applies).
     ///
     /// # Safety
     /// Every strided index of A, B and C must lie inside its allocation.
@@ -48,7 +49,7 @@ pub trait Real: Float + Debug + Default + Send + Sync + Sum + AddAssign + SubAss
     );
 }
 
-/// The two impls differ only in the type and matrixmultiply's entry point.
+/// The two impls differ only in the type, the GEMM entry point and the transpose.
 macro_rules! impl_real {
     ($t:ty, $gemm:path, $transpose:path) => {
         impl Real for $t {
