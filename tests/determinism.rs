@@ -6,7 +6,7 @@ use common::*;
 use iwtvae::data::{Binarize, Dataset, Split};
 use iwtvae::eval::{evaluate, EvalOptions};
 use iwtvae::model::{Layout, Transform};
-use iwtvae::network::Network;
+use iwtvae::network::{transpose_weights, Network, Weights};
 use iwtvae::objective::{loss_and_grad, LatentKeys, Objective};
 use iwtvae::ops::Par;
 use iwtvae::rng::{NoiseKey, Stream};
@@ -269,9 +269,10 @@ fn a_non_finite_loss_stops_training_with_epoch_and_step() {
 /// one after another through one scratch row (the shards' way) or in
 /// parallel through per-row buffers, for every transform: GEMMs split by
 /// output rows sum each value in the same order, and each row's fused work
-/// is the same code on the same data.
+/// is the same code on the same data. The same holds with the forward
+/// reading pre-transposed weights (`network::Weights`), as training does.
 #[test]
-fn training_pass_is_the_same_sequential_and_parallel() {
+fn training_pass_is_the_same_sequential_parallel_and_pre_transposed() {
     for transform in [Transform::None, Transform::Affine, Transform::Tps] {
         let cfg = tiny_config(transform);
         let layout = Layout::new(cfg);
@@ -282,16 +283,24 @@ fn training_pass_is_the_same_sequential_and_parallel() {
         let items: Vec<u32> = (0..b as u32).map(|i| 3 * i + 1).collect();
         let keys =
             LatentKeys { eps: NoiseKey::new(9, Stream::TrainEps, 1), eta: NoiseKey::new(9, Stream::TrainEta, 1) };
-        let run = |par: Par| {
+        // The training engine's forward reads pre-transposed weights; the
+        // plain parameters must give the same bits.
+        let mut transposed = vec![f32::NAN; layout.total];
+        transpose_weights(&layout, &params, &mut transposed);
+        let run = |par: Par, pre_transposed: bool| {
             let mut ws = net.workspace(b, k, true);
             ws.x[..x.len()].copy_from_slice(&x);
             let mut g = vec![0f32; layout.total];
-            let loss = loss_and_grad(&net, &params, Some(&mut g), &mut ws, &items, k, Objective::Iwae, keys, par);
+            let weights = Weights { params: &params, transposed: pre_transposed.then_some(&transposed[..]) };
+            let loss = loss_and_grad(&net, weights, Some(&mut g), &mut ws, &items, k, Objective::Iwae, keys, par);
             (loss, g)
         };
-        let (seq, rows) = (run(Par::Seq), run(Par::Rows));
-        assert_eq!(seq.0.to_bits(), rows.0.to_bits(), "{}: loss", transform.name());
-        assert_eq!(seq.1, rows.1, "{}: gradient", transform.name());
+        let seq = run(Par::Seq, false);
+        for (other, what) in [(run(Par::Rows, false), "rows in parallel"), (run(Par::Seq, true), "pre-transposed")] {
+            assert_eq!(seq.0.to_bits(), other.0.to_bits(), "{}, {what}: loss", transform.name());
+            let same = seq.1.iter().zip(&other.1).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{}, {what}: gradient", transform.name());
+        }
     }
 }
 
