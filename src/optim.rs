@@ -98,16 +98,50 @@ impl Optimizer {
     /// One step of gradient *descent* on the loss with learning rate `lr`.
     /// Elementwise, so chunks run in parallel with identical results.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        assert_eq!(params.len(), grads.len(), "Optimizer::step: parameters and gradients");
+        self.step_with(params, lr, |start, g| {
+            g.copy_from_slice(&grads[start..start + g.len()]);
+            true
+        });
+    }
+
+    /// `step` with each block of the gradient made on the fly by
+    /// `gradient(start, g)`, which fills g with the gradient of
+    /// params[start..start + g.len()] and says whether it is finite: the
+    /// training engine sums its shards' gradients here, in L1, instead of
+    /// into a whole gradient vector written and read back. The same bits as
+    /// `step` on the same gradient. Returns whether every block was finite;
+    /// the parameters are updated either way (a caller that stops on a
+    /// non-finite gradient discards them).
+    pub fn step_with(
+        &mut self,
+        params: &mut [f32],
+        lr: f32,
+        gradient: impl Fn(usize, &mut [f32]) -> bool + Sync,
+    ) -> bool {
         use rayon::prelude::*;
         self.steps += 1;
         const CHUNK: usize = 1 << 14;
+        const BLOCK: usize = 1 << 10;
         let kind = self.kind;
         let steps = self.steps;
         params
             .par_chunks_mut(CHUNK)
-            .zip(grads.par_chunks(CHUNK))
             .zip(self.s1.par_chunks_mut(CHUNK).zip(self.s2.par_chunks_mut(CHUNK)))
-            .for_each(|((p, g), (s1, s2))| step_chunk_wide(kind, steps, p, g, s1, s2, lr));
+            .enumerate()
+            .map(|(c, (p, (s1, s2)))| {
+                let mut block = [0f32; BLOCK];
+                let mut finite = true;
+                for (b, ((p, s1), s2)) in
+                    p.chunks_mut(BLOCK).zip(s1.chunks_mut(BLOCK)).zip(s2.chunks_mut(BLOCK)).enumerate()
+                {
+                    let g = &mut block[..p.len()];
+                    finite &= gradient(c * CHUNK + b * BLOCK, g);
+                    step_chunk_wide(kind, steps, p, g, s1, s2, lr);
+                }
+                finite
+            })
+            .reduce(|| true, |a, b| a & b)
     }
 }
 
@@ -184,6 +218,34 @@ mod tests {
     fn poly_schedule_decays_to_zero() {
         assert_eq!(Schedule::Poly.lr(1.0, 0, 50), 1.0);
         assert!((Schedule::Poly.lr(1.0, 25, 50) - 0.5f64.powf(0.9)).abs() < 1e-12);
+    }
+
+    /// A gradient made block by block gives `step`'s bits on the whole
+    /// vector, across the pass's block and chunk boundaries, and a block
+    /// that reports itself non-finite is reported.
+    #[test]
+    fn blockwise_gradient_matches_the_whole_vector() {
+        let n = (1 << 14) + 1500;
+        let grads: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5).collect();
+        for kind in [OptimizerKind::Adadelta, OptimizerKind::Adam] {
+            let (mut whole, mut blocks) = (vec![0.25f32; n], vec![0.25f32; n]);
+            let (mut a, mut b) = (Optimizer::new(kind, n), Optimizer::new(kind, n));
+            for _ in 0..3 {
+                a.step(&mut whole, &grads, 0.1);
+                let finite = b.step_with(&mut blocks, 0.1, |start, g| {
+                    g.copy_from_slice(&grads[start..start + g.len()]);
+                    true
+                });
+                assert!(finite);
+            }
+            assert!(whole.iter().zip(&blocks).all(|(x, y)| x.to_bits() == y.to_bits()), "{kind:?}");
+            assert!(a.s1 == b.s1 && a.s2 == b.s2 && a.steps == b.steps);
+            let bad = b.step_with(&mut blocks, 0.1, |start, g| {
+                g.fill(0.0);
+                start != (1 << 14) + 1024
+            });
+            assert!(!bad, "the last block's report is lost");
+        }
     }
 
     /// torch.optim.Adadelta's documented recurrence (rho = 0.9, eps = 1e-6, lr = 1),

@@ -17,7 +17,6 @@ use rayon::prelude::*;
 pub(super) struct CpuEngine<'a> {
     net: Network<f32>,
     shards: Vec<Shard>,
-    grads: Vec<f32>,
     /// Every layer's weight transposed, refreshed after each step and
     /// shared by the shards' forward GEMMs (`network::Weights`).
     transposed: Vec<f32>,
@@ -51,7 +50,6 @@ impl<'a> CpuEngine<'a> {
         CpuEngine {
             net,
             shards,
-            grads: vec![0f32; layout.total],
             transposed: vec![0f32; layout.total],
             weights: vec![0f32; shard_count],
             data,
@@ -71,7 +69,7 @@ impl Engine for CpuEngine<'_> {
         opt: &mut Optimizer,
         progress: &mut dyn Progress,
     ) -> Result<Vec<f64>> {
-        let CpuEngine { net, shards, grads, transposed, weights, data, obj, binarize, k, batch_size } = self;
+        let CpuEngine { net, shards, transposed, weights, data, obj, binarize, k, batch_size } = self;
         let (data, obj, binarize, k) = (*data, *obj, *binarize, *k);
         let shard_count = shards.len();
         let mut step_losses = Vec::with_capacity(plan.perm.len().div_ceil(*batch_size));
@@ -116,11 +114,19 @@ impl Engine for CpuEngine<'_> {
                 *w = (sh.items.len() as f64 / total) as f32;
             }
             let loss: f64 = shards.iter().map(|sh| sh.loss * sh.items.len() as f64 / total).sum();
-            let grads_finite = combine_gradients(grads, shards, weights);
-            if !loss.is_finite() || !grads_finite {
+            if !loss.is_finite() {
                 return Err(Error::NonFinite { epoch: plan.epoch + 1, step: step + 1, loss });
             }
-            opt.step(params, grads, plan.lr as f32);
+            // The shards' gradients are summed block by block inside the
+            // optimizer's pass; a non-finite one stops training, and these
+            // parameters are dropped with the error (the last checkpoint stays).
+            let shards = &*shards;
+            let weights = &*weights;
+            let grads_finite =
+                opt.step_with(params, plan.lr as f32, |start, g| combine_chunk_wide(g, shards, start, weights));
+            if !grads_finite {
+                return Err(Error::NonFinite { epoch: plan.epoch + 1, step: step + 1, loss });
+            }
             step_losses.push(loss);
             progress.step(loss, batch.len());
         }
@@ -136,15 +142,13 @@ struct Shard {
     loss: f64,
 }
 
-/// grads = Σ_s weight_s · shard_s.grads, summed in shard order (so the result
-/// does not depend on how the elementwise work is split across threads).
-/// Returns whether every combined gradient is finite.
-fn combine_gradients(grads: &mut [f32], shards: &[Shard], weights: &[f32]) -> bool {
-    const CHUNK: usize = 1 << 14;
-    grads.par_chunks_mut(CHUNK).enumerate().all(|(c, g)| combine_chunk_wide(g, shards, c * CHUNK, weights))
-}
-
-simd_dispatch!(fn combine_chunk_wide(g: &mut [f32], shards: &[Shard], start: usize, weights: &[f32]) -> bool => combine_chunk);
+simd_dispatch!(
+    /// g = Σ_s weight_s · shard_s.grads[start..start + g.len()], summed in
+    /// shard order (so the result does not depend on how the elementwise work
+    /// is split across threads), for the optimizer's pass
+    /// (`Optimizer::step_with`). Returns whether every element is finite.
+    fn combine_chunk_wide(g: &mut [f32], shards: &[Shard], start: usize, weights: &[f32]) -> bool => combine_chunk
+);
 
 #[inline(always)]
 fn combine_chunk(g: &mut [f32], shards: &[Shard], start: usize, weights: &[f32]) -> bool {
