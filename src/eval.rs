@@ -25,10 +25,12 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Samples per decoder pass. An image's estimate has the same bits for any
-/// chunk; a bigger one packs the decoder's weights for its GEMMs once per
-/// more rows: 1000 against 250 was 2.7% faster at k = 5000 and 7% at k = 5
-/// (2-core EPYC, alternating runs), for ~9 MB more memory. Past that the
-/// chunk's [chunk, D] buffers outgrow the caches (2500 was slower).
+/// chunk. While matrixmultiply packed the decoder's weights on every GEMM,
+/// 1000 against 250 was 2.7% faster at k = 5000 and 7% at k = 5 (2-core
+/// EPYC, alternating runs), for ~9 MB more memory; since ops::sgemm reads
+/// the pre-transposed weights in place the two run alike (k = 5000 on 100
+/// images: 85.0–85.6 against 85.9–87.7 images/s), and past 1000 the chunk's
+/// [chunk, D] buffers outgrow the caches (2500 was slower).
 pub const DEFAULT_CHUNK: usize = 1000;
 
 #[derive(Clone, Debug)]
