@@ -60,7 +60,6 @@ impl<'a, T> From<&'a Vec<T>> for Weights<'a, T> {
 
 impl<T: Real> Weights<'_, T> {
     /// `y[n,out] = act(x[n,in] · Wᵀ + b)` for layer `s`.
-    #[allow(clippy::too_many_arguments)]
     fn forward(&self, s: &LinearSlot, x: &[T], n: usize, act: Activation, y: &mut [T], par: Par) {
         let b = &self.params[s.b_range()];
         match self.transposed {

@@ -17,10 +17,11 @@ use rayon::prelude::*;
 pub(super) struct CpuEngine<'a> {
     net: Network<f32>,
     shards: Vec<Shard>,
-    /// Every layer's weight transposed, refreshed after each step and
+    /// Every layer's weight transposed, made afresh at the start of each step and
     /// shared by the shards' forward GEMMs (`network::Weights`).
     transposed: Vec<f32>,
-    weights: Vec<f32>,
+    /// Each shard's share of the batch, the weight of its gradient.
+    shares: Vec<f32>,
     data: &'a Dataset,
     obj: Objective,
     binarize: Binarize,
@@ -51,7 +52,7 @@ impl<'a> CpuEngine<'a> {
             net,
             shards,
             transposed: vec![0f32; layout.total],
-            weights: vec![0f32; shard_count],
+            shares: vec![0f32; shard_count],
             data,
             obj,
             binarize,
@@ -69,7 +70,7 @@ impl Engine for CpuEngine<'_> {
         opt: &mut Optimizer,
         progress: &mut dyn Progress,
     ) -> Result<Vec<f64>> {
-        let CpuEngine { net, shards, transposed, weights, data, obj, binarize, k, batch_size } = self;
+        let CpuEngine { net, shards, transposed, shares, data, obj, binarize, k, batch_size } = self;
         let (data, obj, binarize, k) = (*data, *obj, *binarize, *k);
         let shard_count = shards.len();
         let mut step_losses = Vec::with_capacity(plan.perm.len().div_ceil(*batch_size));
@@ -110,7 +111,7 @@ impl Engine for CpuEngine<'_> {
             });
             // Each shard's loss is a mean over its images: weight by share.
             let total = batch.len() as f64;
-            for (w, sh) in weights.iter_mut().zip(shards.iter()) {
+            for (w, sh) in shares.iter_mut().zip(shards.iter()) {
                 *w = (sh.items.len() as f64 / total) as f32;
             }
             let loss: f64 = shards.iter().map(|sh| sh.loss * sh.items.len() as f64 / total).sum();
@@ -121,9 +122,9 @@ impl Engine for CpuEngine<'_> {
             // optimizer's pass; a non-finite one stops training, and these
             // parameters are dropped with the error (the last checkpoint stays).
             let shards = &*shards;
-            let weights = &*weights;
+            let shares = &*shares;
             let grads_finite =
-                opt.step_with(params, plan.lr as f32, |start, g| combine_chunk_wide(g, shards, start, weights));
+                opt.step_with(params, plan.lr as f32, |start, g| combine_chunk_wide(g, shards, start, shares));
             if !grads_finite {
                 return Err(Error::NonFinite { epoch: plan.epoch + 1, step: step + 1, loss });
             }
@@ -147,16 +148,16 @@ simd_dispatch!(
     /// shard order (so the result does not depend on how the elementwise work
     /// is split across threads), for the optimizer's pass
     /// (`Optimizer::step_with`). Returns whether every element is finite.
-    fn combine_chunk_wide(g: &mut [f32], shards: &[Shard], start: usize, weights: &[f32]) -> bool => combine_chunk
+    fn combine_chunk_wide(g: &mut [f32], shards: &[Shard], start: usize, shares: &[f32]) -> bool => combine_chunk
 );
 
 #[inline(always)]
-fn combine_chunk(g: &mut [f32], shards: &[Shard], start: usize, weights: &[f32]) -> bool {
+fn combine_chunk(g: &mut [f32], shards: &[Shard], start: usize, shares: &[f32]) -> bool {
     let range = start..start + g.len();
     for (v, &s) in g.iter_mut().zip(&shards[0].grads[range.clone()]) {
-        *v = s * weights[0];
+        *v = s * shares[0];
     }
-    for (shard, &w) in shards.iter().zip(weights).skip(1) {
+    for (shard, &w) in shards.iter().zip(shares).skip(1) {
         for (v, &s) in g.iter_mut().zip(&shard.grads[range.clone()]) {
             *v += s * w;
         }
