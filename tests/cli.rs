@@ -298,6 +298,48 @@ fn reproduce_writes_tables_and_resumes() {
     let o = iwtvae(&args);
     assert!(o.status.success());
     assert!(!stderr(&o).contains("epoch") && !stderr(&o).contains("evaluating"), "{}", stderr(&o));
+    assert!(!dir.path().join("seed-spread.md").exists(), "one seed has no spread");
+    // A second seed of one run adds the spread over seeds, from the results on
+    // disk; a smoke run with other settings in the same folder is not counted.
+    let mut seed2 = args.to_vec();
+    let last = seed2.len() - 1;
+    seed2[last] = "vae-elbokl";
+    seed2.extend(["--seed", "2"]);
+    let o = iwtvae(&seed2);
+    assert!(o.status.success(), "reproduce --seed 2 failed: {}", stderr(&o));
+    assert!(dir.path().join("seed-tables-seed2.md").exists());
+    let mut other_protocol = seed2.clone();
+    other_protocol[seed2.iter().position(|a| *a == "--eval-k").unwrap() + 1] = "2";
+    let last = other_protocol.len() - 1;
+    other_protocol[last] = "3";
+    assert!(iwtvae(&other_protocol).status.success());
+    let nll = |seed: u32| -> f64 {
+        let path = dir.path().join(format!("runs/vae-elbokl-seed{seed}/result.json"));
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        r["nll"].as_f64().unwrap()
+    };
+    let (a, b) = (nll(1), nll(2));
+    assert_ne!(a, b, "two seeds, two trainings");
+    let spread: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("seed-spread.json")).unwrap()).unwrap();
+    // The eval-k 2 run wrote its own spread file over seeds 1 and 3 only if
+    // it counted the eval-k 3 results, which it must not: its own seed 3 has
+    // no partner, so the file on disk is still the eval-k 3 one.
+    assert_eq!(spread["eval_k"], 3, "{spread}");
+    assert_eq!(spread["seeds"], serde_json::json!([1, 2]), "{spread}");
+    let vae = &spread["runs"][0];
+    assert_eq!(vae["name"], "vae-elbokl");
+    assert_eq!(vae["nll"], serde_json::json!([a, b]));
+    let mean = vae["nll_summary"]["mean"].as_f64().unwrap();
+    let sd = vae["nll_summary"]["sd"].as_f64().unwrap();
+    assert!((mean - (a + b) / 2.0).abs() < 1e-9 && (sd - (a - b).abs() / 2f64.sqrt()).abs() < 1e-9, "{vae}");
+    assert!(vae["recon"].as_array().unwrap().len() == 2 && vae["seed_recon"] == 88.27, "{vae}");
+    // tps-iwae5 has seed 1 only: listed with an undefined sd, no recon.
+    let tps = &spread["runs"][1];
+    assert!(tps["name"] == "tps-iwae5" && tps["nll_summary"]["sd"].is_null() && tps["recon"].is_null(), "{tps}");
+    let md = std::fs::read_to_string(dir.path().join("seed-spread.md")).unwrap();
+    assert!(md.contains("| run | seed 1 | seed 2 | mean | sd | range | seed README |"), "{md}");
+    assert!(md.contains(&format!("| vae-elbokl | {a:.2} | {b:.2} | {:.2} |", (a + b) / 2.0)), "{md}");
     let o = iwtvae(&["reproduce", "--only", "spiral", "--out", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("spiral"), "{}", stderr(&o));

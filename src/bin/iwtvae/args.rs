@@ -112,7 +112,7 @@ pub(crate) struct ShowArgs {
 
 #[derive(Args)]
 pub(crate) struct ReproduceArgs {
-    /// Results directory: runs/<name>-seed<N>/ per configuration, seed-tables.{md,json}.
+    /// Results directory: runs/<name>-seed<N>/ per configuration, seed-tables.{md,json}, and seed-spread.{md,json} once some configuration has two or more seeds.
     #[arg(long, default_value = "results")]
     pub(crate) out: PathBuf,
     #[arg(long, default_value = "data/mnist")]

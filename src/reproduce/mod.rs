@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod spread;
+pub use spread::{seed_spread, write_spread, SeedSpread, Summary};
+
 /// One configuration of the seed's tables and the figures the seed reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunSpec {
@@ -314,7 +317,8 @@ fn fmt_diff(ours: f64, seed: f64) -> String {
 }
 
 /// results/seed-tables.md and results/seed-tables.json from every result on
-/// disk for this seed (not only the ones run now).
+/// disk for this seed (not only the ones run now), and seed-spread.{md,json}
+/// over every seed on disk.
 pub fn write_tables(out: &Path, fresh: &[RunResult], opts: &ReproduceOptions) -> Result<()> {
     let mut results: Vec<RunResult> = Vec::new();
     for spec in seed_runs() {
@@ -395,7 +399,9 @@ pub fn write_tables(out: &Path, fresh: &[RunResult], opts: &ReproduceOptions) ->
     atomic_write(
         &out.join(format!("seed-tables{}.json", suffix(opts.seed))),
         serde_json::to_string_pretty(&json).expect("serialises").as_bytes(),
-    )
+    )?;
+    write_spread(out, opts)?;
+    Ok(())
 }
 
 /// Training curves of each table's runs (loss per epoch, final test NLL as
