@@ -340,6 +340,8 @@ fn reproduce_writes_tables_and_resumes() {
     let md = std::fs::read_to_string(dir.path().join("seed-spread.md")).unwrap();
     assert!(md.contains("| run | seed 1 | seed 2 | mean | sd | range | seed README |"), "{md}");
     assert!(md.contains(&format!("| vae-elbokl | {a:.2} | {b:.2} | {:.2} |", (a + b) / 2.0)), "{md}");
+    assert_eq!(vae["active_units"].as_array().unwrap().len(), 2, "{vae}");
+    assert!(md.contains("## Active units") && md.contains("| tps-iwae5 | "), "{md}");
     let o = iwtvae(&["reproduce", "--only", "spiral", "--out", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("spiral"), "{}", stderr(&o));

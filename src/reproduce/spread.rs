@@ -54,6 +54,9 @@ pub struct SeedSpread {
     pub recon: Option<Vec<f64>>,
     pub recon_summary: Option<Summary>,
     pub seed_recon: Option<f64>,
+    /// Active units per seed: the ELBO objectives' posterior collapse varies
+    /// by seed, and with it the figures.
+    pub active_units: Vec<usize>,
 }
 
 /// Seeds with a finished result for `spec` under the same protocol as `opts`.
@@ -99,6 +102,7 @@ pub fn seed_spread(out: &Path, opts: &ReproduceOptions) -> Vec<SeedSpread> {
                 recon_summary: recon.as_deref().map(Summary::of),
                 recon,
                 seed_recon: spec.seed_recon,
+                active_units: results.iter().map(|r| r.active_units).collect(),
             })
         })
         .collect()
@@ -168,6 +172,23 @@ pub fn write_spread(out: &Path, opts: &ReproduceOptions) -> Result<bool> {
     if !recon_rows.is_empty() {
         md.push_str("\n## Reconstruction loss (table 1)\n\n");
         md.push_str(&table_md(&recon_rows, &all_seeds));
+    }
+    md.push_str("\n## Active units (z and u together: a dimension whose posterior mean varies over the test images with variance > 0.01, as Burda et al.)\n\n| run |");
+    for s in &all_seeds {
+        md.push_str(&format!(" seed {s} |"));
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(all_seeds.len()));
+    md.push('\n');
+    for spread in &spread {
+        md.push_str(&format!("| {} |", spread.name));
+        for s in &all_seeds {
+            match spread.seeds.iter().position(|x| x == s) {
+                Some(i) => md.push_str(&format!(" {} |", spread.active_units[i])),
+                None => md.push_str(" — |"),
+            }
+        }
+        md.push('\n');
     }
     atomic_write(&out.join("seed-spread.md"), md.as_bytes())?;
     let json = serde_json::json!({ "epochs": opts.epochs, "eval_k": opts.eval_k, "seeds": all_seeds, "runs": spread });
