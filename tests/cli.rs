@@ -300,19 +300,28 @@ fn reproduce_writes_tables_and_resumes() {
     assert!(!stderr(&o).contains("epoch") && !stderr(&o).contains("evaluating"), "{}", stderr(&o));
     assert!(!dir.path().join("seed-spread.md").exists(), "one seed has no spread");
     // A second seed of one run adds the spread over seeds, from the results on
-    // disk; a smoke run with other settings in the same folder is not counted.
+    // disk (seed 1's run is found done, not redone); a smoke run with other
+    // settings in the same folder is not counted.
     let mut seed2 = args.to_vec();
     let last = seed2.len() - 1;
     seed2[last] = "vae-elbokl";
-    seed2.extend(["--seed", "2"]);
+    seed2.extend(["--seed", "1,2"]);
     let o = iwtvae(&seed2);
-    assert!(o.status.success(), "reproduce --seed 2 failed: {}", stderr(&o));
+    assert!(o.status.success(), "reproduce --seed 1,2 failed: {}", stderr(&o));
+    assert!(stderr(&o).contains("training seed 2 (seed 2 of 2)"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("vae-elbokl     epoch   1/1").count(), 1, "only seed 2 trains: {}", stderr(&o));
     assert!(dir.path().join("seed-tables-seed2.md").exists());
     let mut other_protocol = seed2.clone();
     other_protocol[seed2.iter().position(|a| *a == "--eval-k").unwrap() + 1] = "2";
     let last = other_protocol.len() - 1;
     other_protocol[last] = "3";
     assert!(iwtvae(&other_protocol).status.success());
+    // Seed 1 under that other protocol would find seed 1's finished eval-k 3
+    // run: a clear error, not a silently reused figure.
+    other_protocol[last] = "1";
+    let o = iwtvae(&other_protocol);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("vae-elbokl-seed1") && stderr(&o).contains("--eval-k 3"), "{}", stderr(&o));
     let nll = |seed: u32| -> f64 {
         let path = dir.path().join(format!("runs/vae-elbokl-seed{seed}/result.json"));
         let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

@@ -175,6 +175,17 @@ fn one_run(
     let result_path = dir.join("result.json");
     if let Ok(text) = std::fs::read_to_string(&result_path) {
         if let Ok(r) = serde_json::from_str::<RunResult>(&text) {
+            // A finished run of other settings (epochs, eval k) must not
+            // stand in for this one in the tables.
+            let wanted = command_for(spec, opts);
+            if r.command != wanted {
+                return Err(Error::Config(format!(
+                    "{}: a finished run of other settings ({}), not {wanted}; use another --out, or the same \
+                     --epochs and --eval-k",
+                    result_path.display(),
+                    r.command
+                )));
+            }
             progress.run_end(index, total, &r);
             return Ok(r);
         }

@@ -125,8 +125,11 @@ pub(crate) struct ReproduceArgs {
     /// Worker threads in all (default: all cores).
     #[arg(long, value_parser = count)]
     pub(crate) threads: Option<usize>,
-    #[arg(long, default_value_t = 1)]
-    pub(crate) seed: u64,
+    /// Training seed, or several comma-separated (1,2,3): each seed is a whole
+    /// reproduction (seed-tables.* for seed 1, seed-tables-seed<N>.* for the
+    /// others), and two or more give seed-spread.*.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub(crate) seed: Vec<u64>,
     #[arg(long, value_parser = count, default_value_t = 50)]
     pub(crate) epochs: usize,
     #[arg(long, default_value_t = 5000)]

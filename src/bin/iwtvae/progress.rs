@@ -133,7 +133,7 @@ impl iwtvae::reproduce::ReproduceProgress for ReproduceLines {
     }
     fn run_end(&self, index: usize, total: usize, r: &iwtvae::reproduce::RunResult) {
         eprintln!(
-            "[{}/{}] {} done: NLL {:.2} (seed {:.2}), recon {:.2}; train {:.0} s, eval {:.0} s",
+            "[{}/{}] {} done: NLL {:.2} (seed README {:.2}), recon {:.2}; train {:.0} s, eval {:.0} s",
             index + 1,
             total,
             r.name,

@@ -186,22 +186,36 @@ pub(crate) fn run_reproduce(a: ReproduceArgs) -> Result<()> {
         eprintln!("{note}");
     }
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let opts = iwtvae::reproduce::ReproduceOptions {
-        out: a.out.clone(),
-        data: a.data.clone(),
-        seed: a.seed,
-        epochs: a.epochs,
-        eval_k: a.eval_k,
-        only: a.only.clone(),
-        jobs: a.jobs,
-        threads,
-        machine: iwtvae::reproduce::machine_description(threads),
-        limit: a.limit,
-        device: selection.device,
-    };
-    eprintln!("reproducing the seed's tables into {} on {}", a.out.display(), opts.machine);
-    let results = iwtvae::reproduce::reproduce(&opts, &ReproduceLines { start: Instant::now() })?;
-    let suffix = if a.seed == 1 { String::new() } else { format!("-seed{}", a.seed) };
-    eprintln!("{} runs; wrote {}/seed-tables{suffix}.md and .json", results.len(), a.out.display());
+    let mut seeds = a.seed.clone();
+    let mut seen = std::collections::HashSet::new();
+    seeds.retain(|s| seen.insert(*s));
+    let start = Instant::now();
+    for (i, &seed) in seeds.iter().enumerate() {
+        let opts = iwtvae::reproduce::ReproduceOptions {
+            out: a.out.clone(),
+            data: a.data.clone(),
+            seed,
+            epochs: a.epochs,
+            eval_k: a.eval_k,
+            only: a.only.clone(),
+            jobs: a.jobs,
+            threads,
+            machine: iwtvae::reproduce::machine_description(threads),
+            limit: a.limit,
+            device: selection.device,
+        };
+        let of_seeds = if seeds.len() > 1 { format!(" (seed {} of {})", i + 1, seeds.len()) } else { String::new() };
+        eprintln!(
+            "reproducing the seed's tables into {} on {}, training seed {seed}{of_seeds}",
+            a.out.display(),
+            opts.machine
+        );
+        let results = iwtvae::reproduce::reproduce(&opts, &ReproduceLines { start })?;
+        let suffix = if seed == 1 { String::new() } else { format!("-seed{seed}") };
+        eprintln!("{} runs; wrote {}/seed-tables{suffix}.md and .json", results.len(), a.out.display());
+    }
+    if a.out.join("seed-spread.md").exists() && seeds.len() > 1 {
+        eprintln!("wrote {}/seed-spread.md and .json", a.out.display());
+    }
     Ok(())
 }
