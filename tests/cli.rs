@@ -631,6 +631,56 @@ fn emulated_device_trains_and_evaluates_like_the_cpu() {
     assert!((nll[0] - nll[2]).abs() < 2e-2, "NLL cpu {} vs emulated tf32 {}", nll[0], nll[2]);
 }
 
+/// `reproduce` on the CUDA path (the emulator standing in for a GPU) gives
+/// the CPU's table: the same keyed noise, so the figures differ only by
+/// summation order in training (1e-4 relative, as above) and by the GPU's
+/// default TF32 evaluation (≲ 1e-2 nats on this small model, as above).
+#[test]
+fn reproduce_on_the_emulated_device_matches_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tables = Vec::new();
+    for device in ["cpu", "emulated"] {
+        let out = dir.path().join(device);
+        let o = iwtvae(&[
+            "reproduce",
+            "--device",
+            device,
+            "--data",
+            MNIST,
+            "--out",
+            out.to_str().unwrap(),
+            "--limit",
+            "100",
+            "--epochs",
+            "1",
+            "--eval-k",
+            "4",
+            "--only",
+            "vae-elbokl,tps-iwae5",
+        ]);
+        assert!(o.status.success(), "{device} reproduce failed: {}", stderr(&o));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("seed-tables.json")).unwrap()).unwrap();
+        let eval: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("runs/tps-iwae5-seed1/eval.json")).unwrap())
+                .unwrap();
+        assert!(eval["device"].as_str().unwrap().starts_with(device), "{eval}");
+        tables.push(json["runs"].as_array().unwrap().clone());
+    }
+    assert_eq!(tables[0].len(), 2);
+    for (cpu, emulated) in tables[0].iter().zip(&tables[1]) {
+        let figure = |r: &serde_json::Value, key: &str| r[key].as_f64().unwrap();
+        let name = &cpu["name"];
+        assert_eq!(name, &emulated["name"]);
+        let (a, b) = (figure(cpu, "final_train_loss"), figure(emulated, "final_train_loss"));
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "{name} training loss: cpu {a} vs emulated {b}");
+        for key in ["nll", "recon"] {
+            let (a, b) = (figure(cpu, key), figure(emulated, key));
+            assert!((a - b).abs() < 2e-2, "{name} {key}: cpu {a} vs emulated {b}");
+        }
+    }
+}
+
 /// `train --resume --out DIR` needs none of the run's flags: it takes them
 /// from the run (its config.json) and ends with the checkpoint bytes of the
 /// uninterrupted run; a flag given anyway must agree, and one that does not
