@@ -101,6 +101,10 @@ fn the_test_monitor_logs_evals_figures_and_changes_no_training_bit() {
     let last = &b.logs[2];
     assert_eq!((last.test_nll, last.test_elbo), (Some(report.nll), Some(report.elbo)));
     assert!(last.test_seconds.is_some_and(|s| s >= 0.0));
+    let units = (last.test_active_units, last.test_active_units_z, last.test_active_units_u);
+    let want = (report.active_units, report.active_units_z, report.active_units_u);
+    assert_eq!(units, (Some(want.0), Some(want.1), Some(want.2)));
+    assert!(b.logs[0].test_active_units.is_none(), "no monitor, no units on epoch 1");
 
     train_monitored(Device::Cpu, &cfg, &data, Some(monitor), resumed.path(), false, &mut StopAfter(2, 0)).unwrap();
     train_monitored(Device::Cpu, &cfg, &data, Some(monitor), resumed.path(), true, &mut Silent).unwrap();

@@ -238,6 +238,9 @@ pub fn train_monitored(
             test_nll: None,
             test_elbo: None,
             test_seconds: None,
+            test_active_units: None,
+            test_active_units_z: None,
+            test_active_units_u: None,
         };
         if let Some((m, net)) = monitor.as_ref().filter(|(m, _)| m.due(epoch + 1, cfg.epochs)) {
             let opts = EvalOptions {
@@ -252,6 +255,9 @@ pub fn train_monitored(
             line.test_nll = Some(report.nll);
             line.test_elbo = Some(report.elbo);
             line.test_seconds = Some(report.seconds);
+            line.test_active_units = Some(report.active_units);
+            line.test_active_units_z = Some(report.active_units_z);
+            line.test_active_units_u = Some(report.active_units_u);
         }
         append_log(&paths.log, &line)?;
         save_optim(&paths, &layout, &opt, epoch + 1, cfg)?;

@@ -35,6 +35,14 @@ pub struct EpochLog {
     pub test_elbo: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_seconds: Option<f64>,
+    /// The monitor's active units (as `eval`'s: z and u together, then
+    /// each), so a log shows the epoch a unit collapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_active_units: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_active_units_z: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_active_units_u: Option<usize>,
 }
 
 pub struct RunPaths {
