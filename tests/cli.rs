@@ -277,6 +277,7 @@ fn reproduce_writes_tables_and_resumes() {
     let o = iwtvae(&args);
     assert!(o.status.success(), "reproduce failed: {}", stderr(&o));
     assert!(stderr(&o).contains("tps-iwae5      evaluating: NLL k = 3 over 300 test images"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("seed-spread"), "one seed: {}", stderr(&o));
     let md = std::fs::read_to_string(dir.path().join("seed-tables.md")).unwrap();
     assert!(md.contains("| VAE (z 60) |") && md.contains("88.27") && md.contains("92.16"), "{md}");
     // Tables 1 and 2 miss two models each, table 3 five of its six runs.
@@ -309,6 +310,7 @@ fn reproduce_writes_tables_and_resumes() {
     let o = iwtvae(&seed2);
     assert!(o.status.success(), "reproduce --seed 1,2 failed: {}", stderr(&o));
     assert!(stderr(&o).contains("training seed 2 (seed 2 of 2)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("seed-spread.md and .json"), "{}", stderr(&o));
     assert_eq!(stderr(&o).matches("vae-elbokl     epoch   1/1").count(), 1, "only seed 2 trains: {}", stderr(&o));
     assert!(dir.path().join("seed-tables-seed2.md").exists());
     let mut other_protocol = seed2.clone();

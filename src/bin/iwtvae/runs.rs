@@ -190,6 +190,7 @@ pub(crate) fn run_reproduce(a: ReproduceArgs) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     seeds.retain(|s| seen.insert(*s));
     let start = Instant::now();
+    let mut spread_written = false;
     for (i, &seed) in seeds.iter().enumerate() {
         let opts = iwtvae::reproduce::ReproduceOptions {
             out: a.out.clone(),
@@ -213,8 +214,10 @@ pub(crate) fn run_reproduce(a: ReproduceArgs) -> Result<()> {
         let results = iwtvae::reproduce::reproduce(&opts, &ReproduceLines { start })?;
         let suffix = if seed == 1 { String::new() } else { format!("-seed{seed}") };
         eprintln!("{} runs; wrote {}/seed-tables{suffix}.md and .json", results.len(), a.out.display());
+        // write_tables writes the spread exactly when some run has two seeds.
+        spread_written = iwtvae::reproduce::seed_spread(&a.out, &opts).iter().any(|s| s.seeds.len() > 1);
     }
-    if a.out.join("seed-spread.md").exists() && seeds.len() > 1 {
+    if spread_written {
         eprintln!("wrote {}/seed-spread.md and .json", a.out.display());
     }
     Ok(())
