@@ -56,50 +56,51 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
-        group.bench_with_input(BenchmarkId::new("matrixmultiply/1t", name), &(), |bch, _| {
-            bch.iter(|| unsafe {
-                // SAFETY: same shapes and strides as above.
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    a.as_ptr(),
-                    k as isize,
-                    1,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    0.0,
-                    c_out.as_mut_ptr(),
-                    n as isize,
-                    1,
-                )
-            })
-        });
-        // The crate's own AVX-512 kernel (matrixmultiply's bits, no packing;
-        // src/ops/sgemm.rs), where this CPU has AVX-512.
-        group.bench_with_input(BenchmarkId::new("iwtvae-sgemm/1t", name), &(), |bch, _| {
-            bch.iter(|| unsafe {
-                // SAFETY: same shapes and strides as above.
-                iwtvae::ops::sgemm::sgemm_or_matrixmultiply(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    a.as_ptr(),
-                    k as isize,
-                    1,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    0.0,
-                    c_out.as_mut_ptr(),
-                    n as isize,
-                    1,
-                )
-            })
-        });
+        // matrixmultiply, then the crate's own AVX-512 kernel (its bits, no
+        // packing; src/ops/sgemm.rs) where this CPU has AVX-512: one signature.
+        type Sgemm = unsafe fn(
+            usize,
+            usize,
+            usize,
+            f32,
+            *const f32,
+            isize,
+            isize,
+            *const f32,
+            isize,
+            isize,
+            f32,
+            *mut f32,
+            isize,
+            isize,
+        );
+        let kernels: [(&str, Sgemm); 2] = [
+            ("matrixmultiply/1t", matrixmultiply::sgemm),
+            ("iwtvae-sgemm/1t", iwtvae::ops::sgemm::sgemm_or_matrixmultiply),
+        ];
+        for (label, sgemm) in kernels {
+            group.bench_with_input(BenchmarkId::new(label, name), &(), |bch, _| {
+                bch.iter(|| unsafe {
+                    // SAFETY: same shapes and strides as above.
+                    sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        c_out.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                })
+            });
+        }
     }
     group.finish();
 }
