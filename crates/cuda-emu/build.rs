@@ -37,6 +37,7 @@ fn main() {
     println!("cargo::rerun-if-changed={}", kernels_dir.display());
     println!("cargo::rerun-if-changed=include");
     println!("cargo::rerun-if-changed=src/runtime.cpp");
+    println!("cargo::rerun-if-changed=src/fake_driver.cpp");
 
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&kernels_dir)
         .expect("reading kernels/")
@@ -99,4 +100,55 @@ fn main() {
     std::fs::write(&path, registry).expect("writing the registry");
     build.file(path);
     build.compile("iwtvae_cuda_emu");
+
+    // The stand-in libcuda.so (src/fake_driver.cpp) over the same archive.
+    // Optional: without it the tests that need it say so and skip.
+    let dir = match fake_driver(&here, &out) {
+        Ok(dir) => dir.display().to_string(),
+        Err(why) => {
+            println!("cargo::warning=cuda-emu: the fake libcuda.so was not built ({why}); its tests will skip");
+            String::new()
+        }
+    };
+    println!("cargo::rustc-env=CUDA_EMU_FAKE_DRIVER_DIR={dir}");
+}
+
+/// Links src/fake_driver.cpp and the emulator's archive (compiled
+/// position-independent by cc) into `OUT_DIR/fake-cuda/libcuda.so`, whose
+/// only exported symbols are the driver API's `cu*`, so its copy of the
+/// emulator cannot clash with one linked into the process that loads it.
+fn fake_driver(here: &std::path::Path, out: &std::path::Path) -> Result<PathBuf, String> {
+    let objects = cc::Build::new()
+        .cpp(true)
+        .std("c++20")
+        .opt_level(2)
+        .include(here.join("include"))
+        .file(here.join("src/fake_driver.cpp"))
+        .try_compile_intermediates()
+        .map_err(|e| e.to_string())?;
+    let dir = out.join("fake-cuda");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let exports = out.join("fake_driver.map");
+    std::fs::write(&exports, "{ global: cu*; local: *; };\n").map_err(|e| e.to_string())?;
+    let lib = dir.join("libcuda.so");
+    let status = cc::Build::new()
+        .cpp(true)
+        .get_compiler()
+        .to_command()
+        .arg("-shared")
+        .arg("-o")
+        .arg(&lib)
+        .args(&objects)
+        .arg("-Wl,--whole-archive")
+        .arg(out.join("libiwtvae_cuda_emu.a"))
+        .arg("-Wl,--no-whole-archive")
+        .arg(format!("-Wl,--version-script={}", exports.display()))
+        .arg("-Wl,-soname,libcuda.so.1")
+        .arg("-lpthread")
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("linking {} failed: {status}", lib.display()));
+    }
+    Ok(dir)
 }

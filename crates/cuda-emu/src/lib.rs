@@ -40,6 +40,16 @@ extern "C" {
     ) -> i32;
 }
 
+/// The folder holding the stand-in `libcuda.so` (`src/fake_driver.cpp`):
+/// the driver API that cudarc calls, over this emulator. A process started
+/// with this folder on `LD_LIBRARY_PATH` runs its real CUDA path, cudarc
+/// included, with every kernel emulated. None when the build could not
+/// link it.
+pub fn fake_driver_dir() -> Option<&'static std::path::Path> {
+    let dir = env!("CUDA_EMU_FAKE_DRIVER_DIR");
+    (!dir.is_empty()).then(|| std::path::Path::new(dir))
+}
+
 /// The dynamic shared memory a kernel may use without opting in.
 pub const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
