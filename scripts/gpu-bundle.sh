@@ -5,6 +5,7 @@
 #   scripts/gpu-bundle.sh            # then, on the GPU machine, from the repo root:
 #   gpu-bundle/run.sh                # GPU tests, then the benches
 #   DRY_RUN=1 gpu-bundle/run.sh      # here: the runner's plumbing on the kernel emulator
+#   DRY_RUN=1 FAKE_CUDA=1 gpu-bundle/run.sh   # the same through cudarc and the fake libcuda.so
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-cuda.sh
@@ -23,6 +24,13 @@ cargo test --release --no-run --message-format=json 2>/dev/null | list | while r
 done
 cargo bench --no-run --message-format=json 2>/dev/null | list | while read -r name exe; do cp "$exe" "gpu-bundle/benches/$name"; done
 rm -f gpu-bundle/benches/iwtvae  # the library's empty bench harness
+# The stand-in libcuda.so (crates/cuda-emu), for FAKE_CUDA=1 dry runs only.
+fake=$(ls -td target/release/build/cuda-emu-*/out/fake-cuda 2>/dev/null | head -1)
+if [ -n "$fake" ] && [ -f "$fake/libcuda.so" ]; then
+  mkdir -p gpu-bundle/fake-cuda && cp "$fake/libcuda.so" gpu-bundle/fake-cuda/
+else
+  echo "note: no fake libcuda.so built; FAKE_CUDA=1 dry runs are unavailable"
+fi
 # A trained checkpoint for the precision measurement (checkpoints are git-ignored).
 ck=results/runs/tps-iwae5-seed1/checkpoint.safetensors
 if [ -f "$ck" ]; then cp "$ck" gpu-bundle/tps-iwae5.safetensors; else echo "note: $ck missing; run.sh skips the precision measurement"; fi
@@ -41,8 +49,19 @@ cat > gpu-bundle/run.sh <<'RUN'
 # with torch), at toy sizes. It checks the runner itself (flags, the files
 # one step hands the next, the report scripts) before GPU time is spent on
 # it; its figures mean nothing. Every size below can also be set by hand.
+# DRY_RUN=1 FAKE_CUDA=1 runs iwtvae's --device cuda path instead, through
+# cudarc and gpu-bundle/fake-cuda/libcuda.so (the kernel emulator behind the
+# driver API), so the GPU tests and every cuda step run as on the GPU
+# machine, minus the hardware.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+if [ "${FAKE_CUDA:-0}" = 1 ]; then
+  [ "${DRY_RUN:-0}" = 1 ] || { echo "error: FAKE_CUDA=1 is for dry runs (DRY_RUN=1): its figures are not a GPU's"; exit 2; }
+  fake_dir=$here/fake-cuda
+  [ -f "$fake_dir/libcuda.so" ] || { echo "error: $fake_dir/libcuda.so missing (rerun scripts/gpu-bundle.sh)"; exit 2; }
+  export LD_LIBRARY_PATH="$fake_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" IWTVAE_FAKE_CUDA_TRACE=1
+  : "${DEVICE:=cuda}"
+fi
 if [ "${DRY_RUN:-0}" = 1 ]; then
   : "${DEVICE:=emulated}" "${TORCH_DEVICE:=cpu}" "${SKIP_KERNEL_BENCH:=1}"
   : "${CLI_TRAIN_IMAGES:=200}" "${CLI_EVAL_K:=0}" "${PREC_IMAGES:=3}" "${PREC_K:=100}" "${FULL_IMAGES:=3}"

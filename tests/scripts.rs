@@ -42,8 +42,14 @@ fn shell_scripts_parse() {
     let dir = tempfile::tempdir().expect("temp dir");
     let runner = dir.path().join("run.sh");
     std::fs::write(&runner, bundle_runner()).expect("writing the runner");
-    let scripts =
-        [".ci/run", "scripts/gpu-bundle.sh", "scripts/install-cuda.sh", "scripts/emu-asan.sh", "benches/compare.sh"];
+    let scripts = [
+        ".ci/run",
+        "scripts/gpu-bundle.sh",
+        "scripts/install-cuda.sh",
+        "scripts/emu-asan.sh",
+        "scripts/fake-gpu.sh",
+        "benches/compare.sh",
+    ];
     for path in scripts.iter().map(|s| Path::new(ROOT).join(s)).chain([runner]) {
         let o = run(Command::new("bash").arg("-n").arg(&path));
         assert!(o.status.success(), "{}: {}", path.display(), text(&o));
