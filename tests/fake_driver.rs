@@ -218,3 +218,97 @@ fn device_selection_with_and_without_a_gpu() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("index 1 (1 found)"), "{}", stderr(&o));
 }
+
+/// A GPU fault in the middle of a run (an illegal address, which is sticky:
+/// the process cannot use the GPU again) stops training with an error that
+/// names the kernel and the epoch, keeps the last epoch's checkpoint and
+/// optimizer state, and `train --resume` then ends with the uninterrupted
+/// run's checkpoint bytes.
+#[test]
+fn a_gpu_fault_keeps_the_last_checkpoint_and_resume_completes_the_run() {
+    let Some(driver) = fake_driver("a_gpu_fault_keeps_the_last_checkpoint_and_resume_completes_the_run") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let train = |run: &Path, env: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            MNIST,
+            "--transform",
+            "tps",
+            "--limit-train",
+            "250",
+            "--epochs",
+            "2",
+            "--hidden",
+            "40",
+            "--eval-k",
+            "0",
+            "--test-every",
+            "0",
+            "--device",
+            "cuda",
+            "--out",
+            run.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        iwtvae(&args, Some(driver), env)
+    };
+    let whole = dir.path().join("whole");
+    ok(train(&whole, &[], &[]), "the uninterrupted run");
+
+    // An epoch of 250 images runs 126 kernels (42 direct, 84 replayed), so
+    // the 140th is in the second epoch's first replayed step.
+    let faulty = dir.path().join("faulty");
+    let o = train(&faulty, &[("IWTVAE_FAKE_CUDA_FAIL_AT", "140")], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("an illegal memory access was encountered"), "{err}");
+    assert!(err.contains("in epoch 2; the checkpoint of epoch 1 is kept"), "{err}");
+    let log = std::fs::read_to_string(faulty.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 1, "one epoch logged: {log}");
+
+    ok(
+        iwtvae(
+            &["train", "--resume", "--out", faulty.to_str().unwrap(), "--eval-k", "0", "--test-every", "0"],
+            Some(driver),
+            &[("IWTVAE_FAKE_CUDA_DEVICES", "1")],
+        ),
+        "train --resume after the fault",
+    );
+    assert_eq!(run_dir_checkpoint(&faulty), run_dir_checkpoint(&whole), "resumed vs uninterrupted checkpoint");
+}
+
+/// Running out of GPU memory is an error that says so and how much was
+/// asked for, not a panic.
+#[test]
+fn gpu_out_of_memory_is_a_clear_error() {
+    let Some(driver) = fake_driver("gpu_out_of_memory_is_a_clear_error") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = iwtvae(
+        &[
+            "train",
+            "--data",
+            MNIST,
+            "--limit-train",
+            "100",
+            "--epochs",
+            "1",
+            "--eval-k",
+            "0",
+            "--device",
+            "cuda",
+            "--out",
+            run.to_str().unwrap(),
+        ],
+        Some(driver),
+        &[("IWTVAE_FAKE_CUDA_MEMORY", "3000000")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("MiB on the GPU") && err.contains("out of memory"), "{err}");
+}

@@ -355,7 +355,9 @@ impl Device {
 
     pub fn alloc_zeros<T: DevElem>(&self, len: usize) -> Result<DevBuf<T>> {
         match &self.backend {
-            Backend::Cuda { stream, .. } => Self::wrap_cuda(stream, stream.alloc_zeros::<T>(len).map_err(dev)?),
+            Backend::Cuda { stream, .. } => {
+                Self::wrap_cuda(stream, stream.alloc_zeros::<T>(len).map_err(|e| Self::alloc_error::<T>(len, e))?)
+            }
             #[cfg(feature = "emulator")]
             Backend::Emulated { .. } => {
                 self.check_not_capturing("an allocation")?;
@@ -367,13 +369,22 @@ impl Device {
     /// A new buffer holding `values`.
     pub fn htod<T: DevElem>(&self, values: &[T]) -> Result<DevBuf<T>> {
         match &self.backend {
-            Backend::Cuda { stream, .. } => Self::wrap_cuda(stream, stream.clone_htod(values).map_err(dev)?),
+            Backend::Cuda { stream, .. } => {
+                Self::wrap_cuda(stream, stream.clone_htod(values).map_err(|e| Self::alloc_error::<T>(values.len(), e))?)
+            }
             #[cfg(feature = "emulator")]
             Backend::Emulated { .. } => {
                 self.check_not_capturing("an allocation")?;
                 Ok(Self::wrap_emulated(cuda_emu::Buffer::from_slice(values)))
             }
         }
+    }
+
+    /// An allocation's failure with its size, so that an out-of-memory
+    /// error says how much was asked for.
+    fn alloc_error<T>(len: usize, e: impl std::fmt::Display) -> Error {
+        let mib = (len * std::mem::size_of::<T>()) as f64 / (1024.0 * 1024.0);
+        Error::Device(format!("allocating {mib:.1} MiB on the GPU: {e}"))
     }
 
     fn wrap_cuda<T: DevElem>(stream: &CudaStream, s: CudaSlice<T>) -> Result<DevBuf<T>> {
@@ -629,7 +640,7 @@ impl Device {
     /// captured with.
     pub fn replay(&self, graph: &Graph) -> Result<()> {
         match &graph.0 {
-            Captured::Cuda(g) => g.launch().map_err(dev),
+            Captured::Cuda(g) => g.launch().map_err(|e| Error::Device(format!("replaying a CUDA graph: {e}"))),
             #[cfg(feature = "emulator")]
             Captured::Emulated(launches) => {
                 for l in launches {

@@ -220,7 +220,19 @@ pub fn train_monitored(
         let perm = epoch_permutation(cfg.seed, e32, n);
         let plan = EpochPlan::new(cfg.seed, epoch, lr, &perm);
         progress.epoch_start(epoch, cfg.epochs, steps);
-        let step_losses = engine.run_epoch(&plan, &mut params, &mut opt, progress)?;
+        let step_losses = engine.run_epoch(&plan, &mut params, &mut opt, progress).map_err(|e| match e {
+            // A GPU fault is sticky: the run cannot go on in this process.
+            Error::Device(m) => Error::Device(format!(
+                "{m} (in epoch {}; {})",
+                epoch + 1,
+                if epoch == 0 {
+                    "no checkpoint was written yet".to_string()
+                } else {
+                    format!("the checkpoint of epoch {epoch} is kept: train --resume continues from it")
+                }
+            )),
+            e => e,
+        })?;
         let loss_sum: f64 =
             step_losses.iter().zip(perm.chunks(cfg.batch_size)).map(|(l, batch)| l * batch.len() as f64).sum();
         let seconds = t0.elapsed().as_secs_f64();

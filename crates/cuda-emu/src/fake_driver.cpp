@@ -16,6 +16,13 @@
 // allocations hold NaN bytes, as the emulator's buffers do (cuMemAlloc does
 // not zero either). Everything runs synchronously on the calling thread, so
 // stream order holds trivially; timing and concurrency are not modelled.
+//
+// Faults on request, to test how the host code fails on a GPU:
+// IWTVAE_FAKE_CUDA_MEMORY=BYTES makes allocations past that total fail with
+// CUDA_ERROR_OUT_OF_MEMORY; IWTVAE_FAKE_CUDA_FAIL_AT=N makes the N-th kernel
+// run (direct or replayed, counted from 1) fail with
+// CUDA_ERROR_ILLEGAL_ADDRESS, which, as on a GPU, is sticky: every later call
+// that touches the context returns it too.
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -99,6 +106,14 @@ Context* current = nullptr;
 Context primary[8];
 std::map<CUdeviceptr, Allocation> allocations;
 std::vector<void*> handles;  // every live handle, to refuse stale ones
+size_t bytes_in_use = 0;
+unsigned long long kernels_run = 0;
+CUresult sticky = SUCCESS;  // a fault that has corrupted the context
+
+unsigned long long env_number(const char* name) {
+  const char* v = getenv(name);
+  return v ? strtoull(v, nullptr, 10) : 0;
+}
 
 // What the process did, printed at exit when IWTVAE_FAKE_CUDA_TRACE is set
 // (so a test can tell a captured graph's replays from direct launches).
@@ -166,6 +181,12 @@ size_t param_bytes(char kind) { return kind == 'p' || kind == 'l' ? 8 : 4; }
 
 CUresult run(const Launch& l) {
   const emu::Entry* e = l.f->entry;
+  static const unsigned long long fail_at = env_number("IWTVAE_FAKE_CUDA_FAIL_AT");
+  if (++kernels_run == fail_at) {
+    sticky = ILLEGAL_ADDRESS;
+    return refuse(sticky, "cuLaunchKernel %s: the fault injected at kernel run %llu (IWTVAE_FAKE_CUDA_FAIL_AT)",
+                  e->name, fail_at);
+  }
   size_t n = strlen(e->kinds);
   std::vector<void*> args(n);
   for (size_t i = 0; i < n; ++i) {
@@ -189,6 +210,8 @@ CUresult run(const Launch& l) {
 #define GUARD std::lock_guard<std::recursive_mutex> guard(lock)
 #define NEED_INIT \
   if (!initialized) return NOT_INITIALIZED
+#define STICKY \
+  if (sticky) return sticky
 
 EXPORT CUresult cuInit(unsigned flags) {
   GUARD;
@@ -301,7 +324,7 @@ EXPORT CUresult cuCtxGetCurrent(void** ctx) {
   return SUCCESS;
 }
 
-EXPORT CUresult cuCtxSynchronize() { return SUCCESS; }
+EXPORT CUresult cuCtxSynchronize() { return sticky; }
 
 EXPORT CUresult cuCtxGetStreamPriorityRange(int* least, int* greatest) {
   *least = 0;
@@ -349,6 +372,7 @@ static CUresult not_capturing(void* s, const char* call) {
 
 EXPORT CUresult cuStreamSynchronize(void* s) {
   GUARD;
+  STICKY;
   return not_capturing(s, "cuStreamSynchronize");
 }
 
@@ -359,8 +383,13 @@ EXPORT CUresult cuStreamWaitEvent(void*, void*, unsigned) {
 
 EXPORT CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void* s) {
   GUARD;
+  STICKY;
   if (CUresult r = not_capturing(s, "cuMemAllocAsync")) return r;
   if (bytes == 0) return refuse(INVALID_VALUE, "cuMemAllocAsync of 0 bytes (a real driver refuses it)");
+  static const unsigned long long limit = env_number("IWTVAE_FAKE_CUDA_MEMORY");
+  if (limit && bytes_in_use + bytes > limit)
+    return refuse(OUT_OF_MEMORY, "cuMemAllocAsync of %zu bytes with %zu of %llu in use (IWTVAE_FAKE_CUDA_MEMORY)",
+                  bytes, bytes_in_use, limit);
   // 256-byte aligned as cudaMalloc's, with a guard zone on each side.
   unsigned char* base = static_cast<unsigned char*>(aligned_alloc(256, kGuard + ((bytes + 255) / 256) * 256 + kGuard));
   if (!base) return OUT_OF_MEMORY;
@@ -369,6 +398,7 @@ EXPORT CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void* s) {
   memset(base + kGuard + bytes, kGuardByte, kGuard);
   *p = (CUdeviceptr)(base + kGuard);
   allocations[*p] = Allocation{base, bytes};
+  bytes_in_use += bytes;
   counts.allocations++;
   return SUCCESS;
 }
@@ -377,12 +407,14 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) { return cuMemAllocA
 
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, void* s) {
   GUARD;
+  STICKY;
   if (CUresult r = not_capturing(s, "cuMemFreeAsync")) return r;
   auto it = allocations.find(p);
   if (it == allocations.end()) return refuse(INVALID_VALUE, "cuMemFreeAsync of 0x%llx, not an allocation", p);
   if (!guards_intact(it->second))
     return refuse(ILLEGAL_ADDRESS, "cuMemFreeAsync: the allocation at 0x%llx was written past its end", p);
   free(it->second.base);
+  bytes_in_use -= it->second.size;
   allocations.erase(it);
   return SUCCESS;
 }
@@ -391,6 +423,7 @@ EXPORT CUresult cuMemFree_v2(CUdeviceptr p) { return cuMemFreeAsync(p, nullptr);
 
 EXPORT CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, void* s) {
   GUARD;
+  STICKY;
   if (CUresult r = not_capturing(s, "cuMemsetD8Async")) return r;
   if (n == 0) return SUCCESS;
   if (!holding(p, n)) return refuse(INVALID_VALUE, "cuMemsetD8Async of %zu bytes at 0x%llx: outside any allocation", n, p);
@@ -400,6 +433,7 @@ EXPORT CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, void* 
 
 EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void* s) {
   GUARD;
+  STICKY;
   if (CUresult r = not_capturing(s, "cuMemcpyHtoDAsync")) return r;
   if (n == 0) return SUCCESS;
   if (!holding(dst, n))
@@ -410,6 +444,7 @@ EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n,
 
 EXPORT CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void* s) {
   GUARD;
+  STICKY;
   if (CUresult r = not_capturing(s, "cuMemcpyDtoHAsync")) return r;
   if (n == 0) return SUCCESS;
   if (!holding(src, n))
@@ -420,6 +455,7 @@ EXPORT CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void*
 
 EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void* s) {
   GUARD;
+  STICKY;
   if (CUresult r = not_capturing(s, "cuMemcpyDtoDAsync")) return r;
   if (n == 0) return SUCCESS;
   if (!holding(src, n) || !holding(dst, n))
@@ -430,6 +466,7 @@ EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n,
 
 EXPORT CUresult cuModuleLoadData(void** m, const void* image) {
   GUARD;
+  STICKY;
   if (!current) return INVALID_CONTEXT;
   // A fatbin (what build.rs embeds) starts with its magic, a version and a
   // header size, then the size of what follows.
@@ -478,6 +515,7 @@ EXPORT CUresult cuFuncSetAttribute(void* f, int attribute, int value) {
 EXPORT CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                                unsigned shared, void* s, void** params, void** extra) {
   GUARD;
+  STICKY;
   Function* fn = live<Function>(f);
   if (!fn) return refuse(INVALID_HANDLE, "cuLaunchKernel: unknown function");
   if (extra) return refuse(NOT_SUPPORTED, "cuLaunchKernel: `extra` parameters are not modelled");
@@ -501,6 +539,7 @@ EXPORT CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, u
 
 EXPORT CUresult cuStreamBeginCapture_v2(void* s, int) {
   GUARD;
+  STICKY;
   Stream* st = live<Stream>(s);
   if (!st) return refuse(INVALID_HANDLE, "cuStreamBeginCapture: unknown stream (the legacy stream cannot be captured)");
   if (st->capturing) return refuse(INVALID_VALUE, "cuStreamBeginCapture: the stream is capturing already");
@@ -518,6 +557,7 @@ EXPORT CUresult cuStreamIsCapturing(void* s, int* status) {
 
 EXPORT CUresult cuStreamEndCapture(void* s, void** graph) {
   GUARD;
+  STICKY;
   Stream* st = live<Stream>(s);
   if (!st || !st->capturing) return refuse(CAPTURE_UNMATCHED, "cuStreamEndCapture without cuStreamBeginCapture");
   st->capturing = false;
@@ -538,12 +578,14 @@ EXPORT CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned l
 
 EXPORT CUresult cuGraphUpload(void* exec, void* s) {
   GUARD;
+  STICKY;
   if (!live<Graph>(exec)) return INVALID_HANDLE;
   return not_capturing(s, "cuGraphUpload");
 }
 
 EXPORT CUresult cuGraphLaunch(void* exec, void* s) {
   GUARD;
+  STICKY;
   Graph* g = live<Graph>(exec);
   if (!g) return refuse(INVALID_HANDLE, "cuGraphLaunch: unknown graph");
   if (CUresult r = not_capturing(s, "cuGraphLaunch")) return r;
