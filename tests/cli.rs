@@ -788,6 +788,57 @@ fn resume_takes_the_runs_own_settings() {
     assert!(stderr(&o).contains("data/mnist") && stderr(&o).contains("missing file"), "{}", stderr(&o));
 }
 
+/// `train --resume` evaluates as the run was set up to (its `--eval-k`,
+/// `--test-every`, `--test-k`, `--test-limit`, kept in config.json), unless the
+/// command line says otherwise: a run started without the final NLL or the
+/// per-epoch test bound does not gain them on resume.
+#[test]
+fn resume_keeps_the_runs_evaluation_settings() {
+    use iwtvae::data::{Dataset, Split};
+    use iwtvae::train::{train, Progress, TrainConfig};
+    struct StopAfterFirst(bool);
+    impl Progress for StopAfterFirst {
+        fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
+        fn step(&mut self, _: f64, _: usize) {}
+        fn epoch_end(&mut self, _: &iwtvae::train::EpochLog) {
+            self.0 = true;
+        }
+        fn should_stop(&self) -> bool {
+            self.0
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
+    let args = ["--data", MNIST, "--limit-train", "100", "--epochs", "2", "--hidden", "16", "--threads", "2"];
+    let quiet = ["--eval-k", "0", "--test-every", "0"];
+    let o = iwtvae(&[&["train", "--out", whole.to_str().unwrap()][..], &args, &quiet].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg: TrainConfig = serde_json::from_slice(&std::fs::read(whole.join("config.json")).unwrap()).unwrap();
+    let ev = cfg.evaluation.clone().expect("config.json keeps the evaluation settings");
+    assert_eq!((ev.eval_k, ev.test_every, ev.test_k, ev.test_limit), (0, 0, None, None));
+
+    // The same run stopped after its first epoch, then resumed without flags.
+    let data = Dataset::load(Path::new(MNIST), Split::Train, cfg.limit_train).unwrap();
+    train(&cfg, &data, &cut, false, &mut StopAfterFirst(false)).unwrap();
+    let o = iwtvae(&["train", "--resume", "--out", cut.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("evaluating on"), "the final NLL came back on resume: {}", stderr(&o));
+    assert!(!cut.join("eval.json").exists());
+    let log = std::fs::read_to_string(cut.join("log.jsonl")).unwrap();
+    assert!(!log.contains("test_nll"), "the per-epoch test bound came back on resume: {log}");
+    assert_eq!(
+        std::fs::read(cut.join("checkpoint.safetensors")).unwrap(),
+        std::fs::read(whole.join("checkpoint.safetensors")).unwrap()
+    );
+
+    // A flag given on resume wins, and is kept for the next resume.
+    let o = iwtvae(&["train", "--resume", "--out", cut.to_str().unwrap(), "--eval-k", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("with k = 2"), "{}", stderr(&o));
+    let kept: TrainConfig = serde_json::from_slice(&std::fs::read(cut.join("config.json")).unwrap()).unwrap();
+    assert_eq!(kept.evaluation.map(|e| (e.eval_k, e.test_every)), Some((2, 0)));
+}
+
 /// eval scores a run on the targets it was trained on unless --binarize says
 /// otherwise: a model of continuous images is not silently scored on
 /// binarized ones.

@@ -51,6 +51,22 @@ pub struct TrainConfig {
     /// before it was kept, which resume unchecked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_digest: Option<String>,
+    /// How the CLI evaluates the run (its final NLL, the per-epoch test
+    /// bound), kept so that `train --resume` evaluates as the run was set up
+    /// to. Changes no training bit, so it is not compared on resume. Absent
+    /// in runs from before it was kept, and where the library is called
+    /// directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<EvaluationSettings>,
+}
+
+/// `train --eval-k`, `--test-every`, `--test-k` and `--test-limit`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EvaluationSettings {
+    pub eval_k: usize,
+    pub test_every: usize,
+    pub test_k: Option<usize>,
+    pub test_limit: Option<usize>,
 }
 
 fn fp32() -> String {
@@ -91,6 +107,7 @@ impl TrainConfig {
             precision: "fp32".into(),
             data_dir: None,
             data_digest: None,
+            evaluation: None,
         }
     }
 

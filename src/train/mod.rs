@@ -9,7 +9,7 @@ mod config;
 mod cpu;
 mod run_dir;
 
-pub use config::{parse_binarize, TrainConfig};
+pub use config::{parse_binarize, EvaluationSettings, TrainConfig};
 pub use run_dir::{read_config, saved_config, EpochLog, RunPaths};
 
 use crate::data::Dataset;

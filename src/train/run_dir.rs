@@ -206,6 +206,7 @@ fn read_optim(path: &Path, cfg: &TrainConfig, layout: &Layout) -> Result<OptimSt
         shards: saved.shards,
         data_dir: saved.data_dir.clone(),
         data_digest: saved.data_digest.clone(),
+        evaluation: saved.evaluation.clone(),
         ..cfg.clone()
     };
     if saved != comparable {

@@ -10,7 +10,7 @@ use iwtvae::fsutil::atomic_write;
 use iwtvae::model::checkpoint::load_checkpoint;
 use iwtvae::network::Network;
 use iwtvae::optim::OptimizerKind;
-use iwtvae::train::{train_monitored, TestMonitor, TrainConfig};
+use iwtvae::train::{train_monitored, EvaluationSettings, TestMonitor, TrainConfig};
 use std::time::Instant;
 
 /// `train`; `given(id)` says whether the command line set flag `id`.
@@ -39,8 +39,27 @@ pub(crate) fn run_train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()
         precision: a.precision.clone(),
         data_dir: Some(a.common.data.clone().unwrap_or_else(|| DEFAULT_DATA.into()).display().to_string()),
         data_digest: None,
+        evaluation: Some(EvaluationSettings {
+            eval_k: a.eval_k,
+            test_every: a.test_every,
+            test_k: a.test_k,
+            test_limit: a.test_limit,
+        }),
     };
+    let flagged = flags.evaluation.clone().expect("set above");
     let mut cfg = if a.resume { settings_to_resume(flags, &a.out, given)? } else { flags };
+    // A resumed run evaluates as it was set up to, flag by flag, unless the
+    // command line says otherwise (these change no training bit).
+    let ev = match cfg.evaluation.take() {
+        Some(saved) if a.resume => EvaluationSettings {
+            eval_k: if given("eval_k") { flagged.eval_k } else { saved.eval_k },
+            test_every: if given("test_every") { flagged.test_every } else { saved.test_every },
+            test_k: if given("test_k") { flagged.test_k } else { saved.test_k },
+            test_limit: if given("test_limit") { flagged.test_limit } else { saved.test_limit },
+        },
+        _ => flagged,
+    };
+    cfg.evaluation = Some(ev.clone());
     // A resumed run reads its own data unless --data says otherwise (and the
     // library refuses images other than the run's).
     let data_dir = match (&a.common.data, &cfg.data_dir) {
@@ -65,21 +84,21 @@ pub(crate) fn run_train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()
         a.out.display()
     );
     let load_test = |limit| Dataset::load(&data_dir, Split::Test, limit).context("loading the test set (--data)");
-    let test = if a.eval_k > 0 { Some(load_test(None)?) } else { None };
-    let monitored = match (a.test_every, a.test_limit, &test) {
+    let test = if ev.eval_k > 0 { Some(load_test(None)?) } else { None };
+    let monitored = match (ev.test_every, ev.test_limit, &test) {
         (0, _, _) => None,
         (_, None, Some(all)) => Some(std::borrow::Cow::Borrowed(all)),
         (_, limit, _) => Some(std::borrow::Cow::Owned(load_test(limit)?)),
     };
     let monitor =
-        monitored.as_deref().map(|data| TestMonitor { data, every: a.test_every, k: a.test_k.unwrap_or(cfg.k) });
+        monitored.as_deref().map(|data| TestMonitor { data, every: ev.test_every, k: ev.test_k.unwrap_or(cfg.k) });
     let mut bar = Bar { bar: None, start: Instant::now(), images: 0, quiet: false };
     let trained = train_monitored(device, &cfg, &data, monitor, &a.out, a.resume, &mut bar)?;
-    if let (true, Some(test)) = (a.eval_k > 0, &test) {
-        eprintln!("evaluating on {} test images with k = {} ...", test.len(), a.eval_k);
+    if let (true, Some(test)) = (ev.eval_k > 0, &test) {
+        eprintln!("evaluating on {} test images with k = {} ...", test.len(), ev.eval_k);
         let net = Network::<f32>::new(trained.layout.clone());
         let opts = EvalOptions {
-            k: a.eval_k,
+            k: ev.eval_k,
             chunk: DEFAULT_CHUNK,
             binarize: cfg.binarize()?,
             seed: cfg.seed,
