@@ -687,21 +687,25 @@ fn reproduce_on_the_emulated_device_matches_the_cpu() {
 /// from the run (its config.json) and ends with the checkpoint bytes of the
 /// uninterrupted run; a flag given anyway must agree, and one that does not
 /// is refused by name before anything in DIR changes.
+/// Training progress that stops the run after its first epoch, as a killed
+/// run would be (its checkpoint written, the rest not run).
+struct StopAfterFirst(bool);
+
+impl iwtvae::train::Progress for StopAfterFirst {
+    fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
+    fn step(&mut self, _: f64, _: usize) {}
+    fn epoch_end(&mut self, _: &iwtvae::train::EpochLog) {
+        self.0 = true;
+    }
+    fn should_stop(&self) -> bool {
+        self.0
+    }
+}
+
 #[test]
 fn resume_takes_the_runs_own_settings() {
     use iwtvae::data::{Dataset, Split};
-    use iwtvae::train::{train, Progress, TrainConfig};
-    struct StopAfterFirst(bool);
-    impl Progress for StopAfterFirst {
-        fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
-        fn step(&mut self, _: f64, _: usize) {}
-        fn epoch_end(&mut self, _: &iwtvae::train::EpochLog) {
-            self.0 = true;
-        }
-        fn should_stop(&self) -> bool {
-            self.0
-        }
-    }
+    use iwtvae::train::{train, TrainConfig};
     let flags = [
         "--transform",
         "affine",
@@ -795,18 +799,7 @@ fn resume_takes_the_runs_own_settings() {
 #[test]
 fn resume_keeps_the_runs_evaluation_settings() {
     use iwtvae::data::{Dataset, Split};
-    use iwtvae::train::{train, Progress, TrainConfig};
-    struct StopAfterFirst(bool);
-    impl Progress for StopAfterFirst {
-        fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
-        fn step(&mut self, _: f64, _: usize) {}
-        fn epoch_end(&mut self, _: &iwtvae::train::EpochLog) {
-            self.0 = true;
-        }
-        fn should_stop(&self) -> bool {
-            self.0
-        }
-    }
+    use iwtvae::train::{train, TrainConfig};
     let dir = tempfile::tempdir().unwrap();
     let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
     let args = ["--data", MNIST, "--limit-train", "100", "--epochs", "2", "--hidden", "16", "--threads", "2"];

@@ -56,6 +56,24 @@ fn counts(o: &Output) -> [u64; 5] {
     numbers.try_into().unwrap_or_else(|_| panic!("five counts in {line:?}"))
 }
 
+/// `train` of the small TPS run both training tests use: 250 images, so
+/// each epoch has two full batches of 100 (replayed from a captured graph)
+/// and a short one of 50 (launched directly); two epochs, no evaluation.
+fn small_tps_run<'a>(device: &'a str, run: &'a Path) -> Vec<&'a str> {
+    let mut args = vec!["train", "--data", MNIST, "--transform", "tps", "--limit-train", "250", "--epochs", "2"];
+    args.extend(["--hidden", "40", "--eval-k", "0", "--test-every", "0", "--device", device]);
+    args.extend(["--out", run.to_str().expect("a UTF-8 temp path")]);
+    args
+}
+
+/// A small model to evaluate: one epoch on the CPU, on `images` training
+/// images, `hidden` units wide.
+fn cpu_model(run: &Path, images: &str, hidden: &str) {
+    let mut args = vec!["train", "--data", MNIST, "--limit-train", images, "--epochs", "1", "--hidden", hidden];
+    args.extend(["--eval-k", "0", "--test-every", "0", "--out", run.to_str().expect("a UTF-8 temp path")]);
+    ok(iwtvae(&args, None, &[]), "cpu train");
+}
+
 fn run_dir_checkpoint(run: &Path) -> Vec<u8> {
     std::fs::read(run.join("checkpoint.safetensors")).expect("a checkpoint")
 }
@@ -66,18 +84,7 @@ fn evaluation_through_cudarc_matches_the_emulated_backend() {
     let dir = tempfile::tempdir().unwrap();
     // A small TPS model: train one short epoch on the CPU.
     let run = dir.path().join("run");
-    ok(
-        iwtvae(
-            &["train", "--data", MNIST, "--limit-train", "200", "--epochs", "1", "--hidden", "48", "--eval-k", "0"]
-                .iter()
-                .copied()
-                .chain(["--test-every", "0", "--out", run.to_str().unwrap()])
-                .collect::<Vec<_>>(),
-            None,
-            &[],
-        ),
-        "cpu train",
-    );
+    cpu_model(&run, "200", "48");
     for precision in ["fp32", "tf32", "bf16"] {
         let csv = |device: &str| dir.path().join(format!("{device}-{precision}.csv"));
         let eval = |device: &str, driver: Option<&Path>| {
@@ -119,36 +126,10 @@ fn evaluation_through_cudarc_matches_the_emulated_backend() {
 fn training_through_cudarc_graphs_matches_the_emulated_backend() {
     let Some(driver) = fake_driver("training_through_cudarc_graphs_matches_the_emulated_backend") else { return };
     let dir = tempfile::tempdir().unwrap();
-    // 250 images: two full batches of 100, replayed from a captured graph,
-    // and a short one of 50, launched directly.
     let train = |device: &str, driver: Option<&Path>| {
         let run = dir.path().join(device);
         let o = ok(
-            iwtvae(
-                &[
-                    "train",
-                    "--data",
-                    MNIST,
-                    "--transform",
-                    "tps",
-                    "--limit-train",
-                    "250",
-                    "--epochs",
-                    "2",
-                    "--hidden",
-                    "40",
-                    "--eval-k",
-                    "0",
-                    "--test-every",
-                    "0",
-                    "--device",
-                    device,
-                    "--out",
-                    run.to_str().unwrap(),
-                ],
-                driver,
-                &[("IWTVAE_FAKE_CUDA_TRACE", "1")],
-            ),
+            iwtvae(&small_tps_run(device, &run), driver, &[("IWTVAE_FAKE_CUDA_TRACE", "1")]),
             &format!("train --device {device}"),
         );
         (run, o)
@@ -182,18 +163,7 @@ fn device_selection_with_and_without_a_gpu() {
     let ckpt = dir.path().join("model.safetensors");
     // An untrained model is enough to be evaluated.
     let run = dir.path().join("run");
-    ok(
-        iwtvae(
-            &["train", "--data", MNIST, "--limit-train", "100", "--epochs", "1", "--hidden", "16", "--eval-k", "0"]
-                .iter()
-                .copied()
-                .chain(["--test-every", "0", "--out", run.to_str().unwrap()])
-                .collect::<Vec<_>>(),
-            None,
-            &[],
-        ),
-        "cpu train",
-    );
+    cpu_model(&run, "100", "16");
     std::fs::copy(run.join("checkpoint.safetensors"), &ckpt).unwrap();
     let eval = |device: &str, gpus: &str| {
         iwtvae(
@@ -230,38 +200,15 @@ fn a_gpu_fault_keeps_the_last_checkpoint_and_resume_completes_the_run() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let train = |run: &Path, env: &[(&str, &str)], extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--data",
-            MNIST,
-            "--transform",
-            "tps",
-            "--limit-train",
-            "250",
-            "--epochs",
-            "2",
-            "--hidden",
-            "40",
-            "--eval-k",
-            "0",
-            "--test-every",
-            "0",
-            "--device",
-            "cuda",
-            "--out",
-            run.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        iwtvae(&args, Some(driver), env)
-    };
+    let train = |run: &Path, env: &[(&str, &str)]| iwtvae(&small_tps_run("cuda", run), Some(driver), env);
+
     let whole = dir.path().join("whole");
-    ok(train(&whole, &[], &[]), "the uninterrupted run");
+    ok(train(&whole, &[]), "the uninterrupted run");
 
     // An epoch of 250 images runs 126 kernels (42 direct, 84 replayed), so
     // the 140th is in the second epoch's first replayed step.
     let faulty = dir.path().join("faulty");
-    let o = train(&faulty, &[("IWTVAE_FAKE_CUDA_FAIL_AT", "140")], &[]);
+    let o = train(&faulty, &[("IWTVAE_FAKE_CUDA_FAIL_AT", "140")]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(!err.contains("panicked"), "{err}");
