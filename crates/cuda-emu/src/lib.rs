@@ -21,6 +21,12 @@
 //! What it does not model: timing, warp-synchronous code without a
 //! barrier, the order of atomics (they run in thread order), the GPU's
 //! transcendental functions (the host's libm stands in) and FMA contraction.
+//!
+//! Two ways in: [`launch`], which iwtvae's device layer calls directly for
+//! `--device emulated`, and a stand-in `libcuda.so` (`src/fake_driver.cpp`,
+//! [`fake_driver_dir`]) that serves the CUDA driver API calls cudarc makes, so
+//! a process started with it on `LD_LIBRARY_PATH` runs its real `--device cuda`
+//! path, cudarc included, on this emulator.
 use std::ffi::{c_char, c_void, CString};
 
 extern "C" {
