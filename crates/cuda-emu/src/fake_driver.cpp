@@ -163,6 +163,17 @@ void forget(void* h) {
     }
 }
 
+// Ends the life of handle `h` of type T (CUDA_ERROR_INVALID_HANDLE when it
+// is not a live one).
+template <typename T>
+CUresult destroy(void* h) {
+  T* x = live<T>(h);
+  if (!x) return INVALID_HANDLE;
+  forget(h);
+  delete x;
+  return SUCCESS;
+}
+
 // The allocation holding [p, p + n), if any.
 const Allocation* holding(CUdeviceptr p, size_t n) {
   auto it = allocations.upper_bound(p);
@@ -344,12 +355,8 @@ EXPORT CUresult cuStreamCreateWithPriority(void** s, unsigned flags, int) { retu
 
 EXPORT CUresult cuStreamDestroy_v2(void* s) {
   GUARD;
-  Stream* st = live<Stream>(s);
-  if (!st) return INVALID_HANDLE;
-  forget(s);
-  delete st->capture;
-  delete st;
-  return SUCCESS;
+  if (Stream* st = live<Stream>(s)) delete st->capture;
+  return destroy<Stream>(s);
 }
 
 // A null stream is the legacy default stream (never captured here).
@@ -483,11 +490,7 @@ EXPORT CUresult cuModuleLoadData(void** m, const void* image) {
 
 EXPORT CUresult cuModuleUnload(void* m) {
   GUARD;
-  Module* mod = live<Module>(m);
-  if (!mod) return INVALID_HANDLE;
-  forget(m);
-  delete mod;
-  return SUCCESS;
+  return destroy<Module>(m);
 }
 
 EXPORT CUresult cuModuleGetFunction(void** f, void* m, const char* name) {
@@ -598,11 +601,7 @@ EXPORT CUresult cuGraphLaunch(void* exec, void* s) {
 
 EXPORT CUresult cuGraphExecDestroy(void* exec) {
   GUARD;
-  Graph* g = live<Graph>(exec);
-  if (!g) return INVALID_HANDLE;
-  forget(exec);
-  delete g;
-  return SUCCESS;
+  return destroy<Graph>(exec);
 }
 
 EXPORT CUresult cuGraphDestroy(void* graph) { return cuGraphExecDestroy(graph); }

@@ -18,6 +18,8 @@ pub(crate) fn run_train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()
     let device = setup(&a.common)?;
     let optimizer = OptimizerKind::parse(&a.optimizer)?;
     let objective = iwtvae::objective::Objective::parse(&a.objective)?;
+    let flagged =
+        EvaluationSettings { eval_k: a.eval_k, test_every: a.test_every, test_k: a.test_k, test_limit: a.test_limit };
     let flags = TrainConfig {
         transform: a.transform.clone(),
         z_dim: a.z_dim,
@@ -39,14 +41,8 @@ pub(crate) fn run_train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()
         precision: a.precision.clone(),
         data_dir: Some(a.common.data.clone().unwrap_or_else(|| DEFAULT_DATA.into()).display().to_string()),
         data_digest: None,
-        evaluation: Some(EvaluationSettings {
-            eval_k: a.eval_k,
-            test_every: a.test_every,
-            test_k: a.test_k,
-            test_limit: a.test_limit,
-        }),
+        evaluation: Some(flagged.clone()),
     };
-    let flagged = flags.evaluation.clone().expect("set above");
     let mut cfg = if a.resume { settings_to_resume(flags, &a.out, given)? } else { flags };
     // A resumed run evaluates as it was set up to, flag by flag, unless the
     // command line says otherwise (these change no training bit).
