@@ -56,7 +56,14 @@ fn main() {
         // As the CLI: auto is the device's default (tf32 on a GPU, fp32 on the CPU).
         let precision = std::env::var("IWTVAE_BENCH_PRECISION").unwrap_or("auto".into());
         let precision = iwtvae::eval::Precision::parse_for(&precision, device).expect("IWTVAE_BENCH_PRECISION");
-        let opts = EvalOptions { k: 5000, chunk: DEFAULT_CHUNK, binarize: Binarize::Dynamic, seed: 1, precision };
+        let opts = EvalOptions {
+            k: 5000,
+            chunk: DEFAULT_CHUNK,
+            binarize: Binarize::Dynamic,
+            seed: 1,
+            precision,
+            bounds: Vec::new(),
+        };
         evaluate_on(device, &net, &trained.params, &test, &opts).expect("evaluation").0
     });
     println!(

@@ -64,6 +64,51 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   }
 }
 
+// The IWAE bound at smaller sample counts from the evaluation's samples
+// (`eval --bounds`; src/ops/logsumexp.rs GroupedLse): sample g·s0.. of image
+// b falls in consecutive groups of sizes[j], and state[(b·nbounds + j)·3 ..]
+// holds the open group's (max, Σ exp(v − max)) and Σ over closed groups of
+// (logsumexp − ln size), in double as the CPU keeps them (5000 groups of
+// values near −90 would lose ~1e-4 nats to a float sum). One thread per
+// (image, bound) walks the chunk's kk samples in order, so a group may span
+// chunks; sample0 is the chunk's first sample index. A NaN marks the open
+// group NaN and +∞ makes it +∞, as Lse does. The work is ~kk exps per
+// thread, next to the decoder's ~1 MFLOP per sample.
+extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
+    bound_fold(const float* logw, const int* sizes, double* state, int images, int nbounds, int kk, int sample0) {
+  int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= images * nbounds) return;
+  int b = t / nbounds, j = t % nbounds;
+  long long size = sizes[j];
+  double* st = state + (size_t)t * 3;
+  double m = st[0], sum = st[1], total = st[2];
+  const float* v = logw + (size_t)b * kk;
+  for (int s = 0; s < kk; s++) {
+    long long at = (long long)sample0 + s;
+    if (at % size == 0) {
+      m = -INFINITY;
+      sum = 0.0;
+    }
+    double x = (double)v[s];
+    if (isnan(m)) {
+    } else if (isnan(x)) {
+      m = x;
+    } else if (x == INFINITY) {
+      m = INFINITY;
+    } else if (m == INFINITY || x == -INFINITY) {
+    } else if (x > m) {
+      sum = sum * exp(m - x) + 1.0;
+      m = x;
+    } else {
+      sum += exp(x - m);
+    }
+    if (at % size == size - 1) total += (isnan(m) || isinf(m) ? m : m + log(sum)) - log((double)size);
+  }
+  st[0] = m;
+  st[1] = sum;
+  st[2] = total;
+}
+
 // The training objectives (src/objective.rs), one warp per image b:
 // img_loss[b] (−bound of the image), coef_px[r] = ∂Loss/∂log p(x|z_r,u_r)
 // and coef_w[r] = ∂Loss/∂(latent terms of log w_r), Loss = mean_b img_loss.

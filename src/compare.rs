@@ -20,12 +20,17 @@ pub struct ImageValue {
     pub value: f64,
 }
 
-/// An error unless `metric` is one of [`METRICS`].
+/// An error unless `metric` is one of [`METRICS`] or a bound column
+/// `nll_k<K>` (`eval --bounds`).
 pub fn check_metric(metric: &str) -> Result<()> {
-    if METRICS.contains(&metric) {
+    let bound = metric.strip_prefix("nll_k").is_some_and(|k| k.parse::<usize>().is_ok_and(|k| k > 0));
+    if METRICS.contains(&metric) || bound {
         Ok(())
     } else {
-        Err(Error::Config(format!("--metric {metric:?}: expected one of {}", METRICS.join(", "))))
+        Err(Error::Config(format!(
+            "--metric {metric:?}: expected one of {}, or nll_k<K> for a bound of `eval --bounds`",
+            METRICS.join(", ")
+        )))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Evaluation: importance-sampled NLL (k = 5000 by default), the k-sample
 //! ELBO, a one-sample reconstruction, the reconstruction at the posterior
-//! mean, and active units.
+//! mean, active units, and on request the bound at smaller k from the same
+//! samples (`EvalOptions::bounds`).
 //!
 //! Each image's encoder runs once, its k samples go through the decoder in
 //! chunks whose log-weights fold into a streaming logsumexp, so memory is
@@ -16,7 +17,7 @@ use crate::network::{transpose_weights, DecodeMode, Network, Weights, Workspace}
 use crate::objective::LatentKeys;
 use crate::ops::linear::Activation;
 use crate::ops::linear_bf16::Bf16Linear;
-use crate::ops::logsumexp::Lse;
+use crate::ops::logsumexp::{GroupedLse, Lse};
 use crate::ops::Par;
 use crate::rng::{NoiseKey, Stream};
 use rayon::prelude::*;
@@ -42,6 +43,39 @@ pub struct EvalOptions {
     /// Arithmetic of the decoder's layers (fc1, fc2, fc3) in the k-sample
     /// loop: fp32 or bf16 on the CPU, any of the three on a GPU.
     pub precision: Precision,
+    /// Also estimate the IWAE bound at these smaller sample counts from the
+    /// same k samples (`eval --bounds`): each size K must divide k, and the
+    /// k log-weights split into k/K consecutive groups of K whose
+    /// log-mean-exps are averaged ([`GroupedLse`]). Empty: none.
+    pub bounds: Vec<usize>,
+}
+
+impl EvalOptions {
+    /// An error unless k, the chunk and every bound size are usable.
+    pub fn check(&self) -> Result<()> {
+        if self.k == 0 || self.chunk == 0 {
+            return Err(Error::Config("--k and the chunk size must be at least 1".into()));
+        }
+        if let Some(&bad) = self.bounds.iter().find(|&&size| size == 0 || !self.k.is_multiple_of(size)) {
+            return Err(Error::Config(format!(
+                "--bounds {bad}: each size must divide --k {} (the k samples split into k/K disjoint groups of K)",
+                self.k
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The IWAE bound with `k` samples as a loss (−L_k, nats, lower is better),
+/// estimated from the evaluation's samples in disjoint groups of k
+/// (`EvalOptions::bounds`); at the evaluation's own k it is `nll`, at 1 the
+/// ELBO's estimate.
+#[derive(Clone, Debug, Serialize)]
+pub struct BoundEstimate {
+    pub k: usize,
+    pub nll: f64,
+    /// The standard error over the images, as `EvalReport::nll_se`.
+    pub nll_se: Option<f64>,
 }
 
 /// How the evaluator computes the decoder's layers in its k-sample loop:
@@ -129,6 +163,8 @@ pub struct ImageEstimate {
     pub recon: f64,
     /// BCE at z = μz, u = μu.
     pub recon_at_mean: f64,
+    /// −L_K for each size K of `EvalOptions::bounds`, in its order.
+    pub bounds: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -154,6 +190,10 @@ pub struct EvalReport {
     pub precision: String,
     pub binarize: String,
     pub seed: u64,
+    /// The bounds at the sizes `EvalOptions::bounds` asked for (none: the
+    /// key is left out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bounds: Vec<BoundEstimate>,
 }
 
 /// What a thread keeps between its groups of images: the workspace and the
@@ -163,6 +203,8 @@ struct GroupScratch {
     bf16: Vec<u32>,
     items: Vec<u32>,
     lse: Vec<Lse>,
+    /// [g, bounds] accumulators of `EvalOptions::bounds`.
+    grouped: Vec<GroupedLse>,
 }
 
 /// Estimates for a group of images into `rows` and their posterior means
@@ -187,7 +229,7 @@ fn image_group(
     let cfg = &net.layout.config;
     let (d, g) = (data.pixels(), indices.len());
     let (zd, ud) = (cfg.z_dim, cfg.u_dim);
-    let GroupScratch { ws, bf16: bf16_scratch, items, lse } = scratch;
+    let GroupScratch { ws, bf16: bf16_scratch, items, lse, grouped } = scratch;
     // Samples per image in one decoder pass: the whole k for a group of
     // several images (group_size keeps g·k within the workspace's rows).
     let per_pass = (ws.batch_cap * ws.k / g).min(opts.k);
@@ -215,6 +257,7 @@ fn image_group(
             elbo: 0.0, // Σ log w until the end
             recon: f64::NAN,
             recon_at_mean: -(lp as f64),
+            bounds: Vec::new(),
         };
     }
 
@@ -222,6 +265,9 @@ fn image_group(
     items.extend(indices.iter().map(|&i| i as u32));
     lse.clear();
     lse.resize(g, Lse::default());
+    let nb = opts.bounds.len();
+    grouped.clear();
+    grouped.extend((0..g).flat_map(|_| opts.bounds.iter().map(|&size| GroupedLse::new(size))));
     let mut s0 = 0;
     while s0 < opts.k {
         let kk = per_pass.min(opts.k - s0);
@@ -239,17 +285,20 @@ fn image_group(
             if s0 == 0 {
                 row.recon = -(ws.logpx[j * kk] as f64);
             }
+            let grouped = &mut grouped[j * nb..(j + 1) * nb];
             for &v in &ws.logw[j * kk..(j + 1) * kk] {
                 lse.push(v as f64);
                 row.elbo += v as f64;
+                grouped.iter_mut().for_each(|b| b.push(v as f64));
             }
         }
         s0 += kk;
     }
     let k = opts.k as f64;
-    for (row, lse) in rows.iter_mut().zip(lse.iter()) {
+    for (j, (row, lse)) in rows.iter_mut().zip(lse.iter()).enumerate() {
         row.nll = -(lse.value() - k.ln());
         row.elbo = -row.elbo / k;
+        row.bounds = grouped[j * nb..(j + 1) * nb].iter().map(|b| -b.value()).collect();
     }
 }
 
@@ -327,9 +376,7 @@ pub fn evaluate_indices_reporting(
     if indices.is_empty() {
         return Err(Error::Config("no images to evaluate".into()));
     }
-    if opts.k == 0 || opts.chunk == 0 {
-        return Err(Error::Config("--k and the chunk size must be at least 1".into()));
-    }
+    opts.check()?;
     opts.precision.check_device(Device::Cpu)?;
     data.check_fits(&net.layout.config)?;
     let t0 = Instant::now();
@@ -347,7 +394,8 @@ pub fn evaluate_indices_reporting(
     // mapped a fresh heap for each: --k 5 --chunk 5 ran 40% slower on
     // 87 page faults an image.)
     let dims = net.layout.config.z_dim + net.layout.config.u_dim;
-    let placeholder = ImageEstimate { index: 0, label: 0, nll: 0.0, elbo: 0.0, recon: 0.0, recon_at_mean: 0.0 };
+    let placeholder =
+        ImageEstimate { index: 0, label: 0, nll: 0.0, elbo: 0.0, recon: 0.0, recon_at_mean: 0.0, bounds: Vec::new() };
     let mut rows = vec![placeholder; indices.len()];
     let mut means = vec![0f32; indices.len() * dims];
     let slots: Vec<Mutex<Option<GroupScratch>>> = (0..rayon::current_num_threads()).map(|_| Mutex::new(None)).collect();
@@ -365,6 +413,7 @@ pub fn evaluate_indices_reporting(
                 bf16: Vec::new(),
                 items: Vec::with_capacity(group),
                 lse: Vec::with_capacity(group),
+                grouped: Vec::with_capacity(group * opts.bounds.len()),
             });
             image_group(net, weights, data, images, opts, bf16.as_ref(), scratch, rows, means);
             done(images.len());
@@ -414,6 +463,16 @@ pub fn summarize(
         precision: opts.precision.name().into(),
         binarize: opts.binarize.name().into(),
         seed: opts.seed,
+        bounds: opts
+            .bounds
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| BoundEstimate {
+                k,
+                nll: mean(&|e| e.bounds[j]),
+                nll_se: standard_error(rows.iter().map(|e| e.bounds[j])),
+            })
+            .collect(),
     }
 }
 
@@ -428,14 +487,19 @@ pub fn standard_error(values: impl ExactSizeIterator<Item = f64> + Clone) -> Opt
     Some((var / n as f64).sqrt())
 }
 
-/// CSV of per-image estimates.
-pub fn per_image_csv(rows: &[ImageEstimate]) -> String {
-    let mut s = String::from("index,label,nll,elbo,recon,recon_at_mean\n");
+/// CSV of per-image estimates; with bounds (`EvalOptions::bounds`, their
+/// sizes in `bounds`), a column `nll_k<K>` for each.
+pub fn per_image_csv(rows: &[ImageEstimate], bounds: &[usize]) -> String {
+    let mut s = String::from("index,label,nll,elbo,recon,recon_at_mean");
+    bounds.iter().for_each(|k| s.push_str(&format!(",nll_k{k}")));
+    s.push('\n');
     for r in rows {
         s.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.6}\n",
+            "{},{},{:.6},{:.6},{:.6},{:.6}",
             r.index, r.label, r.nll, r.elbo, r.recon, r.recon_at_mean
         ));
+        r.bounds.iter().for_each(|b| s.push_str(&format!(",{b:.6}")));
+        s.push('\n');
     }
     s
 }

@@ -28,10 +28,14 @@
 //!
 //! let test = Dataset::load(&mnist, Split::Test, Some(10))?;
 //! let net = Network::<f32>::new(trained.layout);
-//! let opts = EvalOptions { k: 100, chunk: 100, binarize: Binarize::Dynamic, seed: 1, precision: Precision::Fp32 };
+//! // With the k = 100 bound, the bounds at k = 1 and 10 from the same samples.
+//! let bounds = vec![1, 10];
+//! let opts = EvalOptions { k: 100, chunk: 100, binarize: Binarize::Dynamic, seed: 1, precision: Precision::Fp32, bounds };
 //! let (report, per_image) = evaluate(&net, &trained.params, &test, &opts)?;
 //! assert_eq!(per_image.len(), 10);
 //! assert!(report.nll > 0.0 && report.nll <= report.elbo); // the IWAE bound is the tighter
+//! assert_eq!(report.bounds[0].nll, report.elbo); // L_1 is the ELBO
+//! assert!(report.nll <= report.bounds[1].nll && report.bounds[1].nll <= report.elbo);
 //! # Ok(())
 //! # }
 //! ```

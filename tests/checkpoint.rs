@@ -39,7 +39,14 @@ fn loads_and_evaluates_a_pytorch_written_checkpoint() {
     assert_eq!((ck.layout.config.z_dim, ck.layout.config.u_dim, ck.layout.config.hidden), (4, 3, 16));
     let data = Dataset::load(Path::new(MNIST), Split::Test, Some(10)).unwrap();
     let net = Network::<f32>::new(ck.layout);
-    let opts = EvalOptions { k: 10, chunk: 10, binarize: Binarize::None, seed: 1, precision: Default::default() };
+    let opts = EvalOptions {
+        k: 10,
+        chunk: 10,
+        binarize: Binarize::None,
+        seed: 1,
+        precision: Default::default(),
+        bounds: Vec::new(),
+    };
     let (report, _) = evaluate(&net, &ck.params, &data, &opts).unwrap();
     assert!((report.recon_at_mean - 539.26318359375).abs() < 2e-3, "recon_at_mean {}", report.recon_at_mean);
 }

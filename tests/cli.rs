@@ -78,6 +78,8 @@ fn train_one_epoch_then_eval_json() {
         "100",
         "--limit",
         "50",
+        "--bounds",
+        "10,1,5,10",
         "--json",
         "--per-image",
         per_image.to_str().unwrap(),
@@ -94,9 +96,26 @@ fn train_one_epoch_then_eval_json() {
     let se = report["nll_se"].as_f64().unwrap();
     assert!(se > 0.0 && se < 0.1 * nll, "{report}");
     assert!(nll <= report["elbo"].as_f64().unwrap() + 1e-9 && nll > 50.0 && nll < 300.0, "{report}");
+    // --bounds, sorted and once each: L_1 is the ELBO, L_10 between.
+    let bounds = report["bounds"].as_array().expect("bounds in the report");
+    let ks: Vec<_> = bounds.iter().map(|b| b["k"].as_u64().unwrap()).collect();
+    assert_eq!(ks, [1, 5, 10], "{report}");
+    assert_eq!(bounds[0]["nll"], report["elbo"]);
+    let l10 = bounds[2]["nll"].as_f64().unwrap();
+    assert!(nll <= l10 && l10 <= bounds[1]["nll"].as_f64().unwrap() && bounds[2]["nll_se"].is_f64(), "{report}");
     let csv = std::fs::read_to_string(&per_image).unwrap();
     assert_eq!(csv.lines().count(), 51);
-    assert!(csv.starts_with("index,label,nll,elbo,recon,recon_at_mean"));
+    assert!(csv.starts_with("index,label,nll,elbo,recon,recon_at_mean,nll_k1,nll_k5,nll_k10\n"), "{csv}");
+    let pi = per_image.to_str().unwrap();
+    let o = iwtvae(&["compare", pi, pi, "--metric", "nll_k10", "--json"]);
+    assert!(o.status.success(), "compare --metric nll_k10: {}", stderr(&o));
+    let same: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(same["diff"]["mean"], 0.0, "{same}");
+    let ck = out.join("checkpoint.safetensors");
+    let o = iwtvae(&["eval", "--checkpoint", ck.to_str().unwrap(), "--k", "100", "--bounds", "30", "--per-image", pi]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--bounds 30: each size must divide --k 100"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&per_image).unwrap(), csv, "a refused eval left --per-image alone");
     // The run directory stands for its checkpoint; a directory without one is
     // refused by the flag's name.
     let by_dir =

@@ -95,8 +95,14 @@ fn the_test_monitor_logs_evals_figures_and_changes_no_training_bit() {
     assert!(a.logs.iter().all(|l| l.test_nll.is_none()));
 
     let net = Network::<f32>::new(b.layout.clone());
-    let opts =
-        EvalOptions { k: 4, chunk: 250, binarize: Binarize::Dynamic, seed: cfg.seed, precision: Default::default() };
+    let opts = EvalOptions {
+        k: 4,
+        chunk: 250,
+        binarize: Binarize::Dynamic,
+        seed: cfg.seed,
+        precision: Default::default(),
+        bounds: Vec::new(),
+    };
     let (report, _) = evaluate(&net, &b.params, &test, &opts).unwrap();
     let last = &b.logs[2];
     assert_eq!((last.test_nll, last.test_elbo), (Some(report.nll), Some(report.elbo)));
@@ -183,7 +189,14 @@ fn per_image_nll_is_independent_of_batch_and_threads() {
     let params: Vec<f32> = tiny_params(&layout, 8).iter().map(|&v| v as f32).collect();
     let net = Network::<f32>::new(layout);
     let all = Dataset::load(Path::new(MNIST), Split::Test, Some(37)).unwrap();
-    let opts = EvalOptions { k: 100, chunk: 30, binarize: Binarize::Dynamic, seed: 2, precision: Default::default() };
+    let opts = EvalOptions {
+        k: 100,
+        chunk: 30,
+        binarize: Binarize::Dynamic,
+        seed: 2,
+        precision: Default::default(),
+        bounds: Vec::new(),
+    };
     let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let (_, together) = two.install(|| evaluate(&net, &params, &all, &opts)).unwrap();
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
@@ -205,7 +218,14 @@ fn small_k_groups_of_images_give_each_image_its_own_bits() {
     let params: Vec<f32> = tiny_params(&layout, 6).iter().map(|&v| v as f32).collect();
     let net = Network::<f32>::new(layout);
     let all = Dataset::load(Path::new(MNIST), Split::Test, Some(37)).unwrap();
-    let opts = |chunk| EvalOptions { k: 5, chunk, binarize: Binarize::Dynamic, seed: 4, precision: Default::default() };
+    let opts = |chunk| EvalOptions {
+        k: 5,
+        chunk,
+        binarize: Binarize::Dynamic,
+        seed: 4,
+        precision: Default::default(),
+        bounds: Vec::new(),
+    };
     let bits = |r: &iwtvae::eval::ImageEstimate| {
         (r.index, r.nll.to_bits(), r.elbo.to_bits(), r.recon.to_bits(), r.recon_at_mean.to_bits())
     };
@@ -236,7 +256,14 @@ fn eval_progress_counts_every_image_once() {
     let params: Vec<f32> = tiny_params(&layout, 4).iter().map(|&v| v as f32).collect();
     let net = Network::<f32>::new(layout);
     let data = Dataset::load(Path::new(MNIST), Split::Test, Some(9)).unwrap();
-    let opts = EvalOptions { k: 20, chunk: 7, binarize: Binarize::Dynamic, seed: 3, precision: Default::default() };
+    let opts = EvalOptions {
+        k: 20,
+        chunk: 7,
+        binarize: Binarize::Dynamic,
+        seed: 3,
+        precision: Default::default(),
+        bounds: Vec::new(),
+    };
     for device in [Device::Cpu, Device::Emulated] {
         let (count, calls) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let (_, heard) = evaluate_on_reporting(device, &net, &params, &data, &opts, &|n| {

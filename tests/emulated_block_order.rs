@@ -44,7 +44,8 @@ fn train_and_evaluate() -> (f64, Vec<f32>, Vec<Vec<f64>>) {
     let nll = [Precision::Fp32, Precision::Tf32, Precision::Bf16]
         .into_iter()
         .map(|precision| {
-            let opts = EvalOptions { k: 300, chunk: 100, binarize: Binarize::Dynamic, seed: 3, precision };
+            let opts =
+                EvalOptions { k: 300, chunk: 100, binarize: Binarize::Dynamic, seed: 3, precision, bounds: Vec::new() };
             let (_, rows) = gpu.evaluate(&net, &trained.params, &test, &opts).unwrap();
             rows.iter().map(|r| r.nll).collect()
         })

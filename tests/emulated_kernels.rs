@@ -9,7 +9,7 @@ use emu::*;
 use iwtvae::model::Transform;
 use iwtvae::ops::grid::Warp;
 use iwtvae::ops::grid_sample::{grid_sample_row, grid_sample_row_backward};
-use iwtvae::ops::logsumexp::{logsumexp, normalized_weights};
+use iwtvae::ops::logsumexp::{logsumexp, normalized_weights, GroupedLse};
 use iwtvae::optim::{Optimizer, OptimizerKind};
 use iwtvae::rng::{NoiseKey, Stream};
 
@@ -220,6 +220,47 @@ fn lse_fold_streams_to_the_full_logsumexp() {
         assert!((mean[b] as f64 - total).abs() < 1e-5 * total.abs(), "image {b}: sum {} vs {total}", mean[b]);
         assert_eq!(first[b], logpx[b * kk]);
     }
+}
+
+/// `eval --bounds`: the grouped bounds fold chunk by chunk, groups spanning
+/// chunks, as GroupedLse does. Both sides work in f64 from the same f32
+/// log-weights; only exp/log differ (the host's libm here, CUDA's ≤ 1-ulp
+/// double functions on a GPU), so 1e-12 relative. Image 1 holds a NaN in
+/// its second group of 4 (that group is NaN, so the bound is too) and image 2
+/// two whole groups of 4 at −∞ (the bound is −∞, a loss of +∞).
+#[test]
+fn bound_fold_matches_the_grouped_logsumexp() {
+    let (images, kk, chunks) = (3, 45, 4);
+    let sizes = [1i32, 4, 12, 36, 180];
+    let mut all: Vec<Vec<f32>> = (0..chunks).map(|c| values(images * kk, 40 + c as u32, -130.0, -80.0)).collect();
+    all[0][kk + 5] = f32::NAN;
+    for v in &mut all[1][2 * kk..2 * kk + 12] {
+        *v = f32::NEG_INFINITY; // image 2, samples 45..57: two whole groups of 4 (48..56)
+    }
+    let nb = sizes.len();
+    let (sz, state) = (input(&sizes), input(&vec![0f64; images * nb * 3]));
+    for (c, chunk) in all.iter().enumerate() {
+        let lw = input(chunk);
+        let args = [lw.arg(), sz.arg(), state.arg(), i32_(images), i32_(nb), i32_(kk), i32_(c * kk)];
+        run("bound_fold", cfg1(images * nb, 128), &args);
+    }
+    let state = read(&state);
+    for b in 0..images {
+        for (j, &size) in sizes.iter().enumerate() {
+            let mut want = GroupedLse::new(size as usize);
+            all.iter().flat_map(|c| &c[b * kk..(b + 1) * kk]).for_each(|&x| want.push(x as f64));
+            let want = want.value();
+            let got = state[(b * nb + j) * 3 + 2] / (chunks * kk / size as usize) as f64;
+            let ok = if want.is_finite() {
+                (got - want).abs() <= 1e-12 * want.abs()
+            } else {
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+            };
+            assert!(ok, "image {b}, groups of {size}: {got} vs {want}");
+        }
+    }
+    assert!(state[(nb + 1) * 3 + 2].is_nan(), "image 1's NaN reaches its groups of 4");
+    assert_eq!(state[(2 * nb + 1) * 3 + 2], f64::NEG_INFINITY, "image 2's groups of −∞");
 }
 
 /// src/objective.rs in f64 from the same inputs: iwae (logsumexp and the

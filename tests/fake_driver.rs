@@ -101,6 +101,8 @@ fn evaluation_through_cudarc_matches_the_emulated_backend() {
                         precision,
                         "--k",
                         "40",
+                        "--bounds",
+                        "1,8,40",
                         "--limit",
                         "3",
                         "--per-image",
@@ -119,6 +121,7 @@ fn evaluation_through_cudarc_matches_the_emulated_backend() {
         eval("emulated", None);
         let (a, b) = (std::fs::read_to_string(csv("cuda")).unwrap(), std::fs::read_to_string(csv("emulated")).unwrap());
         assert_eq!(a, b, "{precision}: cudarc + fake driver vs the emulated backend, per image");
+        assert!(a.starts_with("index,label,nll,elbo,recon,recon_at_mean,nll_k1,nll_k8,nll_k40\n"), "{a}");
     }
 }
 

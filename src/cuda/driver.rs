@@ -39,6 +39,7 @@ pub trait DevElem: DeviceRepr + ValidAsZeroBits + cuda_emu::Element {}
 #[cfg(not(feature = "emulator"))]
 pub trait DevElem: DeviceRepr + ValidAsZeroBits + Copy + Default + 'static {}
 impl DevElem for f32 {}
+impl DevElem for f64 {}
 impl DevElem for u32 {}
 impl DevElem for i32 {}
 impl DevElem for i64 {}

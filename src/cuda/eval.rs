@@ -158,9 +158,10 @@ impl Gpu {
     ) -> Result<(EvalReport, Vec<ImageEstimate>)> {
         let cfg = net.layout.config;
         data.check_fits(&cfg)?;
-        if data.is_empty() || opts.k == 0 {
-            return Err(Error::Config("evaluate: empty data or k = 0".into()));
+        if data.is_empty() {
+            return Err(Error::Config("evaluate: no images".into()));
         }
+        opts.check()?;
         let t0 = Instant::now();
         let l = &net.layout;
         let (d, hd, zd, ud, t) = (cfg.pixels(), cfg.hidden, cfg.z_dim, cfg.u_dim, cfg.theta_dim());
@@ -185,6 +186,12 @@ impl Gpu {
         let (mut at_mean_logpx, mut at_mean_logw) = (buf(BATCH)?, buf(BATCH)?);
         let (mut acc_max, mut acc_sum, mut acc_mean) = (buf(BATCH)?, buf(BATCH)?, buf(BATCH)?);
         let neg_inf = vec![f32::NEG_INFINITY; BATCH];
+        // eval --bounds: per image and size, the open group's (max, sum) and
+        // the closed groups' total, in f64 (kernels/logsumexp.cu bound_fold).
+        let nbounds = opts.bounds.len();
+        let sizes: Vec<i32> = opts.bounds.iter().map(|&size| size.min(i32::MAX as usize) as i32).collect();
+        let bound_sizes = s.htod(if sizes.is_empty() { &[1][..] } else { &sizes })?;
+        let mut bound_state = s.alloc_zeros::<f64>((BATCH * nbounds * 3).max(1))?;
         let keys = (NoiseKey::new(opts.seed, Stream::EvalEps, 0), NoiseKey::new(opts.seed, Stream::EvalEta, 0));
         let bin_key = NoiseKey::new(opts.seed, Stream::EvalBinarize, 0);
         // Dynamically binarized targets are exactly 0 or 1: the fused
@@ -208,6 +215,9 @@ impl Gpu {
             s.memcpy_htod(&neg_inf, &mut acc_max)?;
             s.memset_zeros(&mut acc_sum)?;
             s.memset_zeros(&mut acc_mean)?;
+            if nbounds > 0 {
+                s.memset_zeros(&mut bound_state)?;
+            }
             let mut s0 = 0;
             while s0 < opts.k {
                 let kk = chunk.min(opts.k - s0);
@@ -223,6 +233,9 @@ impl Gpu {
                 // The first chunk's first sample of each image: the one-sample recon.
                 let first = (&logpx, &mut first_logpx, s0 == 0);
                 self.lse_fold(&logw, b, kk, (&mut acc_max, &mut acc_sum, &mut acc_mean), first)?;
+                if nbounds > 0 {
+                    self.bound_fold(&logw, &bound_sizes, nbounds, b, kk, s0, &mut bound_state)?;
+                }
                 s0 += kk;
             }
             let down = |v: &DevBuf<f32>, len: usize| -> Result<Vec<f32>> {
@@ -233,6 +246,10 @@ impl Gpu {
             let (mx, sm, mn) = (down(&acc_max, b)?, down(&acc_sum, b)?, down(&acc_mean, b)?);
             let (recon, ram) = (down(&first_logpx, b)?, down(&at_mean_logpx, b)?);
             let (mu_z, mu_u) = (down(&enc.mu_z, b * zd)?, down(&enc.mu_u, b * ud)?);
+            let mut bounds = vec![0f64; b * nbounds * 3];
+            if nbounds > 0 {
+                s.memcpy_dtoh(&bound_state.slice(0..b * nbounds * 3), &mut bounds[..])?;
+            }
             s.synchronize()?;
             for i in 0..b {
                 let kf = opts.k as f64;
@@ -244,6 +261,9 @@ impl Gpu {
                     elbo: -(mn[i] as f64) / kf,
                     recon: -recon[i] as f64,
                     recon_at_mean: -ram[i] as f64,
+                    bounds: (0..nbounds)
+                        .map(|j| -bounds[(i * nbounds + j) * 3 + 2] / (opts.k / opts.bounds[j]) as f64)
+                        .collect(),
                 });
                 let mut m = mu_z[i * zd..(i + 1) * zd].to_vec();
                 m.extend_from_slice(&mu_u[i * ud..(i + 1) * ud]);
@@ -417,6 +437,42 @@ impl Gpu {
         lb.arg(logw).arg(acc_max).arg(acc_sum).arg(acc_mean).arg(&b_i).arg(&kk_i).arg(logpx).arg(first).arg(&rec_i);
         // SAFETY: logw and logpx hold b·kk values, the accumulators and
         // `first` b each (checked); one warp per image.
+        unsafe { lb.launch(lc) }?;
+        Ok(())
+    }
+
+    /// Fold `kk` log-weights per image (samples `sample0..`) into the
+    /// group accumulators of `eval --bounds`: `state` [b, nbounds, 3] f64,
+    /// `sizes` [nbounds] i32.
+    #[allow(clippy::too_many_arguments)]
+    fn bound_fold(
+        &self,
+        logw: &DevBuf<f32>,
+        sizes: &DevBuf<i32>,
+        nbounds: usize,
+        b: usize,
+        kk: usize,
+        sample0: usize,
+        state: &mut DevBuf<f64>,
+    ) -> Result<()> {
+        Self::check(
+            "bound_fold",
+            logw.len() >= b * kk
+                && sizes.len() >= nbounds
+                && state.len() >= b * nbounds * 3
+                && sample0 + kk <= i32::MAX as usize,
+            format!("b {b} kk {kk} sample0 {sample0} bounds {nbounds}"),
+        )?;
+        let (b_i, nb_i, kk_i, s0_i) = (b as i32, nbounds as i32, kk as i32, sample0 as i32);
+        let lc = LaunchConfig {
+            grid_dim: (Self::blocks(b * nbounds, 128), 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut lb = self.device.launcher("bound_fold");
+        lb.arg(logw).arg(sizes).arg(state).arg(&b_i).arg(&nb_i).arg(&kk_i).arg(&s0_i);
+        // SAFETY: logw holds b·kk values, sizes nbounds, state b·nbounds·3
+        // (checked); one thread per (image, bound), each its own 3 values.
         unsafe { lb.launch(lc) }?;
         Ok(())
     }

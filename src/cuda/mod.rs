@@ -32,7 +32,7 @@ const MODULES: driver::ModuleTable = &[
     ("philox", fatbin!("philox"), &["philox_uniforms", "philox_normals", "philox_targets"]),
     ("grid_sample", fatbin!("grid_sample"), &["grid_sample_fwd", "grid_sample_bwd"]),
     ("grid", fatbin!("grid"), &["grid_fwd"]),
-    ("logsumexp", fatbin!("logsumexp"), &["iwae_weights", "lse_fold", "objective_terms", "mean_into"]),
+    ("logsumexp", fatbin!("logsumexp"), &["iwae_weights", "lse_fold", "bound_fold", "objective_terms", "mean_into"]),
     ("optim", fatbin!("optim"), &["adadelta_step", "adam_step_dev", "count_step", "batch_items", "record_step"]),
     (
         "linear",

@@ -224,7 +224,8 @@ fn one_run(
     let ck = load_checkpoint(&dir.join("checkpoint.safetensors"))?;
     let net = Network::<f32>::new(trained.layout);
     let precision = Precision::default_for(opts.device);
-    let eval_opts = EvalOptions { k: opts.eval_k, chunk: DEFAULT_CHUNK, binarize, seed: opts.seed, precision };
+    let eval_opts =
+        EvalOptions { k: opts.eval_k, chunk: DEFAULT_CHUNK, binarize, seed: opts.seed, precision, bounds: Vec::new() };
     progress.eval_start(spec, test.len(), opts.eval_k);
     let (report, _): (EvalReport, _) = evaluate_on(opts.device, &net, &ck.params, &test, &eval_opts)?;
     atomic_write(&dir.join("eval.json"), serde_json::to_string_pretty(&report).expect("serialises").as_bytes())?;

@@ -261,6 +261,7 @@ pub fn train_monitored(
                 binarize,
                 seed: cfg.seed,
                 precision: Precision::default_for(device),
+                bounds: Vec::new(),
             };
             let (report, _) = evaluate_on(device, net, &params, m.data, &opts)?;
             line.test_k = Some(m.k);

@@ -173,6 +173,8 @@ fn nll_evaluator_matches_cpu() {
                 binarize: iwtvae::data::Binarize::Dynamic,
                 seed: 4,
                 precision: Default::default(),
+                // Groups of 100 span the chunks of 250.
+                bounds: vec![1, 7, 100, 700],
             };
             let (_, cpu) = iwtvae::eval::evaluate(&net, &params, &data, &opts).unwrap();
             let (report, gpu_rows) = g.evaluate(&net, &params, &data, &opts).unwrap();
@@ -189,6 +191,11 @@ fn nll_evaluator_matches_cpu() {
                 );
                 assert!((a.elbo - b.elbo).abs() < 2e-3, "{}: elbo {} vs {}", transform.name(), a.elbo, b.elbo);
                 assert!((a.recon - b.recon).abs() < 2e-3, "{}: recon {} vs {}", transform.name(), a.recon, b.recon);
+                // The bounds fold the same log-weights in f64 on both sides.
+                for (j, (x, y)) in a.bounds.iter().zip(&b.bounds).enumerate() {
+                    assert!((x - y).abs() < 2e-3, "{}: bound {}: gpu {x} cpu {y}", transform.name(), opts.bounds[j]);
+                }
+                assert_eq!(a.bounds.len(), opts.bounds.len());
             }
         }
     }
@@ -329,6 +336,7 @@ fn precision_case(
         binarize: iwtvae::data::Binarize::Dynamic,
         seed: 4,
         precision: iwtvae::eval::Precision::Fp32,
+        bounds: Vec::new(),
     };
     (iwtvae::network::Network::<f32>::new(layout), params, opts)
 }

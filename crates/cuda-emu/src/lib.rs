@@ -182,6 +182,7 @@ unsafe fn launch_unchecked(kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Res
 /// Element types a [`Buffer`] may hold: every bit pattern is a value.
 pub trait Element: Copy + Default + 'static {}
 impl Element for f32 {}
+impl Element for f64 {}
 impl Element for u32 {}
 impl Element for i32 {}
 impl Element for i64 {}

@@ -257,6 +257,13 @@ pub(crate) struct EvalArgs {
     /// on the CPU (tf32 and bf16 are within 0.01 nats of fp32, see the README).
     #[arg(long, default_value = "auto")]
     pub(crate) precision: String,
+    /// Also the IWAE bound at these smaller k (comma-separated, each dividing
+    /// --k), from the same samples: the k samples split into k/K disjoint
+    /// groups of K and their bounds averaged. 1 is the ELBO; e.g. 1,5,50,500
+    /// shows how fast the bound tightens towards the k-sample NLL. In the
+    /// JSON as `bounds`, per image as columns nll_k<K>.
+    #[arg(long, value_delimiter = ',', value_parser = count)]
+    pub(crate) bounds: Vec<usize>,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -271,7 +278,8 @@ pub(crate) struct CompareArgs {
     pub(crate) a: PathBuf,
     /// Per-image CSV of model B, on the same images with the same --seed.
     pub(crate) b: PathBuf,
-    /// The column compared: nll, elbo, recon or recon_at_mean.
+    /// The column compared: nll, elbo, recon, recon_at_mean, or nll_k<K> (a
+    /// bound of `eval --bounds`, in both files).
     #[arg(long, default_value = "nll")]
     pub(crate) metric: String,
     /// Print one JSON object on stdout instead of a table.

@@ -84,6 +84,13 @@ pub(crate) fn print_report(r: &iwtvae::eval::EvalReport) {
         Some(se) => println!("nll             {:.4} ± {se:.4} (standard error over the images)", r.nll),
         None => println!("nll             {:.4}", r.nll),
     }
+    for b in &r.bounds {
+        let label = format!("bound k={}", b.k);
+        match b.nll_se {
+            Some(se) => println!("{label:<15} {:.4} ± {se:.4}", b.nll),
+            None => println!("{label:<15} {:.4}", b.nll),
+        }
+    }
     println!("elbo (-ELBO)    {:.4}", r.elbo);
     println!("recon           {:.4}", r.recon);
     println!("recon_at_mean   {:.4}", r.recon_at_mean);

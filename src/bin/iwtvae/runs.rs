@@ -99,6 +99,7 @@ pub(crate) fn run_train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()
             binarize: cfg.binarize()?,
             seed: cfg.seed,
             precision: iwtvae::eval::Precision::default_for(device),
+            bounds: Vec::new(),
         };
         let (report, _) = evaluate_with_bar(device, &net, &trained.params, test, &opts)?;
         let path = a.out.join("eval.json");
@@ -175,6 +176,11 @@ pub(crate) fn run_eval(a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> 
             "note: no AVX512-BF16 here (the CPU lacks it, or IWTVAE_SIMD caps it), so --precision bf16 runs its portable loop, slower than fp32"
         );
     }
+    let mut bounds = a.bounds.clone();
+    bounds.sort_unstable();
+    bounds.dedup();
+    let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed, precision, bounds };
+    opts.check()?;
     if let Some(p) = &a.per_image {
         iwtvae::fsutil::prepare_output_file(p).context("--per-image")?;
     }
@@ -182,10 +188,9 @@ pub(crate) fn run_eval(a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> 
     let data_dir = data_of_run(&a.common.data, run.as_ref());
     let data = Dataset::load(&data_dir, split, a.limit).context("loading --data")?;
     let net = Network::<f32>::new(ck.layout);
-    let opts = EvalOptions { k: a.k, chunk: a.chunk, binarize, seed: a.common.seed, precision };
     let (report, rows) = evaluate_with_bar(device, &net, &ck.params, &data, &opts)?;
     if let Some(p) = &a.per_image {
-        atomic_write(p, per_image_csv(&rows).as_bytes()).context("--per-image")?;
+        atomic_write(p, per_image_csv(&rows, &opts.bounds).as_bytes()).context("--per-image")?;
     }
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
