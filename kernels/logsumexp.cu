@@ -31,12 +31,14 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
 }
 
 // Streaming logsumexp for evaluation: fold a chunk of kk log-weights per
-// image into (max, sum) accumulators, so k = 5000 never needs all samples.
-// With record_first, first[b] = logpx of the chunk's first sample (the
-// one-sample reconstruction of the first chunk).
+// image into (max, sum) accumulators, so k = 5000 never needs all samples;
+// acc_sum2 keeps Σ exp(2(v − max)) beside Σ exp(v − max), so that the
+// effective sample size (Σw)²/Σw² is sum²/sum2. With record_first,
+// first[b] = logpx of the chunk's first sample (the one-sample
+// reconstruction of the first chunk).
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
-    lse_fold(const float* logw, float* acc_max, float* acc_sum, float* acc_mean, int images, int kk, const float* logpx,
-             float* first, int record_first) {
+    lse_fold(const float* logw, float* acc_max, float* acc_sum, float* acc_sum2, float* acc_mean, int images, int kk,
+             const float* logpx, float* first, int record_first) {
   int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x % 32;
   if (b >= images) return;
@@ -48,17 +50,23 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   }
   m = warp_max(m);
   tot = warp_sum(tot);
-  float sum = 0.0f;
+  float sum = 0.0f, sum2 = 0.0f;
   if (isfinite(m))
-    for (int s = lane; s < kk; s += 32) sum += expf(v[s] - m);
+    for (int s = lane; s < kk; s += 32) {
+      float e = expf(v[s] - m);
+      sum += e;
+      sum2 += e * e;
+    }
   sum = warp_sum(sum);
+  sum2 = warp_sum(sum2);
   if (lane == 0) {
-    float om = acc_max[b], os = acc_sum[b];
+    float om = acc_max[b], os = acc_sum[b], os2 = acc_sum2[b];
     float nm = fmaxf(om, m);
-    float ns = (isfinite(nm) ? (os * (isfinite(om) ? expf(om - nm) : 0.0f) + sum * (isfinite(m) ? expf(m - nm) : 0.0f))
-                             : 0.0f);
+    float fo = isfinite(nm) && isfinite(om) ? expf(om - nm) : 0.0f;
+    float fm = isfinite(nm) && isfinite(m) ? expf(m - nm) : 0.0f;
     acc_max[b] = nm;
-    acc_sum[b] = ns;
+    acc_sum[b] = os * fo + sum * fm;
+    acc_sum2[b] = os2 * (fo * fo) + sum2 * (fm * fm);
     acc_mean[b] += tot;
     if (record_first) first[b] = logpx[(size_t)b * kk];
   }

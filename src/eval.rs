@@ -163,6 +163,10 @@ pub struct ImageEstimate {
     pub recon: f64,
     /// BCE at z = μz, u = μu.
     pub recon_at_mean: f64,
+    /// The effective sample size of the k importance weights, (Σw)²/Σw²,
+    /// between 1 (one sample carries the estimate) and k (all weigh alike);
+    /// NaN when every log-weight is −∞.
+    pub ess: f64,
     /// −L_K for each size K of `EvalOptions::bounds`, in its order.
     pub bounds: Vec<f64>,
 }
@@ -181,6 +185,11 @@ pub struct EvalReport {
     pub active_units: usize,
     pub active_units_z: usize,
     pub active_units_u: usize,
+    /// The importance weights' effective sample size (`ImageEstimate::ess`),
+    /// its mean and its smallest over the images: how many of the k samples
+    /// the NLL's estimate rests on.
+    pub ess_mean: f64,
+    pub ess_min: f64,
     pub images: usize,
     pub k: usize,
     pub seconds: f64,
@@ -203,6 +212,8 @@ struct GroupScratch {
     bf16: Vec<u32>,
     items: Vec<u32>,
     lse: Vec<Lse>,
+    /// Per image, the logsumexp of 2·log w (for the effective sample size).
+    lse2: Vec<Lse>,
     /// [g, bounds] accumulators of `EvalOptions::bounds`.
     grouped: Vec<GroupedLse>,
 }
@@ -229,7 +240,7 @@ fn image_group(
     let cfg = &net.layout.config;
     let (d, g) = (data.pixels(), indices.len());
     let (zd, ud) = (cfg.z_dim, cfg.u_dim);
-    let GroupScratch { ws, bf16: bf16_scratch, items, lse, grouped } = scratch;
+    let GroupScratch { ws, bf16: bf16_scratch, items, lse, lse2, grouped } = scratch;
     // Samples per image in one decoder pass: the whole k for a group of
     // several images (group_size keeps g·k within the workspace's rows).
     let per_pass = (ws.batch_cap * ws.k / g).min(opts.k);
@@ -257,6 +268,7 @@ fn image_group(
             elbo: 0.0, // Σ log w until the end
             recon: f64::NAN,
             recon_at_mean: -(lp as f64),
+            ess: f64::NAN,
             bounds: Vec::new(),
         };
     }
@@ -265,6 +277,8 @@ fn image_group(
     items.extend(indices.iter().map(|&i| i as u32));
     lse.clear();
     lse.resize(g, Lse::default());
+    lse2.clear();
+    lse2.resize(g, Lse::default());
     let nb = opts.bounds.len();
     grouped.clear();
     grouped.extend((0..g).flat_map(|_| opts.bounds.iter().map(|&size| GroupedLse::new(size))));
@@ -281,13 +295,14 @@ fn image_group(
             None => net.decode(params, ws, g, kk, DecodeMode::Score, Par::Seq),
         }
         net.log_weights(ws, g, kk);
-        for (j, (row, lse)) in rows.iter_mut().zip(lse.iter_mut()).enumerate() {
+        for (j, ((row, lse), lse2)) in rows.iter_mut().zip(lse.iter_mut()).zip(lse2.iter_mut()).enumerate() {
             if s0 == 0 {
                 row.recon = -(ws.logpx[j * kk] as f64);
             }
             let grouped = &mut grouped[j * nb..(j + 1) * nb];
             for &v in &ws.logw[j * kk..(j + 1) * kk] {
                 lse.push(v as f64);
+                lse2.push(2.0 * v as f64);
                 row.elbo += v as f64;
                 grouped.iter_mut().for_each(|b| b.push(v as f64));
             }
@@ -295,8 +310,9 @@ fn image_group(
         s0 += kk;
     }
     let k = opts.k as f64;
-    for (j, (row, lse)) in rows.iter_mut().zip(lse.iter()).enumerate() {
+    for (j, ((row, lse), lse2)) in rows.iter_mut().zip(lse.iter()).zip(lse2.iter()).enumerate() {
         row.nll = -(lse.value() - k.ln());
+        row.ess = (2.0 * lse.value() - lse2.value()).exp();
         row.elbo = -row.elbo / k;
         row.bounds = grouped[j * nb..(j + 1) * nb].iter().map(|b| -b.value()).collect();
     }
@@ -394,8 +410,16 @@ pub fn evaluate_indices_reporting(
     // mapped a fresh heap for each: --k 5 --chunk 5 ran 40% slower on
     // 87 page faults an image.)
     let dims = net.layout.config.z_dim + net.layout.config.u_dim;
-    let placeholder =
-        ImageEstimate { index: 0, label: 0, nll: 0.0, elbo: 0.0, recon: 0.0, recon_at_mean: 0.0, bounds: Vec::new() };
+    let placeholder = ImageEstimate {
+        index: 0,
+        label: 0,
+        nll: 0.0,
+        elbo: 0.0,
+        recon: 0.0,
+        recon_at_mean: 0.0,
+        ess: 0.0,
+        bounds: Vec::new(),
+    };
     let mut rows = vec![placeholder; indices.len()];
     let mut means = vec![0f32; indices.len() * dims];
     let slots: Vec<Mutex<Option<GroupScratch>>> = (0..rayon::current_num_threads()).map(|_| Mutex::new(None)).collect();
@@ -413,6 +437,7 @@ pub fn evaluate_indices_reporting(
                 bf16: Vec::new(),
                 items: Vec::with_capacity(group),
                 lse: Vec::with_capacity(group),
+                lse2: Vec::with_capacity(group),
                 grouped: Vec::with_capacity(group * opts.bounds.len()),
             });
             image_group(net, weights, data, images, opts, bf16.as_ref(), scratch, rows, means);
@@ -455,6 +480,8 @@ pub fn summarize(
         active_units: active_z + active_u,
         active_units_z: active_z,
         active_units_u: active_u,
+        ess_mean: mean(&|e| e.ess),
+        ess_min: rows.iter().map(|e| e.ess).fold(f64::INFINITY, f64::min),
         images: rows.len(),
         k: opts.k,
         seconds,
@@ -490,13 +517,13 @@ pub fn standard_error(values: impl ExactSizeIterator<Item = f64> + Clone) -> Opt
 /// CSV of per-image estimates; with bounds (`EvalOptions::bounds`, their
 /// sizes in `bounds`), a column `nll_k<K>` for each.
 pub fn per_image_csv(rows: &[ImageEstimate], bounds: &[usize]) -> String {
-    let mut s = String::from("index,label,nll,elbo,recon,recon_at_mean");
+    let mut s = String::from("index,label,nll,elbo,recon,recon_at_mean,ess");
     bounds.iter().for_each(|k| s.push_str(&format!(",nll_k{k}")));
     s.push('\n');
     for r in rows {
         s.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.6}",
-            r.index, r.label, r.nll, r.elbo, r.recon, r.recon_at_mean
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.3}",
+            r.index, r.label, r.nll, r.elbo, r.recon, r.recon_at_mean, r.ess
         ));
         r.bounds.iter().for_each(|b| s.push_str(&format!(",{b:.6}")));
         s.push('\n');

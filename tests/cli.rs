@@ -86,7 +86,8 @@ fn train_one_epoch_then_eval_json() {
     ]);
     assert!(o.status.success(), "eval failed: {}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
-    for key in ["nll", "elbo", "recon", "recon_at_mean", "active_units", "images", "k", "seconds", "device"] {
+    for key in ["nll", "elbo", "recon", "recon_at_mean", "active_units", "images", "k", "seconds", "device", "ess_mean"]
+    {
         assert!(report.get(key).is_some(), "missing key {key} in {report}");
     }
     assert_eq!(report["images"], 50);
@@ -105,7 +106,7 @@ fn train_one_epoch_then_eval_json() {
     assert!(nll <= l10 && l10 <= bounds[1]["nll"].as_f64().unwrap() && bounds[2]["nll_se"].is_f64(), "{report}");
     let csv = std::fs::read_to_string(&per_image).unwrap();
     assert_eq!(csv.lines().count(), 51);
-    assert!(csv.starts_with("index,label,nll,elbo,recon,recon_at_mean,nll_k1,nll_k5,nll_k10\n"), "{csv}");
+    assert!(csv.starts_with("index,label,nll,elbo,recon,recon_at_mean,ess,nll_k1,nll_k5,nll_k10\n"), "{csv}");
     let pi = per_image.to_str().unwrap();
     let o = iwtvae(&["compare", pi, pi, "--metric", "nll_k10", "--json"]);
     assert!(o.status.success(), "compare --metric nll_k10: {}", stderr(&o));

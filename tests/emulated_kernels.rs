@@ -186,14 +186,18 @@ fn iwae_weights_match_cpu() {
 }
 
 /// The streaming logsumexp over chunks equals the logsumexp of all the
-/// log-weights (f32 accumulators vs f64: 1e-6 relative), the mean of
-/// log w is their sum, and the first chunk's first log p(x|·) is recorded.
+/// log-weights (f32 accumulators vs f64: 1e-6 relative), the effective
+/// sample size from its two sums is (Σw)²/Σw² (1e-5 relative: a square of
+/// f32 sums), the mean of log w is their sum, and the first chunk's first
+/// log p(x|·) is recorded.
 #[test]
 fn lse_fold_streams_to_the_full_logsumexp() {
     let (images, kk, chunks) = (9, 70, 4);
-    let all: Vec<Vec<f32>> = (0..chunks).map(|c| values(images * kk, 10 + c as u32, -130.0, -80.0)).collect();
+    // A spread of 8 nats keeps dozens of samples in the effective size.
+    let all: Vec<Vec<f32>> = (0..chunks).map(|c| values(images * kk, 10 + c as u32, -98.0, -90.0)).collect();
     let logpx = values(images * kk, 99, -120.0, -60.0);
     let (m, s, mean) = (input(&vec![f32::NEG_INFINITY; images]), zeros(images), zeros(images));
+    let s2 = zeros(images);
     let (first, lpx) = (output(images), input(&logpx));
     for (c, chunk) in all.iter().enumerate() {
         let lw = input(chunk);
@@ -201,6 +205,7 @@ fn lse_fold_streams_to_the_full_logsumexp() {
             lw.arg(),
             m.arg(),
             s.arg(),
+            s2.arg(),
             mean.arg(),
             i32_(images),
             i32_(kk),
@@ -210,12 +215,16 @@ fn lse_fold_streams_to_the_full_logsumexp() {
         ];
         run("lse_fold", LaunchConfig::new((blocks(images, 8), 1, 1), (256, 1, 1), 0), &args);
     }
-    let (m, s, mean, first) = (read(&m), read(&s), read(&mean), read(&first));
+    let (m, s, s2, mean, first) = (read(&m), read(&s), read(&s2), read(&mean), read(&first));
     for b in 0..images {
         let v: Vec<f64> = all.iter().flat_map(|c| c[b * kk..(b + 1) * kk].iter().map(|&x| x as f64)).collect();
         let want = logsumexp(&v);
         let got = m[b] as f64 + (s[b] as f64).ln();
         assert!((got - want).abs() < 1e-6 * want.abs(), "image {b}: {got} vs {want}");
+        let w: Vec<f64> = v.iter().map(|x| (x - want).exp()).collect();
+        let ess = w.iter().sum::<f64>().powi(2) / w.iter().map(|x| x * x).sum::<f64>();
+        let got_ess = (s[b] as f64).powi(2) / s2[b] as f64;
+        assert!((got_ess - ess).abs() < 1e-5 * ess && ess > 10.0, "image {b}: ess {got_ess} vs {ess}");
         let total: f64 = v.iter().sum();
         assert!((mean[b] as f64 - total).abs() < 1e-5 * total.abs(), "image {b}: sum {} vs {total}", mean[b]);
         assert_eq!(first[b], logpx[b * kk]);

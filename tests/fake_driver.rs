@@ -121,7 +121,7 @@ fn evaluation_through_cudarc_matches_the_emulated_backend() {
         eval("emulated", None);
         let (a, b) = (std::fs::read_to_string(csv("cuda")).unwrap(), std::fs::read_to_string(csv("emulated")).unwrap());
         assert_eq!(a, b, "{precision}: cudarc + fake driver vs the emulated backend, per image");
-        assert!(a.starts_with("index,label,nll,elbo,recon,recon_at_mean,nll_k1,nll_k8,nll_k40\n"), "{a}");
+        assert!(a.starts_with("index,label,nll,elbo,recon,recon_at_mean,ess,nll_k1,nll_k8,nll_k40\n"), "{a}");
     }
 }
 

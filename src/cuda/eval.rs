@@ -4,7 +4,7 @@
 //! sampling + BCE, fused: the 784-wide decoder output stays in shared
 //! memory) → streaming logsumexp. Mirrors crate::eval on the same noise keys,
 //! so per-image estimates agree with the CPU path to f32 rounding.
-use super::driver::{DevBuf, Launch};
+use super::driver::{DevBuf, Device, Launch};
 use super::forward::EncoderBufs;
 use super::Gpu;
 use crate::data::{Binarize, Dataset};
@@ -108,6 +108,25 @@ impl DeviceModel {
     }
 }
 
+/// Each image's streaming accumulators over its k samples
+/// (kernels/logsumexp.cu lse_fold): the running max of log w, Σ exp(v − max),
+/// Σ exp(2(v − max)) (for the effective sample size) and Σ v.
+struct LseAccumulators {
+    max: DevBuf<f32>,
+    sum: DevBuf<f32>,
+    sum2: DevBuf<f32>,
+    mean: DevBuf<f32>,
+}
+
+impl LseAccumulators {
+    /// Empty: max −∞, the sums 0.
+    fn reset(&mut self, s: &Device) -> Result<()> {
+        s.memcpy_htod(&vec![f32::NEG_INFINITY; self.max.len()], &mut self.max)?;
+        s.memset_zeros(&mut self.sum)?;
+        s.memset_zeros(&mut self.sum2)?;
+        s.memset_zeros(&mut self.mean)
+    }
+}
 impl Gpu {
     fn upload_model(&self, net: &Network<f32>, params: &[f32], precision: Precision) -> Result<DeviceModel> {
         let l = &net.layout;
@@ -184,8 +203,7 @@ impl Gpu {
         let (mut lw_latent, mut logpx, mut logw) = (buf(rows_cap)?, buf(rows_cap)?, buf(rows_cap)?);
         let (mut logits_at_mean, zeros, mut first_logpx) = (buf(BATCH * d)?, buf(BATCH)?, buf(BATCH)?);
         let (mut at_mean_logpx, mut at_mean_logw) = (buf(BATCH)?, buf(BATCH)?);
-        let (mut acc_max, mut acc_sum, mut acc_mean) = (buf(BATCH)?, buf(BATCH)?, buf(BATCH)?);
-        let neg_inf = vec![f32::NEG_INFINITY; BATCH];
+        let mut acc = LseAccumulators { max: buf(BATCH)?, sum: buf(BATCH)?, sum2: buf(BATCH)?, mean: buf(BATCH)? };
         // eval --bounds: per image and size, the open group's (max, sum) and
         // the closed groups' total, in f64 (kernels/logsumexp.cu bound_fold).
         let nbounds = opts.bounds.len();
@@ -212,9 +230,7 @@ impl Gpu {
             self.theta(l, &model.params, &enc.mu_u, b, &model.theta_id, &mut theta, &mut gemm)?;
             let (lpm, lwm) = (&mut at_mean_logpx, &mut at_mean_logw);
             self.decode_rows(l, nb, &mut logits_at_mean, &theta, &model.basis, &x, &zeros, b, 1, lpm, lwm)?;
-            s.memcpy_htod(&neg_inf, &mut acc_max)?;
-            s.memset_zeros(&mut acc_sum)?;
-            s.memset_zeros(&mut acc_mean)?;
+            acc.reset(s)?;
             if nbounds > 0 {
                 s.memset_zeros(&mut bound_state)?;
             }
@@ -232,7 +248,7 @@ impl Gpu {
                 self.nll_fc3(net, &model, ins, r, kk, binary, &mut logpx, &mut logw)?;
                 // The first chunk's first sample of each image: the one-sample recon.
                 let first = (&logpx, &mut first_logpx, s0 == 0);
-                self.lse_fold(&logw, b, kk, (&mut acc_max, &mut acc_sum, &mut acc_mean), first)?;
+                self.lse_fold(&logw, b, kk, &mut acc, first)?;
                 if nbounds > 0 {
                     self.bound_fold(&logw, &bound_sizes, nbounds, b, kk, s0, &mut bound_state)?;
                 }
@@ -243,7 +259,8 @@ impl Gpu {
                 s.memcpy_dtoh(&v.slice(0..len), &mut h[..])?;
                 Ok(h)
             };
-            let (mx, sm, mn) = (down(&acc_max, b)?, down(&acc_sum, b)?, down(&acc_mean, b)?);
+            let (mx, sm, mn) = (down(&acc.max, b)?, down(&acc.sum, b)?, down(&acc.mean, b)?);
+            let sm2 = down(&acc.sum2, b)?;
             let (recon, ram) = (down(&first_logpx, b)?, down(&at_mean_logpx, b)?);
             let (mu_z, mu_u) = (down(&enc.mu_z, b * zd)?, down(&enc.mu_u, b * ud)?);
             let mut bounds = vec![0f64; b * nbounds * 3];
@@ -261,6 +278,8 @@ impl Gpu {
                     elbo: -(mn[i] as f64) / kf,
                     recon: -recon[i] as f64,
                     recon_at_mean: -ram[i] as f64,
+                    // (Σw)²/Σw², both sums taken against the same max.
+                    ess: (sm[i] as f64).powi(2) / sm2[i] as f64,
                     bounds: (0..nbounds)
                         .map(|j| -bounds[(i * nbounds + j) * 3 + 2] / (opts.k / opts.bounds[j]) as f64)
                         .collect(),
@@ -413,28 +432,29 @@ impl Gpu {
         Ok(())
     }
 
-    /// Fold `kk` log-weights per image into the streaming logsumexp; with
-    /// `first.2`, also copy each image's first log p(x|·) into `first.1`.
-    #[allow(clippy::type_complexity)]
+    /// Fold `kk` log-weights per image into the streaming logsumexp (max,
+    /// Σ exp(v − max), Σ exp(2(v − max)), Σ v); with `first.2`, also copy
+    /// each image's first log p(x|·) into `first.1`.
     fn lse_fold(
         &self,
         logw: &DevBuf<f32>,
         b: usize,
         kk: usize,
-        (acc_max, acc_sum, acc_mean): (&mut DevBuf<f32>, &mut DevBuf<f32>, &mut DevBuf<f32>),
+        acc: &mut LseAccumulators,
         (logpx, first, record): (&DevBuf<f32>, &mut DevBuf<f32>, bool),
     ) -> Result<()> {
         Self::check(
             "lse_fold",
             logw.len() >= b * kk
                 && logpx.len() >= b * kk
-                && [acc_max.len(), acc_sum.len(), acc_mean.len(), first.len()].iter().all(|&v| v >= b),
+                && [acc.max.len(), acc.sum.len(), acc.sum2.len(), acc.mean.len(), first.len()].iter().all(|&v| v >= b),
             format!("b {b} kk {kk}"),
         )?;
         let (b_i, kk_i, rec_i) = (b as i32, kk as i32, record as i32);
         let lc = LaunchConfig { grid_dim: (Self::blocks(b, 8), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let mut lb = self.device.launcher("lse_fold");
-        lb.arg(logw).arg(acc_max).arg(acc_sum).arg(acc_mean).arg(&b_i).arg(&kk_i).arg(logpx).arg(first).arg(&rec_i);
+        lb.arg(logw).arg(&mut acc.max).arg(&mut acc.sum).arg(&mut acc.sum2).arg(&mut acc.mean);
+        lb.arg(&b_i).arg(&kk_i).arg(logpx).arg(first).arg(&rec_i);
         // SAFETY: logw and logpx hold b·kk values, the accumulators and
         // `first` b each (checked); one warp per image.
         unsafe { lb.launch(lc) }?;

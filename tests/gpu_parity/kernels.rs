@@ -196,6 +196,8 @@ fn nll_evaluator_matches_cpu() {
                     assert!((x - y).abs() < 2e-3, "{}: bound {}: gpu {x} cpu {y}", transform.name(), opts.bounds[j]);
                 }
                 assert_eq!(a.bounds.len(), opts.bounds.len());
+                // The effective sample size: f32 sums on the device, f64 on the CPU.
+                assert!((a.ess - b.ess).abs() < 1e-3 * b.ess, "{}: ess gpu {} cpu {}", transform.name(), a.ess, b.ess);
             }
         }
     }

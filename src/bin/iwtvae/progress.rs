@@ -95,6 +95,7 @@ pub(crate) fn print_report(r: &iwtvae::eval::EvalReport) {
     println!("recon           {:.4}", r.recon);
     println!("recon_at_mean   {:.4}", r.recon_at_mean);
     println!("active units    {} (z {}, u {})", r.active_units, r.active_units_z, r.active_units_u);
+    println!("ess             mean {:.1}, min {:.2} (effective samples of the k = {})", r.ess_mean, r.ess_min, r.k);
     println!("seconds         {:.2} ({:.1} images/s on {}, {})", r.seconds, r.images_per_sec, r.device, r.precision);
 }
 

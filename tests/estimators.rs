@@ -1,5 +1,7 @@
-//! `eval --bounds`: the IWAE bound at smaller k, estimated from the same k
-//! samples in disjoint groups (Burda et al.'s L_K for each K dividing k).
+//! What `eval` reports beside the NLL about its importance samples: the
+//! IWAE bound at smaller k, estimated from the same k samples in disjoint
+//! groups (`--bounds`, Burda et al.'s L_K for each K dividing k), and the
+//! weights' effective sample size.
 mod common;
 use common::*;
 use iwtvae::data::{Binarize, Dataset, Split};
@@ -82,6 +84,29 @@ fn bounds_are_the_grouped_bounds_of_each_images_log_weights() {
     }
     assert_eq!(report.bounds[0].nll, report.elbo);
     assert_eq!(report.bounds[4].nll, report.nll);
+}
+
+/// The effective sample size (Σw)²/Σw² of each image's k weights, against
+/// its log-weights computed directly (exp(2·lse(v) − lse(2v)) there, the
+/// weights' sums here: 1e-9 relative); it lies in [1, k], and the report
+/// gives its mean and minimum.
+#[test]
+fn effective_sample_size_of_each_images_weights() {
+    let (net, params) = model(Transform::Affine, 2);
+    let data = Dataset::load(Path::new(MNIST), Split::Test, Some(5)).unwrap();
+    let opts = options(200, 64, &[]);
+    let (report, rows) = evaluate(&net, &params, &data, &opts).unwrap();
+    for row in &rows {
+        let v = log_weights(&net, &params, &data, row.index, &opts);
+        let top = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = v.iter().map(|x| (x - top).exp()).collect();
+        let want = w.iter().sum::<f64>().powi(2) / w.iter().map(|x| x * x).sum::<f64>();
+        assert!((row.ess - want).abs() < 1e-9 * want, "image {}: {} vs {want}", row.index, row.ess);
+        assert!((1.0..=200.0).contains(&row.ess), "image {}: {}", row.index, row.ess);
+    }
+    let mean = rows.iter().map(|r| r.ess).sum::<f64>() / rows.len() as f64;
+    assert!((report.ess_mean - mean).abs() < 1e-12 * mean);
+    assert_eq!(report.ess_min, rows.iter().map(|r| r.ess).fold(f64::INFINITY, f64::min));
 }
 
 /// When K divides K', each group of K' is a union of groups of K, and the
