@@ -127,6 +127,7 @@ impl LseAccumulators {
         s.memset_zeros(&mut self.mean)
     }
 }
+
 impl Gpu {
     fn upload_model(&self, net: &Network<f32>, params: &[f32], precision: Precision) -> Result<DeviceModel> {
         let l = &net.layout;
@@ -207,7 +208,8 @@ impl Gpu {
         // eval --bounds: per image and size, the open group's (max, sum) and
         // the closed groups' total, in f64 (kernels/logsumexp.cu bound_fold).
         let nbounds = opts.bounds.len();
-        let sizes: Vec<i32> = opts.bounds.iter().map(|&size| size.min(i32::MAX as usize) as i32).collect();
+        // opts.check() has each size dividing k, and the launches check that k fits i32.
+        let sizes: Vec<i32> = opts.bounds.iter().map(|&size| i32::try_from(size).unwrap_or(i32::MAX)).collect();
         let bound_sizes = s.htod(if sizes.is_empty() { &[1][..] } else { &sizes })?;
         let mut bound_state = s.alloc_zeros::<f64>((BATCH * nbounds * 3).max(1))?;
         let keys = (NoiseKey::new(opts.seed, Stream::EvalEps, 0), NoiseKey::new(opts.seed, Stream::EvalEta, 0));
@@ -484,11 +486,7 @@ impl Gpu {
             format!("b {b} kk {kk} sample0 {sample0} bounds {nbounds}"),
         )?;
         let (b_i, nb_i, kk_i, s0_i) = (b as i32, nbounds as i32, kk as i32, sample0 as i32);
-        let lc = LaunchConfig {
-            grid_dim: (Self::blocks(b * nbounds, 128), 1, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let lc = super::forward::cfg1(b * nbounds, 128);
         let mut lb = self.device.launcher("bound_fold");
         lb.arg(logw).arg(sizes).arg(state).arg(&b_i).arg(&nb_i).arg(&kk_i).arg(&s0_i);
         // SAFETY: logw holds b·kk values, sizes nbounds, state b·nbounds·3
