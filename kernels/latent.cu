@@ -36,13 +36,16 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
 // One thread per (image i, dim d): with g_s = dlat[r, d] − cw[r]·lat[r, d]
 // over the image's rows r = i·k + s (in order),
 //   dμ = Σ_s g_s + kl·μ,   dlog σ = Σ_s (g_s·σ·noise[r, d] + cw[r]) + kl·(σ² − 1),
+// or, with path (the path derivative: log q's μ, σ held fixed; iwae-dreg,
+// elbo-stl), g_s = cd[r]·dlat[r, d] + cw[r]·(noise[r, d]/σ − lat[r, d]) and
+//   dμ = Σ_s g_s,          dlog σ = Σ_s g_s·σ·noise[r, d];
 // dlog σ = 0 where the clamp was active, and dμ·(1 − μ²) when μ = tanh(·).
 // dμ and dlog σ go to the heads' gradient [B, ld] (the heads' GEMM's dY)
 // at columns col + d and col + dim + d.
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     latent_bwd(const float* mu, const float* ls, const float* raw, const float* lat, const float* noise,
-               const float* dlat, const float* coef_w, float* dheads, int ld, int col, int B, int k, int dim,
-               float kl_scale, int tanh_mu) {
+               const float* dlat, const float* coef_w, const float* coef_dlat, float* dheads, int ld, int col, int B,
+               int k, int dim, float kl_scale, int tanh_mu, int path) {
   int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= B * dim) return;
   int i = t / dim, d = t % dim;
@@ -51,9 +54,16 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   for (int s = 0; s < k; ++s) {
     size_t r = (size_t)i * k + s;
     float cw = coef_w[r];
-    float g = dlat[r * dim + d] - cw * lat[r * dim + d];
-    gm += g;
-    gl += g * sigma * noise[r * dim + d] + cw;
+    float nz = noise[r * dim + d];
+    if (path) {
+      float g = coef_dlat[r] * dlat[r * dim + d] + cw * (nz / sigma - lat[r * dim + d]);
+      gm += g;
+      gl += g * sigma * nz;
+    } else {
+      float g = dlat[r * dim + d] - cw * lat[r * dim + d];
+      gm += g;
+      gl += g * sigma * nz + cw;
+    }
   }
   if (kl_scale != 0.0f) {
     gm += kl_scale * mu[t];

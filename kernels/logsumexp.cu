@@ -118,15 +118,18 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
 }
 
 // The training objectives (src/objective.rs), one warp per image b:
-// img_loss[b] (−bound of the image), coef_px[r] = ∂Loss/∂log p(x|z_r,u_r)
-// and coef_w[r] = ∂Loss/∂(latent terms of log w_r), Loss = mean_b img_loss.
+// img_loss[b] (−bound of the image), coef_px[r] = ∂Loss/∂log p(x|z_r,u_r),
+// coef_w[r] the encoder's coefficient on the latent terms of log w_r and
+// coef_dlat[r] its factor on the decoder's ∂/∂latent; Loss = mean_b img_loss.
 //   mode 0 iwae     img_loss = −(lse_s log w − ln k),   coef = −w̃ / B
 //   mode 1 elbo     img_loss = −mean_s log w,           coef = −1 / (B k)
 //   mode 2 elbo-kl  img_loss = −(log p(x|·) − KL),      coef_px = −1 / B, coef_w = 0 (k = 1)
+// coef_dlat = 1, but with dreg (iwae-dreg: mode 0) coef_w = −w̃² / B and
+// coef_dlat = w̃.
 extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     objective_terms(const float* logw, const float* logpx, const float* mu_z, const float* ls_z, const float* mu_u,
-                    const float* ls_u, float* img_loss, float* coef_px, float* coef_w, int images, int k, int Z, int U,
-                    int mode) {
+                    const float* ls_u, float* img_loss, float* coef_px, float* coef_w, float* coef_dlat, int images,
+                    int k, int Z, int U, int mode, int dreg) {
   int b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x % 32;
   if (b >= images) return;
@@ -136,9 +139,11 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     float l = warp_logsumexp(v, k, lane);
     if (lane == 0) img_loss[b] = -(l - logf((float)k));
     for (int s = lane; s < k; s += 32) {
-      float c = isfinite(l) ? -expf(v[s] - l) * inv_b : __int_as_float(0x7fc00000);
-      coef_px[(size_t)b * k + s] = c;
-      coef_w[(size_t)b * k + s] = c;
+      float w = isfinite(l) ? expf(v[s] - l) : __int_as_float(0x7fc00000);
+      size_t r = (size_t)b * k + s;
+      coef_px[r] = -w * inv_b;
+      coef_w[r] = dreg ? -w * w * inv_b : -w * inv_b;
+      coef_dlat[r] = dreg ? w : 1.0f;
     }
   } else if (mode == 1) {
     float tot = 0.0f;
@@ -149,6 +154,7 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     for (int s = lane; s < k; s += 32) {
       coef_px[(size_t)b * k + s] = c;
       coef_w[(size_t)b * k + s] = c;
+      coef_dlat[(size_t)b * k + s] = 1.0f;
     }
   } else {
     float kl = 0.0f;
@@ -162,6 +168,7 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
       img_loss[b] = -(logpx[b] - kl);
       coef_px[b] = -inv_b;
       coef_w[b] = 0.0f;
+      coef_dlat[b] = 1.0f;
     }
   }
 }

@@ -157,6 +157,9 @@ pub struct Workspace<T> {
     pub logw: Vec<T>,
     pub coef_px: Vec<T>,
     pub coef_w: Vec<T>,
+    /// The encoder's factor on the decoder's ∂/∂latent, per row (1 but for
+    /// iwae-dreg: `objective::loss_and_coefficients`).
+    pub coef_dlat: Vec<T>,
     pub dp: Vec<T>,
     pub dc: Vec<T>,
     pub dgx: Vec<T>,
@@ -248,6 +251,7 @@ impl<T: Real> Network<T> {
             logw: v(n),
             coef_px: v(n),
             coef_w: v(n),
+            coef_dlat: v(n),
             dp: g(n * d),
             dc: g(n * d),
             dgx: g(n * d),
@@ -533,8 +537,10 @@ impl<T: Real> Network<T> {
 
     /// Backward of the whole model into `grads` (accumulated; same layout as
     /// params), after `decode(.., DecodeMode::Train, ..)`. Needs `ws.coef_px[r]` = ∂Loss/∂log p(x|z_r,u_r), `ws.coef_w[r]` =
-    /// ∂Loss/∂(explicit latent terms of log w_r), and `kl_scale` = ∂Loss/∂KL_b
-    /// (elbo-kl; 0 otherwise).
+    /// ∂Loss/∂(explicit latent terms of log w_r), `ws.coef_dlat[r]` (the
+    /// encoder's factor on the decoder's ∂/∂latent), and `kl_scale` =
+    /// ∂Loss/∂KL_b (elbo-kl; 0 otherwise). With `path_derivative` the encoder
+    /// sees log q(z; μ, σ) with μ and σ held fixed (iwae-dreg, elbo-stl).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -544,6 +550,7 @@ impl<T: Real> Network<T> {
         b: usize,
         k: usize,
         kl_scale: T,
+        path_derivative: bool,
         par: Par,
     ) {
         let l = &self.layout;
@@ -587,8 +594,14 @@ impl<T: Real> Network<T> {
             linear_backward_input(&ws.dtheta, n, &params[s.w_range()], t, cfg.u_dim, &mut ws.du, false, par);
         }
 
-        // Reparameterisation, prior and entropy terms, KL: per image.
+        // Reparameterisation, prior and entropy terms, KL: per image. With
+        // lat = μ + σ·noise and log w = log p(x|·) − ½lat² + ½noise² + log σ
+        // (noise fixed), ∂log w/∂μ = ∂/∂lat and ∂log w/∂log σ = ∂/∂lat · σ·noise
+        // + 1. The path derivative instead holds log q's μ and σ fixed:
+        // ∂log q/∂lat = −noise/σ joins ∂/∂lat, and the explicit 1 (log q's
+        // own ∂/∂log σ) goes: ∂/∂log σ = ∂/∂lat · σ·noise.
         let clamp = T::of(LOG_SIGMA_CLAMP);
+        let coef_dlat = &ws.coef_dlat;
         let latent = |mu: &[T],
                       ls: &[T],
                       raw: &[T],
@@ -603,15 +616,22 @@ impl<T: Real> Network<T> {
             dls[..b * dim].iter_mut().for_each(|v| *v = T::zero());
             for r in 0..n {
                 let i = r / k;
-                let cw = coef_w[r];
+                let (cw, cd) = (coef_w[r], coef_dlat[r]);
                 let (dmu, dls, ls) =
                     (&mut dmu[i * dim..(i + 1) * dim], &mut dls[i * dim..(i + 1) * dim], &ls[i * dim..(i + 1) * dim]);
                 let (dlat, lat, noise) =
                     (&dlat[r * dim..(r + 1) * dim], &lat[r * dim..(r + 1) * dim], &noise[r * dim..(r + 1) * dim]);
                 for dd in 0..dim {
-                    let g = dlat[dd] - cw * lat[dd];
-                    dmu[dd] += g;
-                    dls[dd] += g * ls[dd].exp_v() * noise[dd] + cw;
+                    let sigma = ls[dd].exp_v();
+                    if path_derivative {
+                        let g = cd * dlat[dd] + cw * (noise[dd] / sigma - lat[dd]);
+                        dmu[dd] += g;
+                        dls[dd] += g * sigma * noise[dd];
+                    } else {
+                        let g = dlat[dd] - cw * lat[dd];
+                        dmu[dd] += g;
+                        dls[dd] += g * sigma * noise[dd] + cw;
+                    }
                 }
             }
             for j in 0..b * dim {

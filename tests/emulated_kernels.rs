@@ -278,27 +278,36 @@ fn bound_fold_matches_the_grouped_logsumexp() {
 #[test]
 fn objective_terms_match_the_objectives() {
     let (images, z, u) = (5, 6, 4);
-    for (mode, k) in [(0, 7), (1, 7), (2, 1)] {
+    // dreg: iwae-dreg (mode 0 with dreg = 1); mode 1 ignores it (elbo-stl).
+    for (mode, k, dreg) in [(0, 7, 0), (1, 7, 0), (2, 1, 0), (0, 7, 1), (1, 7, 1)] {
         let n = images * k;
         let logw = values(n, 1, -120.0, -80.0);
         let logpx = values(n, 2, -110.0, -70.0);
         let (mu_z, ls_z) = (values(images * z, 3, -1.0, 1.0), values(images * z, 4, -2.0, 0.5));
         let (mu_u, ls_u) = (values(images * u, 5, -1.0, 1.0), values(images * u, 6, -2.0, 0.5));
         let mut ins = [input(&logw), input(&logpx), input(&mu_z), input(&ls_z), input(&mu_u), input(&ls_u)];
-        let (loss, cpx, cw) = (output(images), output(n), output(n));
+        let (loss, cpx, cw, cd) = (output(images), output(n), output(n), output(n));
         let mut args: Vec<Arg> = ins.iter_mut().map(|b| b.arg()).collect();
-        args.extend([loss.arg(), cpx.arg(), cw.arg(), i32_(images), i32_(k), i32_(z), i32_(u), Arg::I32(mode)]);
+        args.extend([loss.arg(), cpx.arg(), cw.arg(), cd.arg(), i32_(images), i32_(k), i32_(z), i32_(u)]);
+        args.extend([Arg::I32(mode), Arg::I32(dreg)]);
         run("objective_terms", cfg1(32 * images, 256), &args);
-        let (loss, cpx, cw) = (read(&loss), read(&cpx), read(&cw));
+        let (loss, cpx, cw, cd) = (read(&loss), read(&cpx), read(&cw), read(&cd));
         let inv_b = 1.0 / images as f64;
         for b in 0..images {
             let v: Vec<f64> = logw[b * k..(b + 1) * k].iter().map(|&x| x as f64).collect();
+            let mut want_dlat = vec![1.0; k];
             let (want_loss, want_px, want_w): (f64, Vec<f64>, Vec<f64>) = match mode {
                 0 => {
                     let mut wt = vec![0f64; k];
                     normalized_weights(&v, &mut wt);
                     let c: Vec<f64> = wt.iter().map(|w| -w * inv_b).collect();
-                    (-(logsumexp(&v) - (k as f64).ln()), c.clone(), c)
+                    let cw = if dreg == 1 {
+                        want_dlat = wt.clone();
+                        wt.iter().map(|w| -w * w * inv_b).collect()
+                    } else {
+                        c.clone()
+                    };
+                    (-(logsumexp(&v) - (k as f64).ln()), c, cw)
                 }
                 1 => (-v.iter().sum::<f64>() / k as f64, vec![-inv_b / k as f64; k], vec![-inv_b / k as f64; k]),
                 _ => {
@@ -314,6 +323,7 @@ fn objective_terms_match_the_objectives() {
             close(&format!("mode {mode} loss"), &loss[b..b + 1], &[want_loss as f32], 1e-5);
             close(&format!("mode {mode} coef_px"), &cpx[b * k..(b + 1) * k], &f(&want_px), 1e-5);
             close(&format!("mode {mode} coef_w"), &cw[b * k..(b + 1) * k], &f(&want_w), 1e-5);
+            close(&format!("mode {mode} dreg {dreg} coef_dlat"), &cd[b * k..(b + 1) * k], &f(&want_dlat), 1e-5);
         }
     }
 }

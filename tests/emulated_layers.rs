@@ -493,17 +493,29 @@ fn encoder_heads_split_clamp_and_squash() {
 }
 
 /// The latent part of src/network.rs backward, written out in f64 from the
-/// same inputs, with and without the KL term and the tanh of μu; raw log σ
-/// past the clamp gets no gradient. Sums of k ≤ 5 terms: 1e-5.
+/// same inputs, with and without the KL term and the tanh of μu, and the
+/// path derivative (iwae-dreg, elbo-stl); raw log σ past the clamp gets no
+/// gradient. Sums of k ≤ 5 terms: 1e-5.
 #[test]
 fn latent_backward_matches_the_network() {
     let (b, k, dim) = (4, 5, 6);
     let (mu, ls, raw) = (values(b * dim, 1, -0.9, 0.9), values(b * dim, 2, -2.0, 1.0), values(b * dim, 3, -8.0, 8.0));
     let (lat, noise, dlat) =
         (values(b * k * dim, 4, -2.0, 2.0), values(b * k * dim, 5, -2.0, 2.0), values(b * k * dim, 6, -1.0, 1.0));
-    let coef_w = values(b * k, 7, -0.3, 0.0);
-    for (kl_scale, tanh_mu) in [(0.0f32, false), (0.25, true)] {
-        let mut ins = [input(&mu), input(&ls), input(&raw), input(&lat), input(&noise), input(&dlat), input(&coef_w)];
+    let (coef_w, coef_dlat) = (values(b * k, 7, -0.3, 0.0), values(b * k, 9, 0.0, 1.0));
+    for (kl_scale, tanh_mu, path) in
+        [(0.0f32, false, false), (0.25, true, false), (0.0, false, true), (0.0, true, true)]
+    {
+        let mut ins = [
+            input(&mu),
+            input(&ls),
+            input(&raw),
+            input(&lat),
+            input(&noise),
+            input(&dlat),
+            input(&coef_w),
+            input(&coef_dlat),
+        ];
         // Into columns col.. of a heads' gradient of ld columns, as the
         // engine writes u's (after z's); the other columns stay as they were.
         let (ld, col) = (2 * dim + 5, 3);
@@ -511,7 +523,7 @@ fn latent_backward_matches_the_network() {
         let dheads = input(&before);
         let mut args: Vec<Arg> = ins.iter_mut().map(|x| x.arg()).collect();
         args.extend([dheads.arg(), i32_(ld), i32_(col), i32_(b), i32_(k), i32_(dim)]);
-        args.extend([Arg::F32(kl_scale), Arg::I32(tanh_mu as i32)]);
+        args.extend([Arg::F32(kl_scale), Arg::I32(tanh_mu as i32), Arg::I32(path as i32)]);
         run("latent_bwd", cfg1(b * dim, 128), &args);
         let got = read(&dheads);
         let block = |c0: usize| -> Vec<f32> { (0..b * dim).map(|t| got[(t / dim) * ld + c0 + t % dim]).collect() };
@@ -526,10 +538,17 @@ fn latent_backward_matches_the_network() {
             let (mut gm, mut gl) = (0f64, 0f64);
             for s in 0..k {
                 let r = i * k + s;
-                let cw = coef_w[r] as f64;
-                let g = dlat[r * dim + d] as f64 - cw * lat[r * dim + d] as f64;
-                gm += g;
-                gl += g * (ls[t] as f64).exp() * noise[r * dim + d] as f64 + cw;
+                let (cw, sigma, nz) = (coef_w[r] as f64, (ls[t] as f64).exp(), noise[r * dim + d] as f64);
+                if path {
+                    let g =
+                        coef_dlat[r] as f64 * dlat[r * dim + d] as f64 + cw * (nz / sigma - lat[r * dim + d] as f64);
+                    gm += g;
+                    gl += g * sigma * nz;
+                } else {
+                    let g = dlat[r * dim + d] as f64 - cw * lat[r * dim + d] as f64;
+                    gm += g;
+                    gl += g * sigma * nz + cw;
+                }
             }
             let kl = kl_scale as f64;
             gm += kl * mu[t] as f64;

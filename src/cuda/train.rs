@@ -62,6 +62,7 @@ struct Buffers {
     img_loss: DevBuf<f32>,
     coef_px: DevBuf<f32>,
     coef_w: DevBuf<f32>,
+    coef_dlat: DevBuf<f32>,
     dc: DevBuf<f32>,
     dtheta: DevBuf<f32>,
     dd1: DevBuf<f32>,
@@ -210,6 +211,7 @@ impl GpuEngine {
             img_loss: f(b)?,
             coef_px: f(n)?,
             coef_w: f(n)?,
+            coef_dlat: f(n)?,
             dc: f(n * d)?,
             dtheta: f(n * t)?,
             dd1: f(n * hd)?,
@@ -291,11 +293,12 @@ impl GpuEngine {
             }
             StepOp::Objective => {
                 {
-                    let mode: i32 = match self.obj {
+                    let mode: i32 = match self.obj.bound() {
                         Objective::Iwae => 0,
                         Objective::Elbo => 1,
-                        Objective::ElboKl => 2,
+                        _ => 2,
                     };
+                    let dreg = (self.obj == Objective::IwaeDreg) as i32;
                     let (b_i, z_i, u_i) = (b as i32, z as i32, u as i32);
                     let mut lb = s.launcher("objective_terms");
                     lb.arg(&bf.logw)
@@ -304,8 +307,8 @@ impl GpuEngine {
                         .arg(&bf.enc.ls_z)
                         .arg(&bf.enc.mu_u)
                         .arg(&bf.enc.ls_u);
-                    lb.arg(&mut bf.img_loss).arg(&mut bf.coef_px).arg(&mut bf.coef_w);
-                    lb.arg(&b_i).arg(&k_i).arg(&z_i).arg(&u_i).arg(&mode);
+                    lb.arg(&mut bf.img_loss).arg(&mut bf.coef_px).arg(&mut bf.coef_w).arg(&mut bf.coef_dlat);
+                    lb.arg(&b_i).arg(&k_i).arg(&z_i).arg(&u_i).arg(&mode).arg(&dreg);
                     // SAFETY: logw, logpx, coefs hold n = b·k values, img_loss b, the
                     // posteriors b·Z and b·U; one warp per image.
                     unsafe { lb.launch(cfg1(32 * b, 256)) }?;
@@ -349,22 +352,34 @@ impl GpuEngine {
             StepOp::LatentBackward => {
                 let kl_scale = if self.obj == Objective::ElboKl { 1.0 / b as f32 } else { 0.0 };
                 let ld = l.enc_heads.out;
+                let path = self.obj.path_derivative();
                 g.latent_bwd(
-                    [&bf.enc.mu_z, &bf.enc.ls_z, &bf.enc.ls_z_raw, &bf.z, &bf.eps, &bf.dz, &bf.coef_w],
+                    [&bf.enc.mu_z, &bf.enc.ls_z, &bf.enc.ls_z_raw, &bf.z, &bf.eps, &bf.dz, &bf.coef_w, &bf.coef_dlat],
                     &mut bf.dheads,
                     (ld, 0),
                     (b, k, z),
                     kl_scale,
                     false,
+                    path,
                 )?;
                 if l.u_mu.is_some() {
                     g.latent_bwd(
-                        [&bf.enc.mu_u, &bf.enc.ls_u, &bf.enc.ls_u_raw, &bf.u, &bf.eta, &bf.du, &bf.coef_w],
+                        [
+                            &bf.enc.mu_u,
+                            &bf.enc.ls_u,
+                            &bf.enc.ls_u_raw,
+                            &bf.u,
+                            &bf.eta,
+                            &bf.du,
+                            &bf.coef_w,
+                            &bf.coef_dlat,
+                        ],
                         &mut bf.dheads,
                         (ld, 2 * z),
                         (b, k, u),
                         kl_scale,
                         true,
+                        path,
                     )?;
                 }
             }

@@ -42,6 +42,8 @@ fn training_step_matches_cpu() {
             ("affine", "elbo", 3, "dynamic", "fp32"),
             ("none", "elbo-kl", 1, "none", "fp32"),
             ("tps", "elbo-kl", 1, "none", "fp32"),
+            ("tps", "iwae-dreg", 5, "dynamic", "fp32"),
+            ("affine", "elbo-stl", 3, "dynamic", "fp32"),
             ("tps", "iwae", 5, "dynamic", "tf32"),
             ("affine", "elbo", 3, "dynamic", "tf32"),
             ("none", "elbo-kl", 1, "none", "tf32"),

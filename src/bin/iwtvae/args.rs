@@ -181,7 +181,10 @@ pub(crate) struct TrainArgs {
     /// TPS control points per side.
     #[arg(long, default_value_t = 3)]
     pub(crate) tps_grid: usize,
-    /// iwae, elbo (k-sample), or elbo-kl (one sample, analytic KL).
+    /// iwae, elbo (k-sample), or elbo-kl (one sample, analytic KL); iwae-dreg
+    /// and elbo-stl train iwae's and elbo's bound with the lower-variance
+    /// path-derivative encoder gradient (DReG, Tucker et al. 2019; STL,
+    /// Roeder et al. 2017).
     #[arg(long, default_value = "iwae")]
     pub(crate) objective: String,
     /// Importance samples per image (default 5; 1 for elbo-kl).
