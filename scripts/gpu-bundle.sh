@@ -24,6 +24,7 @@ cargo test --release --no-run --message-format=json 2>/dev/null | list | while r
 done
 cargo bench --no-run --message-format=json 2>/dev/null | list | while read -r name exe; do cp "$exe" "gpu-bundle/benches/$name"; done
 rm -f gpu-bundle/benches/iwtvae  # the library's empty bench harness
+rm -f gpu-bundle/benches/gradient_snr  # a CPU-only estimator diagnostic; the 64 MiB are the GPU's
 # The stand-in libcuda.so (crates/cuda-emu), for FAKE_CUDA=1 dry runs only.
 fake=$(ls -td target/release/build/cuda-emu-*/out/fake-cuda 2>/dev/null | head -1)
 if [ -n "$fake" ] && [ -f "$fake/libcuda.so" ]; then
