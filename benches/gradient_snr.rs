@@ -12,7 +12,6 @@
 //!       IWTVAE_SNR_OBJECTIVES=iwae,iwae-dreg,elbo,elbo-stl cargo bench --bench gradient_snr -- CHECKPOINT
 use iwtvae::data::{Binarize, Dataset, Split};
 use iwtvae::model::checkpoint::load_checkpoint;
-use iwtvae::model::Layout;
 use iwtvae::network::Network;
 use iwtvae::objective::{loss_and_grad, LatentKeys, Objective};
 use iwtvae::ops::Par;
@@ -30,16 +29,6 @@ fn env_list(name: &str, default: &str) -> Vec<String> {
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Which parameters are the encoder's (trunk and heads).
-fn encoder_mask(layout: &Layout) -> Vec<bool> {
-    let mut mask = vec![false; layout.total];
-    for s in [&layout.enc_fc1, &layout.enc_fc2, &layout.enc_heads] {
-        mask[s.w_range()].iter_mut().for_each(|m| *m = true);
-        mask[s.b_range()].iter_mut().for_each(|m| *m = true);
-    }
-    mask
 }
 
 /// The minibatch gradient (mean over `targets`' images) for one draw of
@@ -122,7 +111,7 @@ fn main() {
     for i in 0..images {
         data.targets(i, Binarize::Dynamic, bin_key, &mut scratch, &mut targets[i * d..(i + 1) * d]);
     }
-    let mask = encoder_mask(&net.layout);
+    let mask = net.layout.encoder_mask();
     for k in env_list("IWTVAE_SNR_K", "1,5,50,500").iter().map(|k| k.parse::<usize>().expect("IWTVAE_SNR_K")) {
         for name in env_list("IWTVAE_SNR_OBJECTIVES", "iwae,iwae-dreg") {
             let obj = Objective::parse(&name).expect("IWTVAE_SNR_OBJECTIVES");

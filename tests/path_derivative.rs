@@ -19,16 +19,6 @@ fn keys(epoch: u32) -> LatentKeys {
     LatentKeys { eps: NoiseKey::new(5, Stream::TrainEps, epoch), eta: NoiseKey::new(5, Stream::TrainEta, epoch) }
 }
 
-/// Which parameters are the encoder's (its trunk and its heads).
-fn encoder_mask(layout: &Layout) -> Vec<bool> {
-    let mut mask = vec![false; layout.total];
-    for s in [&layout.enc_fc1, &layout.enc_fc2, &layout.enc_heads] {
-        mask[s.w_range()].iter_mut().for_each(|m| *m = true);
-        mask[s.b_range()].iter_mut().for_each(|m| *m = true);
-    }
-    mask
-}
-
 /// Sample r's log-weight with log q's μ and log σ held at `stopped`
 /// (μz, log σz, μu, log σu of the images), after a forward at `params`:
 /// log p(x|z,u) − ½|z|² + ½|(z − μ̄)/σ̄|² + Σ log σ̄, and the same for u.
@@ -68,7 +58,7 @@ fn surrogate_gradient_check(transform: Transform, obj: Objective) {
     let b = ITEMS.len();
     let x = targets(b, cfg.pixels(), 1);
     let p0 = tiny_params(&layout, 11);
-    let mask = encoder_mask(&layout);
+    let mask = layout.encoder_mask();
     let mut ws = net.workspace(b, K, true);
     ws.x[..x.len()].copy_from_slice(&x);
     let mut grads = vec![0.0; layout.total];
@@ -158,7 +148,7 @@ fn path_derivatives_are_unbiased() {
     let b = ITEMS.len();
     let x = targets(b, cfg.pixels(), 2);
     let p0 = tiny_params(&layout, 13);
-    let mask = encoder_mask(&layout);
+    let mask = layout.encoder_mask();
     let enc: Vec<usize> = (0..layout.total).filter(|&i| mask[i]).collect();
     let mut ws = net.workspace(b, K, true);
     ws.x[..x.len()].copy_from_slice(&x);

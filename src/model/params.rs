@@ -62,6 +62,17 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// For each parameter, is it the encoder's (trunk and heads)? The path
+    /// derivatives (`iwae-dreg`, `elbo-stl`) change only these gradients.
+    pub fn encoder_mask(&self) -> Vec<bool> {
+        let mut mask = vec![false; self.total];
+        for s in [&self.enc_fc1, &self.enc_fc2, &self.enc_heads] {
+            mask[s.w_range()].iter_mut().for_each(|m| *m = true);
+            mask[s.b_range()].iter_mut().for_each(|m| *m = true);
+        }
+        mask
+    }
+
     pub fn new(config: ModelConfig) -> Self {
         let mut entries = Vec::new();
         let mut total = 0usize;
