@@ -19,6 +19,13 @@ fn keys(epoch: u32) -> LatentKeys {
     LatentKeys { eps: NoiseKey::new(5, Stream::TrainEps, epoch), eta: NoiseKey::new(5, Stream::TrainEta, epoch) }
 }
 
+/// A workspace for the two images with their targets `x` in place.
+fn workspace_with(net: &Network<f64>, x: &[f64], with_backward: bool) -> Workspace<f64> {
+    let mut ws = net.workspace(ITEMS.len(), K, with_backward);
+    ws.x[..x.len()].copy_from_slice(x);
+    ws
+}
+
 /// Sample r's log-weight with log q's μ and log σ held at `stopped`
 /// (μz, log σz, μu, log σu of the images), after a forward at `params`:
 /// log p(x|z,u) − ½|z|² + ½|(z − μ̄)/σ̄|² + Σ log σ̄, and the same for u.
@@ -59,14 +66,12 @@ fn surrogate_gradient_check(transform: Transform, obj: Objective) {
     let x = targets(b, cfg.pixels(), 1);
     let p0 = tiny_params(&layout, 11);
     let mask = layout.encoder_mask();
-    let mut ws = net.workspace(b, K, true);
-    ws.x[..x.len()].copy_from_slice(&x);
+    let mut ws = workspace_with(&net, &x, true);
     let mut grads = vec![0.0; layout.total];
     let loss = loss_and_grad(&net, &p0, Some(&mut grads), &mut ws, &ITEMS, K, obj, keys(1), Par::Seq);
 
     // The same loss and decoder gradient as the base objective.
-    let mut base_ws = net.workspace(b, K, true);
-    base_ws.x[..x.len()].copy_from_slice(&x);
+    let mut base_ws = workspace_with(&net, &x, true);
     let mut base_grads = vec![0.0; layout.total];
     let base_loss =
         loss_and_grad(&net, &p0, Some(&mut base_grads), &mut base_ws, &ITEMS, K, obj.bound(), keys(1), Par::Seq);
@@ -97,8 +102,7 @@ fn surrogate_gradient_check(transform: Transform, obj: Objective) {
         assert!((a - w).abs() < 1e-9 * (1.0 + w.abs()), "row {r}: stopped log w {a} vs log w {w}");
     }
 
-    let mut fd_ws = net.workspace(b, K, false);
-    fd_ws.x[..x.len()].copy_from_slice(&x);
+    let mut fd_ws = workspace_with(&net, &x, false);
     let name = format!("{}/{}", transform.name(), obj.name());
     check_gradient(&name, &p0, &grads, |p| {
         let mix = |enc_from_p: bool| -> Vec<f64> {
@@ -150,8 +154,7 @@ fn path_derivatives_are_unbiased() {
     let p0 = tiny_params(&layout, 13);
     let mask = layout.encoder_mask();
     let enc: Vec<usize> = (0..layout.total).filter(|&i| mask[i]).collect();
-    let mut ws = net.workspace(b, K, true);
-    ws.x[..x.len()].copy_from_slice(&x);
+    let mut ws = workspace_with(&net, &x, true);
     let draws = 3000u32;
     for (path, base) in [(Objective::IwaeDreg, Objective::Iwae), (Objective::ElboStl, Objective::Elbo)] {
         let (mut sum, mut sum2) = (vec![0.0; enc.len()], vec![0.0; enc.len()]);
