@@ -135,9 +135,12 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
   if (b >= images) return;
   const float* v = logw + (size_t)b * k;
   float inv_b = 1.0f / (float)images;
+  // One store after the branches: a store in each kept img_loss + b live
+  // across the division slow-path calls, which spilled it on sm_80.
+  float loss;
   if (mode == 0) {
     float l = warp_logsumexp(v, k, lane);
-    if (lane == 0) img_loss[b] = -(l - logf((float)k));
+    loss = -(l - logf((float)k));
     for (int s = lane; s < k; s += 32) {
       float w = isfinite(l) ? expf(v[s] - l) : __int_as_float(0x7fc00000);
       size_t r = (size_t)b * k + s;
@@ -149,7 +152,7 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
     float tot = 0.0f;
     for (int s = lane; s < k; s += 32) tot += v[s];
     tot = warp_sum(tot);
-    if (lane == 0) img_loss[b] = -tot / (float)k;
+    loss = -tot / (float)k;
     float c = -inv_b / (float)k;
     for (int s = lane; s < k; s += 32) {
       coef_px[(size_t)b * k + s] = c;
@@ -164,13 +167,14 @@ extern "C" __global__ void __launch_bounds__(IWTVAE_MAX_THREADS)
       kl += 0.5f * (expf(2.0f * l) + m * m - 1.0f - 2.0f * l);
     }
     kl = warp_sum(kl);
+    loss = -(logpx[b] - kl);
     if (lane == 0) {
-      img_loss[b] = -(logpx[b] - kl);
       coef_px[b] = -inv_b;
       coef_w[b] = 0.0f;
       coef_dlat[b] = 1.0f;
     }
   }
+  if (lane == 0) img_loss[b] = loss;
 }
 
 // out[0] = mean of v[0..n) (one warp; n is a batch size).
