@@ -4,7 +4,9 @@
 //! its limited time. Shell scripts are parsed (`bash -n`, the runner taken
 //! out of scripts/gpu-bundle.sh, which writes it); the Python report scripts
 //! run on inputs in the formats `iwtvae eval` and the speed benches write.
-//! Skips loudly when bash or python3 is missing.
+//! The estimator study's commands (scripts/estimator-study.sh, dry run) are
+//! checked against the committed runs' settings. Skips loudly when bash or
+//! python3 is missing.
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -48,12 +50,72 @@ fn shell_scripts_parse() {
         "scripts/install-cuda.sh",
         "scripts/emu-asan.sh",
         "scripts/fake-gpu.sh",
+        "scripts/estimator-study.sh",
+        "scripts/probe-all.sh",
+        "scripts/sass.sh",
         "benches/compare.sh",
     ];
     for path in scripts.iter().map(|s| Path::new(ROOT).join(s)).chain([runner]) {
         let o = run(Command::new("bash").arg("-n").arg(&path));
         assert!(o.status.success(), "{}: {}", path.display(), text(&o));
     }
+}
+
+/// `scripts/estimator-study.sh` reruns the README's DReG study: its dry run
+/// trains each committed results/dreg run with the settings in that run's
+/// config.json (model sizes, objective, seed), evaluates on the shared
+/// noise, and compares the pair, without touching anything.
+#[test]
+fn estimator_study_reruns_the_committed_runs() {
+    if !have("bash") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let o = run(Command::new("bash")
+        .arg("scripts/estimator-study.sh")
+        .args(["--models", "vae,affine,tps", "--seeds", "2", "--work"])
+        .arg(work.path())
+        .env("DRY_RUN", "1"));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let trains: Vec<&str> = out.lines().filter(|l| l.contains(" train ")).collect();
+    assert_eq!(trains.len(), 6, "an IWAE and a DReG run per model:\n{out}");
+    for model in ["vae", "affine", "tps"] {
+        let dir = format!("results/dreg/{model}-iwaedreg5-seed2");
+        let line = trains.iter().find(|l| l.ends_with(&format!("--out {dir}"))).expect("the DReG run's command");
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(Path::new(ROOT).join(&dir).join("config.json")).unwrap())
+                .unwrap();
+        let flag = |name: &str| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == name).unwrap_or_else(|| panic!("{name} in {line}"));
+            words[at + 1].to_string()
+        };
+        let transform = cfg["transform"].as_str().unwrap();
+        assert_eq!(flag("--transform"), transform, "{line}");
+        assert_eq!(flag("--z-dim"), cfg["z_dim"].to_string(), "{line}");
+        assert_eq!(flag("--u-dim"), cfg["u_dim"].to_string(), "{line}");
+        assert_eq!(flag("--objective"), cfg["objective"].as_str().unwrap(), "{line}");
+        assert_eq!(flag("--seed"), cfg["seed"].to_string(), "{line}");
+        // The rest is the protocol's default, as in the committed run.
+        assert_eq!(
+            (cfg["k"].as_u64(), cfg["epochs"].as_u64(), cfg["batch_size"].as_u64()),
+            (Some(5), Some(50), Some(100))
+        );
+        let iwae = trains.iter().find(|l| l.contains(&format!("{model}-iwae5-seed2"))).expect("the IWAE run");
+        assert_eq!(
+            iwae.replace("--objective iwae ", "").split(" --out ").next(),
+            line.replace("--objective iwae-dreg ", "").split(" --out ").next(),
+            "the pair differs only in the objective"
+        );
+        assert!(out.contains(&format!(
+            "compare {}/{model}-iwae-2.csv {}/{model}-dreg-2.csv",
+            work.path().display(),
+            work.path().display()
+        )));
+    }
+    assert_eq!(out.lines().filter(|l| l.contains(" eval ") && l.contains("--per-image")).count(), 6);
+    assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "a dry run writes nothing");
 }
 
 /// Every command of the runner that runs our binaries or the PyTorch bench
